@@ -1,0 +1,201 @@
+//! The wallet aggregate: one per (user, currency), never below zero.
+
+use rust_decimal::Decimal;
+
+use crate::error::DomainError;
+use crate::event::Event;
+use crate::ids::{TransactionId, UserId, WalletId};
+use crate::money::{Amount, Currency};
+use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
+use crate::text::Description;
+use crate::user::User;
+
+/// State of one wallet, folded from its stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wallet {
+    /// Set once `WalletOpened` has been folded.
+    pub id: Option<WalletId>,
+    /// The owner.
+    pub owner: Option<UserId>,
+    /// The wallet's currency.
+    pub currency: Option<Currency>,
+    /// Money available to spend. Never negative.
+    pub balance: Decimal,
+}
+
+impl Aggregate for Wallet {
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::WalletOpened {
+                wallet_id,
+                user_id,
+                currency,
+            } => {
+                self.id = Some(*wallet_id);
+                self.owner = Some(*user_id);
+                self.currency = Some(*currency);
+            }
+            Event::FundsDeposited { amount, .. } | Event::TransferReceived { amount, .. } => {
+                self.balance += amount.value();
+            }
+            Event::FundsWithdrawn { amount, .. } | Event::TransferSent { amount, .. } => {
+                self.balance -= amount.value();
+            }
+            _ => {}
+        }
+        // A negative balance can only come from a bug in `decide`; stop loudly in tests.
+        debug_assert!(self.balance >= Decimal::ZERO, "wallet balance went negative");
+    }
+}
+
+/// Put money into a user's wallet from outside the ledger.
+#[derive(Debug, Clone)]
+pub struct Deposit {
+    /// The movement's id.
+    pub transaction_id: TransactionId,
+    /// Whose wallet.
+    pub user_id: UserId,
+    /// Which of the user's wallets (opened by this deposit if it does not exist yet).
+    pub currency: Currency,
+    /// How much (already checked against `currency`).
+    pub amount: Amount,
+    /// Free text for the statement.
+    pub description: Option<Description>,
+}
+
+/// Take money out of a user's wallet to outside the ledger.
+#[derive(Debug, Clone)]
+pub struct Withdraw {
+    /// The movement's id.
+    pub transaction_id: TransactionId,
+    /// Whose wallet.
+    pub user_id: UserId,
+    /// Which wallet.
+    pub currency: Currency,
+    /// How much.
+    pub amount: Amount,
+    /// Free text for the statement.
+    pub description: Option<Description>,
+}
+
+/// Move money between two users' wallets of the same currency.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The movement's id, shared by both legs.
+    pub transaction_id: TransactionId,
+    /// The payer.
+    pub from_user_id: UserId,
+    /// The payee.
+    pub to_user_id: UserId,
+    /// Currency of both wallets.
+    pub currency: Currency,
+    /// How much.
+    pub amount: Amount,
+    /// Free text for both statements.
+    pub description: Option<Description>,
+}
+
+fn require_funds(wallet: &Wallet, amount: Amount, currency: Currency) -> Result<(), DomainError> {
+    if wallet.balance < amount.value() {
+        return Err(DomainError::InsufficientFunds {
+            balance: currency.format(wallet.balance),
+            requested: currency.format(amount.value()),
+        });
+    }
+    Ok(())
+}
+
+fn open_if_new(wallet: &Versioned<Wallet>, user: UserId, currency: Currency, events: &mut Vec<Event>) -> WalletId {
+    let id = WalletId::of(user, currency);
+    if wallet.version == 0 {
+        events.push(Event::WalletOpened {
+            wallet_id: id,
+            user_id: user,
+            currency,
+        });
+    }
+    id
+}
+
+/// Decides a deposit. `wallet` is the (possibly not yet opened) wallet
+/// `WalletId::of(cmd.user_id, cmd.currency)`.
+pub fn deposit(user: &Versioned<User>, wallet: &Versioned<Wallet>, cmd: &Deposit) -> Result<Vec<StreamWrite>, DomainError> {
+    if !user.state.exists() {
+        return Err(DomainError::UnknownUser);
+    }
+    let mut events = Vec::with_capacity(2);
+    let id = open_if_new(wallet, cmd.user_id, cmd.currency, &mut events);
+    events.push(Event::FundsDeposited {
+        transaction_id: cmd.transaction_id,
+        amount: cmd.amount,
+        description: cmd.description.clone(),
+    });
+    Ok(vec![StreamWrite {
+        stream: StreamId::wallet(id),
+        expected_version: wallet.version,
+        events,
+    }])
+}
+
+/// Decides a withdrawal: the wallet must exist and cover the amount.
+pub fn withdraw(wallet: &Versioned<Wallet>, cmd: &Withdraw) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = wallet.state.id.ok_or(DomainError::WalletNotFound(cmd.currency))?;
+    require_funds(&wallet.state, cmd.amount, cmd.currency)?;
+    Ok(vec![StreamWrite {
+        stream: StreamId::wallet(id),
+        expected_version: wallet.version,
+        events: vec![Event::FundsWithdrawn {
+            transaction_id: cmd.transaction_id,
+            amount: cmd.amount,
+            description: cmd.description.clone(),
+        }],
+    }])
+}
+
+/// Decides a transfer. Both legs are written together or not at all; the payee's wallet
+/// is opened by the transfer if it does not exist yet.
+pub fn transfer(
+    payer_wallet: &Versioned<Wallet>,
+    payee: &Versioned<User>,
+    payee_wallet: &Versioned<Wallet>,
+    cmd: &Transfer,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    if cmd.from_user_id == cmd.to_user_id {
+        return Err(DomainError::SelfTransfer);
+    }
+    if !payee.state.exists() {
+        return Err(DomainError::UnknownUser);
+    }
+    let from_id = payer_wallet
+        .state
+        .id
+        .ok_or(DomainError::WalletNotFound(cmd.currency))?;
+    require_funds(&payer_wallet.state, cmd.amount, cmd.currency)?;
+    let mut payee_events = Vec::with_capacity(2);
+    let to_id = open_if_new(payee_wallet, cmd.to_user_id, cmd.currency, &mut payee_events);
+    payee_events.push(Event::TransferReceived {
+        transaction_id: cmd.transaction_id,
+        from_wallet_id: from_id,
+        from_user_id: cmd.from_user_id,
+        amount: cmd.amount,
+        description: cmd.description.clone(),
+    });
+    Ok(vec![
+        StreamWrite {
+            stream: StreamId::wallet(from_id),
+            expected_version: payer_wallet.version,
+            events: vec![Event::TransferSent {
+                transaction_id: cmd.transaction_id,
+                to_wallet_id: to_id,
+                to_user_id: cmd.to_user_id,
+                amount: cmd.amount,
+                description: cmd.description.clone(),
+            }],
+        },
+        StreamWrite {
+            stream: StreamId::wallet(to_id),
+            expected_version: payee_wallet.version,
+            events: payee_events,
+        },
+    ])
+}
