@@ -1,1 +1,66 @@
-//! placeholder
+//! Everything that knows JetStream: the stream's setup, the public envelope and subject
+//! scheme, the outbox relay (Postgres feed → JetStream), and subscriber helpers.
+
+mod envelope;
+mod relay;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+pub use envelope::{subject_for, Envelope, ENVELOPE_VERSION};
+pub use relay::{Relay, RelaySettings};
+
+/// Where events go on NATS.
+#[derive(Debug, Clone)]
+pub struct JetStreamSettings {
+    /// NATS server URL, such as `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The JetStream stream holding every event.
+    pub stream_name: String,
+    /// Subjects are `<prefix>.<category>.<aggregate id>.<EventType>`.
+    pub subject_prefix: String,
+}
+
+impl Default for JetStreamSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream_name: "ESCROW_EVENTS".into(),
+            subject_prefix: "escrow.events".into(),
+        }
+    }
+}
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish. Two minutes
+/// is JetStream's default; consumers are idempotent by stream version beyond it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Connects to NATS. The connection is made in the background and retried forever, so a
+/// server that starts while NATS is down still serves commands (the relay catches up).
+pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::connect_with_options(
+        url,
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .name("escrow-ledger"),
+    )
+    .await
+}
+
+/// Creates the events stream if it does not exist yet.
+pub async fn ensure_stream(js: &jetstream::Context, settings: &JetStreamSettings) -> anyhow::Result<stream::Stream> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: settings.stream_name.clone(),
+            subjects: vec![format!("{}.>", settings.subject_prefix)],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating JetStream stream {}: {e}", settings.stream_name))?;
+    Ok(stream)
+}

@@ -1,1 +1,12 @@
-//! placeholder
+//! Read models built from the event stream: `rm_users`, `rm_wallets`, `rm_transactions`.
+//!
+//! One apply function serves both the live worker (JetStream durable pull consumer) and
+//! replay (the Postgres feed). An event is applied only when it is the next version of its
+//! stream, in the same transaction that records that version, so redelivered or
+//! duplicated messages change nothing (exactly-once effect).
+
+mod apply;
+mod worker;
+
+pub use apply::{apply_batch, reset, stream_version, wait_for_position, ApplyReport, PROJECTION};
+pub use worker::{ProjectionWorker, WorkerSettings};

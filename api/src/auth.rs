@@ -1,0 +1,182 @@
+//! Authentication: argon2id password hashes and HS256 JSON Web Tokens.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use domain::{Role, UserId};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Issuer claim of every token we mint.
+const ISSUER: &str = "escrow-ledger";
+/// Audience claim of every token we mint.
+const AUDIENCE: &str = "escrow-api";
+/// Longest bearer token accepted, in bytes: ours are ~300; anything far larger is abuse.
+const TOKEN_BYTES_MAX: usize = 4096;
+
+/// The claims of an access token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The user's role when the token was issued.
+    pub role: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expiry.
+    pub exp: i64,
+}
+
+/// Signs and checks tokens. The secret never leaves this struct and is never printed.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    /// Lifetime of a token in seconds.
+    pub ttl_seconds: i64,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys").field("ttl_seconds", &self.ttl_seconds).finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// Keys from a shared secret.
+    pub fn new(secret: &[u8], ttl_seconds: i64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl_seconds,
+        }
+    }
+
+    /// Mints a token for a user.
+    pub fn issue(&self, user: UserId, role: Role) -> Result<String, ApiError> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.to_string(),
+            role: role.as_str().to_owned(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl_seconds,
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
+    }
+
+    /// Checks a token: HS256 only (so `alg: none` and RS/HS confusion fail), our issuer
+    /// and audience, not expired, not before its time.
+    pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(ApiError::unauthorized("the bearer token is too large"));
+        }
+        let data = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| ApiError::unauthorized(format!("invalid bearer token: {}", token_error(&e))))?;
+        let id = Uuid::parse_str(&data.claims.sub).map_err(|_| ApiError::unauthorized("invalid bearer token: bad subject"))?;
+        let role = Role::parse(&data.claims.role).ok_or_else(|| ApiError::unauthorized("invalid bearer token: bad role"))?;
+        Ok(AuthUser { id: UserId(id), role })
+    }
+}
+
+fn token_error(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not valid yet",
+        K::InvalidSignature => "wrong signature",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "algorithm not accepted",
+        K::MissingRequiredClaim(_) => "missing claim",
+        K::InvalidIssuer | K::InvalidAudience => "wrong issuer or audience",
+        _ => "malformed",
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    /// Who.
+    pub id: UserId,
+    /// With which role.
+    pub role: Role,
+}
+
+impl AuthUser {
+    /// The caller may read `owner`'s data: it is the owner, an arbiter or an admin.
+    pub fn can_see(&self, owner: UserId) -> bool {
+        self.id == owner || self.role.sees_everything()
+    }
+
+    /// The caller may move `owner`'s money: it is the owner or an admin.
+    pub fn can_act_for(&self, owner: UserId) -> bool {
+        self.id == owner || self.role == Role::Admin
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+        state.tokens.verify(token.trim())
+    }
+}
+
+/// Hashes a password with argon2id (off the async threads: it is deliberately slow).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Checks a password against a stored hash. With no stored hash (unknown e-mail) it
+/// checks against a fixed dummy hash, so both failures take the same time.
+pub async fn verify_password(password: String, stored: Option<String>, dummy: Arc<String>) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let hash_text = stored.unwrap_or_else(|| dummy.as_str().to_owned());
+        let parsed = PasswordHash::new(&hash_text).map_err(ApiError::internal)?;
+        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        Ok(ok && known)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}

@@ -1,0 +1,104 @@
+//! Typed settings, from flags or the environment (the seed's variable names).
+
+use std::fmt;
+
+use clap::{Args, ValueEnum};
+
+/// Which parts of the ledger this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkerRole {
+    /// API, relay and projection worker (the default; one process is a whole ledger).
+    All,
+    /// Only the HTTP API.
+    Api,
+    /// Only the relay and the projection worker.
+    Workers,
+}
+
+/// A secret that never prints.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Settings of `escrow serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// JetStream stream that holds every event.
+    #[arg(long, env = "NATS_STREAM", default_value = "ESCROW_EVENTS")]
+    pub nats_stream: String,
+    /// Subject prefix: events go to `<prefix>.<category>.<id>.<EventType>`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "escrow.events")]
+    pub nats_subject_prefix: String,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// HS256 signing secret for access tokens, at least 32 characters. Required unless --dev.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 900)]
+    pub jwt_ttl_seconds: i64,
+    /// Development mode: accept a missing or weak JWT_SECRET (with a warning).
+    #[arg(long, env = "ESCROW_DEV")]
+    pub dev: bool,
+    /// Comma-separated origins allowed by CORS (none when empty).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub body_limit_bytes: usize,
+    /// What this process runs.
+    #[arg(long, env = "ESCROW_ROLE", value_enum, default_value = "all")]
+    pub role: WorkerRole,
+    /// Most database connections this process opens.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+    /// How long a query with `minPosition` waits for the read models, in milliseconds.
+    #[arg(long, env = "READ_WAIT_MS", default_value_t = 2000)]
+    pub read_wait_ms: u64,
+}
+
+/// Secrets that appear in examples and tutorials; a ledger must never run with one.
+const PLACEHOLDER_SECRETS: &[&str] = &[
+    "your-super-secret-jwt-key-here",
+    "changeme",
+    "change-me",
+    "secret",
+    "jwt-secret",
+    "development",
+];
+
+/// Shortest acceptable signing secret, in bytes (HS256 wants 256 bits of key).
+pub const JWT_SECRET_BYTES_MIN: usize = 32;
+
+/// Why a secret is refused, if it is.
+pub fn weak_secret_reason(secret: Option<&str>) -> Option<&'static str> {
+    match secret {
+        None | Some("") => Some("JWT_SECRET is not set"),
+        Some(s) if PLACEHOLDER_SECRETS.iter().any(|p| s.eq_ignore_ascii_case(p)) => Some("JWT_SECRET is a well-known placeholder"),
+        Some(s) if s.len() < JWT_SECRET_BYTES_MIN => Some("JWT_SECRET is shorter than 32 characters"),
+        Some(s) if s.bytes().all(|b| b == s.as_bytes()[0]) => Some("JWT_SECRET is one repeated character"),
+        Some(_) => None,
+    }
+}

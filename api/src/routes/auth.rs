@@ -1,0 +1,162 @@
+//! Registration and login.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use chrono::Utc;
+use command_handlers::{Actor, Command, Outcome};
+use domain::{Email, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::{hash_password, verify_password};
+use crate::error::{ApiError, Result};
+use crate::extract::{IdempotencyKey, JsonBody, RequestMeta};
+use crate::routes::{command_context, render, unexpected};
+use crate::state::AppState;
+
+/// Shortest password accepted, in characters.
+const PASSWORD_CHARS_MIN: usize = 8;
+/// Longest password accepted, in characters (argon2 input stays bounded).
+const PASSWORD_CHARS_MAX: usize = 128;
+
+/// Registration or login body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// E-mail address (trimmed and lower-cased).
+    #[schema(example = "user@example.com")]
+    pub email: String,
+    /// 8 to 128 characters.
+    #[schema(example = "password123")]
+    pub password: String,
+}
+
+/// A registered user.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredUser {
+    /// User id.
+    pub id: String,
+    /// Normalised e-mail.
+    pub email: String,
+    /// `user`, `arbiter` or `admin`.
+    pub role: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Global position of the registration's last event.
+    pub position: i64,
+}
+
+/// The user part of a login response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginUser {
+    /// User id.
+    pub id: String,
+    /// E-mail.
+    pub email: String,
+    /// Role.
+    pub role: String,
+}
+
+/// A login response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+    /// Who logged in.
+    pub user: LoginUser,
+}
+
+fn check_password(p: &str) -> Result<()> {
+    let n = p.chars().count();
+    if !(PASSWORD_CHARS_MIN..=PASSWORD_CHARS_MAX).contains(&n) {
+        return Err(ApiError::unprocessable(
+            "INVALID_PASSWORD",
+            format!("password must be {PASSWORD_CHARS_MIN} to {PASSWORD_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn respond_registered(outcome: &Outcome, position: i64) -> (u16, Value) {
+    match outcome {
+        Outcome::Registered(r) => (
+            201,
+            json!(RegisteredUser {
+                id: r.user_id.to_string(),
+                email: r.email.to_string(),
+                role: r.role.as_str().into(),
+                created_at: crate::rfc3339(Utc::now()),
+                position,
+            }),
+        ),
+        other => unexpected(other),
+    }
+}
+
+/// Register a user; also opens the user's USD wallet.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 201, body = RegisteredUser),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn register(State(st): State<AppState>, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+    let req: Credentials = body.parse()?;
+    let email = Email::parse(&req.email).map_err(|e| ApiError::from(domain::DomainError::from(e)))?;
+    check_password(&req.password)?;
+    let ctx = command_context(Actor::System, &format!("register:{email}"), "POST /auth/register", &meta, key, &body);
+    let password_hash = hash_password(req.password).await?;
+    let user_id = UserId::new_v7();
+    let executed = st
+        .ledger
+        .execute(&ctx, Command::Register { user_id, email, password_hash }, &respond_registered)
+        .await?;
+    Ok(render(&st, executed, &respond_registered))
+}
+
+/// Log in and receive a bearer token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, body = LoginResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<LoginResponse>> {
+    let req: Credentials = body.parse()?;
+    let denied = || ApiError::unauthorized("invalid email or password");
+    if req.password.chars().count() > PASSWORD_CHARS_MAX {
+        return Err(denied());
+    }
+    let email = Email::parse(&req.email).ok();
+    let record = match &email {
+        Some(e) => st.ledger.find_login(e).await?,
+        None => None,
+    };
+    let ok = verify_password(req.password, record.as_ref().map(|r| r.password_hash.clone()), st.dummy_hash.clone()).await?;
+    let (Some(record), Some(email), true) = (record, email, ok) else {
+        return Err(denied());
+    };
+    let user = st.ledger.user(record.user_id).await?;
+    let role = user.state.role;
+    let token = st.tokens.issue(record.user_id, role)?;
+    Ok(Json(LoginResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: st.tokens.ttl_seconds,
+        user: LoginUser {
+            id: record.user_id.to_string(),
+            email: email.to_string(),
+            role: role.as_str().into(),
+        },
+    }))
+}

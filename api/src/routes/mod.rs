@@ -1,0 +1,99 @@
+//! HTTP handlers, grouped by resource.
+
+pub mod auth;
+pub mod health;
+pub mod users;
+pub mod wallets;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use command_handlers::{Actor, CommandContext, Executed, Outcome};
+use event_store::IdempotencyRecord;
+use serde_json::Value;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Result};
+use crate::extract::{IdempotencyKey, JsonBody, RequestMeta};
+use crate::state::AppState;
+
+/// Header set on a response that was replayed from an earlier request with the same
+/// `Idempotency-Key`.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// Header saying whether a query's read models had reached the requested `minPosition`.
+pub const CONSISTENCY_HEADER: &str = "x-read-consistency";
+
+/// Builds the command context: actor, request ids, and the idempotency record scoped to
+/// the caller (or `scope_owner` for anonymous routes) and the route.
+pub(crate) fn command_context(
+    actor: Actor,
+    scope_owner: &str,
+    route: &str,
+    meta: &RequestMeta,
+    key: IdempotencyKey,
+    body: &JsonBody,
+) -> CommandContext {
+    CommandContext {
+        actor,
+        correlation_id: meta.correlation_id,
+        causation_id: None,
+        request_id: meta.request_id.clone(),
+        idempotency: key.0.map(|key| IdempotencyRecord {
+            scope: format!("{scope_owner}|{route}"),
+            key,
+            request_hash: body.sha256(),
+        }),
+    }
+}
+
+/// The context of an authenticated user's command.
+pub(crate) fn user_context(user: &AuthUser, route: &str, meta: &RequestMeta, key: IdempotencyKey, body: &JsonBody) -> CommandContext {
+    command_context(Actor::User(user.id), &user.id.to_string(), route, meta, key, body)
+}
+
+/// Turns an executed command into the HTTP response: the fresh rendering, or the stored
+/// one for a replay.
+pub(crate) fn render(st: &AppState, executed: Executed, respond: &dyn Fn(&Outcome, i64) -> (u16, Value)) -> Response {
+    match executed {
+        Executed::Fresh { outcome, position } => {
+            st.relay_wake.notify_one();
+            let (status, body) = respond(&outcome, position);
+            json_response(status, body, false)
+        }
+        Executed::Replayed { status, body } => json_response(status, body, true),
+    }
+}
+
+fn json_response(status: u16, body: Value, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut res = (status, axum::Json(body)).into_response();
+    if replayed {
+        res.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    res
+}
+
+/// Waits (bounded) for the read models to reach `min_position`. Returns whether they did;
+/// `None` when the client asked for no position.
+pub(crate) async fn await_position(st: &AppState, min_position: Option<i64>) -> Result<Option<bool>> {
+    match min_position {
+        None | Some(0) => Ok(None),
+        Some(p) => Ok(Some(projections::wait_for_position(&st.pool, p, st.read_wait).await?)),
+    }
+}
+
+/// Adds the consistency header to a query response.
+pub(crate) fn with_consistency(mut res: Response, reached: Option<bool>) -> Response {
+    if let Some(r) = reached {
+        res.headers_mut().insert(
+            CONSISTENCY_HEADER,
+            HeaderValue::from_static(if r { "fresh" } else { "stale" }),
+        );
+    }
+    res
+}
+
+/// A 500 for an outcome a route does not produce (a programming error).
+pub(crate) fn unexpected(outcome: &Outcome) -> (u16, Value) {
+    let e = ApiError::internal(format!("unexpected outcome {outcome:?}"));
+    (e.status.as_u16(), serde_json::json!({ "code": e.code }))
+}

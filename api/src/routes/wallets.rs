@@ -1,0 +1,385 @@
+//! Wallets: balances, deposits, withdrawals, transfers and transaction history.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use command_handlers::{Command, Outcome, WalletChange};
+use domain::wallet::{Deposit, Transfer, Withdraw};
+use domain::{Currency, TransactionId, UserId};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Result};
+use crate::extract::{parse_amount, parse_currency, parse_description, parse_id, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta};
+use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
+use crate::state::AppState;
+
+/// Most history items returned per page.
+const PAGE_ITEMS_MAX: i64 = 100;
+/// History items per page when `limit` is not given.
+const PAGE_ITEMS_DEFAULT: i64 = 20;
+
+/// A wallet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletView {
+    /// Wallet id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Available balance, decimal string.
+    #[schema(example = "500.00")]
+    pub balance: String,
+    /// Money the user holds in escrow as a buyer, decimal string.
+    #[schema(example = "0.00")]
+    pub held_in_escrow: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+/// A money movement (the seed's Transaction).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionView {
+    /// Transaction id.
+    pub id: String,
+    /// Debited wallet (absent for deposits).
+    pub from_wallet_id: Option<String>,
+    /// Credited wallet (absent for withdrawals).
+    pub to_wallet_id: Option<String>,
+    /// Decimal string.
+    #[schema(example = "500.00")]
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `DEPOSIT`, `WITHDRAWAL`, `TRANSFER`, `ESCROW_HOLD`, `PAYMENT` or `REFUND`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Statement text.
+    pub description: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// One page of history, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionPage {
+    /// The items.
+    pub items: Vec<TransactionView>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Deposit or withdrawal body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MoneyRequest {
+    /// Whose wallet: the caller's own (admins: anyone's).
+    pub user_id: String,
+    /// A JSON number or decimal string; > 0, at most the currency's decimals.
+    #[schema(value_type = String, example = "500.00")]
+    pub amount: Value,
+    /// ISO 4217 code; USD when absent.
+    pub currency: Option<String>,
+    /// Statement text, at most 500 characters.
+    pub description: Option<String>,
+}
+
+/// Transfer body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TransferRequest {
+    /// The payee.
+    pub to_user_id: String,
+    /// A JSON number or decimal string.
+    #[schema(value_type = String, example = "25.00")]
+    pub amount: Value,
+    /// ISO 4217 code; USD when absent.
+    pub currency: Option<String>,
+    /// Statement text.
+    pub description: Option<String>,
+}
+
+/// The answer to a money command.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoneyResponse {
+    /// The movement.
+    pub transaction: TransactionView,
+    /// The caller's (or target's) wallet.
+    pub wallet_id: String,
+    /// Its owner.
+    pub user_id: String,
+    /// Its currency.
+    pub currency: String,
+    /// Its balance right after the command.
+    pub balance: String,
+    /// Global position reached; pass as `minPosition` to read your write.
+    pub position: i64,
+}
+
+fn money_response(w: &WalletChange, position: i64) -> MoneyResponse {
+    let c = w.currency;
+    MoneyResponse {
+        transaction: TransactionView {
+            id: w.transaction_id.to_string(),
+            from_wallet_id: w.from_wallet_id.map(|x| x.to_string()),
+            to_wallet_id: w.to_wallet_id.map(|x| x.to_string()),
+            amount: c.format(w.amount),
+            currency: c.code().into(),
+            kind: w.kind.into(),
+            description: w.description.clone(),
+            created_at: crate::rfc3339(w.recorded_at),
+        },
+        wallet_id: w.wallet_id.to_string(),
+        user_id: w.user_id.to_string(),
+        currency: c.code().into(),
+        balance: c.format(w.balance),
+        position,
+    }
+}
+
+fn respond_money(outcome: &Outcome, position: i64) -> (u16, Value) {
+    match outcome {
+        Outcome::Wallet(w) => (201, json!(money_response(w, position))),
+        other => unexpected(other),
+    }
+}
+
+fn body_user(text: &str, field: &str) -> Result<UserId> {
+    Uuid::parse_str(text)
+        .map(UserId)
+        .map_err(|_| ApiError::unprocessable("INVALID_ID", format!("{field} must be a UUID")))
+}
+
+/// A user's wallet (owner, arbiter or admin).
+#[utoipa::path(get, path = "/api/v1/wallets/{userId}", tag = "wallets", security(("bearer" = [])),
+    params(("userId" = String, Path, description = "Owner (UUID)"),
+        ("currency" = Option<String>, Query, description = "ISO 4217 code, default USD"),
+        ("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
+    responses((status = 200, body = WalletView),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn get_wallet(State(st): State<AppState>, caller: AuthUser, PathParam(user): PathParam, q: QueryMap) -> Result<Response> {
+    let user = UserId(parse_id(&user, "userId")?);
+    q.only(&["currency", "minPosition"])?;
+    let currency = q.currency()?;
+    if !caller.can_see(user) {
+        return Err(ApiError::forbidden("you may only read your own wallets"));
+    }
+    let reached = await_position(&st, q.min_position()?).await?;
+    let row: Option<(Uuid, Uuid, String, Decimal, Decimal, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, user_id, currency, balance, held_in_escrow, created_at, updated_at FROM rm_wallets WHERE user_id = $1 AND currency = $2",
+    )
+    .bind(user.0)
+    .bind(currency.code())
+    .fetch_optional(&st.pool)
+    .await?;
+    let (id, user_id, _, balance, held, created, updated) =
+        row.ok_or_else(|| ApiError::not_found("WALLET_NOT_FOUND", format!("no {currency} wallet for this user")))?;
+    let view = WalletView {
+        id: id.to_string(),
+        user_id: user_id.to_string(),
+        currency: currency.code().into(),
+        balance: currency.format(balance),
+        held_in_escrow: currency.format(held),
+        created_at: crate::rfc3339(created),
+        updated_at: crate::rfc3339(updated),
+    };
+    Ok(with_consistency(Json(view).into_response(), reached))
+}
+
+struct MoneyInput {
+    user: UserId,
+    currency: Currency,
+    amount: domain::Amount,
+    description: Option<domain::Description>,
+}
+
+fn money_input(caller: &AuthUser, body: &JsonBody) -> Result<MoneyInput> {
+    let req: MoneyRequest = body.parse()?;
+    let user = body_user(&req.user_id, "userId")?;
+    let currency = parse_currency(req.currency.as_deref())?;
+    let amount = parse_amount(&req.amount, currency)?;
+    let description = parse_description(req.description.as_deref())?;
+    if !caller.can_act_for(user) {
+        return Err(ApiError::forbidden("you may only move money in your own wallets"));
+    }
+    Ok(MoneyInput { user, currency, amount, description })
+}
+
+/// Deposit money into a wallet (own; admins: any). Opens the currency's wallet if needed.
+#[utoipa::path(post, path = "/api/v1/wallets/deposit", tag = "wallets", security(("bearer" = [])), request_body = MoneyRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = MoneyResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn deposit(State(st): State<AppState>, caller: AuthUser, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+    let input = money_input(&caller, &body)?;
+    let ctx = user_context(&caller, "POST /wallets/deposit", &meta, key, &body);
+    let cmd = Command::Deposit(Deposit {
+        transaction_id: TransactionId::new_v7(),
+        user_id: input.user,
+        currency: input.currency,
+        amount: input.amount,
+        description: input.description,
+    });
+    let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
+    Ok(render(&st, executed, &respond_money))
+}
+
+/// Withdraw money from a wallet (own; admins: any). Never below zero.
+#[utoipa::path(post, path = "/api/v1/wallets/withdraw", tag = "wallets", security(("bearer" = [])), request_body = MoneyRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = MoneyResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "INSUFFICIENT_FUNDS", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn withdraw(State(st): State<AppState>, caller: AuthUser, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+    let input = money_input(&caller, &body)?;
+    let ctx = user_context(&caller, "POST /wallets/withdraw", &meta, key, &body);
+    let cmd = Command::Withdraw(Withdraw {
+        transaction_id: TransactionId::new_v7(),
+        user_id: input.user,
+        currency: input.currency,
+        amount: input.amount,
+        description: input.description,
+    });
+    let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
+    Ok(render(&st, executed, &respond_money))
+}
+
+/// Transfer from the caller's wallet to another user's wallet of the same currency.
+#[utoipa::path(post, path = "/api/v1/transfers", tag = "wallets", security(("bearer" = [])), request_body = TransferRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = MoneyResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "INSUFFICIENT_FUNDS", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "SELF_TRANSFER and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn transfer(State(st): State<AppState>, caller: AuthUser, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+    let req: TransferRequest = body.parse()?;
+    let to = body_user(&req.to_user_id, "toUserId")?;
+    let currency = parse_currency(req.currency.as_deref())?;
+    let amount = parse_amount(&req.amount, currency)?;
+    let description = parse_description(req.description.as_deref())?;
+    let ctx = user_context(&caller, "POST /transfers", &meta, key, &body);
+    let cmd = Command::Transfer(Transfer {
+        transaction_id: TransactionId::new_v7(),
+        from_user_id: caller.id,
+        to_user_id: to,
+        currency,
+        amount,
+        description,
+    });
+    let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
+    Ok(render(&st, executed, &respond_money))
+}
+
+type TxRow = (Uuid, Option<Uuid>, Option<Uuid>, Decimal, String, String, Option<String>, DateTime<Utc>, i64);
+
+/// A user's transaction history across its wallets (or one currency's), newest first.
+#[utoipa::path(get, path = "/api/v1/wallets/{userId}/transactions", tag = "wallets", security(("bearer" = [])),
+    params(("userId" = String, Path, description = "Owner (UUID)"),
+        ("currency" = Option<String>, Query, description = "Only this currency's wallet"),
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
+    responses((status = 200, body = TransactionPage),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn transactions(State(st): State<AppState>, caller: AuthUser, PathParam(user): PathParam, q: QueryMap) -> Result<Response> {
+    let user = UserId(parse_id(&user, "userId")?);
+    q.only(&["currency", "limit", "cursor", "minPosition"])?;
+    let limit = match q.int("limit", PAGE_ITEMS_MAX)? {
+        None => PAGE_ITEMS_DEFAULT,
+        Some(0) => return Err(ApiError::bad_request("INVALID_QUERY_PARAMETER", "limit must be from 1 to 100")),
+        Some(l) => l,
+    };
+    let before = match q.0.get("cursor") {
+        None => i64::MAX,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued"))?,
+    };
+    let currency = match q.0.get("currency") {
+        None => None,
+        Some(_) => Some(q.currency()?),
+    };
+    if !caller.can_see(user) {
+        return Err(ApiError::forbidden("you may only read your own history"));
+    }
+    let reached = await_position(&st, q.min_position()?).await?;
+    let wallets: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM rm_wallets WHERE user_id = $1 AND ($2::text IS NULL OR currency = $2)")
+        .bind(user.0)
+        .bind(currency.map(|c| c.code().to_owned()))
+        .fetch_all(&st.pool)
+        .await?;
+    let ids: Vec<Uuid> = wallets.into_iter().map(|(i,)| i).collect();
+    let rows: Vec<TxRow> = sqlx::query_as(
+        "SELECT id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position FROM ( \
+           SELECT * FROM rm_transactions WHERE from_wallet_id = ANY($1) AND position < $2 \
+           UNION \
+           SELECT * FROM rm_transactions WHERE to_wallet_id = ANY($1) AND position < $2 \
+         ) t ORDER BY position DESC LIMIT $3",
+    )
+    .bind(&ids)
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&st.pool)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<TransactionView> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|(id, from, to, amount, cur, kind, description, created, _)| {
+            let c = Currency::parse(cur).unwrap_or(Currency::USD);
+            TransactionView {
+                id: id.to_string(),
+                from_wallet_id: from.map(|x| x.to_string()),
+                to_wallet_id: to.map(|x| x.to_string()),
+                amount: c.format(*amount),
+                currency: c.code().into(),
+                kind: kind.clone(),
+                description: description.clone(),
+                created_at: crate::rfc3339(*created),
+            }
+        })
+        .collect();
+    let next_cursor = if more {
+        rows.get(limit as usize - 1).map(|r| r.8.to_string())
+    } else {
+        None
+    };
+    Ok(with_consistency(Json(TransactionPage { items, next_cursor }).into_response(), reached))
+}

@@ -1,0 +1,212 @@
+//! Building the router and running the process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+use argon2::Argon2;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use command_handlers::Ledger;
+use escrow_nats::{JetStreamSettings, Relay, RelaySettings};
+use event_store::{EventStore, PoolSettings, MIGRATOR};
+use projections::{ProjectionWorker, WorkerSettings};
+use rand::RngCore;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::auth::TokenKeys;
+use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::routes::{auth, health, users, wallets};
+use crate::state::AppState;
+
+/// A running ledger process.
+pub struct Running {
+    /// Where the API listens (when it runs one).
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets workers finish their current round, and waits (bounded).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    /// Waits until the process stops by itself (it does not, short of a crash).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A handle that makes the process stop when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// The router for a state and config.
+pub fn router(state: AppState, config: &ServeConfig) -> Router {
+    let api = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/users/me", get(users::me))
+        .route("/users/{id}", get(users::by_id))
+        .route("/wallets/deposit", post(wallets::deposit))
+        .route("/wallets/withdraw", post(wallets::withdraw))
+        .route("/wallets/{userId}", get(wallets::get_wallet))
+        .route("/wallets/{userId}/transactions", get(wallets::transactions))
+        .route("/transfers", post(wallets::transfer));
+    let mut app = Router::new()
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method")
+        })
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(TraceLayer::new_for_http());
+    let origins: Vec<HeaderValue> = config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    if !origins.is_empty() {
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::PUT])
+                .allow_headers([
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderName::from_static("idempotency-key"),
+                ]),
+        );
+    }
+    app.with_state(state)
+}
+
+fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
+    let given = config.jwt_secret.as_ref().map(|s| s.0.as_str());
+    match (weak_secret_reason(given), config.dev) {
+        (None, _) => Ok(given.unwrap_or_default().as_bytes().to_vec()),
+        (Some(reason), false) => anyhow::bail!(
+            "{reason}. Set JWT_SECRET to a random string of at least 32 characters (for example `openssl rand -hex 32`), \
+             or pass --dev for a throw-away development server"
+        ),
+        (Some(reason), true) => {
+            match given {
+                Some(s) if !s.is_empty() => {
+                    tracing::warn!("DEVELOPMENT MODE: {reason}; using it anyway");
+                    Ok(s.as_bytes().to_vec())
+                }
+                _ => {
+                    tracing::warn!("DEVELOPMENT MODE: {reason}; using a random secret (tokens die with this process)");
+                    let mut key = vec![0u8; 32];
+                    rand::thread_rng().fill_bytes(&mut key);
+                    Ok(key)
+                }
+            }
+        }
+    }
+}
+
+/// Migrates the database (idempotent; safe with several processes starting at once).
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let pool = event_store::connect(database_url, &PoolSettings { max_connections: 2, ..Default::default() })
+        .await
+        .context("connecting to Postgres")?;
+    MIGRATOR.run(&pool).await.context("running migrations")?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Starts the API and/or the workers and returns once the listener is bound.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    let secret = signing_secret(&config)?;
+    let pool = event_store::connect(
+        &config.database_url,
+        &PoolSettings {
+            max_connections: config.db_max_connections,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("connecting to Postgres")?;
+    MIGRATOR.run(&pool).await.context("running migrations")?;
+    let store = EventStore::new(pool.clone());
+    let nats_settings = JetStreamSettings {
+        url: config.nats_url.clone(),
+        stream_name: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+    };
+    let client = escrow_nats::connect(&config.nats_url).await.context("configuring the NATS client")?;
+    let js = async_nats::jetstream::new(client.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let relay_wake = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+
+    if config.role != WorkerRole::Api {
+        let relay = Relay::new(store.clone(), js.clone(), nats_settings.clone(), RelaySettings::default(), relay_wake.clone());
+        tasks.push(tokio::spawn(relay.run(shutdown_rx.clone())));
+        let worker = ProjectionWorker::new(pool.clone(), js.clone(), nats_settings.clone(), WorkerSettings::default());
+        tasks.push(tokio::spawn(worker.run(shutdown_rx.clone())));
+    }
+
+    let dummy_hash = tokio::task::spawn_blocking(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut pw = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut pw);
+        Argon2::default().hash_password(&pw, &salt).map(|h| h.to_string())
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+
+    let state = AppState {
+        ledger: Arc::new(Ledger::new(store)),
+        pool,
+        tokens: Arc::new(TokenKeys::new(&secret, config.jwt_ttl_seconds)),
+        nats: Some(client),
+        relay_wake,
+        dummy_hash: Arc::new(dummy_hash),
+        read_wait: Duration::from_millis(config.read_wait_ms),
+    };
+
+    let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)
+        .parse()
+        .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
+    if config.role != WorkerRole::Workers {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        addr = listener.local_addr()?;
+        let app = router(state, &config);
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+        tracing::info!("escrow ledger listening on http://{addr}/api/v1");
+    }
+    Ok(Running {
+        addr,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}

@@ -1,0 +1,38 @@
+//! Shared application state handed to every handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use command_handlers::Ledger;
+use event_store::EventStore;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::auth::TokenKeys;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The write side.
+    pub ledger: Arc<Ledger>,
+    /// The database (event store and read models).
+    pub pool: PgPool,
+    /// Token signing and checking.
+    pub tokens: Arc<TokenKeys>,
+    /// The NATS connection, for readiness.
+    pub nats: Option<async_nats::Client>,
+    /// Wakes the relay after a command commits, so publication does not wait for a poll.
+    pub relay_wake: Arc<Notify>,
+    /// An argon2id hash of a random password, verified against when an e-mail is unknown
+    /// so that unknown-user and wrong-password logins take the same time.
+    pub dummy_hash: Arc<String>,
+    /// How long a query with `minPosition` waits for the read models.
+    pub read_wait: Duration,
+}
+
+impl AppState {
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        self.ledger.store()
+    }
+}

@@ -1,0 +1,173 @@
+//! The outbox relay: publishes the event store's feed to JetStream, in feed order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use event_store::{EventStore, FeedCursor, Lease};
+use tokio::sync::{watch, Notify};
+
+use crate::envelope::{subject_for, Envelope};
+use crate::JetStreamSettings;
+
+/// Tuning of the relay loop.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Events read and published per round. Publishes in a round are pipelined (all sent,
+    /// then all acks awaited), so this bounds both memory and unacknowledged publishes.
+    pub batch_events_max: i64,
+    /// How long to sleep when the feed is empty and nobody woke us.
+    pub idle_poll_ms: u64,
+    /// How long to wait for one JetStream publish acknowledgement.
+    pub ack_timeout_ms: u64,
+    /// Pause after a failure (NATS or Postgres down) before trying again.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_events_max: 512,
+            idle_poll_ms: 100,
+            ack_timeout_ms: 5_000,
+            retry_backoff_ms: 500,
+        }
+    }
+}
+
+/// Publishes every committed event to JetStream with `Nats-Msg-Id` = event id, in feed
+/// order, and checkpoints in Postgres after each acknowledged batch. Only the holder of the
+/// relay lease publishes; other processes stand by.
+pub struct Relay {
+    store: EventStore,
+    js: jetstream::Context,
+    nats: JetStreamSettings,
+    settings: RelaySettings,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// A relay from `store` to the stream described by `nats`.
+    pub fn new(store: EventStore, js: jetstream::Context, nats: JetStreamSettings, settings: RelaySettings, wake: Arc<Notify>) -> Self {
+        Self {
+            store,
+            js,
+            nats,
+            settings,
+            wake,
+        }
+    }
+
+    fn checkpoint_name(&self) -> String {
+        format!("relay:{}", self.nats.stream_name)
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let backoff = Duration::from_millis(self.settings.retry_backoff_ms);
+        while !*shutdown.borrow() {
+            let lease = match Lease::try_acquire(self.store.pool(), &self.checkpoint_name()).await {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    // Someone else relays; check again later in case it dies.
+                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay cannot reach Postgres");
+                    sleep_or_shutdown(backoff, &mut shutdown).await;
+                    continue;
+                }
+            };
+            tracing::info!(stream = %self.nats.stream_name, "relay lease acquired");
+            self.relay_while_leased(lease, &mut shutdown).await;
+        }
+    }
+
+    async fn relay_while_leased(&self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) {
+        let backoff = Duration::from_millis(self.settings.retry_backoff_ms);
+        let mut cursor = match self.store.load_checkpoint(&self.checkpoint_name()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "relay cannot load its checkpoint");
+                sleep_or_shutdown(backoff, shutdown).await;
+                return;
+            }
+        };
+        let mut rounds: u64 = 0;
+        while !*shutdown.borrow() {
+            rounds += 1;
+            if rounds % 64 == 0 && !lease.still_held().await {
+                tracing::warn!("relay lease lost");
+                return;
+            }
+            match self.publish_round(cursor).await {
+                Ok(Some(next)) => cursor = next,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(self.settings.idle_poll_ms)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay round failed; will retry from the checkpoint");
+                    sleep_or_shutdown(backoff, shutdown).await;
+                    if !lease.still_held().await {
+                        return;
+                    }
+                    match self.store.load_checkpoint(&self.checkpoint_name()).await {
+                        Ok(c) => cursor = c,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+        lease.release().await;
+    }
+
+    /// Publishes the next batch after `cursor`. Returns the new cursor, or `None` when the
+    /// feed had nothing new.
+    async fn publish_round(&self, cursor: FeedCursor) -> anyhow::Result<Option<FeedCursor>> {
+        let events = self.store.read_feed(cursor, self.settings.batch_events_max).await?;
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        let next = last.cursor();
+        let mut acks = Vec::with_capacity(events.len());
+        for e in &events {
+            let envelope = Envelope::from_recorded(e);
+            let payload = serde_json::to_vec(&envelope)?;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
+            if let Some(c) = e.metadata.get("correlationId").and_then(|v| v.as_str()) {
+                headers.insert("Escrow-Correlation-Id", c);
+            }
+            let subject = subject_for(&self.nats.subject_prefix, &e.stream_id, &e.event_type);
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|err| anyhow::anyhow!("publish of position {}: {err}", e.position))?;
+            acks.push((e.position, ack));
+        }
+        let timeout = Duration::from_millis(self.settings.ack_timeout_ms);
+        for (position, ack) in acks {
+            match tokio::time::timeout(timeout, ack).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => anyhow::bail!("JetStream rejected position {position}: {err}"),
+                Err(_) => anyhow::bail!("no JetStream ack for position {position} within {timeout:?}"),
+            }
+        }
+        self.store.save_checkpoint(&self.checkpoint_name(), next).await?;
+        Ok(Some(next))
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,239 @@
+//! Applying events to the read models.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use domain::codec::decode;
+use domain::Event;
+use escrow_nats::Envelope;
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The name under which this projection records its per-stream versions and checkpoint.
+pub const PROJECTION: &str = "read_models";
+
+/// What happened to a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Events applied now.
+    pub applied: usize,
+    /// Events already applied before (redeliveries): skipped.
+    pub duplicates: usize,
+    /// Indexes (into the batch) of events whose predecessor in their stream has not been
+    /// applied yet: not applied, to be delivered again later.
+    pub gaps: Vec<usize>,
+}
+
+/// Applies a batch in the caller's transaction. Events are taken in order; each is applied
+/// only if it is exactly the next version of its stream.
+pub async fn apply_batch(conn: &mut PgConnection, batch: &[Envelope]) -> anyhow::Result<ApplyReport> {
+    let mut report = ApplyReport::default();
+    if batch.is_empty() {
+        return Ok(report);
+    }
+    let mut streams: Vec<String> = batch.iter().map(|e| e.stream_id.clone()).collect();
+    streams.sort();
+    streams.dedup();
+    // Lock the version rows we are about to move, so two appliers (a replay and a
+    // worker, say) serialise per stream instead of both applying.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream_id, version FROM projection_streams WHERE projection = $1 AND stream_id = ANY($2) FOR UPDATE",
+    )
+    .bind(PROJECTION)
+    .bind(&streams)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut versions: HashMap<String, i64> = rows.into_iter().collect();
+    let mut touched: HashMap<String, i64> = HashMap::new();
+    let mut max_position = 0i64;
+
+    for (i, env) in batch.iter().enumerate() {
+        let current = versions.get(&env.stream_id).copied().unwrap_or(0);
+        if env.version <= current {
+            report.duplicates += 1;
+            continue;
+        }
+        if env.version != current + 1 {
+            report.gaps.push(i);
+            continue;
+        }
+        let event = decode(&env.event_type, env.schema_version, &env.data)?;
+        apply_one(conn, env, &event).await?;
+        versions.insert(env.stream_id.clone(), env.version);
+        touched.insert(env.stream_id.clone(), env.version);
+        max_position = max_position.max(env.position);
+        report.applied += 1;
+    }
+
+    if !touched.is_empty() {
+        let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO projection_streams (projection, stream_id, version) \
+             SELECT $1, s, v FROM UNNEST($2::text[], $3::bigint[]) AS u(s, v) \
+             ON CONFLICT (projection, stream_id) DO UPDATE SET version = EXCLUDED.version",
+        )
+        .bind(PROJECTION)
+        .bind(&ids)
+        .bind(&vs)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, $2) \
+             ON CONFLICT (projection) DO UPDATE SET position = GREATEST(projection_checkpoints.position, EXCLUDED.position), updated_at = now()",
+        )
+        .bind(PROJECTION)
+        .bind(max_position)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(report)
+}
+
+fn aggregate_uuid(stream_id: &str) -> anyhow::Result<Uuid> {
+    let id = stream_id.split_once('-').map(|(_, id)| id).unwrap_or_default();
+    Ok(Uuid::parse_str(id)?)
+}
+
+async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> anyhow::Result<()> {
+    let at = env.recorded_at;
+    match event {
+        Event::UserRegistered { user_id, email, role } => {
+            sqlx::query("INSERT INTO rm_users (id, email, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
+                .bind(user_id.0)
+                .bind(email.as_str())
+                .bind(role.as_str())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Event::RoleGranted { user_id, role } => {
+            sqlx::query("UPDATE rm_users SET role = $2, updated_at = $3 WHERE id = $1")
+                .bind(user_id.0)
+                .bind(role.as_str())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Event::WalletOpened { wallet_id, user_id, currency } => {
+            sqlx::query(
+                "INSERT INTO rm_wallets (id, user_id, currency, balance, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $4)",
+            )
+            .bind(wallet_id.0)
+            .bind(user_id.0)
+            .bind(currency.code())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Event::FundsDeposited { transaction_id, amount, description } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, amount.value(), at).await?;
+            insert_transaction(conn, transaction_id.0, None, Some(wallet), amount.value(), &currency, "DEPOSIT", description.as_ref().map(|d| d.as_str()), env).await?;
+        }
+        Event::FundsWithdrawn { transaction_id, amount, description } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, -amount.value(), at).await?;
+            insert_transaction(conn, transaction_id.0, Some(wallet), None, amount.value(), &currency, "WITHDRAWAL", description.as_ref().map(|d| d.as_str()), env).await?;
+        }
+        Event::TransferSent { transaction_id, to_wallet_id, amount, description, .. } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, -amount.value(), at).await?;
+            insert_transaction(conn, transaction_id.0, Some(wallet), Some(to_wallet_id.0), amount.value(), &currency, "TRANSFER", description.as_ref().map(|d| d.as_str()), env).await?;
+        }
+        Event::TransferReceived { transaction_id, from_wallet_id, amount, description, .. } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, amount.value(), at).await?;
+            insert_transaction(conn, transaction_id.0, Some(from_wallet_id.0), Some(wallet), amount.value(), &currency, "TRANSFER", description.as_ref().map(|d| d.as_str()), env).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn move_balance(conn: &mut PgConnection, wallet: Uuid, delta: Decimal, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<String> {
+    let (currency,): (String,) =
+        sqlx::query_as("UPDATE rm_wallets SET balance = balance + $2, updated_at = $3 WHERE id = $1 RETURNING currency")
+            .bind(wallet)
+            .bind(delta)
+            .bind(at)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(currency)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_transaction(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: Option<Uuid>,
+    to: Option<Uuid>,
+    amount: Decimal,
+    currency: &str,
+    kind: &str,
+    description: Option<&str>,
+    env: &Envelope,
+) -> anyhow::Result<()> {
+    // Both legs of a transfer carry both wallet ids: whichever is applied first writes the
+    // complete row, the other finds it there.
+    sqlx::query(
+        "INSERT INTO rm_transactions (id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(amount)
+    .bind(currency)
+    .bind(kind)
+    .bind(description)
+    .bind(env.recorded_at)
+    .bind(env.position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The last version of `stream_id` applied to the read models (0 if none).
+pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM projection_streams WHERE projection = $1 AND stream_id = $2")
+        .bind(PROJECTION)
+        .bind(stream_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map_or(0, |(v,)| v))
+}
+
+/// Waits until the event at `position` is reflected in the read models, polling every
+/// few milliseconds for at most `timeout`. Returns whether it was reached.
+pub async fn wait_for_position(pool: &PgPool, position: i64, timeout: Duration) -> Result<bool, sqlx::Error> {
+    // Polling every 10 ms keeps added latency small without a busy loop; the wait is
+    // bounded by `timeout` (2 s for API queries).
+    let poll = Duration::from_millis(10);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut located: Option<(String, i64)> = None;
+    loop {
+        if located.is_none() {
+            located = sqlx::query_as("SELECT stream_id, version FROM events WHERE position = $1")
+                .bind(position)
+                .fetch_optional(pool)
+                .await?;
+        }
+        if let Some((stream, version)) = &located {
+            if stream_version(pool, stream).await? >= *version {
+                return Ok(true);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Empties every read model (for a full rebuild).
+pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions").execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM projection_streams WHERE projection = $1").bind(PROJECTION).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(PROJECTION).execute(&mut *conn).await?;
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The live projection worker: a durable JetStream pull consumer with explicit acks.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use escrow_nats::{Envelope, JetStreamSettings};
+use event_store::Lease;
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::apply::{apply_batch, PROJECTION};
+
+/// Tuning of the worker loop.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Durable consumer name.
+    pub durable_name: String,
+    /// Messages pulled and applied per database transaction.
+    pub batch_messages_max: usize,
+    /// How long one pull waits for messages before returning what it has.
+    pub fetch_expires_ms: u64,
+    /// Redelivery delay for an event whose stream predecessor has not arrived yet.
+    pub gap_redelivery_ms: u64,
+    /// Pause after a failure before trying again.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            durable_name: "projections".into(),
+            batch_messages_max: 256,
+            fetch_expires_ms: 500,
+            gap_redelivery_ms: 100,
+            retry_backoff_ms: 500,
+        }
+    }
+}
+
+/// Builds the read models from JetStream. Holds the projection lease so exactly one
+/// instance consumes at a time (a pull consumer shared by two would split the order).
+pub struct ProjectionWorker {
+    pool: PgPool,
+    js: jetstream::Context,
+    nats: JetStreamSettings,
+    settings: WorkerSettings,
+}
+
+impl ProjectionWorker {
+    /// A worker writing to `pool`'s read models.
+    pub fn new(pool: PgPool, js: jetstream::Context, nats: JetStreamSettings, settings: WorkerSettings) -> Self {
+        Self { pool, js, nats, settings }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let backoff = Duration::from_millis(self.settings.retry_backoff_ms);
+        let lease_name = format!("projection:{PROJECTION}:{}", self.nats.stream_name);
+        while !*shutdown.borrow() {
+            let lease = match Lease::try_acquire(&self.pool, &lease_name).await {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection worker cannot reach Postgres");
+                    sleep_or_shutdown(backoff, &mut shutdown).await;
+                    continue;
+                }
+            };
+            if let Err(e) = self.consume(lease, &mut shutdown).await {
+                tracing::warn!(error = %e, "projection worker failed; retrying");
+                sleep_or_shutdown(backoff, &mut shutdown).await;
+            }
+        }
+    }
+
+    async fn consumer(&self) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+        let stream = escrow_nats::ensure_stream(&self.js, &self.nats).await?;
+        let c = stream
+            .get_or_create_consumer(
+                &self.settings.durable_name,
+                consumer::pull::Config {
+                    durable_name: Some(self.settings.durable_name.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    // Longer than any batch transaction takes, short enough that a crashed
+                    // worker's messages come back quickly.
+                    ack_wait: Duration::from_secs(30),
+                    // A pull consumer silently stops delivering at this many unacked
+                    // messages; keep it well above one batch.
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating consumer: {e}"))?;
+        Ok(c)
+    }
+
+    async fn consume(&self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        let consumer = self.consumer().await?;
+        tracing::info!(durable = %self.settings.durable_name, "projection worker consuming");
+        let mut rounds: u64 = 0;
+        while !*shutdown.borrow() {
+            rounds += 1;
+            if rounds % 64 == 0 && !lease.still_held().await {
+                anyhow::bail!("projection lease lost");
+            }
+            let mut batch = consumer
+                .fetch()
+                .max_messages(self.settings.batch_messages_max)
+                .expires(Duration::from_millis(self.settings.fetch_expires_ms))
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+            let mut messages = Vec::new();
+            while let Some(m) = batch.next().await {
+                match m {
+                    Ok(m) => messages.push(m),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "fetch ended early");
+                        break;
+                    }
+                }
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            let mut envelopes = Vec::with_capacity(messages.len());
+            let mut decodable = Vec::with_capacity(messages.len());
+            for m in &messages {
+                match serde_json::from_slice::<Envelope>(&m.payload) {
+                    Ok(e) => {
+                        envelopes.push(e);
+                        decodable.push(true);
+                    }
+                    Err(e) => {
+                        // Not ours to understand; acknowledging keeps the consumer moving.
+                        tracing::error!(error = %e, subject = %m.subject, "undecodable message, skipping");
+                        decodable.push(false);
+                    }
+                }
+            }
+            let report = match self.apply(&envelopes).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Hand everything back at once rather than waiting out ack_wait.
+                    for m in &messages {
+                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(self.settings.retry_backoff_ms)))).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let gaps: std::collections::HashSet<usize> = report.gaps.iter().copied().collect();
+            let mut env_index = 0usize;
+            for (m, ok) in messages.iter().zip(decodable) {
+                let gap = ok && gaps.contains(&env_index);
+                if ok {
+                    env_index += 1;
+                }
+                let result = if gap {
+                    m.ack_with(AckKind::Nak(Some(Duration::from_millis(self.settings.gap_redelivery_ms)))).await
+                } else {
+                    m.ack().await
+                };
+                if let Err(e) = result {
+                    // Redelivery of an applied event is harmless: it will be skipped.
+                    tracing::debug!(error = %e, "ack failed");
+                }
+            }
+        }
+        lease.release().await;
+        Ok(())
+    }
+}
+
+impl ProjectionWorker {
+    async fn apply(&self, envelopes: &[Envelope]) -> anyhow::Result<crate::ApplyReport> {
+        let mut tx = self.pool.begin().await?;
+        let report = apply_batch(&mut tx, envelopes).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}

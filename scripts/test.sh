@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test against real PostgreSQL and NATS (provisioned and started as for
+# run.sh). Each test creates its own database and JetStream stream.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs first" >&2; exit 1; }
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+export NATS_SERVER_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
+cargo test --workspace --locked "$@" 2>&1 | tee .data/test.log
+status=${PIPESTATUS[0]}
+echo "---- summary"
+grep -E "^test result:" .data/test.log | awk '{p+=$4; f+=$6} END {printf "%d passed, %d failed\n", p, f}'
+exit "$status"
