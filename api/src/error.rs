@@ -94,7 +94,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error").to_owned();
         let body = Problem {
-            kind: format!("https://escrow-ledger.dev/problems/{}", self.code.to_ascii_lowercase().replace('_', "-")),
+            kind: format!("urn:escrow-ledger:problem:{}", self.code.to_ascii_lowercase().replace('_', "-")),
             title,
             status: self.status.as_u16(),
             detail: self.detail,

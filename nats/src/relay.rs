@@ -140,7 +140,7 @@ impl Relay {
             let envelope = Envelope::from_recorded(e);
             let payload = serde_json::to_vec(&envelope)?;
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, e.event_id.to_string().as_str());
             if let Some(c) = e.metadata.get("correlationId").and_then(|v| v.as_str()) {
                 headers.insert("Escrow-Correlation-Id", c);
             }

@@ -1,0 +1,57 @@
+//! Bearer tokens: every way a token can be wrong gives 401.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use escrow_tests::{spawn_app, TEST_JWT_SECRET};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn claims(sub: &str, iat_offset: i64, exp_offset: i64) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"sub": sub, "role": "admin", "iss": "escrow-ledger", "aud": "escrow-api",
+           "iat": now + iat_offset, "nbf": now + iat_offset, "exp": now + exp_offset})
+}
+
+fn sign(c: &serde_json::Value, secret: &str) -> String {
+    encode(&Header::default(), c, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn bad_tokens_are_rejected() {
+    let app = spawn_app().await;
+    let u = app.user().await;
+    let path = format!("/wallets/{}", u.id);
+    assert_eq!(app.get(&path, Some(&u.token)).await.status, StatusCode::OK);
+
+    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(&u.id, 0, 600).to_string());
+    let mut hs512 = Header::new(jsonwebtoken::Algorithm::HS512);
+    hs512.typ = Some("JWT".into());
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("malformed", Some("not.a.jwt".into())),
+        ("garbage", Some("x".into())),
+        ("expired", Some(sign(&claims(&u.id, -3600, -1800), TEST_JWT_SECRET))),
+        ("not yet valid", Some(sign(&claims(&u.id, 3600, 7200), TEST_JWT_SECRET))),
+        ("wrong secret", Some(sign(&claims(&u.id, 0, 600), "another-secret-0123456789abcdef0123456789"))),
+        ("alg none", Some(format!("{none_header}.{payload}."))),
+        ("HS512", Some(encode(&hs512, &claims(&u.id, 0, 600), &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes())).unwrap())),
+        ("missing sub", Some(sign(&json!({"role": "user", "iss": "escrow-ledger", "aud": "escrow-api", "nbf": 0, "exp": 9999999999i64}), TEST_JWT_SECRET))),
+        ("wrong audience", Some(sign(&json!({"sub": u.id, "role": "user", "iss": "escrow-ledger", "aud": "other", "nbf": 0, "exp": 9999999999i64}), TEST_JWT_SECRET))),
+        ("huge", Some("a".repeat(20_000))),
+    ];
+    for (what, token) in cases {
+        let r = app.get(&path, token.as_deref()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {:?}", r.body);
+        assert_eq!(r.code(), "UNAUTHORIZED", "{what}");
+        let d = app.post("/wallets/deposit", token.as_deref(), json!({"userId": u.id, "amount": "1"})).await;
+        assert_eq!(d.status, StatusCode::UNAUTHORIZED, "{what} on a command");
+    }
+    let r = app.request(reqwest::Method::GET, &path, None, None, &[("Authorization", "Basic dXNlcjpwYXNz")]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "basic auth");
+    // The public endpoints need no token.
+    for p in ["/health", "/openapi.json"] {
+        assert_eq!(app.get(p, None).await.status, StatusCode::OK, "{p}");
+    }
+}

@@ -1,0 +1,63 @@
+//! Money under concurrency: many clients, random transfers, some overdrawing.
+
+use std::time::Duration;
+
+use escrow_tests::{folded_ledger, read_model_balances, spawn_app};
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+
+const WALLETS: usize = 50;
+const CLIENTS: usize = 20;
+const TRANSFERS: usize = 2_000;
+const FUNDING: &str = "100.00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_transfers_conserve_money_and_never_overdraw() {
+    let app = spawn_app().await;
+    let users = futures::future::join_all((0..WALLETS).map(|_| app.user())).await;
+    for u in &users {
+        assert_eq!(app.deposit(u, FUNDING).await.status, StatusCode::CREATED);
+    }
+    let total_before = Decimal::from(WALLETS as i64) * Decimal::new(10_000, 2);
+
+    let per_client = TRANSFERS / CLIENTS;
+    let results = futures::future::join_all((0..CLIENTS).map(|c| {
+        let app = &app;
+        let users = &users;
+        async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+            let mut outcomes = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let from = rng.gen_range(0..WALLETS);
+                let mut to = rng.gen_range(0..WALLETS);
+                if to == from {
+                    to = (to + 1) % WALLETS;
+                }
+                // Up to 60.00 out of 100.00 starting balances: many transfers overdraw.
+                let cents: i64 = rng.gen_range(1..=6_000);
+                let r = app.transfer(&users[from], &users[to].id, &Decimal::new(cents, 2).to_string()).await;
+                outcomes.push((r.status, r.code().to_owned()));
+            }
+            outcomes
+        }
+    }))
+    .await;
+    let all: Vec<_> = results.into_iter().flatten().collect();
+    let ok = all.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let overdrawn = all.iter().filter(|(s, c)| *s == StatusCode::CONFLICT && c == "INSUFFICIENT_FUNDS").count();
+    assert_eq!(ok + overdrawn, TRANSFERS, "only successes and deliberate overdrafts: {:?}",
+        all.iter().filter(|(s, c)| *s != StatusCode::CREATED && c != "INSUFFICIENT_FUNDS").take(5).collect::<Vec<_>>());
+    assert!(ok > TRANSFERS / 4 && overdrawn > 0, "the workload exercised both paths ({ok} ok, {overdrawn} overdrawn)");
+
+    let (folded, ledger_sum) = folded_ledger(&app.pool).await;
+    assert_eq!(ledger_sum, Decimal::ZERO, "double-entry sum over all accounts");
+    let wallet_sum: Decimal = folded.values().copied().sum();
+    assert_eq!(wallet_sum, total_before, "money is conserved");
+    assert!(folded.values().all(|b| *b >= Decimal::ZERO));
+
+    assert!(app.wait_for_read_models(Duration::from_secs(30)).await, "read models caught up");
+    assert_eq!(read_model_balances(&app.pool).await, folded, "read models equal the balances folded from events");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_transactions WHERE type = 'TRANSFER'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(rows as usize, ok, "one history row per successful transfer");
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real server over HTTP, real PostgreSQL, real NATS JetStream.
+//! One binary (faster to build and link); one module per area.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod api_flow;
+mod auth;
+mod bad_input;
+mod concurrency;
+mod event_store;
+mod relay;
