@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -53,7 +55,9 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("ttl_seconds", &self.ttl_seconds).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("ttl_seconds", &self.ttl_seconds)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,11 +99,17 @@ impl TokenKeys {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(ApiError::unauthorized("the bearer token is too large"));
         }
-        let data = decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("invalid bearer token: {}", token_error(&e))))?;
-        let id = Uuid::parse_str(&data.claims.sub).map_err(|_| ApiError::unauthorized("invalid bearer token: bad subject"))?;
-        let role = Role::parse(&data.claims.role).ok_or_else(|| ApiError::unauthorized("invalid bearer token: bad role"))?;
-        Ok(AuthUser { id: UserId(id), role })
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            ApiError::unauthorized(format!("invalid bearer token: {}", token_error(&e)))
+        })?;
+        let id = Uuid::parse_str(&data.claims.sub)
+            .map_err(|_| ApiError::unauthorized("invalid bearer token: bad subject"))?;
+        let role = Role::parse(&data.claims.role)
+            .ok_or_else(|| ApiError::unauthorized("invalid bearer token: bad role"))?;
+        Ok(AuthUser {
+            id: UserId(id),
+            role,
+        })
     }
 }
 
@@ -140,16 +150,23 @@ impl AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+            })?;
         state.tokens.verify(token.trim())
     }
 }
@@ -169,12 +186,18 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 
 /// Checks a password against a stored hash. With no stored hash (unknown e-mail) it
 /// checks against a fixed dummy hash, so both failures take the same time.
-pub async fn verify_password(password: String, stored: Option<String>, dummy: Arc<String>) -> Result<bool, ApiError> {
+pub async fn verify_password(
+    password: String,
+    stored: Option<String>,
+    dummy: Arc<String>,
+) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let hash_text = stored.unwrap_or_else(|| dummy.as_str().to_owned());
         let parsed = PasswordHash::new(&hash_text).map_err(ApiError::internal)?;
-        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         Ok(ok && known)
     })
     .await

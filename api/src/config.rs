@@ -96,9 +96,19 @@ pub const JWT_SECRET_BYTES_MIN: usize = 32;
 pub fn weak_secret_reason(secret: Option<&str>) -> Option<&'static str> {
     match secret {
         None | Some("") => Some("JWT_SECRET is not set"),
-        Some(s) if PLACEHOLDER_SECRETS.iter().any(|p| s.eq_ignore_ascii_case(p)) => Some("JWT_SECRET is a well-known placeholder"),
-        Some(s) if s.len() < JWT_SECRET_BYTES_MIN => Some("JWT_SECRET is shorter than 32 characters"),
-        Some(s) if s.bytes().all(|b| b == s.as_bytes()[0]) => Some("JWT_SECRET is one repeated character"),
+        Some(s)
+            if PLACEHOLDER_SECRETS
+                .iter()
+                .any(|p| s.eq_ignore_ascii_case(p)) =>
+        {
+            Some("JWT_SECRET is a well-known placeholder")
+        }
+        Some(s) if s.len() < JWT_SECRET_BYTES_MIN => {
+            Some("JWT_SECRET is shorter than 32 characters")
+        }
+        Some(s) if s.bytes().all(|b| b == s.as_bytes()[0]) => {
+            Some("JWT_SECRET is one repeated character")
+        }
         Some(_) => None,
     }
 }

@@ -78,13 +78,21 @@ impl ApiError {
     /// 500: the cause is logged here and hidden from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an internal error occurred")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "an internal error occurred",
+        )
     }
 
     /// 503: a dependency is unavailable; retry later.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the service is temporarily unavailable");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the service is temporarily unavailable",
+        );
         e.retry_after = Some(1);
         e
     }
@@ -94,15 +102,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error").to_owned();
         let body = Problem {
-            kind: format!("urn:escrow-ledger:problem:{}", self.code.to_ascii_lowercase().replace('_', "-")),
+            kind: format!(
+                "urn:escrow-ledger:problem:{}",
+                self.code.to_ascii_lowercase().replace('_', "-")
+            ),
             title,
             status: self.status.as_u16(),
             detail: self.detail,
             code: self.code.to_owned(),
         };
         let mut res = (self.status, axum::Json(body)).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
@@ -116,9 +129,9 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let status = match &e {
             DomainError::UnknownUser | DomainError::WalletNotFound(_) => StatusCode::NOT_FOUND,
-            DomainError::InsufficientFunds { .. } | DomainError::UserAlreadyExists | DomainError::RoleAlreadyHeld(_) => {
-                StatusCode::CONFLICT
-            }
+            DomainError::InsufficientFunds { .. }
+            | DomainError::UserAlreadyExists
+            | DomainError::RoleAlreadyHeld(_) => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
@@ -129,8 +142,12 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Domain(d) => d.into(),
-            CommandError::EmailTaken => ApiError::new(StatusCode::CONFLICT, "EMAIL_TAKEN", e.to_string()),
-            CommandError::IdempotencyMismatch => ApiError::unprocessable("IDEMPOTENCY_KEY_REUSED", e.to_string()),
+            CommandError::EmailTaken => {
+                ApiError::new(StatusCode::CONFLICT, "EMAIL_TAKEN", e.to_string())
+            }
+            CommandError::IdempotencyMismatch => {
+                ApiError::unprocessable("IDEMPOTENCY_KEY_REUSED", e.to_string())
+            }
             CommandError::Busy => {
                 let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "BUSY", e.to_string());
                 err.retry_after = Some(1);
@@ -145,9 +162,9 @@ impl From<CommandError> for ApiError {
 /// Database trouble: a lost connection or a pool timeout is a 503, the rest a 500.
 pub fn store_error(e: event_store::StoreError) -> ApiError {
     match &e {
-        event_store::StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-            ApiError::unavailable(e)
-        }
+        event_store::StoreError::Database(
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+        ) => ApiError::unavailable(e),
         _ => ApiError::internal(e),
     }
 }

@@ -27,7 +27,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|ct| {
-                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -40,7 +45,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", "the request body is too large")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BODY_TOO_LARGE",
+                    "the request body is too large",
+                )
             } else {
                 ApiError::bad_request("UNREADABLE_BODY", "the request body could not be read")
             }
@@ -55,10 +64,14 @@ impl JsonBody {
         serde_json::from_slice(&self.0).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
-                Category::Syntax | Category::Eof | Category::Io => {
-                    ApiError::bad_request("MALFORMED_JSON", format!("the body is not valid JSON: {e}"))
-                }
-                Category::Data => ApiError::unprocessable("INVALID_BODY", format!("the body does not match the schema: {e}")),
+                Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+                    "MALFORMED_JSON",
+                    format!("the body is not valid JSON: {e}"),
+                ),
+                Category::Data => ApiError::unprocessable(
+                    "INVALID_BODY",
+                    format!("the body does not match the schema: {e}"),
+                ),
             }
         })
     }
@@ -105,14 +118,23 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let request_id = header("x-request-id")
             .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
             .unwrap_or_else(|| Uuid::now_v7().to_string());
         let correlation_id = header("x-correlation-id")
             .and_then(|s| Uuid::parse_str(&s).ok())
             .unwrap_or_else(Uuid::now_v7);
-        Ok(RequestMeta { request_id, correlation_id })
+        Ok(RequestMeta {
+            request_id,
+            correlation_id,
+        })
     }
 }
 
@@ -152,7 +174,11 @@ impl QueryMap {
         match self.0.keys().find(|k| !known.contains(&k.as_str())) {
             Some(k) => Err(ApiError::bad_request(
                 "UNKNOWN_QUERY_PARAMETER",
-                format!("unknown query parameter {:?}; accepted: {}", truncate(k), known.join(", ")),
+                format!(
+                    "unknown query parameter {:?}; accepted: {}",
+                    truncate(k),
+                    known.join(", ")
+                ),
             )),
             None => Ok(()),
         }
@@ -181,7 +207,8 @@ impl QueryMap {
     pub fn currency(&self) -> Result<Currency, ApiError> {
         match self.0.get("currency") {
             None => Ok(Currency::USD),
-            Some(c) => Currency::parse(c).map_err(|e| ApiError::unprocessable("UNKNOWN_CURRENCY", e.to_string())),
+            Some(c) => Currency::parse(c)
+                .map_err(|e| ApiError::unprocessable("UNKNOWN_CURRENCY", e.to_string())),
         }
     }
 }
@@ -192,14 +219,16 @@ fn truncate(s: &str) -> String {
 
 /// Parses a UUID from a path or body, naming what it is in the error.
 pub fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::bad_request("INVALID_ID", format!("{what} must be a UUID")))
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::bad_request("INVALID_ID", format!("{what} must be a UUID")))
 }
 
 /// Parses a body's `currency` (default USD).
 pub fn parse_currency(c: Option<&str>) -> Result<Currency, ApiError> {
     match c {
         None => Ok(Currency::USD),
-        Some(c) => Currency::parse(c).map_err(|e| ApiError::unprocessable("UNKNOWN_CURRENCY", e.to_string())),
+        Some(c) => Currency::parse(c)
+            .map_err(|e| ApiError::unprocessable("UNKNOWN_CURRENCY", e.to_string())),
     }
 }
 

@@ -78,11 +78,19 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this endpoint does not accept that method",
+            )
         })
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(TraceLayer::new_for_http());
-    let origins: Vec<HeaderValue> = config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
     if !origins.is_empty() {
         app = app.layer(
             CorsLayer::new()
@@ -125,9 +133,15 @@ fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
 
 /// Migrates the database (idempotent; safe with several processes starting at once).
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let pool = event_store::connect(database_url, &PoolSettings { max_connections: 2, ..Default::default() })
-        .await
-        .context("connecting to Postgres")?;
+    let pool = event_store::connect(
+        database_url,
+        &PoolSettings {
+            max_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("connecting to Postgres")?;
     MIGRATOR.run(&pool).await.context("running migrations")?;
     pool.close().await;
     Ok(())
@@ -152,16 +166,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         stream_name: config.nats_stream.clone(),
         subject_prefix: config.nats_subject_prefix.clone(),
     };
-    let client = escrow_nats::connect(&config.nats_url).await.context("configuring the NATS client")?;
+    let client = escrow_nats::connect(&config.nats_url)
+        .await
+        .context("configuring the NATS client")?;
     let js = async_nats::jetstream::new(client.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let relay_wake = Arc::new(Notify::new());
     let mut tasks = Vec::new();
 
     if config.role != WorkerRole::Api {
-        let relay = Relay::new(store.clone(), js.clone(), nats_settings.clone(), RelaySettings::default(), relay_wake.clone());
+        let relay = Relay::new(
+            store.clone(),
+            js.clone(),
+            nats_settings.clone(),
+            RelaySettings::default(),
+            relay_wake.clone(),
+        );
         tasks.push(tokio::spawn(relay.run(shutdown_rx.clone())));
-        let worker = ProjectionWorker::new(pool.clone(), js.clone(), nats_settings.clone(), WorkerSettings::default());
+        let worker = ProjectionWorker::new(
+            pool.clone(),
+            js.clone(),
+            nats_settings.clone(),
+            WorkerSettings::default(),
+        );
         tasks.push(tokio::spawn(worker.run(shutdown_rx.clone())));
     }
 
@@ -169,7 +196,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         let salt = SaltString::generate(&mut OsRng);
         let mut pw = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut pw);
-        Argon2::default().hash_password(&pw, &salt).map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(&pw, &salt)
+            .map(|h| h.to_string())
     })
     .await?
     .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
@@ -188,7 +217,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         .parse()
         .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
     if config.role != WorkerRole::Workers {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         addr = listener.local_addr()?;
         let app = router(state, &config);
         let mut rx = shutdown_rx.clone();

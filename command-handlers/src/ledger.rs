@@ -6,8 +6,8 @@ use domain::stream::Aggregate;
 use domain::user::{self, RegisterUser};
 use domain::wallet::{self, Deposit, Transfer, Withdraw};
 use domain::{
-    Currency, DomainError, Email, Event, Role, StreamId, StreamWrite, TransactionId, User, UserId, Versioned,
-    Wallet, WalletId,
+    Currency, DomainError, Email, Event, Role, StreamId, StreamWrite, TransactionId, User, UserId,
+    Versioned, Wallet, WalletId,
 };
 use event_store::{append, EventStore, NewEvent, StoreError, StreamAppend};
 use rust_decimal::Decimal;
@@ -95,6 +95,8 @@ pub struct Registered {
     pub email: Email,
     /// Its role.
     pub role: Role,
+    /// When the events were recorded.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// The effect of a money command on the caller's wallet.
@@ -212,13 +214,19 @@ impl Ledger {
     /// Executes a command: decides from fresh state, appends atomically, retries conflicts,
     /// honours the context's idempotency key. `respond` renders the response stored with
     /// the key.
-    pub async fn execute(&self, ctx: &CommandContext, cmd: Command, respond: Respond<'_>) -> Result<Executed, CommandError> {
+    pub async fn execute(
+        &self,
+        ctx: &CommandContext,
+        cmd: Command,
+        respond: Respond<'_>,
+    ) -> Result<Executed, CommandError> {
         if let Some(done) = self.replay_idempotent(ctx).await? {
             return Ok(done);
         }
         for attempt in 0..CONFLICT_RETRIES_MAX {
             let plan = self.plan(&cmd).await?;
-            match self.commit(ctx, cmd.name(), &plan, respond).await {
+            let mut plan = plan;
+            match self.commit(ctx, cmd.name(), &mut plan, respond).await {
                 Ok(position) => {
                     for s in plan.after {
                         match s {
@@ -250,21 +258,32 @@ impl Ledger {
         Err(CommandError::Busy)
     }
 
-    async fn replay_idempotent(&self, ctx: &CommandContext) -> Result<Option<Executed>, CommandError> {
+    async fn replay_idempotent(
+        &self,
+        ctx: &CommandContext,
+    ) -> Result<Option<Executed>, CommandError> {
         let Some(rec) = &ctx.idempotency else {
             return Ok(None);
         };
         match self.store.find_idempotent(&rec.scope, &rec.key).await? {
             None => Ok(None),
-            Some(stored) if stored.request_hash == rec.request_hash => Ok(Some(Executed::Replayed {
-                status: u16::try_from(stored.status).unwrap_or(200),
-                body: stored.body,
-            })),
+            Some(stored) if stored.request_hash == rec.request_hash => {
+                Ok(Some(Executed::Replayed {
+                    status: u16::try_from(stored.status).unwrap_or(200),
+                    body: stored.body,
+                }))
+            }
             Some(_) => Err(CommandError::IdempotencyMismatch),
         }
     }
 
-    async fn commit(&self, ctx: &CommandContext, name: &str, plan: &Plan, respond: Respond<'_>) -> Result<i64, CommitError> {
+    async fn commit(
+        &self,
+        ctx: &CommandContext,
+        name: &str,
+        plan: &mut Plan,
+        respond: Respond<'_>,
+    ) -> Result<i64, CommitError> {
         let fail = |e: StoreError| match e {
             StoreError::Conflict { .. } => CommitError::Conflict,
             StoreError::UniqueViolation { constraint } if constraint == "credentials_email_key" => {
@@ -301,33 +320,53 @@ impl Ledger {
 
         let mut tx = self.store.begin().await.map_err(fail)?;
         if let Some((user_id, email, hash)) = &plan.credentials {
-            sqlx::query("INSERT INTO credentials (user_id, email, password_hash) VALUES ($1, $2, $3)")
-                .bind(user_id.0)
-                .bind(email.as_str())
-                .bind(hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| fail(e.into()))?;
+            sqlx::query(
+                "INSERT INTO credentials (user_id, email, password_hash) VALUES ($1, $2, $3)",
+            )
+            .bind(user_id.0)
+            .bind(email.as_str())
+            .bind(hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail(e.into()))?;
         }
         let recorded = append(&mut tx, &appends).await.map_err(fail)?;
         let position = recorded.last().map_or(0, |e| e.position);
-        if let Some(rec) = &ctx.idempotency {
-            let mut outcome = plan.outcome.clone();
-            if let Outcome::Wallet(w) = &mut outcome {
-                w.recorded_at = recorded.first().map_or(w.recorded_at, |e| e.recorded_at);
+        if let Some(first) = recorded.first() {
+            // The response shows the stored time, so a replay answers identically.
+            match &mut plan.outcome {
+                Outcome::Wallet(w) => w.recorded_at = first.recorded_at,
+                Outcome::Registered(r) | Outcome::RoleGranted(r) => {
+                    r.recorded_at = first.recorded_at
+                }
             }
-            let (status, body) = respond(&outcome, position);
-            rec.save(&mut tx, status as i16, &body).await.map_err(fail)?;
+        }
+        if let Some(rec) = &ctx.idempotency {
+            let (status, body) = respond(&plan.outcome, position);
+            rec.save(&mut tx, status as i16, &body)
+                .await
+                .map_err(fail)?;
         }
         tx.commit().await.map_err(|e| fail(e.into()))?;
         Ok(position)
     }
 
-    async fn load<T: Aggregate + Clone>(&self, cache: &StateCache<T>, stream: &StreamId) -> Result<Versioned<T>, CommandError> {
+    async fn load<T: Aggregate + Clone>(
+        &self,
+        cache: &StateCache<T>,
+        stream: &StreamId,
+    ) -> Result<Versioned<T>, CommandError> {
         let mut state = cache.get(stream.as_str());
-        let tail = self.store.read_stream(stream.as_str(), state.version as i64).await?;
+        let tail = self
+            .store
+            .read_stream(stream.as_str(), state.version as i64)
+            .await?;
         for e in &tail {
-            debug_assert_eq!(e.version as u64, state.version + 1, "stream versions must be contiguous");
+            debug_assert_eq!(
+                e.version as u64,
+                state.version + 1,
+                "stream versions must be contiguous"
+            );
             state.apply(&decode(&e.event_type, e.schema_version, &e.data)?);
         }
         if !tail.is_empty() {
@@ -383,6 +422,7 @@ impl Ledger {
                         user_id: *user_id,
                         email: email.clone(),
                         role: Role::User,
+                        recorded_at: Utc::now(),
                     }),
                 })
             }
@@ -395,8 +435,13 @@ impl Ledger {
                     credentials: None,
                     outcome: Outcome::RoleGranted(Registered {
                         user_id: *user_id,
-                        email: current.state.email.clone().ok_or(DomainError::UnknownUser)?,
+                        email: current
+                            .state
+                            .email
+                            .clone()
+                            .ok_or(DomainError::UnknownUser)?,
                         role: *role,
+                        recorded_at: Utc::now(),
                     }),
                 })
             }
@@ -406,14 +451,38 @@ impl Ledger {
                 let w = self.wallet(wallet_id).await?;
                 let writes = wallet::deposit(&owner, &w, d)?;
                 let after = after_states(&writes, &[], &[&w]);
-                wallet_plan(writes, after, wallet_id, d.user_id, d.currency, "DEPOSIT", None, Some(wallet_id), d.transaction_id, d.amount.value(), d.description.as_ref().map(|s| s.as_str().to_owned()))
+                wallet_plan(
+                    writes,
+                    after,
+                    wallet_id,
+                    d.user_id,
+                    d.currency,
+                    "DEPOSIT",
+                    None,
+                    Some(wallet_id),
+                    d.transaction_id,
+                    d.amount.value(),
+                    d.description.as_ref().map(|s| s.as_str().to_owned()),
+                )
             }
             Command::Withdraw(d) => {
                 let wallet_id = WalletId::of(d.user_id, d.currency);
                 let w = self.wallet(wallet_id).await?;
                 let writes = wallet::withdraw(&w, d)?;
                 let after = after_states(&writes, &[], &[&w]);
-                wallet_plan(writes, after, wallet_id, d.user_id, d.currency, "WITHDRAWAL", Some(wallet_id), None, d.transaction_id, d.amount.value(), d.description.as_ref().map(|s| s.as_str().to_owned()))
+                wallet_plan(
+                    writes,
+                    after,
+                    wallet_id,
+                    d.user_id,
+                    d.currency,
+                    "WITHDRAWAL",
+                    Some(wallet_id),
+                    None,
+                    d.transaction_id,
+                    d.amount.value(),
+                    d.description.as_ref().map(|s| s.as_str().to_owned()),
+                )
             }
             Command::Transfer(t) => {
                 let from = WalletId::of(t.from_user_id, t.currency);
@@ -426,7 +495,19 @@ impl Ledger {
                 let payee_wallet = self.wallet(to).await?;
                 let writes = wallet::transfer(&payer, &payee, &payee_wallet, t)?;
                 let after = after_states(&writes, &[], &[&payer, &payee_wallet]);
-                wallet_plan(writes, after, from, t.from_user_id, t.currency, "TRANSFER", Some(from), Some(to), t.transaction_id, t.amount.value(), t.description.as_ref().map(|s| s.as_str().to_owned()))
+                wallet_plan(
+                    writes,
+                    after,
+                    from,
+                    t.from_user_id,
+                    t.currency,
+                    "TRANSFER",
+                    Some(from),
+                    Some(to),
+                    t.transaction_id,
+                    t.amount.value(),
+                    t.description.as_ref().map(|s| s.as_str().to_owned()),
+                )
             }
         }
     }
@@ -476,7 +557,11 @@ fn wallet_plan(
 
 /// The state each written stream will have once the writes commit: the loaded state the
 /// decision was based on, plus the new events. Used for the response and the cache.
-fn after_states(writes: &[StreamWrite], users: &[&Versioned<User>], wallets: &[&Versioned<Wallet>]) -> Vec<CachedState> {
+fn after_states(
+    writes: &[StreamWrite],
+    users: &[&Versioned<User>],
+    wallets: &[&Versioned<Wallet>],
+) -> Vec<CachedState> {
     writes
         .iter()
         .map(|w| {
@@ -484,13 +569,27 @@ fn after_states(writes: &[StreamWrite], users: &[&Versioned<User>], wallets: &[&
             if w.stream.category() == "user" {
                 let base = users
                     .iter()
-                    .find(|u| u.version == w.expected_version && u.state.id.map(StreamId::user).as_ref().is_none_or(|s| *s == w.stream))
+                    .find(|u| {
+                        u.version == w.expected_version
+                            && u.state
+                                .id
+                                .map(StreamId::user)
+                                .as_ref()
+                                .is_none_or(|s| *s == w.stream)
+                    })
                     .map_or_else(Versioned::default, |u| (*u).clone());
                 CachedState::User(key, fold(base, w))
             } else {
                 let base = wallets
                     .iter()
-                    .find(|v| v.version == w.expected_version && v.state.id.map(StreamId::wallet).as_ref().is_none_or(|s| *s == w.stream))
+                    .find(|v| {
+                        v.version == w.expected_version
+                            && v.state
+                                .id
+                                .map(StreamId::wallet)
+                                .as_ref()
+                                .is_none_or(|s| *s == w.stream)
+                    })
                     .map_or_else(Versioned::default, |v| (*v).clone());
                 CachedState::Wallet(key, fold(base, w))
             }
@@ -511,6 +610,9 @@ fn fold<T: Aggregate + Clone>(mut base: Versioned<T>, w: &StreamWrite) -> Versio
 pub fn is_money_event(e: &Event) -> bool {
     matches!(
         e,
-        Event::FundsDeposited { .. } | Event::FundsWithdrawn { .. } | Event::TransferSent { .. } | Event::TransferReceived { .. }
+        Event::FundsDeposited { .. }
+            | Event::FundsWithdrawn { .. }
+            | Event::TransferSent { .. }
+            | Event::TransferReceived { .. }
     )
 }

@@ -41,9 +41,11 @@ pub fn encode(event: &Event) -> (&'static str, i32, Value) {
 /// Rebuilds an event from its stored parts, upcasting older schema versions first.
 pub fn decode(event_type: &str, schema_version: i32, data: &Value) -> Result<Event, DecodeError> {
     let data = upcast(event_type, schema_version, data.clone())?;
-    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| DecodeError::Malformed {
-        event_type: event_type.to_owned(),
-        reason: e.to_string(),
+    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| {
+        DecodeError::Malformed {
+            event_type: event_type.to_owned(),
+            reason: e.to_string(),
+        }
     })
 }
 

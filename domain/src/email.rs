@@ -28,9 +28,7 @@ impl Email {
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EmailError("it contains whitespace or control characters"));
         }
-        let (local, domain) = s
-            .split_once('@')
-            .ok_or(EmailError("it has no '@'"))?;
+        let (local, domain) = s.split_once('@').ok_or(EmailError("it has no '@'"))?;
         if local.is_empty() || local.len() > 64 {
             return Err(EmailError("the part before '@' must be 1 to 64 characters"));
         }
@@ -41,10 +39,11 @@ impl Email {
         if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.len() > 63) {
             return Err(EmailError("the domain must be dotted, like example.com"));
         }
-        if labels
-            .iter()
-            .any(|l| l.starts_with('-') || l.ends_with('-') || !l.chars().all(|c| c.is_alphanumeric() || c == '-'))
-        {
+        if labels.iter().any(|l| {
+            l.starts_with('-')
+                || l.ends_with('-')
+                || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        }) {
             return Err(EmailError("the domain has invalid characters"));
         }
         Ok(Email(s))
@@ -96,7 +95,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_addresses() {
-        for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a@b@c.com", "al ice@example.com", "alice@exa_mple.com", "alice@-example.com"] {
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a@b@c.com",
+            "al ice@example.com",
+            "alice@exa_mple.com",
+            "alice@-example.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());

@@ -36,15 +36,33 @@ pub fn postings(stream_wallet: Option<WalletId>, event: &Event) -> Vec<Posting> 
     let w = Account::Wallet(wallet);
     match event {
         Event::FundsDeposited { amount, .. } => vec![
-            Posting { account: w, delta: amount.value() },
-            Posting { account: Account::World, delta: -amount.value() },
+            Posting {
+                account: w,
+                delta: amount.value(),
+            },
+            Posting {
+                account: Account::World,
+                delta: -amount.value(),
+            },
         ],
         Event::FundsWithdrawn { amount, .. } => vec![
-            Posting { account: w, delta: -amount.value() },
-            Posting { account: Account::World, delta: amount.value() },
+            Posting {
+                account: w,
+                delta: -amount.value(),
+            },
+            Posting {
+                account: Account::World,
+                delta: amount.value(),
+            },
         ],
-        Event::TransferSent { amount, .. } => vec![Posting { account: w, delta: -amount.value() }],
-        Event::TransferReceived { amount, .. } => vec![Posting { account: w, delta: amount.value() }],
+        Event::TransferSent { amount, .. } => vec![Posting {
+            account: w,
+            delta: -amount.value(),
+        }],
+        Event::TransferReceived { amount, .. } => vec![Posting {
+            account: w,
+            delta: amount.value(),
+        }],
         _ => Vec::new(),
     }
 }

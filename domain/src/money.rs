@@ -255,13 +255,19 @@ mod tests {
         assert_eq!(usd(" 1"), Err(MoneyError::NotANumber));
         assert_eq!(usd("1e400"), Err(MoneyError::NotANumber));
         assert!(matches!(usd("0.001"), Err(MoneyError::TooPrecise { .. })));
-        assert!(matches!(usd("1000000000.01"), Err(MoneyError::TooLarge { .. })));
+        assert!(matches!(
+            usd("1000000000.01"),
+            Err(MoneyError::TooLarge { .. })
+        ));
         let jpy = Currency::parse("jpy").expect("JPY is supported");
         assert!(matches!(
             Amount::parse("1.5", jpy),
             Err(MoneyError::TooPrecise { .. })
         ));
-        assert_eq!(Amount::parse("15", jpy).map(|a| a.to_string()), Ok("15".into()));
+        assert_eq!(
+            Amount::parse("15", jpy).map(|a| a.to_string()),
+            Ok("15".into())
+        );
     }
 
     #[test]

@@ -96,7 +96,10 @@ pub struct RegisterUser {
 
 /// Decides a registration: the user stream and the user's default-currency wallet stream
 /// must both be new.
-pub fn register(user: &Versioned<User>, cmd: &RegisterUser) -> Result<Vec<StreamWrite>, DomainError> {
+pub fn register(
+    user: &Versioned<User>,
+    cmd: &RegisterUser,
+) -> Result<Vec<StreamWrite>, DomainError> {
     if user.version > 0 {
         return Err(DomainError::UserAlreadyExists);
     }

@@ -44,7 +44,10 @@ impl Aggregate for Wallet {
             _ => {}
         }
         // A negative balance can only come from a bug in `decide`; stop loudly in tests.
-        debug_assert!(self.balance >= Decimal::ZERO, "wallet balance went negative");
+        debug_assert!(
+            self.balance >= Decimal::ZERO,
+            "wallet balance went negative"
+        );
     }
 }
 
@@ -105,7 +108,12 @@ fn require_funds(wallet: &Wallet, amount: Amount, currency: Currency) -> Result<
     Ok(())
 }
 
-fn open_if_new(wallet: &Versioned<Wallet>, user: UserId, currency: Currency, events: &mut Vec<Event>) -> WalletId {
+fn open_if_new(
+    wallet: &Versioned<Wallet>,
+    user: UserId,
+    currency: Currency,
+    events: &mut Vec<Event>,
+) -> WalletId {
     let id = WalletId::of(user, currency);
     if wallet.version == 0 {
         events.push(Event::WalletOpened {
@@ -119,7 +127,11 @@ fn open_if_new(wallet: &Versioned<Wallet>, user: UserId, currency: Currency, eve
 
 /// Decides a deposit. `wallet` is the (possibly not yet opened) wallet
 /// `WalletId::of(cmd.user_id, cmd.currency)`.
-pub fn deposit(user: &Versioned<User>, wallet: &Versioned<Wallet>, cmd: &Deposit) -> Result<Vec<StreamWrite>, DomainError> {
+pub fn deposit(
+    user: &Versioned<User>,
+    wallet: &Versioned<Wallet>,
+    cmd: &Deposit,
+) -> Result<Vec<StreamWrite>, DomainError> {
     if !user.state.exists() {
         return Err(DomainError::UnknownUser);
     }
@@ -138,8 +150,14 @@ pub fn deposit(user: &Versioned<User>, wallet: &Versioned<Wallet>, cmd: &Deposit
 }
 
 /// Decides a withdrawal: the wallet must exist and cover the amount.
-pub fn withdraw(wallet: &Versioned<Wallet>, cmd: &Withdraw) -> Result<Vec<StreamWrite>, DomainError> {
-    let id = wallet.state.id.ok_or(DomainError::WalletNotFound(cmd.currency))?;
+pub fn withdraw(
+    wallet: &Versioned<Wallet>,
+    cmd: &Withdraw,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = wallet
+        .state
+        .id
+        .ok_or(DomainError::WalletNotFound(cmd.currency))?;
     require_funds(&wallet.state, cmd.amount, cmd.currency)?;
     Ok(vec![StreamWrite {
         stream: StreamId::wallet(id),
@@ -172,7 +190,12 @@ pub fn transfer(
         .ok_or(DomainError::WalletNotFound(cmd.currency))?;
     require_funds(&payer_wallet.state, cmd.amount, cmd.currency)?;
     let mut payee_events = Vec::with_capacity(2);
-    let to_id = open_if_new(payee_wallet, cmd.to_user_id, cmd.currency, &mut payee_events);
+    let to_id = open_if_new(
+        payee_wallet,
+        cmd.to_user_id,
+        cmd.currency,
+        &mut payee_events,
+    );
     payee_events.push(Event::TransferReceived {
         transaction_id: cmd.transaction_id,
         from_wallet_id: from_id,

@@ -44,7 +44,13 @@ fn deposited(amount: &str) -> Event {
 fn register_creates_user_and_usd_wallet_streams() {
     let id = UserId::new_v7();
     let email = Email::parse("Bob@Example.com").expect("valid");
-    let then = user::register(&given(&[]), &RegisterUser { user_id: id, email: email.clone() });
+    let then = user::register(
+        &given(&[]),
+        &RegisterUser {
+            user_id: id,
+            email: email.clone(),
+        },
+    );
     let wallet = WalletId::of(id, Currency::USD);
     assert_eq!(
         then,
@@ -52,12 +58,20 @@ fn register_creates_user_and_usd_wallet_streams() {
             StreamWrite {
                 stream: StreamId::user(id),
                 expected_version: 0,
-                events: vec![Event::UserRegistered { user_id: id, email, role: Role::User }],
+                events: vec![Event::UserRegistered {
+                    user_id: id,
+                    email,
+                    role: Role::User
+                }],
             },
             StreamWrite {
                 stream: StreamId::wallet(wallet),
                 expected_version: 0,
-                events: vec![Event::WalletOpened { wallet_id: wallet, user_id: id, currency: Currency::USD }],
+                events: vec![Event::WalletOpened {
+                    wallet_id: wallet,
+                    user_id: id,
+                    currency: Currency::USD
+                }],
             },
         ])
     );
@@ -66,8 +80,14 @@ fn register_creates_user_and_usd_wallet_streams() {
 #[test]
 fn register_twice_is_rejected() {
     let id = UserId::new_v7();
-    let cmd = RegisterUser { user_id: id, email: Email::parse("a@b.co").expect("valid") };
-    assert_eq!(user::register(&given(&registered(id)), &cmd), Err(DomainError::UserAlreadyExists));
+    let cmd = RegisterUser {
+        user_id: id,
+        email: Email::parse("a@b.co").expect("valid"),
+    };
+    assert_eq!(
+        user::register(&given(&registered(id)), &cmd),
+        Err(DomainError::UserAlreadyExists)
+    );
 }
 
 #[test]
@@ -76,9 +96,21 @@ fn grant_role_appends_after_current_version_and_refuses_a_held_role() {
     let u: Versioned<User> = given(&registered(id));
     let then = user::grant_role(&u, Role::Arbiter).expect("granted");
     assert_eq!(then[0].expected_version, 1);
-    assert_eq!(then[0].events, vec![Event::RoleGranted { user_id: id, role: Role::Arbiter }]);
-    assert_eq!(user::grant_role(&u, Role::User), Err(DomainError::RoleAlreadyHeld("user")));
-    assert_eq!(user::grant_role(&given(&[]), Role::Admin), Err(DomainError::UnknownUser));
+    assert_eq!(
+        then[0].events,
+        vec![Event::RoleGranted {
+            user_id: id,
+            role: Role::Arbiter
+        }]
+    );
+    assert_eq!(
+        user::grant_role(&u, Role::User),
+        Err(DomainError::RoleAlreadyHeld("user"))
+    );
+    assert_eq!(
+        user::grant_role(&given(&[]), Role::Admin),
+        Err(DomainError::UnknownUser)
+    );
 }
 
 #[test]
@@ -133,7 +165,10 @@ fn deposit_for_unknown_user_is_rejected() {
         amount: usd("1"),
         description: None,
     };
-    assert_eq!(wallet::deposit(&given(&[]), &given(&[]), &cmd), Err(DomainError::UnknownUser));
+    assert_eq!(
+        wallet::deposit(&given(&[]), &given(&[]), &cmd),
+        Err(DomainError::UnknownUser)
+    );
 }
 
 #[test]
@@ -152,7 +187,10 @@ fn withdraw_within_balance_and_overdraft_rejected() {
     assert_eq!(ok[0].events[0].event_type(), "FundsWithdrawn");
     assert_eq!(
         wallet::withdraw(&w, &mk("100.01")),
-        Err(DomainError::InsufficientFunds { balance: "100.00".into(), requested: "100.01".into() })
+        Err(DomainError::InsufficientFunds {
+            balance: "100.00".into(),
+            requested: "100.01".into()
+        })
     );
     assert_eq!(
         wallet::withdraw(&given(&[]), &mk("1")),
@@ -179,8 +217,14 @@ fn transfer_debits_payer_and_credits_payee_in_one_decision() {
     let cmd = transfer_cmd(a, b, "20");
     let then = wallet::transfer(&payer, &given(&registered(b)), &payee, &cmd).expect("accepted");
     assert_eq!(then.len(), 2);
-    assert_eq!((then[0].stream.clone(), then[0].expected_version), (StreamId::wallet(WalletId::of(a, Currency::USD)), 2));
-    assert_eq!((then[1].stream.clone(), then[1].expected_version), (StreamId::wallet(WalletId::of(b, Currency::USD)), 1));
+    assert_eq!(
+        (then[0].stream.clone(), then[0].expected_version),
+        (StreamId::wallet(WalletId::of(a, Currency::USD)), 2)
+    );
+    assert_eq!(
+        (then[1].stream.clone(), then[1].expected_version),
+        (StreamId::wallet(WalletId::of(b, Currency::USD)), 1)
+    );
     let mut payer_after = payer.clone();
     then[0].events.iter().for_each(|e| payer_after.apply(e));
     let mut payee_after = payee.clone();
@@ -193,7 +237,13 @@ fn transfer_debits_payer_and_credits_payee_in_one_decision() {
 fn transfer_opens_payee_wallet_when_missing() {
     let (a, b) = (UserId::new_v7(), UserId::new_v7());
     let payer: Versioned<Wallet> = given(&[opened(a), deposited("5")]);
-    let then = wallet::transfer(&payer, &given(&registered(b)), &given(&[]), &transfer_cmd(a, b, "5")).expect("accepted");
+    let then = wallet::transfer(
+        &payer,
+        &given(&registered(b)),
+        &given(&[]),
+        &transfer_cmd(a, b, "5"),
+    )
+    .expect("accepted");
     assert_eq!(then[1].expected_version, 0);
     assert_eq!(then[1].events[0].event_type(), "WalletOpened");
     assert_eq!(then[1].events[1].event_type(), "TransferReceived");
@@ -205,7 +255,12 @@ fn transfer_rejections() {
     let payer: Versioned<Wallet> = given(&[opened(a), deposited("5")]);
     let payee_user: Versioned<User> = given(&registered(b));
     assert_eq!(
-        wallet::transfer(&payer, &given(&registered(a)), &payer, &transfer_cmd(a, a, "1")),
+        wallet::transfer(
+            &payer,
+            &given(&registered(a)),
+            &payer,
+            &transfer_cmd(a, a, "1")
+        ),
         Err(DomainError::SelfTransfer)
     );
     assert_eq!(
@@ -213,11 +268,21 @@ fn transfer_rejections() {
         Err(DomainError::UnknownUser)
     );
     assert!(matches!(
-        wallet::transfer(&payer, &payee_user, &given(&[]), &transfer_cmd(a, b, "5.01")),
+        wallet::transfer(
+            &payer,
+            &payee_user,
+            &given(&[]),
+            &transfer_cmd(a, b, "5.01")
+        ),
         Err(DomainError::InsufficientFunds { .. })
     ));
     assert_eq!(
-        wallet::transfer(&given(&[]), &payee_user, &given(&[]), &transfer_cmd(a, b, "1")),
+        wallet::transfer(
+            &given(&[]),
+            &payee_user,
+            &given(&[]),
+            &transfer_cmd(a, b, "1")
+        ),
         Err(DomainError::WalletNotFound(Currency::USD))
     );
 }

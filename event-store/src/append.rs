@@ -16,7 +16,10 @@ use crate::{RecordedEvent, StoreError, StreamAppend};
 /// collides on `UNIQUE (stream_id, version)` if someone else got there first. Either way
 /// the caller gets [`StoreError::Conflict`] naming the stream, and should roll back and
 /// retry from fresh state. Nothing is visible to others until the caller commits.
-pub async fn append(conn: &mut PgConnection, writes: &[StreamAppend]) -> Result<Vec<RecordedEvent>, StoreError> {
+pub async fn append(
+    conn: &mut PgConnection,
+    writes: &[StreamAppend],
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let total: usize = writes.iter().map(|w| w.events.len()).sum();
     let mut ids = Vec::with_capacity(total);
@@ -101,7 +104,8 @@ pub async fn append(conn: &mut PgConnection, writes: &[StreamAppend]) -> Result<
         other => other,
     })?;
 
-    let assigned: HashMap<Uuid, (i64, i64)> = rows.into_iter().map(|(id, p, t)| (id, (p, t))).collect();
+    let assigned: HashMap<Uuid, (i64, i64)> =
+        rows.into_iter().map(|(id, p, t)| (id, (p, t))).collect();
     let mut out = Vec::with_capacity(total);
     let mut i = 0usize;
     for w in writes {

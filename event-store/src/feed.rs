@@ -15,7 +15,10 @@ pub struct FeedCursor {
 
 impl FeedCursor {
     /// Before the first event.
-    pub const START: FeedCursor = FeedCursor { tx_id: 0, position: 0 };
+    pub const START: FeedCursor = FeedCursor {
+        tx_id: 0,
+        position: 0,
+    };
 }
 
 /// Reads events after `after`, ordered by `(tx_id, position)`, and only from transactions
@@ -25,7 +28,11 @@ impl FeedCursor {
 /// can hold position 10 while position 11 commits first; a reader that moved past 11 would
 /// never see 10. Transaction ids below the snapshot's xmin belong to finished transactions,
 /// so everything returned here is final and no later commit can slot in before it.
-pub(crate) async fn read(pool: &PgPool, after: FeedCursor, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+pub(crate) async fn read(
+    pool: &PgPool,
+    after: FeedCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events \
          WHERE (tx_id, position) > ($1, $2) \

@@ -113,7 +113,10 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainBreak> {
                 stream_id: e.stream_id.clone(),
                 version: expected_version,
                 position: 0,
-                reason: format!("version {expected_version} is missing (found {})", e.version),
+                reason: format!(
+                    "version {expected_version} is missing (found {})",
+                    e.version
+                ),
             });
         }
         if e.prev_hash != prev {

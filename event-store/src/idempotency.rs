@@ -29,7 +29,11 @@ pub struct IdempotencyRecord {
 
 impl EventStore {
     /// Looks up a key's stored response.
-    pub async fn find_idempotent(&self, scope: &str, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+    pub async fn find_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let row: Option<(Vec<u8>, i16, Value)> =
             sqlx::query_as("SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
                 .bind(scope)
@@ -48,7 +52,12 @@ impl IdempotencyRecord {
     /// Stores the key with its response inside the command's transaction. A concurrent
     /// request with the same key makes this fail with a unique violation on
     /// `idempotency_keys_pkey`; the loser then reads the winner's stored answer.
-    pub async fn save(&self, conn: &mut PgConnection, status: i16, body: &Value) -> Result<(), StoreError> {
+    pub async fn save(
+        &self,
+        conn: &mut PgConnection,
+        status: i16,
+        body: &Value,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash, status, response) VALUES ($1, $2, $3, $4, $5)",
         )

@@ -31,7 +31,10 @@ impl Lease {
     pub async fn still_held(&mut self) -> bool {
         // Nobody can take a session lock from a live session, so a live session means the
         // lease is still ours.
-        sqlx::query("SELECT 1").execute(&mut self.conn).await.is_ok()
+        sqlx::query("SELECT 1")
+            .execute(&mut self.conn)
+            .await
+            .is_ok()
     }
 
     /// Releases the lease explicitly (dropping it also releases it when the connection closes).

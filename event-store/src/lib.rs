@@ -97,7 +97,8 @@ impl RecordedEvent {
     }
 }
 
-pub(crate) const EVENT_COLUMNS: &str = "position, tx_id, event_id, stream_id, version, event_type, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, tx_id, event_id, stream_id, version, event_type, \
      schema_version, data, metadata, recorded_at, prev_hash, hash";
 
 /// What can go wrong talking to the store.
@@ -194,7 +195,11 @@ impl EventStore {
     }
 
     /// Reads a stream's events with a version above `after_version`, in order.
-    pub async fn read_stream(&self, stream_id: &str, after_version: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
         );
@@ -206,7 +211,11 @@ impl EventStore {
     }
 
     /// Reads the next events of the global feed after `after`, in commit-safe order.
-    pub async fn read_feed(&self, after: FeedCursor, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn read_feed(
+        &self,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         feed::read(&self.pool, after, limit).await
     }
 
@@ -220,11 +229,17 @@ impl EventStore {
 
     /// Loads a named feed checkpoint (the start of the feed if none is stored).
     pub async fn load_checkpoint(&self, name: &str) -> Result<FeedCursor, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT tx_id, position FROM checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map_or(FeedCursor::START, |(tx_id, position)| FeedCursor { tx_id, position }))
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT tx_id, position FROM checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(
+            row.map_or(FeedCursor::START, |(tx_id, position)| FeedCursor {
+                tx_id,
+                position,
+            }),
+        )
     }
 
     /// Stores a named feed checkpoint.
@@ -243,9 +258,11 @@ impl EventStore {
 
     /// The stream and version of the event at `position`, if it is committed.
     pub async fn locate(&self, position: i64) -> Result<Option<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as("SELECT stream_id, version FROM events WHERE position = $1")
-            .bind(position)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT stream_id, version FROM events WHERE position = $1")
+                .bind(position)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }

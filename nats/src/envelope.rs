@@ -67,7 +67,11 @@ mod tests {
     #[test]
     fn subjects_follow_the_published_scheme() {
         assert_eq!(
-            subject_for("escrow.events", "wallet-0190c6c1-7c1e-7000-8000-000000000001", "FundsDeposited"),
+            subject_for(
+                "escrow.events",
+                "wallet-0190c6c1-7c1e-7000-8000-000000000001",
+                "FundsDeposited"
+            ),
             "escrow.events.wallet.0190c6c1-7c1e-7000-8000-000000000001.FundsDeposited"
         );
     }

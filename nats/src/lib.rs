@@ -51,7 +51,10 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::Connec
 }
 
 /// Creates the events stream if it does not exist yet.
-pub async fn ensure_stream(js: &jetstream::Context, settings: &JetStreamSettings) -> anyhow::Result<stream::Stream> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &JetStreamSettings,
+) -> anyhow::Result<stream::Stream> {
     let stream = js
         .get_or_create_stream(stream::Config {
             name: settings.stream_name.clone(),

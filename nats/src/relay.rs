@@ -49,7 +49,13 @@ pub struct Relay {
 
 impl Relay {
     /// A relay from `store` to the stream described by `nats`.
-    pub fn new(store: EventStore, js: jetstream::Context, nats: JetStreamSettings, settings: RelaySettings, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: EventStore,
+        js: jetstream::Context,
+        nats: JetStreamSettings,
+        settings: RelaySettings,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
             js,
@@ -130,7 +136,10 @@ impl Relay {
     /// Publishes the next batch after `cursor`. Returns the new cursor, or `None` when the
     /// feed had nothing new.
     async fn publish_round(&self, cursor: FeedCursor) -> anyhow::Result<Option<FeedCursor>> {
-        let events = self.store.read_feed(cursor, self.settings.batch_events_max).await?;
+        let events = self
+            .store
+            .read_feed(cursor, self.settings.batch_events_max)
+            .await?;
         let Some(last) = events.last() else {
             return Ok(None);
         };
@@ -140,7 +149,10 @@ impl Relay {
             let envelope = Envelope::from_recorded(e);
             let payload = serde_json::to_vec(&envelope)?;
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, e.event_id.to_string().as_str());
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                e.event_id.to_string().as_str(),
+            );
             if let Some(c) = e.metadata.get("correlationId").and_then(|v| v.as_str()) {
                 headers.insert("Escrow-Correlation-Id", c);
             }
@@ -157,10 +169,14 @@ impl Relay {
             match tokio::time::timeout(timeout, ack).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => anyhow::bail!("JetStream rejected position {position}: {err}"),
-                Err(_) => anyhow::bail!("no JetStream ack for position {position} within {timeout:?}"),
+                Err(_) => {
+                    anyhow::bail!("no JetStream ack for position {position} within {timeout:?}")
+                }
             }
         }
-        self.store.save_checkpoint(&self.checkpoint_name(), next).await?;
+        self.store
+            .save_checkpoint(&self.checkpoint_name(), next)
+            .await?;
         Ok(Some(next))
     }
 }

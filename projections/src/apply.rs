@@ -27,7 +27,10 @@ pub struct ApplyReport {
 
 /// Applies a batch in the caller's transaction. Events are taken in order; each is applied
 /// only if it is exactly the next version of its stream.
-pub async fn apply_batch(conn: &mut PgConnection, batch: &[Envelope]) -> anyhow::Result<ApplyReport> {
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    batch: &[Envelope],
+) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport::default();
     if batch.is_empty() {
         return Ok(report);
@@ -91,14 +94,21 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Envelope]) -> anyhow:
 }
 
 fn aggregate_uuid(stream_id: &str) -> anyhow::Result<Uuid> {
-    let id = stream_id.split_once('-').map(|(_, id)| id).unwrap_or_default();
+    let id = stream_id
+        .split_once('-')
+        .map(|(_, id)| id)
+        .unwrap_or_default();
     Ok(Uuid::parse_str(id)?)
 }
 
 async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> anyhow::Result<()> {
     let at = env.recorded_at;
     match event {
-        Event::UserRegistered { user_id, email, role } => {
+        Event::UserRegistered {
+            user_id,
+            email,
+            role,
+        } => {
             sqlx::query("INSERT INTO rm_users (id, email, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
                 .bind(user_id.0)
                 .bind(email.as_str())
@@ -115,7 +125,11 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
                 .execute(&mut *conn)
                 .await?;
         }
-        Event::WalletOpened { wallet_id, user_id, currency } => {
+        Event::WalletOpened {
+            wallet_id,
+            user_id,
+            currency,
+        } => {
             sqlx::query(
                 "INSERT INTO rm_wallets (id, user_id, currency, balance, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $4)",
             )
@@ -126,31 +140,100 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             .execute(&mut *conn)
             .await?;
         }
-        Event::FundsDeposited { transaction_id, amount, description } => {
+        Event::FundsDeposited {
+            transaction_id,
+            amount,
+            description,
+        } => {
             let wallet = aggregate_uuid(&env.stream_id)?;
             let currency = move_balance(conn, wallet, amount.value(), at).await?;
-            insert_transaction(conn, transaction_id.0, None, Some(wallet), amount.value(), &currency, "DEPOSIT", description.as_ref().map(|d| d.as_str()), env).await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                None,
+                Some(wallet),
+                amount.value(),
+                &currency,
+                "DEPOSIT",
+                description.as_ref().map(|d| d.as_str()),
+                env,
+            )
+            .await?;
         }
-        Event::FundsWithdrawn { transaction_id, amount, description } => {
+        Event::FundsWithdrawn {
+            transaction_id,
+            amount,
+            description,
+        } => {
             let wallet = aggregate_uuid(&env.stream_id)?;
             let currency = move_balance(conn, wallet, -amount.value(), at).await?;
-            insert_transaction(conn, transaction_id.0, Some(wallet), None, amount.value(), &currency, "WITHDRAWAL", description.as_ref().map(|d| d.as_str()), env).await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                Some(wallet),
+                None,
+                amount.value(),
+                &currency,
+                "WITHDRAWAL",
+                description.as_ref().map(|d| d.as_str()),
+                env,
+            )
+            .await?;
         }
-        Event::TransferSent { transaction_id, to_wallet_id, amount, description, .. } => {
+        Event::TransferSent {
+            transaction_id,
+            to_wallet_id,
+            amount,
+            description,
+            ..
+        } => {
             let wallet = aggregate_uuid(&env.stream_id)?;
             let currency = move_balance(conn, wallet, -amount.value(), at).await?;
-            insert_transaction(conn, transaction_id.0, Some(wallet), Some(to_wallet_id.0), amount.value(), &currency, "TRANSFER", description.as_ref().map(|d| d.as_str()), env).await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                Some(wallet),
+                Some(to_wallet_id.0),
+                amount.value(),
+                &currency,
+                "TRANSFER",
+                description.as_ref().map(|d| d.as_str()),
+                env,
+            )
+            .await?;
         }
-        Event::TransferReceived { transaction_id, from_wallet_id, amount, description, .. } => {
+        Event::TransferReceived {
+            transaction_id,
+            from_wallet_id,
+            amount,
+            description,
+            ..
+        } => {
             let wallet = aggregate_uuid(&env.stream_id)?;
             let currency = move_balance(conn, wallet, amount.value(), at).await?;
-            insert_transaction(conn, transaction_id.0, Some(from_wallet_id.0), Some(wallet), amount.value(), &currency, "TRANSFER", description.as_ref().map(|d| d.as_str()), env).await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                Some(from_wallet_id.0),
+                Some(wallet),
+                amount.value(),
+                &currency,
+                "TRANSFER",
+                description.as_ref().map(|d| d.as_str()),
+                env,
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-async fn move_balance(conn: &mut PgConnection, wallet: Uuid, delta: Decimal, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<String> {
+async fn move_balance(
+    conn: &mut PgConnection,
+    wallet: Uuid,
+    delta: Decimal,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<String> {
     let (currency,): (String,) =
         sqlx::query_as("UPDATE rm_wallets SET balance = balance + $2, updated_at = $3 WHERE id = $1 RETURNING currency")
             .bind(wallet)
@@ -195,17 +278,23 @@ async fn insert_transaction(
 
 /// The last version of `stream_id` applied to the read models (0 if none).
 pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM projection_streams WHERE projection = $1 AND stream_id = $2")
-        .bind(PROJECTION)
-        .bind(stream_id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT version FROM projection_streams WHERE projection = $1 AND stream_id = $2",
+    )
+    .bind(PROJECTION)
+    .bind(stream_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map_or(0, |(v,)| v))
 }
 
 /// Waits until the event at `position` is reflected in the read models, polling every
 /// few milliseconds for at most `timeout`. Returns whether it was reached.
-pub async fn wait_for_position(pool: &PgPool, position: i64, timeout: Duration) -> Result<bool, sqlx::Error> {
+pub async fn wait_for_position(
+    pool: &PgPool,
+    position: i64,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
     // Polling every 10 ms keeps added latency small without a busy loop; the wait is
     // bounded by `timeout` (2 s for API queries).
     let poll = Duration::from_millis(10);
@@ -232,8 +321,16 @@ pub async fn wait_for_position(pool: &PgPool, position: i64, timeout: Duration) 
 
 /// Empties every read model (for a full rebuild).
 pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions").execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM projection_streams WHERE projection = $1").bind(PROJECTION).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(PROJECTION).execute(&mut *conn).await?;
+    sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM projection_streams WHERE projection = $1")
+        .bind(PROJECTION)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+        .bind(PROJECTION)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

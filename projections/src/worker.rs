@@ -49,8 +49,18 @@ pub struct ProjectionWorker {
 
 impl ProjectionWorker {
     /// A worker writing to `pool`'s read models.
-    pub fn new(pool: PgPool, js: jetstream::Context, nats: JetStreamSettings, settings: WorkerSettings) -> Self {
-        Self { pool, js, nats, settings }
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        nats: JetStreamSettings,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            pool,
+            js,
+            nats,
+            settings,
+        }
     }
 
     /// Runs until `shutdown` turns true.
@@ -100,7 +110,11 @@ impl ProjectionWorker {
         Ok(c)
     }
 
-    async fn consume(&self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn consume(
+        &self,
+        mut lease: Lease,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let consumer = self.consumer().await?;
         tracing::info!(durable = %self.settings.durable_name, "projection worker consuming");
         let mut rounds: u64 = 0;
@@ -149,7 +163,11 @@ impl ProjectionWorker {
                 Err(e) => {
                     // Hand everything back at once rather than waiting out ack_wait.
                     for m in &messages {
-                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(self.settings.retry_backoff_ms)))).await;
+                        let _ = m
+                            .ack_with(AckKind::Nak(Some(Duration::from_millis(
+                                self.settings.retry_backoff_ms,
+                            ))))
+                            .await;
                     }
                     return Err(e);
                 }
@@ -162,7 +180,10 @@ impl ProjectionWorker {
                     env_index += 1;
                 }
                 let result = if gap {
-                    m.ack_with(AckKind::Nak(Some(Duration::from_millis(self.settings.gap_redelivery_ms)))).await
+                    m.ack_with(AckKind::Nak(Some(Duration::from_millis(
+                        self.settings.gap_redelivery_ms,
+                    ))))
+                    .await
                 } else {
                     m.ack().await
                 };

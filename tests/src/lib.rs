@@ -28,21 +28,36 @@ use uuid::Uuid;
 pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set: run the tests with scripts/test.sh"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} must be set: run the tests with scripts/test.sh"))
 }
 
 /// A database of its own for one test.
 pub async fn fresh_database() -> (String, PgPool) {
     let admin_url = env("TEST_DATABASE_URL");
     let name = format!("t_{}", Uuid::new_v4().simple());
-    let admin = PgPool::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
-    admin.close().await;
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).expect("URL has a database path");
-    let url = format!("{base}/{name}");
-    let pool = event_store::connect(&url, &event_store::PoolSettings { max_connections: 10, ..Default::default() })
+    let admin = PgPool::connect(&admin_url)
         .await
-        .expect("connect to test database");
+        .expect("connect to TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("URL has a database path");
+    let url = format!("{base}/{name}");
+    let pool = event_store::connect(
+        &url,
+        &event_store::PoolSettings {
+            max_connections: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect to test database");
     event_store::MIGRATOR.run(&pool).await.expect("migrate");
     (url, pool)
 }
@@ -104,7 +119,10 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let running = api::start(config).await.expect("server starts");
     TestApp {
         base: format!("http://{}/api/v1", running.addr),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
         db_url,
         pool,
         nats_url,
@@ -137,7 +155,11 @@ impl Resp {
     }
 
     pub fn str(&self, field: &str) -> String {
-        self.body.get(field).and_then(Value::as_str).unwrap_or_default().to_owned()
+        self.body
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -151,10 +173,21 @@ impl TestApp {
 
     /// What a second process needs to share this ledger.
     pub fn shared(&self) -> (String, String, String) {
-        (self.db_url.clone(), self.stream.clone(), self.prefix.clone())
+        (
+            self.db_url.clone(),
+            self.stream.clone(),
+            self.prefix.clone(),
+        )
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -163,18 +196,34 @@ impl TestApp {
             req = req.header(*k, *v);
         }
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let res = req.send().await.expect("request sent");
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.bytes().await.expect("body read");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
-    pub async fn raw_post(&self, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Resp {
-        let mut req = self.http.post(format!("{}{path}", self.base)).header("content-type", content_type).body(body);
+    pub async fn raw_post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -182,7 +231,11 @@ impl TestApp {
         let status = res.status();
         let headers = res.headers().clone();
         let body = serde_json::from_slice(&res.bytes().await.expect("body")).unwrap_or(Value::Null);
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
@@ -190,30 +243,61 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
-        self.request(Method::POST, path, token, Some(&body), &[]).await
+        self.request(Method::POST, path, token, Some(&body), &[])
+            .await
     }
 
     /// Registers and logs in a fresh user.
     pub async fn user(&self) -> TestUser {
         let email = format!("u{}@example.com", Uuid::new_v4().simple());
-        let r = self.post("/auth/register", None, json!({ "email": email, "password": "password123" })).await;
+        let r = self
+            .post(
+                "/auth/register",
+                None,
+                json!({ "email": email, "password": "password123" }),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "register: {:?}", r.body);
-        let l = self.post("/auth/login", None, json!({ "email": email, "password": "password123" })).await;
+        let l = self
+            .post(
+                "/auth/login",
+                None,
+                json!({ "email": email, "password": "password123" }),
+            )
+            .await;
         assert_eq!(l.status, StatusCode::OK, "login: {:?}", l.body);
-        TestUser { id: r.str("id"), email, token: l.str("access_token") }
+        TestUser {
+            id: r.str("id"),
+            email,
+            token: l.str("access_token"),
+        }
     }
 
     pub async fn deposit(&self, u: &TestUser, amount: &str) -> Resp {
-        self.post("/wallets/deposit", Some(&u.token), json!({ "userId": u.id, "amount": amount })).await
+        self.post(
+            "/wallets/deposit",
+            Some(&u.token),
+            json!({ "userId": u.id, "amount": amount }),
+        )
+        .await
     }
 
     pub async fn transfer(&self, from: &TestUser, to: &str, amount: &str) -> Resp {
-        self.post("/transfers", Some(&from.token), json!({ "toUserId": to, "amount": amount })).await
+        self.post(
+            "/transfers",
+            Some(&from.token),
+            json!({ "toUserId": to, "amount": amount }),
+        )
+        .await
     }
 
     /// Number of events in the store.
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM events").fetch_one(&self.pool).await.unwrap().0
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+            .0
     }
 
     /// Waits until the read models have applied every event in the store.
@@ -257,13 +341,16 @@ pub async fn folded_ledger(pool: &PgPool) -> (HashMap<Uuid, Decimal>, Decimal) {
                 *sums.entry(p.account).or_default() += p.delta;
             }
             w.apply(&e);
-            assert!(w.state.balance >= Decimal::ZERO, "negative balance folded in {stream}");
+            assert!(
+                w.state.balance >= Decimal::ZERO,
+                "negative balance folded in {stream}"
+            );
         }
     }
     let total = sums.values().copied().sum();
     let balances = wallets
-        .into_iter()
-        .filter_map(|(_, w)| w.state.id.map(|id| (id.0, w.state.balance)))
+        .into_values()
+        .filter_map(|w| w.state.id.map(|id| (id.0, w.state.balance)))
         .collect();
     (balances, total)
 }
@@ -287,7 +374,11 @@ pub struct OwnNats {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl OwnNats {
@@ -295,7 +386,12 @@ impl OwnNats {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("escrow-nats-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut n = OwnNats { url: format!("nats://127.0.0.1:{port}"), port, dir, child: None };
+        let mut n = OwnNats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            dir,
+            child: None,
+        };
         n.restart().await;
         n
     }
@@ -313,7 +409,10 @@ impl OwnNats {
             .expect("nats-server starts (set NATS_SERVER_BIN)");
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

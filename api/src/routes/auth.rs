@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use chrono::Utc;
 use command_handlers::{Actor, Command, Outcome};
 use domain::{Email, UserId};
 use serde::{Deserialize, Serialize};
@@ -92,7 +91,7 @@ fn respond_registered(outcome: &Outcome, position: i64) -> (u16, Value) {
                 id: r.user_id.to_string(),
                 email: r.email.to_string(),
                 role: r.role.as_str().into(),
-                created_at: crate::rfc3339(Utc::now()),
+                created_at: crate::rfc3339(r.recorded_at),
                 position,
             }),
         ),
@@ -110,16 +109,37 @@ fn respond_registered(outcome: &Outcome, position: i64) -> (u16, Value) {
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn register(State(st): State<AppState>, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+pub async fn register(
+    State(st): State<AppState>,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response> {
     let req: Credentials = body.parse()?;
-    let email = Email::parse(&req.email).map_err(|e| ApiError::from(domain::DomainError::from(e)))?;
+    let email =
+        Email::parse(&req.email).map_err(|e| ApiError::from(domain::DomainError::from(e)))?;
     check_password(&req.password)?;
-    let ctx = command_context(Actor::System, &format!("register:{email}"), "POST /auth/register", &meta, key, &body);
+    let ctx = command_context(
+        Actor::System,
+        &format!("register:{email}"),
+        "POST /auth/register",
+        &meta,
+        key,
+        &body,
+    );
     let password_hash = hash_password(req.password).await?;
     let user_id = UserId::new_v7();
     let executed = st
         .ledger
-        .execute(&ctx, Command::Register { user_id, email, password_hash }, &respond_registered)
+        .execute(
+            &ctx,
+            Command::Register {
+                user_id,
+                email,
+                password_hash,
+            },
+            &respond_registered,
+        )
         .await?;
     Ok(render(&st, executed, &respond_registered))
 }
@@ -142,7 +162,12 @@ pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<Lo
         Some(e) => st.ledger.find_login(e).await?,
         None => None,
     };
-    let ok = verify_password(req.password, record.as_ref().map(|r| r.password_hash.clone()), st.dummy_hash.clone()).await?;
+    let ok = verify_password(
+        req.password,
+        record.as_ref().map(|r| r.password_hash.clone()),
+        st.dummy_hash.clone(),
+    )
+    .await?;
     let (Some(record), Some(email), true) = (record, email, ok) else {
         return Err(denied());
     };

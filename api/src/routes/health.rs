@@ -43,7 +43,14 @@ pub async fn ready(State(st): State<AppState>) -> Response {
         .as_ref()
         .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
     if pg && nats {
-        (StatusCode::OK, Json(Readiness { postgres: "ok", nats: "ok" })).into_response()
+        (
+            StatusCode::OK,
+            Json(Readiness {
+                postgres: "ok",
+                nats: "ok",
+            }),
+        )
+            .into_response()
     } else {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -46,13 +46,30 @@ pub(crate) fn command_context(
 }
 
 /// The context of an authenticated user's command.
-pub(crate) fn user_context(user: &AuthUser, route: &str, meta: &RequestMeta, key: IdempotencyKey, body: &JsonBody) -> CommandContext {
-    command_context(Actor::User(user.id), &user.id.to_string(), route, meta, key, body)
+pub(crate) fn user_context(
+    user: &AuthUser,
+    route: &str,
+    meta: &RequestMeta,
+    key: IdempotencyKey,
+    body: &JsonBody,
+) -> CommandContext {
+    command_context(
+        Actor::User(user.id),
+        &user.id.to_string(),
+        route,
+        meta,
+        key,
+        body,
+    )
 }
 
 /// Turns an executed command into the HTTP response: the fresh rendering, or the stored
 /// one for a replay.
-pub(crate) fn render(st: &AppState, executed: Executed, respond: &dyn Fn(&Outcome, i64) -> (u16, Value)) -> Response {
+pub(crate) fn render(
+    st: &AppState,
+    executed: Executed,
+    respond: &dyn Fn(&Outcome, i64) -> (u16, Value),
+) -> Response {
     match executed {
         Executed::Fresh { outcome, position } => {
             st.relay_wake.notify_one();
@@ -67,17 +84,23 @@ fn json_response(status: u16, body: Value, replayed: bool) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut res = (status, axum::Json(body)).into_response();
     if replayed {
-        res.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        res.headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
     res
 }
 
 /// Waits (bounded) for the read models to reach `min_position`. Returns whether they did;
 /// `None` when the client asked for no position.
-pub(crate) async fn await_position(st: &AppState, min_position: Option<i64>) -> Result<Option<bool>> {
+pub(crate) async fn await_position(
+    st: &AppState,
+    min_position: Option<i64>,
+) -> Result<Option<bool>> {
     match min_position {
         None | Some(0) => Ok(None),
-        Some(p) => Ok(Some(projections::wait_for_position(&st.pool, p, st.read_wait).await?)),
+        Some(p) => Ok(Some(
+            projections::wait_for_position(&st.pool, p, st.read_wait).await?,
+        )),
     }
 }
 

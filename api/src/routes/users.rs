@@ -31,12 +31,15 @@ pub struct UserView {
     pub updated_at: String,
 }
 
+type UserRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
+
 async fn load(st: &AppState, id: Uuid) -> Result<Option<UserView>> {
-    let row: Option<(Uuid, String, String, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT id, email, role, created_at, updated_at FROM rm_users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&st.pool)
-            .await?;
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT id, email, role, created_at, updated_at FROM rm_users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&st.pool)
+    .await?;
     Ok(row.map(|(id, email, role, c, u)| UserView {
         id: id.to_string(),
         email,
@@ -52,7 +55,9 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
         return Err(ApiError::forbidden("you may only read your own user"));
     }
     let reached = await_position(st, q.min_position()?).await?;
-    let user = load(st, id).await?.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "user not found"))?;
+    let user = load(st, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "user not found"))?;
     Ok(with_consistency(Json(user).into_response(), reached))
 }
 
@@ -75,7 +80,12 @@ pub async fn me(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Re
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn by_id(State(st): State<AppState>, caller: AuthUser, PathParam(id): PathParam, q: QueryMap) -> Result<Response> {
+pub async fn by_id(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(id): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
     let id = parse_id(&id, "user id")?;
     show(&st, caller, id, q).await
 }

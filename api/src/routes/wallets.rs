@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Result};
-use crate::extract::{parse_amount, parse_currency, parse_description, parse_id, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta};
+use crate::extract::{
+    parse_amount, parse_currency, parse_description, parse_id, IdempotencyKey, JsonBody, PathParam,
+    QueryMap, RequestMeta,
+};
 use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
 use crate::state::AppState;
 
@@ -173,7 +176,12 @@ fn body_user(text: &str, field: &str) -> Result<UserId> {
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn get_wallet(State(st): State<AppState>, caller: AuthUser, PathParam(user): PathParam, q: QueryMap) -> Result<Response> {
+pub async fn get_wallet(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(user): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
     q.only(&["currency", "minPosition"])?;
     let currency = q.currency()?;
@@ -181,15 +189,19 @@ pub async fn get_wallet(State(st): State<AppState>, caller: AuthUser, PathParam(
         return Err(ApiError::forbidden("you may only read your own wallets"));
     }
     let reached = await_position(&st, q.min_position()?).await?;
-    let row: Option<(Uuid, Uuid, String, Decimal, Decimal, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<WalletRow> = sqlx::query_as(
         "SELECT id, user_id, currency, balance, held_in_escrow, created_at, updated_at FROM rm_wallets WHERE user_id = $1 AND currency = $2",
     )
     .bind(user.0)
     .bind(currency.code())
     .fetch_optional(&st.pool)
     .await?;
-    let (id, user_id, _, balance, held, created, updated) =
-        row.ok_or_else(|| ApiError::not_found("WALLET_NOT_FOUND", format!("no {currency} wallet for this user")))?;
+    let (id, user_id, _, balance, held, created, updated) = row.ok_or_else(|| {
+        ApiError::not_found(
+            "WALLET_NOT_FOUND",
+            format!("no {currency} wallet for this user"),
+        )
+    })?;
     let view = WalletView {
         id: id.to_string(),
         user_id: user_id.to_string(),
@@ -216,9 +228,16 @@ fn money_input(caller: &AuthUser, body: &JsonBody) -> Result<MoneyInput> {
     let amount = parse_amount(&req.amount, currency)?;
     let description = parse_description(req.description.as_deref())?;
     if !caller.can_act_for(user) {
-        return Err(ApiError::forbidden("you may only move money in your own wallets"));
+        return Err(ApiError::forbidden(
+            "you may only move money in your own wallets",
+        ));
     }
-    Ok(MoneyInput { user, currency, amount, description })
+    Ok(MoneyInput {
+        user,
+        currency,
+        amount,
+        description,
+    })
 }
 
 /// Deposit money into a wallet (own; admins: any). Opens the currency's wallet if needed.
@@ -232,7 +251,13 @@ fn money_input(caller: &AuthUser, body: &JsonBody) -> Result<MoneyInput> {
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn deposit(State(st): State<AppState>, caller: AuthUser, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+pub async fn deposit(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response> {
     let input = money_input(&caller, &body)?;
     let ctx = user_context(&caller, "POST /wallets/deposit", &meta, key, &body);
     let cmd = Command::Deposit(Deposit {
@@ -258,7 +283,13 @@ pub async fn deposit(State(st): State<AppState>, caller: AuthUser, meta: Request
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn withdraw(State(st): State<AppState>, caller: AuthUser, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+pub async fn withdraw(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response> {
     let input = money_input(&caller, &body)?;
     let ctx = user_context(&caller, "POST /wallets/withdraw", &meta, key, &body);
     let cmd = Command::Withdraw(Withdraw {
@@ -283,7 +314,13 @@ pub async fn withdraw(State(st): State<AppState>, caller: AuthUser, meta: Reques
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "SELF_TRANSFER and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn transfer(State(st): State<AppState>, caller: AuthUser, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+pub async fn transfer(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response> {
     let req: TransferRequest = body.parse()?;
     let to = body_user(&req.to_user_id, "toUserId")?;
     let currency = parse_currency(req.currency.as_deref())?;
@@ -302,7 +339,26 @@ pub async fn transfer(State(st): State<AppState>, caller: AuthUser, meta: Reques
     Ok(render(&st, executed, &respond_money))
 }
 
-type TxRow = (Uuid, Option<Uuid>, Option<Uuid>, Decimal, String, String, Option<String>, DateTime<Utc>, i64);
+type WalletRow = (
+    Uuid,
+    Uuid,
+    String,
+    Decimal,
+    Decimal,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+type TxRow = (
+    Uuid,
+    Option<Uuid>,
+    Option<Uuid>,
+    Decimal,
+    String,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    i64,
+);
 
 /// A user's transaction history across its wallets (or one currency's), newest first.
 #[utoipa::path(get, path = "/api/v1/wallets/{userId}/transactions", tag = "wallets", security(("bearer" = [])),
@@ -316,21 +372,29 @@ type TxRow = (Uuid, Option<Uuid>, Option<Uuid>, Decimal, String, String, Option<
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn transactions(State(st): State<AppState>, caller: AuthUser, PathParam(user): PathParam, q: QueryMap) -> Result<Response> {
+pub async fn transactions(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(user): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
     q.only(&["currency", "limit", "cursor", "minPosition"])?;
     let limit = match q.int("limit", PAGE_ITEMS_MAX)? {
         None => PAGE_ITEMS_DEFAULT,
-        Some(0) => return Err(ApiError::bad_request("INVALID_QUERY_PARAMETER", "limit must be from 1 to 100")),
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY_PARAMETER",
+                "limit must be from 1 to 100",
+            ))
+        }
         Some(l) => l,
     };
     let before = match q.0.get("cursor") {
         None => i64::MAX,
-        Some(c) => c
-            .parse::<i64>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued"))?,
+        Some(c) => c.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued")
+        })?,
     };
     let currency = match q.0.get("currency") {
         None => None,
@@ -340,11 +404,13 @@ pub async fn transactions(State(st): State<AppState>, caller: AuthUser, PathPara
         return Err(ApiError::forbidden("you may only read your own history"));
     }
     let reached = await_position(&st, q.min_position()?).await?;
-    let wallets: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM rm_wallets WHERE user_id = $1 AND ($2::text IS NULL OR currency = $2)")
-        .bind(user.0)
-        .bind(currency.map(|c| c.code().to_owned()))
-        .fetch_all(&st.pool)
-        .await?;
+    let wallets: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM rm_wallets WHERE user_id = $1 AND ($2::text IS NULL OR currency = $2)",
+    )
+    .bind(user.0)
+    .bind(currency.map(|c| c.code().to_owned()))
+    .fetch_all(&st.pool)
+    .await?;
     let ids: Vec<Uuid> = wallets.into_iter().map(|(i,)| i).collect();
     let rows: Vec<TxRow> = sqlx::query_as(
         "SELECT id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position FROM ( \
@@ -362,24 +428,29 @@ pub async fn transactions(State(st): State<AppState>, caller: AuthUser, PathPara
     let items: Vec<TransactionView> = rows
         .iter()
         .take(limit as usize)
-        .map(|(id, from, to, amount, cur, kind, description, created, _)| {
-            let c = Currency::parse(cur).unwrap_or(Currency::USD);
-            TransactionView {
-                id: id.to_string(),
-                from_wallet_id: from.map(|x| x.to_string()),
-                to_wallet_id: to.map(|x| x.to_string()),
-                amount: c.format(*amount),
-                currency: c.code().into(),
-                kind: kind.clone(),
-                description: description.clone(),
-                created_at: crate::rfc3339(*created),
-            }
-        })
+        .map(
+            |(id, from, to, amount, cur, kind, description, created, _)| {
+                let c = Currency::parse(cur).unwrap_or(Currency::USD);
+                TransactionView {
+                    id: id.to_string(),
+                    from_wallet_id: from.map(|x| x.to_string()),
+                    to_wallet_id: to.map(|x| x.to_string()),
+                    amount: c.format(*amount),
+                    currency: c.code().into(),
+                    kind: kind.clone(),
+                    description: description.clone(),
+                    created_at: crate::rfc3339(*created),
+                }
+            },
+        )
         .collect();
     let next_cursor = if more {
         rows.get(limit as usize - 1).map(|r| r.8.to_string())
     } else {
         None
     };
-    Ok(with_consistency(Json(TransactionPage { items, next_cursor }).into_response(), reached))
+    Ok(with_consistency(
+        Json(TransactionPage { items, next_cursor }).into_response(),
+        reached,
+    ))
 }

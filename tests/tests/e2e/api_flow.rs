@@ -5,32 +5,54 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 fn position(r: &Resp) -> i64 {
-    r.body["position"].as_i64().expect("command responses carry position")
+    r.body["position"]
+        .as_i64()
+        .expect("command responses carry position")
 }
 
 #[tokio::test]
 async fn register_login_deposit_balance_transfer_history() {
     let app = spawn_app().await;
     let health = app.get("/health", None).await;
-    assert_eq!((health.status, health.body.clone()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
     let ready = app.get("/ready", None).await;
     assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
 
-    let reg = app.post("/auth/register", None, json!({"email": "  Alice@Example.COM ", "password": "password123"})).await;
+    let reg = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": "  Alice@Example.COM ", "password": "password123"}),
+        )
+        .await;
     assert_eq!(reg.status, StatusCode::CREATED);
     assert_eq!(reg.str("email"), "alice@example.com");
     assert_eq!(reg.str("role"), "user");
     assert!(reg.body["createdAt"].as_str().unwrap().ends_with('Z'));
     let alice_id = reg.str("id");
 
-    let login = app.post("/auth/login", None, json!({"email": "alice@example.com", "password": "password123"})).await;
+    let login = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": "alice@example.com", "password": "password123"}),
+        )
+        .await;
     assert_eq!(login.status, StatusCode::OK);
     assert_eq!(login.str("token_type"), "Bearer");
     assert_eq!(login.body["expires_in"], json!(900));
     assert_eq!(login.body["user"]["id"], json!(alice_id));
     let alice = login.str("access_token");
 
-    let me = app.get(&format!("/users/me?minPosition={}", position(&reg)), Some(&alice)).await;
+    let me = app
+        .get(
+            &format!("/users/me?minPosition={}", position(&reg)),
+            Some(&alice),
+        )
+        .await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.headers["x-read-consistency"], "fresh");
     assert_eq!(me.str("email"), "alice@example.com");
@@ -39,15 +61,27 @@ async fn register_login_deposit_balance_transfer_history() {
 
     // The seed's deposit body, with a JSON number.
     let dep = app
-        .post("/wallets/deposit", Some(&alice), json!({"userId": alice_id, "amount": 500.00, "description": "Initial deposit"}))
+        .post(
+            "/wallets/deposit",
+            Some(&alice),
+            json!({"userId": alice_id, "amount": 500.00, "description": "Initial deposit"}),
+        )
         .await;
     assert_eq!(dep.status, StatusCode::CREATED, "{:?}", dep.body);
     assert_eq!(dep.str("balance"), "500.00");
     assert_eq!(dep.body["transaction"]["type"], json!("DEPOSIT"));
     assert_eq!(dep.body["transaction"]["amount"], json!("500.00"));
-    assert_eq!(dep.body["transaction"]["description"], json!("Initial deposit"));
+    assert_eq!(
+        dep.body["transaction"]["description"],
+        json!("Initial deposit")
+    );
 
-    let wallet = app.get(&format!("/wallets/{alice_id}?minPosition={}", position(&dep)), Some(&alice)).await;
+    let wallet = app
+        .get(
+            &format!("/wallets/{alice_id}?minPosition={}", position(&dep)),
+            Some(&alice),
+        )
+        .await;
     assert_eq!(wallet.status, StatusCode::OK);
     assert_eq!(wallet.str("balance"), "500.00");
     assert_eq!(wallet.str("currency"), "USD");
@@ -57,19 +91,42 @@ async fn register_login_deposit_balance_transfer_history() {
 
     let bob = app.user().await;
     let tr = app
-        .post("/transfers", Some(&alice), json!({"toUserId": bob.id, "amount": "125.25", "description": "logo design"}))
+        .post(
+            "/transfers",
+            Some(&alice),
+            json!({"toUserId": bob.id, "amount": "125.25", "description": "logo design"}),
+        )
         .await;
     assert_eq!(tr.status, StatusCode::CREATED, "{:?}", tr.body);
     assert_eq!(tr.str("balance"), "374.75");
-    let bob_wallet = app.get(&format!("/wallets/{}?minPosition={}", bob.id, position(&tr)), Some(&bob.token)).await;
+    let bob_wallet = app
+        .get(
+            &format!("/wallets/{}?minPosition={}", bob.id, position(&tr)),
+            Some(&bob.token),
+        )
+        .await;
     assert_eq!(bob_wallet.str("balance"), "125.25");
 
-    let wd = app.post("/wallets/withdraw", Some(&bob.token), json!({"userId": bob.id, "amount": "25"})).await;
+    let wd = app
+        .post(
+            "/wallets/withdraw",
+            Some(&bob.token),
+            json!({"userId": bob.id, "amount": "25"}),
+        )
+        .await;
     assert_eq!(wd.status, StatusCode::CREATED);
     assert_eq!(wd.str("balance"), "100.25");
     assert_eq!(wd.body["transaction"]["type"], json!("WITHDRAWAL"));
 
-    let hist = app.get(&format!("/wallets/{alice_id}/transactions?minPosition={}", position(&tr)), Some(&alice)).await;
+    let hist = app
+        .get(
+            &format!(
+                "/wallets/{alice_id}/transactions?minPosition={}",
+                position(&tr)
+            ),
+            Some(&alice),
+        )
+        .await;
     assert_eq!(hist.status, StatusCode::OK);
     let items = hist.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
@@ -78,11 +135,33 @@ async fn register_login_deposit_balance_transfer_history() {
     assert_eq!(items[0]["fromWalletId"], json!(dep.str("walletId")));
     assert_eq!(items[1]["type"], json!("DEPOSIT"));
     assert!(items[1]["fromWalletId"].is_null());
-    for key in ["id", "fromWalletId", "toWalletId", "amount", "type", "description", "createdAt"] {
+    for key in [
+        "id",
+        "fromWalletId",
+        "toWalletId",
+        "amount",
+        "type",
+        "description",
+        "createdAt",
+    ] {
         assert!(items[0].get(key).is_some(), "seed field {key} present");
     }
-    let bob_hist = app.get(&format!("/wallets/{}/transactions?minPosition={}", bob.id, position(&wd)), Some(&bob.token)).await;
-    let kinds: Vec<&Value> = bob_hist.body["items"].as_array().unwrap().iter().map(|i| &i["type"]).collect();
+    let bob_hist = app
+        .get(
+            &format!(
+                "/wallets/{}/transactions?minPosition={}",
+                bob.id,
+                position(&wd)
+            ),
+            Some(&bob.token),
+        )
+        .await;
+    let kinds: Vec<&Value> = bob_hist.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["type"])
+        .collect();
     assert_eq!(kinds, vec![&json!("WITHDRAWAL"), &json!("TRANSFER")]);
 }
 
@@ -95,13 +174,39 @@ async fn history_is_cursor_paginated() {
         last = Some(app.deposit(&u, &format!("{i}.00")).await);
     }
     let p = last.unwrap().body["position"].as_i64().unwrap();
-    let page1 = app.get(&format!("/wallets/{}/transactions?limit=2&minPosition={p}", u.id), Some(&u.token)).await;
-    let amounts = |r: &Resp| r.body["items"].as_array().unwrap().iter().map(|i| i["amount"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let page1 = app
+        .get(
+            &format!("/wallets/{}/transactions?limit=2&minPosition={p}", u.id),
+            Some(&u.token),
+        )
+        .await;
+    let amounts = |r: &Resp| {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["amount"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(amounts(&page1), vec!["5.00", "4.00"]);
     let c = page1.str("nextCursor");
-    let page2 = app.get(&format!("/wallets/{}/transactions?limit=2&cursor={c}", u.id), Some(&u.token)).await;
+    let page2 = app
+        .get(
+            &format!("/wallets/{}/transactions?limit=2&cursor={c}", u.id),
+            Some(&u.token),
+        )
+        .await;
     assert_eq!(amounts(&page2), vec!["3.00", "2.00"]);
-    let page3 = app.get(&format!("/wallets/{}/transactions?limit=2&cursor={}", u.id, page2.str("nextCursor")), Some(&u.token)).await;
+    let page3 = app
+        .get(
+            &format!(
+                "/wallets/{}/transactions?limit=2&cursor={}",
+                u.id,
+                page2.str("nextCursor")
+            ),
+            Some(&u.token),
+        )
+        .await;
     assert_eq!(amounts(&page3), vec!["1.00"]);
     assert!(page3.body["nextCursor"].is_null());
 }
@@ -110,15 +215,37 @@ async fn history_is_cursor_paginated() {
 async fn deposit_in_new_currency_opens_that_wallet() {
     let app = spawn_app().await;
     let u = app.user().await;
-    let r = app.post("/wallets/deposit", Some(&u.token), json!({"userId": u.id, "amount": "10.5", "currency": "eur"})).await;
+    let r = app
+        .post(
+            "/wallets/deposit",
+            Some(&u.token),
+            json!({"userId": u.id, "amount": "10.5", "currency": "eur"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    assert_eq!((r.str("currency"), r.str("balance")), ("EUR".into(), "10.50".into()));
-    let w = app.get(&format!("/wallets/{}?currency=EUR&minPosition={}", u.id, r.body["position"]), Some(&u.token)).await;
+    assert_eq!(
+        (r.str("currency"), r.str("balance")),
+        ("EUR".into(), "10.50".into())
+    );
+    let w = app
+        .get(
+            &format!(
+                "/wallets/{}?currency=EUR&minPosition={}",
+                u.id, r.body["position"]
+            ),
+            Some(&u.token),
+        )
+        .await;
     assert_eq!(w.str("balance"), "10.50");
     let usd = app.get(&format!("/wallets/{}", u.id), Some(&u.token)).await;
     assert_eq!(usd.str("balance"), "0.00");
-    let gbp = app.get(&format!("/wallets/{}?currency=GBP", u.id), Some(&u.token)).await;
-    assert_eq!((gbp.status, gbp.code()), (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"));
+    let gbp = app
+        .get(&format!("/wallets/{}?currency=GBP", u.id), Some(&u.token))
+        .await;
+    assert_eq!(
+        (gbp.status, gbp.code()),
+        (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND")
+    );
 }
 
 #[tokio::test]
@@ -127,27 +254,67 @@ async fn idempotency_key_replays_and_rejects_a_different_body() {
     let u = app.user().await;
     let body = json!({"userId": u.id, "amount": "40"});
     let key = [("Idempotency-Key", "dep-1")];
-    let first = app.request(Method::POST, "/wallets/deposit", Some(&u.token), Some(&body), &key).await;
+    let first = app
+        .request(
+            Method::POST,
+            "/wallets/deposit",
+            Some(&u.token),
+            Some(&body),
+            &key,
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
     let events = app.event_count().await;
-    let again = app.request(Method::POST, "/wallets/deposit", Some(&u.token), Some(&body), &key).await;
+    let again = app
+        .request(
+            Method::POST,
+            "/wallets/deposit",
+            Some(&u.token),
+            Some(&body),
+            &key,
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.body, first.body, "the stored response is returned");
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    assert_eq!(app.event_count().await, events, "nothing appended by the replay");
+    assert_eq!(
+        app.event_count().await,
+        events,
+        "nothing appended by the replay"
+    );
 
     let other = json!({"userId": u.id, "amount": "41"});
-    let mismatch = app.request(Method::POST, "/wallets/deposit", Some(&u.token), Some(&other), &key).await;
-    assert_eq!((mismatch.status, mismatch.code()), (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"));
+    let mismatch = app
+        .request(
+            Method::POST,
+            "/wallets/deposit",
+            Some(&u.token),
+            Some(&other),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (mismatch.status, mismatch.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+    );
     assert_eq!(app.event_count().await, events);
 
     // Another user may use the same key: keys are scoped to the caller.
     let v = app.user().await;
     let theirs = app
-        .request(Method::POST, "/wallets/deposit", Some(&v.token), Some(&json!({"userId": v.id, "amount": "40"})), &key)
+        .request(
+            Method::POST,
+            "/wallets/deposit",
+            Some(&v.token),
+            Some(&json!({"userId": v.id, "amount": "40"})),
+            &key,
+        )
         .await;
     assert_eq!(theirs.status, StatusCode::CREATED);
-    assert_ne!(theirs.body["transaction"]["id"], first.body["transaction"]["id"]);
+    assert_ne!(
+        theirs.body["transaction"]["id"],
+        first.body["transaction"]["id"]
+    );
 }
 
 #[tokio::test]
@@ -156,10 +323,29 @@ async fn a_refused_command_does_not_burn_its_idempotency_key() {
     let u = app.user().await;
     let body = json!({"userId": u.id, "amount": "100"});
     let key = [("Idempotency-Key", "wd-1")];
-    let refused = app.request(Method::POST, "/wallets/withdraw", Some(&u.token), Some(&body), &key).await;
-    assert_eq!((refused.status, refused.code()), (StatusCode::CONFLICT, "INSUFFICIENT_FUNDS"));
+    let refused = app
+        .request(
+            Method::POST,
+            "/wallets/withdraw",
+            Some(&u.token),
+            Some(&body),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "INSUFFICIENT_FUNDS")
+    );
     assert_eq!(app.deposit(&u, "100").await.status, StatusCode::CREATED);
-    let retried = app.request(Method::POST, "/wallets/withdraw", Some(&u.token), Some(&body), &key).await;
+    let retried = app
+        .request(
+            Method::POST,
+            "/wallets/withdraw",
+            Some(&u.token),
+            Some(&body),
+            &key,
+        )
+        .await;
     assert_eq!(retried.status, StatusCode::CREATED, "{:?}", retried.body);
     assert_eq!(retried.str("balance"), "0.00");
 }
@@ -169,7 +355,15 @@ async fn concurrent_requests_with_one_key_take_effect_once() {
     let app = spawn_app().await;
     let u = app.user().await;
     let body = json!({"userId": u.id, "amount": "7"});
-    let futs = (0..10).map(|_| app.request(Method::POST, "/wallets/deposit", Some(&u.token), Some(&body), &[("Idempotency-Key", "same")]));
+    let futs = (0..10).map(|_| {
+        app.request(
+            Method::POST,
+            "/wallets/deposit",
+            Some(&u.token),
+            Some(&body),
+            &[("Idempotency-Key", "same")],
+        )
+    });
     let results = futures::future::join_all(futs).await;
     let ids: std::collections::HashSet<String> = results
         .iter()
@@ -180,7 +374,12 @@ async fn concurrent_requests_with_one_key_take_effect_once() {
         .collect();
     assert_eq!(ids.len(), 1, "one deposit, ten identical answers");
     let p = results[0].body["position"].as_i64().unwrap();
-    let w = app.get(&format!("/wallets/{}?minPosition={p}", u.id), Some(&u.token)).await;
+    let w = app
+        .get(
+            &format!("/wallets/{}?minPosition={p}", u.id),
+            Some(&u.token),
+        )
+        .await;
     assert_eq!(w.str("balance"), "7.00");
 }
 
@@ -192,9 +391,17 @@ async fn openapi_document_lists_every_endpoint() {
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc.body["paths"].as_object().unwrap();
     for p in [
-        "/api/v1/health", "/api/v1/ready", "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/users/me",
-        "/api/v1/users/{id}", "/api/v1/wallets/{userId}", "/api/v1/wallets/deposit", "/api/v1/wallets/withdraw",
-        "/api/v1/transfers", "/api/v1/wallets/{userId}/transactions",
+        "/api/v1/health",
+        "/api/v1/ready",
+        "/api/v1/auth/register",
+        "/api/v1/auth/login",
+        "/api/v1/users/me",
+        "/api/v1/users/{id}",
+        "/api/v1/wallets/{userId}",
+        "/api/v1/wallets/deposit",
+        "/api/v1/wallets/withdraw",
+        "/api/v1/transfers",
+        "/api/v1/wallets/{userId}/transactions",
     ] {
         assert!(paths.contains_key(p), "{p} documented");
     }
@@ -204,7 +411,12 @@ async fn openapi_document_lists_every_endpoint() {
 async fn min_position_not_reached_says_stale() {
     let app = spawn_app().await;
     let u = app.user().await;
-    let r = app.get(&format!("/wallets/{}?minPosition=999999999", u.id), Some(&u.token)).await;
+    let r = app
+        .get(
+            &format!("/wallets/{}?minPosition=999999999", u.id),
+            Some(&u.token),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["x-read-consistency"], "stale");
 }
@@ -222,13 +434,40 @@ async fn admin_may_deposit_for_anyone_and_arbiter_may_read() {
         let ctx = command_handlers::CommandContext::internal(command_handlers::Actor::Operator);
         let respond = |_: &command_handlers::Outcome, _: i64| (200u16, json!({}));
         // Staff start as users; an operator grants the role (as `escrow users grant-role` will).
-        let _ = ledger.execute(&ctx, command_handlers::Command::GrantRole { user_id: domain::UserId(staff_id), role }, &respond).await.unwrap();
-        let login = app.post("/auth/login", None, json!({"email": staff.email, "password": "password123"})).await;
+        let _ = ledger
+            .execute(
+                &ctx,
+                command_handlers::Command::GrantRole {
+                    user_id: domain::UserId(staff_id),
+                    role,
+                },
+                &respond,
+            )
+            .await
+            .unwrap();
+        let login = app
+            .post(
+                "/auth/login",
+                None,
+                json!({"email": staff.email, "password": "password123"}),
+            )
+            .await;
         assert_eq!(login.body["user"]["role"], json!(role.as_str()));
         let token = login.str("access_token");
         let read = app.get(&format!("/wallets/{}", u.id), Some(&token)).await;
         assert_eq!(read.status, StatusCode::OK);
-        let dep = app.post("/wallets/deposit", Some(&token), json!({"userId": u.id, "amount": "1"})).await;
-        assert_eq!(dep.status == StatusCode::CREATED, can_deposit, "{role:?}: {:?}", dep.body);
+        let dep = app
+            .post(
+                "/wallets/deposit",
+                Some(&token),
+                json!({"userId": u.id, "amount": "1"}),
+            )
+            .await;
+        assert_eq!(
+            dep.status == StatusCode::CREATED,
+            can_deposit,
+            "{role:?}: {:?}",
+            dep.body
+        );
     }
 }

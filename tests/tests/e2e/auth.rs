@@ -14,7 +14,12 @@ fn claims(sub: &str, iat_offset: i64, exp_offset: i64) -> serde_json::Value {
 }
 
 fn sign(c: &serde_json::Value, secret: &str) -> String {
-    encode(&Header::default(), c, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    encode(
+        &Header::default(),
+        c,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -32,23 +37,71 @@ async fn bad_tokens_are_rejected() {
         ("missing", None),
         ("malformed", Some("not.a.jwt".into())),
         ("garbage", Some("x".into())),
-        ("expired", Some(sign(&claims(&u.id, -3600, -1800), TEST_JWT_SECRET))),
-        ("not yet valid", Some(sign(&claims(&u.id, 3600, 7200), TEST_JWT_SECRET))),
-        ("wrong secret", Some(sign(&claims(&u.id, 0, 600), "another-secret-0123456789abcdef0123456789"))),
+        (
+            "expired",
+            Some(sign(&claims(&u.id, -3600, -1800), TEST_JWT_SECRET)),
+        ),
+        (
+            "not yet valid",
+            Some(sign(&claims(&u.id, 3600, 7200), TEST_JWT_SECRET)),
+        ),
+        (
+            "wrong secret",
+            Some(sign(
+                &claims(&u.id, 0, 600),
+                "another-secret-0123456789abcdef0123456789",
+            )),
+        ),
         ("alg none", Some(format!("{none_header}.{payload}."))),
-        ("HS512", Some(encode(&hs512, &claims(&u.id, 0, 600), &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes())).unwrap())),
-        ("missing sub", Some(sign(&json!({"role": "user", "iss": "escrow-ledger", "aud": "escrow-api", "nbf": 0, "exp": 9999999999i64}), TEST_JWT_SECRET))),
-        ("wrong audience", Some(sign(&json!({"sub": u.id, "role": "user", "iss": "escrow-ledger", "aud": "other", "nbf": 0, "exp": 9999999999i64}), TEST_JWT_SECRET))),
+        (
+            "HS512",
+            Some(
+                encode(
+                    &hs512,
+                    &claims(&u.id, 0, 600),
+                    &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
+                )
+                .unwrap(),
+            ),
+        ),
+        (
+            "missing sub",
+            Some(sign(
+                &json!({"role": "user", "iss": "escrow-ledger", "aud": "escrow-api", "nbf": 0, "exp": 9999999999i64}),
+                TEST_JWT_SECRET,
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(sign(
+                &json!({"sub": u.id, "role": "user", "iss": "escrow-ledger", "aud": "other", "nbf": 0, "exp": 9999999999i64}),
+                TEST_JWT_SECRET,
+            )),
+        ),
         ("huge", Some("a".repeat(20_000))),
     ];
     for (what, token) in cases {
         let r = app.get(&path, token.as_deref()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {:?}", r.body);
         assert_eq!(r.code(), "UNAUTHORIZED", "{what}");
-        let d = app.post("/wallets/deposit", token.as_deref(), json!({"userId": u.id, "amount": "1"})).await;
+        let d = app
+            .post(
+                "/wallets/deposit",
+                token.as_deref(),
+                json!({"userId": u.id, "amount": "1"}),
+            )
+            .await;
         assert_eq!(d.status, StatusCode::UNAUTHORIZED, "{what} on a command");
     }
-    let r = app.request(reqwest::Method::GET, &path, None, None, &[("Authorization", "Basic dXNlcjpwYXNz")]).await;
+    let r = app
+        .request(
+            reqwest::Method::GET,
+            &path,
+            None,
+            None,
+            &[("Authorization", "Basic dXNlcjpwYXNz")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "basic auth");
     // The public endpoints need no token.
     for p in ["/health", "/openapi.json"] {

@@ -36,7 +36,13 @@ async fn random_transfers_conserve_money_and_never_overdraw() {
                 }
                 // Up to 60.00 out of 100.00 starting balances: many transfers overdraw.
                 let cents: i64 = rng.gen_range(1..=6_000);
-                let r = app.transfer(&users[from], &users[to].id, &Decimal::new(cents, 2).to_string()).await;
+                let r = app
+                    .transfer(
+                        &users[from],
+                        &users[to].id,
+                        &Decimal::new(cents, 2).to_string(),
+                    )
+                    .await;
                 outcomes.push((r.status, r.code().to_owned()));
             }
             outcomes
@@ -44,20 +50,51 @@ async fn random_transfers_conserve_money_and_never_overdraw() {
     }))
     .await;
     let all: Vec<_> = results.into_iter().flatten().collect();
-    let ok = all.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
-    let overdrawn = all.iter().filter(|(s, c)| *s == StatusCode::CONFLICT && c == "INSUFFICIENT_FUNDS").count();
-    assert_eq!(ok + overdrawn, TRANSFERS, "only successes and deliberate overdrafts: {:?}",
-        all.iter().filter(|(s, c)| *s != StatusCode::CREATED && c != "INSUFFICIENT_FUNDS").take(5).collect::<Vec<_>>());
-    assert!(ok > TRANSFERS / 4 && overdrawn > 0, "the workload exercised both paths ({ok} ok, {overdrawn} overdrawn)");
+    let ok = all
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let overdrawn = all
+        .iter()
+        .filter(|(s, c)| *s == StatusCode::CONFLICT && c == "INSUFFICIENT_FUNDS")
+        .count();
+    assert_eq!(
+        ok + overdrawn,
+        TRANSFERS,
+        "only successes and deliberate overdrafts: {:?}",
+        all.iter()
+            .filter(|(s, c)| *s != StatusCode::CREATED && c != "INSUFFICIENT_FUNDS")
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        ok > TRANSFERS / 4 && overdrawn > 0,
+        "the workload exercised both paths ({ok} ok, {overdrawn} overdrawn)"
+    );
 
     let (folded, ledger_sum) = folded_ledger(&app.pool).await;
-    assert_eq!(ledger_sum, Decimal::ZERO, "double-entry sum over all accounts");
+    assert_eq!(
+        ledger_sum,
+        Decimal::ZERO,
+        "double-entry sum over all accounts"
+    );
     let wallet_sum: Decimal = folded.values().copied().sum();
     assert_eq!(wallet_sum, total_before, "money is conserved");
     assert!(folded.values().all(|b| *b >= Decimal::ZERO));
 
-    assert!(app.wait_for_read_models(Duration::from_secs(30)).await, "read models caught up");
-    assert_eq!(read_model_balances(&app.pool).await, folded, "read models equal the balances folded from events");
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_transactions WHERE type = 'TRANSFER'").fetch_one(&app.pool).await.unwrap();
+    assert!(
+        app.wait_for_read_models(Duration::from_secs(30)).await,
+        "read models caught up"
+    );
+    assert_eq!(
+        read_model_balances(&app.pool).await,
+        folded,
+        "read models equal the balances folded from events"
+    );
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM rm_transactions WHERE type = 'TRANSFER'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(rows as usize, ok, "one history row per successful transfer");
 }

@@ -2,7 +2,9 @@
 //! appends, the commit-safe feed, and the hash chain.
 
 use escrow_tests::fresh_database;
-use event_store::{append, verify_chain, EventStore, FeedCursor, NewEvent, StoreError, StreamAppend};
+use event_store::{
+    append, verify_chain, EventStore, FeedCursor, NewEvent, StoreError, StreamAppend,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -17,7 +19,11 @@ fn ev(n: i64) -> NewEvent {
 }
 
 fn write(stream: &str, expected: i64, n: i64) -> StreamAppend {
-    StreamAppend { stream_id: stream.into(), expected_version: expected, events: vec![ev(n)] }
+    StreamAppend {
+        stream_id: stream.into(),
+        expected_version: expected,
+        events: vec![ev(n)],
+    }
 }
 
 #[tokio::test]
@@ -30,22 +36,36 @@ async fn racing_appends_on_one_stream_exactly_one_wins() {
         let a = tokio::spawn(async move {
             let mut tx = s1.begin().await.unwrap();
             let r = append(&mut tx, &[write("race-1", round, 1)]).await;
-            if r.is_ok() { tx.commit().await.map_err(StoreError::from) } else { r.map(|_| ()) }
+            if r.is_ok() {
+                tx.commit().await.map_err(StoreError::from)
+            } else {
+                r.map(|_| ())
+            }
         });
         let b = tokio::spawn(async move {
             let mut tx = s2.begin().await.unwrap();
             let r = append(&mut tx, &[write("race-1", round, 2)]).await;
-            if r.is_ok() { tx.commit().await.map_err(StoreError::from) } else { r.map(|_| ()) }
+            if r.is_ok() {
+                tx.commit().await.map_err(StoreError::from)
+            } else {
+                r.map(|_| ())
+            }
         });
         let (ra, rb) = (a.await.unwrap(), b.await.unwrap());
         let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "round {round}: {ra:?} / {rb:?}");
         let loser = if ra.is_ok() { rb } else { ra };
-        assert!(matches!(loser, Err(StoreError::Conflict { .. })), "the loser gets a typed conflict");
+        assert!(
+            matches!(loser, Err(StoreError::Conflict { .. })),
+            "the loser gets a typed conflict"
+        );
     }
     let events = store.read_stream("race-1", 0).await.unwrap();
     assert_eq!(events.len(), 20);
-    assert!(events.iter().enumerate().all(|(i, e)| e.version == i as i64 + 1));
+    assert!(events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.version == i as i64 + 1));
 }
 
 #[tokio::test]
@@ -60,7 +80,10 @@ async fn multi_stream_append_is_all_or_nothing() {
     let r = append(&mut tx, &[write("b-1", 0, 1), write("a-1", 0, 2)]).await;
     assert!(matches!(r, Err(StoreError::Conflict { .. })), "{r:?}");
     drop(tx);
-    assert!(store.read_stream("b-1", 0).await.unwrap().is_empty(), "no partial write");
+    assert!(
+        store.read_stream("b-1", 0).await.unwrap().is_empty(),
+        "no partial write"
+    );
     // A stale expected version above the real one is a conflict too, never a gap.
     let mut tx = store.begin().await.unwrap();
     let r = append(&mut tx, &[write("a-1", 5, 3)]).await;
@@ -87,21 +110,34 @@ async fn late_committing_lower_position_is_still_delivered_in_one_order() {
         seen_by_poller.push(e.position);
         cursor = e.cursor();
     }
-    assert!(!seen_by_poller.contains(&high[0].position), "B is held back while A (lower position) is open");
+    assert!(
+        !seen_by_poller.contains(&high[0].position),
+        "B is held back while A (lower position) is open"
+    );
 
     slow.commit().await.unwrap();
-    loop {
-        let batch = store.read_feed(cursor, 100).await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for e in &batch {
+    // The horizon is cluster-wide (other databases' transactions count too), so keep
+    // polling as a real reader would; never give up on a "gap".
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen_by_poller.len() < 2 && tokio::time::Instant::now() < deadline {
+        for e in store.read_feed(cursor, 100).await.unwrap() {
             seen_by_poller.push(e.position);
             cursor = e.cursor();
         }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let all_at_once: Vec<i64> = store.read_feed(FeedCursor::START, 100).await.unwrap().iter().map(|e| e.position).collect();
-    assert_eq!(seen_by_poller.len(), 2, "nothing skipped: {seen_by_poller:?}");
+    let all_at_once: Vec<i64> = store
+        .read_feed(FeedCursor::START, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(
+        seen_by_poller.len(),
+        2,
+        "nothing skipped: {seen_by_poller:?}"
+    );
     assert_eq!(seen_by_poller, all_at_once, "every reader sees one order");
 }
 
@@ -115,7 +151,9 @@ async fn feed_under_concurrent_writers_misses_nothing() {
             tokio::spawn(async move {
                 for i in 0..50i64 {
                     let mut tx = s.begin().await.unwrap();
-                    append(&mut tx, &[write(&format!("w-{w}"), i, i)]).await.unwrap();
+                    append(&mut tx, &[write(&format!("w-{w}"), i, i)])
+                        .await
+                        .unwrap();
                     if i % 7 == 0 {
                         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     }
@@ -140,7 +178,10 @@ async fn feed_under_concurrent_writers_misses_nothing() {
     for w in writers {
         w.await.unwrap();
     }
-    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.unwrap().unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
     let mut sorted = seen.clone();
     sorted.sort();
     sorted.dedup();
@@ -158,14 +199,21 @@ async fn hash_chain_detects_edits_and_deletions() {
         tx.commit().await.unwrap();
     }
     let events = store.read_stream("chain-1", 0).await.unwrap();
-    assert_eq!(verify_chain(&events), Ok(()), "a stored stream verifies after the JSONB round trip");
+    assert_eq!(
+        verify_chain(&events),
+        Ok(()),
+        "a stored stream verifies after the JSONB round trip"
+    );
     sqlx::query("UPDATE events SET data = jsonb_set(data, '{n}', '99') WHERE stream_id = 'chain-1' AND version = 2")
         .execute(&pool)
         .await
         .unwrap();
     let brk = verify_chain(&store.read_stream("chain-1", 0).await.unwrap()).unwrap_err();
     assert_eq!(brk.version, 2);
-    sqlx::query("DELETE FROM events WHERE stream_id = 'chain-1' AND version = 2").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM events WHERE stream_id = 'chain-1' AND version = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
     let brk = verify_chain(&store.read_stream("chain-1", 0).await.unwrap()).unwrap_err();
     assert_eq!(brk.version, 2, "{brk:?}");
 }

@@ -11,7 +11,11 @@ use reqwest::StatusCode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_outage_loses_nothing_and_duplicates_nothing() {
     let mut nats = OwnNats::start().await;
-    let app = spawn_app_with(AppOptions { nats_url: Some(nats.url.clone()), ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        nats_url: Some(nats.url.clone()),
+        ..Default::default()
+    })
+    .await;
     let a = app.user().await;
     let b = app.user().await;
     assert_eq!(app.deposit(&a, "1000").await.status, StatusCode::CREATED);
@@ -19,8 +23,17 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
     let writer = async {
         let mut ok = 0;
         for i in 0..60 {
-            let r = if i % 2 == 0 { app.transfer(&a, &b.id, "1.00").await } else { app.deposit(&b, "0.50").await };
-            assert_eq!(r.status, StatusCode::CREATED, "commands succeed while NATS is down: {:?}", r.body);
+            let r = if i % 2 == 0 {
+                app.transfer(&a, &b.id, "1.00").await
+            } else {
+                app.deposit(&b, "0.50").await
+            };
+            assert_eq!(
+                r.status,
+                StatusCode::CREATED,
+                "commands succeed while NATS is down: {:?}",
+                r.body
+            );
             ok += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -35,10 +48,17 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
     let (ok, ()) = tokio::join!(writer, outage);
     assert_eq!(ok, 60);
 
-    assert!(app.wait_for_read_models(Duration::from_secs(60)).await, "read models converge after the outage");
+    assert!(
+        app.wait_for_read_models(Duration::from_secs(60)).await,
+        "read models converge after the outage"
+    );
     let (folded, sum) = folded_ledger(&app.pool).await;
     assert_eq!(sum, rust_decimal::Decimal::ZERO);
-    assert_eq!(read_model_balances(&app.pool).await, folded, "nothing applied twice or missed");
+    assert_eq!(
+        read_model_balances(&app.pool).await,
+        folded,
+        "nothing applied twice or missed"
+    );
 
     // JetStream holds each event exactly once.
     let events = app.event_count().await;
@@ -54,7 +74,10 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let info = stream.info().await.unwrap();
-    assert_eq!(info.state.messages as i64, events, "one JetStream message per event");
+    assert_eq!(
+        info.state.messages as i64, events,
+        "one JetStream message per event"
+    );
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
         .await
@@ -63,13 +86,25 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
     let mut ids = HashSet::new();
     let mut positions = Vec::new();
     while ids.len() < events as usize {
-        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await.unwrap().unwrap().unwrap();
-        let id = m.headers.as_ref().and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID)).map(|v| v.to_string()).unwrap_or_else(|| panic!("no msg id: {:?}", m.headers));
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| panic!("no msg id: {:?}", m.headers));
         let env: escrow_nats::Envelope = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(id, env.event_id.to_string());
         assert!(ids.insert(id), "no event published twice");
         positions.push(env.position);
     }
-    let (rm_tx,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_transactions").fetch_one(&app.pool).await.unwrap();
+    let (rm_tx,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_transactions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(rm_tx, 61, "1 funding deposit + 60 commands, each once");
 }
