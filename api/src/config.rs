@@ -112,3 +112,21 @@ pub fn weak_secret_reason(secret: Option<&str>) -> Option<&'static str> {
         Some(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::weak_secret_reason;
+
+    #[test]
+    fn refuses_missing_placeholder_short_and_repeated_secrets() {
+        assert!(weak_secret_reason(None).is_some());
+        assert!(weak_secret_reason(Some("")).is_some());
+        assert!(weak_secret_reason(Some("your-super-secret-jwt-key-here")).is_some());
+        assert!(weak_secret_reason(Some("short-secret")).is_some());
+        assert!(weak_secret_reason(Some(&"a".repeat(64))).is_some());
+        assert_eq!(
+            weak_secret_reason(Some("9f2c1e7b4a5d6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9")),
+            None
+        );
+    }
+}

@@ -108,3 +108,39 @@ async fn bad_tokens_are_rejected() {
         assert_eq!(app.get(p, None).await.status, StatusCode::OK, "{p}");
     }
 }
+
+#[tokio::test]
+async fn server_refuses_to_start_without_a_strong_secret() {
+    let (url, _pool) = escrow_tests::fresh_database().await;
+    let mut config = api::ServeConfig {
+        database_url: url,
+        nats_url: std::env::var("NATS_URL").unwrap(),
+        nats_stream: "UNUSED".into(),
+        nats_subject_prefix: "unused.events".into(),
+        host: "127.0.0.1".into(),
+        port: 0,
+        jwt_secret: None,
+        jwt_ttl_seconds: 900,
+        dev: false,
+        cors_origins: vec![],
+        body_limit_bytes: 1024,
+        role: api::WorkerRole::Api,
+        db_max_connections: 2,
+        read_wait_ms: 10,
+    };
+    for secret in [
+        None,
+        Some("your-super-secret-jwt-key-here"),
+        Some("too-short"),
+    ] {
+        config.jwt_secret = secret.map(|s| api::config::Secret(s.into()));
+        let err = api::start(config.clone()).await.err().expect("refused");
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+    }
+    config.jwt_secret = None;
+    config.dev = true;
+    let running = api::start(config)
+        .await
+        .expect("dev mode starts with a random secret");
+    running.stop().await;
+}
