@@ -127,12 +127,25 @@ impl IntoResponse for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
+        // Exhaustive on purpose: a new rejection must be given its status here.
         let status = match &e {
-            DomainError::UnknownUser | DomainError::WalletNotFound(_) => StatusCode::NOT_FOUND,
+            DomainError::UnknownUser
+            | DomainError::WalletNotFound(_)
+            | DomainError::ContractNotFound
+            | DomainError::DisputeNotFound => StatusCode::NOT_FOUND,
             DomainError::InsufficientFunds { .. }
             | DomainError::UserAlreadyExists
-            | DomainError::RoleAlreadyHeld(_) => StatusCode::CONFLICT,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
+            | DomainError::RoleAlreadyHeld(_)
+            | DomainError::InvalidTransition { .. } => StatusCode::CONFLICT,
+            DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DomainError::Money(_)
+            | DomainError::Email(_)
+            | DomainError::Description(_)
+            | DomainError::SelfTransfer
+            | DomainError::SameParties
+            | DomainError::ExceedsHeld { .. }
+            | DomainError::SplitMismatch { .. }
+            | DomainError::InvalidText(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

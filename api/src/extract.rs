@@ -34,15 +34,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     .trim()
                     .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "send the body as JSON with Content-Type: application/json",
-            ));
-        }
+            });
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -54,6 +46,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ApiError::bad_request("UNREADABLE_BODY", "the request body could not be read")
             }
         })?;
+        // An empty body stands for `{}` (commands such as fund take no fields).
+        if bytes.is_empty() {
+            return Ok(JsonBody(Bytes::from_static(b"{}")));
+        }
+        if is_json != Some(true) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
         Ok(JsonBody(bytes))
     }
 }
@@ -246,6 +249,33 @@ pub fn parse_amount(v: &Value, currency: Currency) -> Result<Amount, ApiError> {
         }
     };
     Amount::parse(&text, currency).map_err(|e| ApiError::from(domain::DomainError::from(e)))
+}
+
+/// Parses an optional exact decimal (JSON number or string) without a currency check.
+pub fn parse_optional_decimal(
+    v: Option<&Value>,
+    field: &str,
+) -> Result<Option<rust_decimal::Decimal>, ApiError> {
+    let text = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "INVALID_AMOUNT",
+                format!("{field} must be a JSON number or a decimal string"),
+            ))
+        }
+    };
+    domain::money::parse_decimal(&text).map(Some).map_err(|_| {
+        ApiError::unprocessable("INVALID_AMOUNT", format!("{field} is not a decimal number"))
+    })
+}
+
+/// Parses a UUID in a request body (422, since the body itself is well-formed JSON).
+pub fn parse_body_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::unprocessable("INVALID_ID", format!("{field} must be a UUID")))
 }
 
 /// Parses an optional description.

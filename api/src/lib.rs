@@ -1,19 +1,22 @@
 //! The HTTP face of the ledger (axum), its configuration, and the process that runs the
 //! API, the outbox relay and the projection worker together or apart.
 
+pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use config::{ServeConfig, WorkerRole};
-pub use server::{start, Running};
+pub use server::{start, start_with_clock, Running};
 
 /// Formats a time as RFC 3339 in UTC with millisecond precision (`2026-11-23T10:00:00.123Z`).
 pub fn rfc3339(t: DateTime<Utc>) -> String {

@@ -25,6 +25,25 @@ enum Cmd {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Manage users (works against a running ledger).
+    #[command(subcommand)]
+    Users(UsersCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCmd {
+    /// Give a user the arbiter or admin role (recorded as a RoleGranted event by `operator`).
+    GrantRole {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// `arbiter`, `admin` or `user`.
+        #[arg(long)]
+        role: String,
+    },
 }
 
 fn init_logs(format: &str) {
@@ -45,6 +64,11 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Migrate { database_url } => api::server::migrate(&database_url).await,
         Cmd::Serve(config) => serve(*config).await,
+        Cmd::Users(UsersCmd::GrantRole {
+            database_url,
+            email,
+            role,
+        }) => api::admin::grant_role(&database_url, &email, &role).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{auth, health, users, wallets};
+use crate::routes::{auth, contracts, disputes, health, users, wallets};
 
 struct BearerAuth;
 
@@ -32,9 +32,12 @@ impl Modify for BearerAuth {
         auth::register, auth::login,
         users::me, users::by_id,
         wallets::get_wallet, wallets::deposit, wallets::withdraw, wallets::transfer, wallets::transactions,
+        contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,
+        contracts::release, contracts::refund, contracts::cancel,
+        disputes::raise, disputes::get, disputes::list, disputes::resolve,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"))
 )]
 pub struct ApiDoc;

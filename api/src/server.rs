@@ -9,7 +9,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
 use argon2::Argon2;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use command_handlers::Ledger;
 use escrow_nats::{JetStreamSettings, Relay, RelaySettings};
@@ -23,10 +23,12 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::auth::TokenKeys;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{auth, health, users, wallets};
+use crate::routes::{auth, contracts, disputes, health, users, wallets};
+use crate::scheduler::AutoRelease;
 use crate::state::AppState;
 
 /// A running ledger process.
@@ -73,7 +75,18 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         .route("/wallets/withdraw", post(wallets::withdraw))
         .route("/wallets/{userId}", get(wallets::get_wallet))
         .route("/wallets/{userId}/transactions", get(wallets::transactions))
-        .route("/transfers", post(wallets::transfer));
+        .route("/transfers", post(wallets::transfer))
+        .route("/contracts", post(contracts::create))
+        .route("/contracts/{id}", get(contracts::get))
+        .route("/contracts/user/{userId}", get(contracts::list_for_user))
+        .route("/contracts/{id}/fund", post(contracts::fund))
+        .route("/contracts/{id}/deliver", post(contracts::deliver))
+        .route("/contracts/{id}/release", post(contracts::release))
+        .route("/contracts/{id}/refund", post(contracts::refund))
+        .route("/contracts/{id}/cancel", post(contracts::cancel))
+        .route("/disputes", post(disputes::raise).get(disputes::list))
+        .route("/disputes/{id}", get(disputes::get))
+        .route("/disputes/{id}/resolve", put(disputes::resolve));
     let mut app = Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
@@ -149,6 +162,14 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 
 /// Starts the API and/or the workers and returns once the listener is bound.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with a clock of the caller's (tests move time forward with it).
+pub async fn start_with_clock(
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Running> {
     let secret = signing_secret(&config)?;
     let pool = event_store::connect(
         &config.database_url,
@@ -203,14 +224,26 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     .await?
     .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
 
+    let ledger = Arc::new(Ledger::new(store));
+    if config.role != WorkerRole::Api {
+        let scheduler = AutoRelease::new(
+            ledger.clone(),
+            pool.clone(),
+            clock.clone(),
+            relay_wake.clone(),
+            config.auto_release_poll_ms,
+        );
+        tasks.push(tokio::spawn(scheduler.run(shutdown_rx.clone())));
+    }
     let state = AppState {
-        ledger: Arc::new(Ledger::new(store)),
+        ledger,
         pool,
         tokens: Arc::new(TokenKeys::new(&secret, config.jwt_ttl_seconds)),
         nats: Some(client),
         relay_wake,
         dummy_hash: Arc::new(dummy_hash),
         read_wait: Duration::from_millis(config.read_wait_ms),
+        clock,
     };
 
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::auth::TokenKeys;
+use crate::clock::Clock;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct AppState {
     pub dummy_hash: Arc<String>,
     /// How long a query with `minPosition` waits for the read models.
     pub read_wait: Duration,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {

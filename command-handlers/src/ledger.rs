@@ -2,12 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use domain::codec::{decode, encode, DecodeError};
+use domain::contract::{self, CreateContract, ResolveDispute};
 use domain::stream::Aggregate;
 use domain::user::{self, RegisterUser};
 use domain::wallet::{self, Deposit, Transfer, Withdraw};
 use domain::{
-    Currency, DomainError, Email, Event, Role, StreamId, StreamWrite, TransactionId, User, UserId,
-    Versioned, Wallet, WalletId,
+    Amount, Contract, ContractId, Currency, Dispute, DisputeId, DomainError, Email, Event, Role,
+    StreamId, StreamWrite, Timestamp, TransactionId, User, UserId, Versioned, Wallet, WalletId,
 };
 use event_store::{append, EventStore, NewEvent, StoreError, StreamAppend};
 use rust_decimal::Decimal;
@@ -72,6 +73,79 @@ pub enum Command {
         /// The role.
         role: Role,
     },
+    /// Draft an escrow contract.
+    CreateContract(CreateContract),
+    /// The buyer funds the contract: its price moves into escrow.
+    FundContract {
+        /// The contract.
+        contract_id: ContractId,
+        /// Who asks.
+        actor: UserId,
+        /// The movement's id.
+        transaction_id: TransactionId,
+    },
+    /// The seller marks the contract delivered.
+    DeliverContract {
+        /// The contract.
+        contract_id: ContractId,
+        /// Who asks.
+        actor: UserId,
+        /// Now.
+        now: Timestamp,
+    },
+    /// Pay held money to the seller (the buyer, or the system after the inspection window).
+    ReleaseContract {
+        /// The contract.
+        contract_id: ContractId,
+        /// Who asks.
+        actor: domain::Actor,
+        /// How much (everything held when absent); checked against the contract's currency.
+        amount: Option<Decimal>,
+        /// Now.
+        now: Timestamp,
+        /// The movement's id.
+        transaction_id: TransactionId,
+    },
+    /// Return held money to the buyer (the seller).
+    RefundContract {
+        /// The contract.
+        contract_id: ContractId,
+        /// Who asks.
+        actor: UserId,
+        /// How much (everything held when absent).
+        amount: Option<Decimal>,
+        /// The movement's id.
+        transaction_id: TransactionId,
+    },
+    /// Call off a draft.
+    CancelContract {
+        /// The contract.
+        contract_id: ContractId,
+        /// Who asks.
+        actor: UserId,
+    },
+    /// A party disputes an active contract.
+    RaiseDispute {
+        /// The id minted for the dispute.
+        dispute_id: DisputeId,
+        /// The contract.
+        contract_id: ContractId,
+        /// Who asks.
+        actor: UserId,
+        /// What is wrong.
+        description: String,
+        /// Now.
+        now: Timestamp,
+    },
+    /// An arbiter decides a dispute.
+    ResolveDispute {
+        /// The dispute.
+        dispute_id: DisputeId,
+        /// Who decides.
+        actor: domain::Actor,
+        /// The decision.
+        decision: ResolveDispute,
+    },
 }
 
 impl Command {
@@ -82,6 +156,14 @@ impl Command {
             Command::Withdraw(_) => "Withdraw",
             Command::Transfer(_) => "Transfer",
             Command::GrantRole { .. } => "GrantRole",
+            Command::CreateContract(_) => "CreateContract",
+            Command::FundContract { .. } => "FundContract",
+            Command::DeliverContract { .. } => "DeliverContract",
+            Command::ReleaseContract { .. } => "ReleaseContract",
+            Command::RefundContract { .. } => "RefundContract",
+            Command::CancelContract { .. } => "CancelContract",
+            Command::RaiseDispute { .. } => "RaiseDispute",
+            Command::ResolveDispute { .. } => "ResolveDispute",
         }
     }
 }
@@ -135,6 +217,30 @@ pub enum Outcome {
     Wallet(WalletChange),
     /// From [`Command::GrantRole`].
     RoleGranted(Registered),
+    /// From a contract command: the contract as it is after the command.
+    Contract(ContractChange),
+    /// From a dispute command: the dispute and its contract after the command.
+    Dispute(DisputeChange),
+}
+
+/// A contract after a command.
+#[derive(Debug, Clone)]
+pub struct ContractChange {
+    /// The contract's state.
+    pub contract: Contract,
+    /// When the command's events were recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A dispute after a command.
+#[derive(Debug, Clone)]
+pub struct DisputeChange {
+    /// The dispute's state.
+    pub dispute: Dispute,
+    /// Its contract's state.
+    pub contract: Contract,
+    /// When the command's events were recorded.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// The answer to a command.
@@ -143,7 +249,7 @@ pub enum Executed {
     /// The command ran now; its events end at `position`.
     Fresh {
         /// What it produced.
-        outcome: Outcome,
+        outcome: Box<Outcome>,
         /// Global position of its last event.
         position: i64,
     },
@@ -170,16 +276,50 @@ pub struct LoginRecord {
 /// stored with the idempotency key in the command's own transaction.
 pub type Respond<'a> = &'a (dyn Fn(&Outcome, i64) -> (u16, Value) + Send + Sync);
 
-enum CachedState {
-    User(String, Versioned<User>),
-    Wallet(String, Versioned<Wallet>),
+/// Loaded or resulting state of one stream, by aggregate type.
+#[derive(Debug, Clone)]
+enum State {
+    User(Versioned<User>),
+    Wallet(Versioned<Wallet>),
+    Contract(Versioned<Contract>),
+    Dispute(Versioned<Dispute>),
+}
+
+impl State {
+    fn empty_for(stream: &StreamId) -> State {
+        match stream.category() {
+            "user" => State::User(Versioned::default()),
+            "contract" => State::Contract(Versioned::default()),
+            "dispute" => State::Dispute(Versioned::default()),
+            _ => State::Wallet(Versioned::default()),
+        }
+    }
+
+    fn apply(&mut self, e: &Event) {
+        match self {
+            State::User(v) => v.apply(e),
+            State::Wallet(v) => v.apply(e),
+            State::Contract(v) => v.apply(e),
+            State::Dispute(v) => v.apply(e),
+        }
+    }
+
+    fn version(&self) -> u64 {
+        match self {
+            State::User(v) => v.version,
+            State::Wallet(v) => v.version,
+            State::Contract(v) => v.version,
+            State::Dispute(v) => v.version,
+        }
+    }
 }
 
 struct Plan {
     writes: Vec<StreamWrite>,
     credentials: Option<(UserId, Email, String)>,
     outcome: Outcome,
-    after: Vec<CachedState>,
+    /// The state of every written stream once the writes commit (for the cache).
+    after: Vec<(StreamId, State)>,
 }
 
 enum CommitError {
@@ -194,6 +334,8 @@ pub struct Ledger {
     store: EventStore,
     users: StateCache<User>,
     wallets: StateCache<Wallet>,
+    contracts: StateCache<Contract>,
+    disputes: StateCache<Dispute>,
 }
 
 impl Ledger {
@@ -203,6 +345,8 @@ impl Ledger {
             store,
             users: StateCache::new(),
             wallets: StateCache::new(),
+            contracts: StateCache::new(),
+            disputes: StateCache::new(),
         }
     }
 
@@ -224,18 +368,32 @@ impl Ledger {
             return Ok(done);
         }
         for attempt in 0..CONFLICT_RETRIES_MAX {
-            let plan = self.plan(&cmd).await?;
+            let mut reads = Vec::with_capacity(4);
+            let plan = match self.plan(&cmd, &mut reads).await {
+                Ok(p) => p,
+                Err(CommandError::Domain(e)) => {
+                    if self.reads_still_current(&reads).await? {
+                        return Err(CommandError::Domain(e));
+                    }
+                    // Decided from a view that moved while it was read: decide again.
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut plan = plan;
             match self.commit(ctx, cmd.name(), &mut plan, respond).await {
                 Ok(position) => {
-                    for s in plan.after {
-                        match s {
-                            CachedState::User(k, v) => self.users.put(&k, &v),
-                            CachedState::Wallet(k, v) => self.wallets.put(&k, &v),
+                    for (stream, state) in plan.after {
+                        let k = stream.as_str();
+                        match state {
+                            State::User(v) => self.users.put(k, &v),
+                            State::Wallet(v) => self.wallets.put(k, &v),
+                            State::Contract(v) => self.contracts.put(k, &v),
+                            State::Dispute(v) => self.disputes.put(k, &v),
                         }
                     }
                     return Ok(Executed::Fresh {
-                        outcome: plan.outcome,
+                        outcome: Box::new(plan.outcome),
                         position,
                     });
                 }
@@ -339,6 +497,8 @@ impl Ledger {
                 Outcome::Registered(r) | Outcome::RoleGranted(r) => {
                     r.recorded_at = first.recorded_at
                 }
+                Outcome::Contract(c) => c.recorded_at = first.recorded_at,
+                Outcome::Dispute(d) => d.recorded_at = first.recorded_at,
             }
         }
         if let Some(rec) = &ctx.idempotency {
@@ -349,6 +509,37 @@ impl Ledger {
         }
         tx.commit().await.map_err(|e| fail(e.into()))?;
         Ok(position)
+    }
+
+    /// Loads a stream and remembers which version was read, so a rejection can be checked
+    /// against a consistent view (see [`Ledger::reads_still_current`]).
+    async fn load_tracked<T: Aggregate + Clone>(
+        &self,
+        cache: &StateCache<T>,
+        stream: &StreamId,
+        reads: &mut Vec<(String, i64)>,
+    ) -> Result<Versioned<T>, CommandError> {
+        let v = self.load(cache, stream).await?;
+        reads.push((stream.as_str().to_owned(), v.version as i64));
+        Ok(v)
+    }
+
+    /// Whether every stream read while planning is still at the version read. Streams are
+    /// read one after another, so a rejection decided from them could mix a stale read
+    /// with a fresh one (a contract still DRAFT, a wallet already debited by its funding);
+    /// a rejection stands only if nothing moved meanwhile.
+    async fn reads_still_current(&self, reads: &[(String, i64)]) -> Result<bool, CommandError> {
+        let streams: Vec<&str> = reads.iter().map(|(s, _)| s.as_str()).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stream_id, max(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+        )
+        .bind(&streams)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(StoreError::from)?;
+        Ok(reads
+            .iter()
+            .all(|(s, v)| rows.iter().find(|(r, _)| r == s).map_or(0, |(_, rv)| *rv) == *v))
     }
 
     async fn load<T: Aggregate + Clone>(
@@ -385,6 +576,16 @@ impl Ledger {
         self.load(&self.wallets, &StreamId::wallet(id)).await
     }
 
+    /// The current state of a contract, straight from its stream.
+    pub async fn contract(&self, id: ContractId) -> Result<Versioned<Contract>, CommandError> {
+        self.load(&self.contracts, &StreamId::contract(id)).await
+    }
+
+    /// The current state of a dispute, straight from its stream.
+    pub async fn dispute(&self, id: DisputeId) -> Result<Versioned<Dispute>, CommandError> {
+        self.load(&self.disputes, &StreamId::dispute(id)).await
+    }
+
     /// Finds the credentials of an e-mail address.
     pub async fn find_login(&self, email: &Email) -> Result<Option<LoginRecord>, CommandError> {
         let row: Option<(Uuid, String)> =
@@ -399,14 +600,20 @@ impl Ledger {
         }))
     }
 
-    async fn plan(&self, cmd: &Command) -> Result<Plan, CommandError> {
+    async fn plan(
+        &self,
+        cmd: &Command,
+        reads: &mut Vec<(String, i64)>,
+    ) -> Result<Plan, CommandError> {
         match cmd {
             Command::Register {
                 user_id,
                 email,
                 password_hash,
             } => {
-                let current = self.user(*user_id).await?;
+                let current = self
+                    .load_tracked(&self.users, &StreamId::user(*user_id), reads)
+                    .await?;
                 let writes = user::register(
                     &current,
                     &RegisterUser {
@@ -415,7 +622,10 @@ impl Ledger {
                     },
                 )?;
                 Ok(Plan {
-                    after: after_states(&writes, &[&current], &[&Versioned::default()]),
+                    after: after_states(
+                        &writes,
+                        vec![(StreamId::user(*user_id), State::User(current.clone()))],
+                    ),
                     writes,
                     credentials: Some((*user_id, email.clone(), password_hash.clone())),
                     outcome: Outcome::Registered(Registered {
@@ -427,10 +637,15 @@ impl Ledger {
                 })
             }
             Command::GrantRole { user_id, role } => {
-                let current = self.user(*user_id).await?;
+                let current = self
+                    .load_tracked(&self.users, &StreamId::user(*user_id), reads)
+                    .await?;
                 let writes = user::grant_role(&current, *role)?;
                 Ok(Plan {
-                    after: after_states(&writes, &[&current], &[]),
+                    after: after_states(
+                        &writes,
+                        vec![(StreamId::user(*user_id), State::User(current.clone()))],
+                    ),
                     writes,
                     credentials: None,
                     outcome: Outcome::RoleGranted(Registered {
@@ -447,10 +662,17 @@ impl Ledger {
             }
             Command::Deposit(d) => {
                 let wallet_id = WalletId::of(d.user_id, d.currency);
-                let owner = self.user(d.user_id).await?;
-                let w = self.wallet(wallet_id).await?;
+                let owner = self
+                    .load_tracked(&self.users, &StreamId::user(d.user_id), reads)
+                    .await?;
+                let w = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .await?;
                 let writes = wallet::deposit(&owner, &w, d)?;
-                let after = after_states(&writes, &[], &[&w]);
+                let after = after_states(
+                    &writes,
+                    vec![(StreamId::wallet(wallet_id), State::Wallet(w))],
+                );
                 wallet_plan(
                     writes,
                     after,
@@ -467,9 +689,14 @@ impl Ledger {
             }
             Command::Withdraw(d) => {
                 let wallet_id = WalletId::of(d.user_id, d.currency);
-                let w = self.wallet(wallet_id).await?;
+                let w = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .await?;
                 let writes = wallet::withdraw(&w, d)?;
-                let after = after_states(&writes, &[], &[&w]);
+                let after = after_states(
+                    &writes,
+                    vec![(StreamId::wallet(wallet_id), State::Wallet(w))],
+                );
                 wallet_plan(
                     writes,
                     after,
@@ -490,11 +717,23 @@ impl Ledger {
                 if from == to {
                     return Err(DomainError::SelfTransfer.into());
                 }
-                let payer = self.wallet(from).await?;
-                let payee = self.user(t.to_user_id).await?;
-                let payee_wallet = self.wallet(to).await?;
+                let payer = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(from), reads)
+                    .await?;
+                let payee = self
+                    .load_tracked(&self.users, &StreamId::user(t.to_user_id), reads)
+                    .await?;
+                let payee_wallet = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(to), reads)
+                    .await?;
                 let writes = wallet::transfer(&payer, &payee, &payee_wallet, t)?;
-                let after = after_states(&writes, &[], &[&payer, &payee_wallet]);
+                let after = after_states(
+                    &writes,
+                    vec![
+                        (StreamId::wallet(from), State::Wallet(payer)),
+                        (StreamId::wallet(to), State::Wallet(payee_wallet)),
+                    ],
+                );
                 wallet_plan(
                     writes,
                     after,
@@ -509,6 +748,164 @@ impl Ledger {
                     t.description.as_ref().map(|s| s.as_str().to_owned()),
                 )
             }
+            Command::CreateContract(c) => {
+                let existing = self
+                    .load_tracked(&self.contracts, &StreamId::contract(c.contract_id), reads)
+                    .await?;
+                let buyer = self
+                    .load_tracked(&self.users, &StreamId::user(c.buyer_id), reads)
+                    .await?;
+                let seller = self
+                    .load_tracked(&self.users, &StreamId::user(c.seller_id), reads)
+                    .await?;
+                let writes = contract::create(&existing, &buyer, &seller, c)?;
+                Ok(contract_plan(writes, vec![], c.contract_id))
+            }
+            Command::FundContract {
+                contract_id,
+                actor,
+                transaction_id,
+            } => {
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .await?;
+                let buyer = c.state.buyer.ok_or(DomainError::ContractNotFound)?;
+                let wallet_id = WalletId::of(buyer, c.state.currency.unwrap_or(Currency::USD));
+                let w = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .await?;
+                let writes = contract::fund(&c, &w, *actor, *transaction_id)?;
+                let loaded = vec![
+                    (StreamId::contract(*contract_id), State::Contract(c)),
+                    (StreamId::wallet(wallet_id), State::Wallet(w)),
+                ];
+                Ok(contract_plan(writes, loaded, *contract_id))
+            }
+            Command::DeliverContract {
+                contract_id,
+                actor,
+                now,
+            } => {
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .await?;
+                let writes = contract::deliver(&c, *actor, *now)?;
+                Ok(contract_plan(
+                    writes,
+                    vec![(StreamId::contract(*contract_id), State::Contract(c))],
+                    *contract_id,
+                ))
+            }
+            Command::ReleaseContract {
+                contract_id,
+                actor,
+                amount,
+                now,
+                transaction_id,
+            } => {
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .await?;
+                let seller = c.state.seller.ok_or(DomainError::ContractNotFound)?;
+                let wallet_id = WalletId::of(seller, c.state.currency.unwrap_or(Currency::USD));
+                let w = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .await?;
+                let amount = payout(*amount, &c.state)?;
+                let writes = contract::release(&c, &w, *actor, amount, *now, *transaction_id)?;
+                let loaded = vec![
+                    (StreamId::contract(*contract_id), State::Contract(c)),
+                    (StreamId::wallet(wallet_id), State::Wallet(w)),
+                ];
+                Ok(contract_plan(writes, loaded, *contract_id))
+            }
+            Command::RefundContract {
+                contract_id,
+                actor,
+                amount,
+                transaction_id,
+            } => {
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .await?;
+                let buyer = c.state.buyer.ok_or(DomainError::ContractNotFound)?;
+                let wallet_id = WalletId::of(buyer, c.state.currency.unwrap_or(Currency::USD));
+                let w = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .await?;
+                let amount = payout(*amount, &c.state)?;
+                let writes = contract::refund(&c, &w, *actor, amount, *transaction_id)?;
+                let loaded = vec![
+                    (StreamId::contract(*contract_id), State::Contract(c)),
+                    (StreamId::wallet(wallet_id), State::Wallet(w)),
+                ];
+                Ok(contract_plan(writes, loaded, *contract_id))
+            }
+            Command::CancelContract { contract_id, actor } => {
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .await?;
+                let writes = contract::cancel(&c, *actor)?;
+                Ok(contract_plan(
+                    writes,
+                    vec![(StreamId::contract(*contract_id), State::Contract(c))],
+                    *contract_id,
+                ))
+            }
+            Command::RaiseDispute {
+                dispute_id,
+                contract_id,
+                actor,
+                description,
+                now,
+            } => {
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .await?;
+                let writes = contract::raise_dispute(&c, *dispute_id, *actor, description, *now)?;
+                let contract_state = c.state.clone();
+                Ok(dispute_plan(
+                    writes,
+                    vec![(StreamId::contract(*contract_id), State::Contract(c))],
+                    *dispute_id,
+                    contract_state,
+                ))
+            }
+            Command::ResolveDispute {
+                dispute_id,
+                actor,
+                decision,
+            } => {
+                let d = self
+                    .load_tracked(&self.disputes, &StreamId::dispute(*dispute_id), reads)
+                    .await?;
+                let contract_id = d.state.contract_id.ok_or(DomainError::DisputeNotFound)?;
+                let c = self
+                    .load_tracked(&self.contracts, &StreamId::contract(contract_id), reads)
+                    .await?;
+                let currency = c.state.currency.unwrap_or(Currency::USD);
+                let seller = c.state.seller.ok_or(DomainError::ContractNotFound)?;
+                let buyer = c.state.buyer.ok_or(DomainError::ContractNotFound)?;
+                let (sw_id, bw_id) = (
+                    WalletId::of(seller, currency),
+                    WalletId::of(buyer, currency),
+                );
+                let sw = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(sw_id), reads)
+                    .await?;
+                let bw = self
+                    .load_tracked(&self.wallets, &StreamId::wallet(bw_id), reads)
+                    .await?;
+                let writes = contract::resolve_dispute(&d, &c, &sw, &bw, *actor, decision)?;
+                let contract_state = c.state.clone();
+                let loaded = vec![
+                    (StreamId::dispute(*dispute_id), State::Dispute(d)),
+                    (StreamId::contract(contract_id), State::Contract(c)),
+                    (StreamId::wallet(sw_id), State::Wallet(sw)),
+                    (StreamId::wallet(bw_id), State::Wallet(bw)),
+                ];
+                Ok(dispute_plan(writes, loaded, *dispute_id, contract_state))
+            }
         }
     }
 }
@@ -516,7 +913,7 @@ impl Ledger {
 #[allow(clippy::too_many_arguments)]
 fn wallet_plan(
     writes: Vec<StreamWrite>,
-    after: Vec<CachedState>,
+    after: Vec<(StreamId, State)>,
     wallet_id: WalletId,
     user_id: UserId,
     currency: Currency,
@@ -530,8 +927,8 @@ fn wallet_plan(
     let subject = StreamId::wallet(wallet_id);
     let balance = after
         .iter()
-        .find_map(|s| match s {
-            CachedState::Wallet(k, v) if k == subject.as_str() => Some(v.state.balance),
+        .find_map(|(k, s)| match s {
+            State::Wallet(v) if *k == subject => Some(v.state.balance),
             _ => None,
         })
         .unwrap_or_default();
@@ -556,54 +953,91 @@ fn wallet_plan(
 }
 
 /// The state each written stream will have once the writes commit: the loaded state the
-/// decision was based on, plus the new events. Used for the response and the cache.
-fn after_states(
-    writes: &[StreamWrite],
-    users: &[&Versioned<User>],
-    wallets: &[&Versioned<Wallet>],
-) -> Vec<CachedState> {
+/// decision was based on (matched by stream), plus the new events.
+fn after_states(writes: &[StreamWrite], loaded: Vec<(StreamId, State)>) -> Vec<(StreamId, State)> {
     writes
         .iter()
         .map(|w| {
-            let key = w.stream.as_str().to_owned();
-            if w.stream.category() == "user" {
-                let base = users
-                    .iter()
-                    .find(|u| {
-                        u.version == w.expected_version
-                            && u.state
-                                .id
-                                .map(StreamId::user)
-                                .as_ref()
-                                .is_none_or(|s| *s == w.stream)
-                    })
-                    .map_or_else(Versioned::default, |u| (*u).clone());
-                CachedState::User(key, fold(base, w))
-            } else {
-                let base = wallets
-                    .iter()
-                    .find(|v| {
-                        v.version == w.expected_version
-                            && v.state
-                                .id
-                                .map(StreamId::wallet)
-                                .as_ref()
-                                .is_none_or(|s| *s == w.stream)
-                    })
-                    .map_or_else(Versioned::default, |v| (*v).clone());
-                CachedState::Wallet(key, fold(base, w))
+            let mut state = loaded
+                .iter()
+                .find(|(s, _)| *s == w.stream)
+                .map_or_else(|| State::empty_for(&w.stream), |(_, st)| st.clone());
+            debug_assert_eq!(
+                state.version(),
+                w.expected_version,
+                "decided from the loaded version"
+            );
+            for e in &w.events {
+                state.apply(e);
             }
+            (w.stream.clone(), state)
         })
         .collect()
 }
 
-/// Applies a write's events to the state it was decided from.
-fn fold<T: Aggregate + Clone>(mut base: Versioned<T>, w: &StreamWrite) -> Versioned<T> {
-    debug_assert_eq!(base.version, w.expected_version);
-    for e in &w.events {
-        base.apply(e);
+fn contract_after(after: &[(StreamId, State)], id: ContractId) -> Contract {
+    let key = StreamId::contract(id);
+    after
+        .iter()
+        .find_map(|(k, s)| match s {
+            State::Contract(v) if *k == key => Some(v.state.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn dispute_after(after: &[(StreamId, State)], id: DisputeId) -> Dispute {
+    let key = StreamId::dispute(id);
+    after
+        .iter()
+        .find_map(|(k, s)| match s {
+            State::Dispute(v) if *k == key => Some(v.state.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn contract_plan(writes: Vec<StreamWrite>, loaded: Vec<(StreamId, State)>, id: ContractId) -> Plan {
+    let after = after_states(&writes, loaded);
+    Plan {
+        outcome: Outcome::Contract(ContractChange {
+            contract: contract_after(&after, id),
+            recorded_at: Utc::now(),
+        }),
+        writes,
+        credentials: None,
+        after,
     }
-    base
+}
+
+fn dispute_plan(
+    writes: Vec<StreamWrite>,
+    loaded: Vec<(StreamId, State)>,
+    id: DisputeId,
+    contract: Contract,
+) -> Plan {
+    let after = after_states(&writes, loaded);
+    let contract = contract
+        .id
+        .map_or(contract.clone(), |cid| contract_after(&after, cid));
+    Plan {
+        outcome: Outcome::Dispute(DisputeChange {
+            dispute: dispute_after(&after, id),
+            contract,
+            recorded_at: Utc::now(),
+        }),
+        writes,
+        credentials: None,
+        after,
+    }
+}
+
+/// Checks an optional payout amount against the contract's currency.
+fn payout(amount: Option<Decimal>, c: &Contract) -> Result<Option<Amount>, DomainError> {
+    match amount {
+        None => Ok(None),
+        Some(d) => Ok(Some(Amount::new(d, c.currency.unwrap_or(Currency::USD))?)),
+    }
 }
 
 /// The event types that carry money, for readers that only need those.

@@ -11,8 +11,8 @@ mod ledger;
 
 pub use context::{Actor, CommandContext};
 pub use ledger::{
-    is_money_event, Command, CommandError, Executed, Ledger, LoginRecord, Outcome, Registered,
-    Respond, WalletChange,
+    is_money_event, Command, CommandError, ContractChange, DisputeChange, Executed, Ledger,
+    LoginRecord, Outcome, Registered, Respond, WalletChange,
 };
 
 /// How many times one command is re-decided after a stream version conflict before giving

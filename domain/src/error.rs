@@ -36,6 +36,43 @@ pub enum DomainError {
     /// A transfer whose payer and payee are the same user.
     #[error("cannot transfer to yourself")]
     SelfTransfer,
+    /// The actor may not do this (`detail` says why).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The contract does not exist.
+    #[error("contract not found")]
+    ContractNotFound,
+    /// The dispute does not exist.
+    #[error("dispute not found")]
+    DisputeNotFound,
+    /// The command is not allowed in the aggregate's current state; `code` names the rule.
+    #[error("{detail}")]
+    InvalidTransition {
+        /// Stable code, such as `CONTRACT_NOT_DRAFT`.
+        code: &'static str,
+        /// Explanation.
+        detail: String,
+    },
+    /// Buyer and seller are the same user.
+    #[error("buyer and seller must be different users")]
+    SameParties,
+    /// A release or refund larger than what is held.
+    #[error("amount {requested} exceeds the {held} held in escrow")]
+    ExceedsHeld {
+        /// Held amount, formatted.
+        held: String,
+        /// Requested amount, formatted.
+        requested: String,
+    },
+    /// Settlement amounts that do not add up to what is held.
+    #[error("sellerAmount + buyerAmount must equal the held amount {held}")]
+    SplitMismatch {
+        /// Held amount, formatted.
+        held: String,
+    },
+    /// Free text that is required was empty or too long.
+    #[error("{0}")]
+    InvalidText(&'static str),
     /// The role is already held.
     #[error("the user already has role {0}")]
     RoleAlreadyHeld(&'static str),
@@ -58,6 +95,14 @@ impl DomainError {
             DomainError::InsufficientFunds { .. } => "INSUFFICIENT_FUNDS",
             DomainError::SelfTransfer => "SELF_TRANSFER",
             DomainError::RoleAlreadyHeld(_) => "ROLE_ALREADY_HELD",
+            DomainError::Forbidden(_) => "FORBIDDEN",
+            DomainError::ContractNotFound => "CONTRACT_NOT_FOUND",
+            DomainError::DisputeNotFound => "DISPUTE_NOT_FOUND",
+            DomainError::InvalidTransition { code, .. } => code,
+            DomainError::SameParties => "SAME_PARTIES",
+            DomainError::ExceedsHeld { .. } => "AMOUNT_EXCEEDS_HELD",
+            DomainError::SplitMismatch { .. } => "SPLIT_MISMATCH",
+            DomainError::InvalidText(_) => "INVALID_TEXT",
         }
     }
 }

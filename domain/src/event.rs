@@ -5,10 +5,12 @@
 //! Serde's adjacent tagging (`{"type": …, "data": …}`) is how the write side and the
 //! readers convert between the two.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::dispute::DisputeOutcome;
 use crate::email::Email;
-use crate::ids::{TransactionId, UserId, WalletId};
+use crate::ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
 use crate::money::{Amount, Currency};
 use crate::text::Description;
 use crate::user::Role;
@@ -102,6 +104,179 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<Description>,
     },
+    /// An escrow contract was drafted (stream `contract-<id>`).
+    ContractCreated {
+        /// The contract.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// Who pays.
+        #[serde(rename = "buyerId")]
+        buyer_id: UserId,
+        /// Who delivers and gets paid.
+        #[serde(rename = "sellerId")]
+        seller_id: UserId,
+        /// Short title.
+        title: String,
+        /// Longer terms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<Description>,
+        /// The price, held in escrow once funded.
+        amount: Amount,
+        /// Currency of the price.
+        currency: Currency,
+        /// Hours the buyer has after delivery before funds release by themselves.
+        #[serde(
+            rename = "inspectionPeriodHours",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        inspection_period_hours: Option<u32>,
+        /// The party that drafted it.
+        #[serde(rename = "createdBy")]
+        created_by: UserId,
+        /// When it was drafted.
+        #[serde(rename = "createdAt")]
+        created_at: Timestamp,
+    },
+    /// The buyer's money moved into the contract's escrow account (with [`Event::EscrowHeld`]
+    /// on the buyer's wallet).
+    ContractFunded {
+        /// The movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// How much is now held.
+        amount: Amount,
+    },
+    /// The seller says the work is delivered; the inspection window starts.
+    ContractDelivered {
+        /// When.
+        #[serde(rename = "deliveredAt")]
+        delivered_at: Timestamp,
+        /// When the held funds release to the seller unless the buyer acts first.
+        #[serde(
+            rename = "autoReleaseAt",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        auto_release_at: Option<Timestamp>,
+    },
+    /// Held money was paid out to the seller (with [`Event::EscrowPaymentReceived`]).
+    ContractReleased {
+        /// The movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// How much.
+        amount: Amount,
+        /// True when the inspection window expired and the system released.
+        #[serde(default)]
+        automatic: bool,
+    },
+    /// Held money went back to the buyer (with [`Event::EscrowRefundReceived`]).
+    ContractRefunded {
+        /// The movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// How much.
+        amount: Amount,
+    },
+    /// A draft was called off.
+    ContractCancelled {
+        /// The party that cancelled.
+        #[serde(rename = "cancelledBy")]
+        cancelled_by: UserId,
+    },
+    /// A dispute froze the contract.
+    ContractDisputed {
+        /// The dispute.
+        #[serde(rename = "disputeId")]
+        dispute_id: DisputeId,
+    },
+    /// An arbiter's decision emptied the escrow account.
+    ContractSettled {
+        /// The dispute that was resolved.
+        #[serde(rename = "disputeId")]
+        dispute_id: DisputeId,
+        /// Release, refund or split.
+        outcome: DisputeOutcome,
+        /// Paid to the seller (decimal, may be zero).
+        #[serde(rename = "sellerAmount")]
+        seller_amount: Decimal,
+        /// Returned to the buyer (decimal, may be zero).
+        #[serde(rename = "buyerAmount")]
+        buyer_amount: Decimal,
+    },
+    /// The debit leg of a funding, on the buyer's wallet: the money is now held.
+    EscrowHeld {
+        /// The movement, shared with [`Event::ContractFunded`].
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract holding it.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// How much.
+        amount: Amount,
+    },
+    /// The credit leg of a release, on the seller's wallet.
+    EscrowPaymentReceived {
+        /// The movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract it came from.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// How much.
+        amount: Amount,
+    },
+    /// The credit leg of a refund, on the buyer's wallet.
+    EscrowRefundReceived {
+        /// The movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract it came from.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// How much.
+        amount: Amount,
+    },
+    /// A party opened a dispute (stream `dispute-<id>`).
+    DisputeRaised {
+        /// The dispute.
+        #[serde(rename = "disputeId")]
+        dispute_id: DisputeId,
+        /// The contract in dispute.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// The party that raised it.
+        #[serde(rename = "raisedBy")]
+        raised_by: UserId,
+        /// What is wrong.
+        description: String,
+        /// When it was raised.
+        #[serde(rename = "raisedAt")]
+        raised_at: Timestamp,
+    },
+    /// An arbiter or admin decided the dispute.
+    DisputeResolved {
+        /// The dispute.
+        #[serde(rename = "disputeId")]
+        dispute_id: DisputeId,
+        /// Who decided.
+        #[serde(rename = "resolvedBy")]
+        resolved_by: UserId,
+        /// The reasoning.
+        resolution: String,
+        /// Release, refund or split.
+        outcome: DisputeOutcome,
+        /// Paid to the seller.
+        #[serde(rename = "sellerAmount")]
+        seller_amount: Decimal,
+        /// Returned to the buyer.
+        #[serde(rename = "buyerAmount")]
+        buyer_amount: Decimal,
+        /// When it was decided.
+        #[serde(rename = "resolvedAt")]
+        resolved_at: Timestamp,
+    },
 }
 
 impl Event {
@@ -115,6 +290,19 @@ impl Event {
             Event::FundsWithdrawn { .. } => "FundsWithdrawn",
             Event::TransferSent { .. } => "TransferSent",
             Event::TransferReceived { .. } => "TransferReceived",
+            Event::ContractCreated { .. } => "ContractCreated",
+            Event::ContractFunded { .. } => "ContractFunded",
+            Event::ContractDelivered { .. } => "ContractDelivered",
+            Event::ContractReleased { .. } => "ContractReleased",
+            Event::ContractRefunded { .. } => "ContractRefunded",
+            Event::ContractCancelled { .. } => "ContractCancelled",
+            Event::ContractDisputed { .. } => "ContractDisputed",
+            Event::ContractSettled { .. } => "ContractSettled",
+            Event::EscrowHeld { .. } => "EscrowHeld",
+            Event::EscrowPaymentReceived { .. } => "EscrowPaymentReceived",
+            Event::EscrowRefundReceived { .. } => "EscrowRefundReceived",
+            Event::DisputeRaised { .. } => "DisputeRaised",
+            Event::DisputeResolved { .. } => "DisputeResolved",
         }
     }
 

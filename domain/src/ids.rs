@@ -59,3 +59,25 @@ impl WalletId {
         WalletId(Uuid::new_v5(&WALLET_NAMESPACE, name.as_bytes()))
     }
 }
+id_type!(
+    /// Identifies an escrow contract (and its `contract-<id>` stream, which also holds
+    /// the contract's escrow account).
+    ContractId
+);
+id_type!(
+    /// Identifies a dispute (and its `dispute-<id>` stream).
+    DisputeId
+);
+
+/// A point in time as milliseconds since the Unix epoch (UTC). The domain never reads a
+/// clock: commands carry the time they are decided at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// This time plus whole hours.
+    pub fn plus_hours(self, hours: u32) -> Timestamp {
+        Timestamp(self.0.saturating_add(i64::from(hours) * 3_600_000))
+    }
+}

@@ -4,7 +4,7 @@
 use rust_decimal::Decimal;
 
 use crate::event::Event;
-use crate::ids::WalletId;
+use crate::ids::{ContractId, WalletId};
 
 /// An account of the double-entry ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,6 +13,8 @@ pub enum Account {
     World,
     /// A user's wallet.
     Wallet(WalletId),
+    /// A contract's escrow account: what the buyer funded and is not yet paid out.
+    Escrow(ContractId),
 }
 
 /// One signed line of a movement: positive credits the account, negative debits it.
@@ -26,6 +28,9 @@ pub struct Posting {
 
 /// The postings an event contributes, given the wallet whose stream it was recorded on.
 ///
+/// Escrow movements are posted by their wallet-side events (held, paid out, refunded),
+/// each against the contract's escrow account; the contract stream's own events mirror
+/// them for the contract's state and post nothing.
 /// A deposit posts to the wallet and the world in one event; a transfer posts one leg per
 /// event (the debit on the payer's stream, the credit on the payee's), and the two events
 /// are always appended in one transaction, so the sum over all recorded events is zero.
@@ -63,6 +68,39 @@ pub fn postings(stream_wallet: Option<WalletId>, event: &Event) -> Vec<Posting> 
             account: w,
             delta: amount.value(),
         }],
+        Event::EscrowHeld {
+            amount,
+            contract_id,
+            ..
+        } => vec![
+            Posting {
+                account: w,
+                delta: -amount.value(),
+            },
+            Posting {
+                account: Account::Escrow(*contract_id),
+                delta: amount.value(),
+            },
+        ],
+        Event::EscrowPaymentReceived {
+            amount,
+            contract_id,
+            ..
+        }
+        | Event::EscrowRefundReceived {
+            amount,
+            contract_id,
+            ..
+        } => vec![
+            Posting {
+                account: w,
+                delta: amount.value(),
+            },
+            Posting {
+                account: Account::Escrow(*contract_id),
+                delta: -amount.value(),
+            },
+        ],
         _ => Vec::new(),
     }
 }

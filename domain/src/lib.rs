@@ -10,7 +10,10 @@
 //! * `decide` (the functions in [`user`] and [`wallet`]) turns state plus a command into new
 //!   events for every stream the command touches, or a [`DomainError`].
 
+pub mod actor;
 pub mod codec;
+pub mod contract;
+pub mod dispute;
 pub mod email;
 pub mod error;
 pub mod event;
@@ -22,10 +25,13 @@ pub mod text;
 pub mod user;
 pub mod wallet;
 
+pub use actor::Actor;
+pub use contract::{Contract, ContractStatus};
+pub use dispute::{Dispute, DisputeOutcome, DisputeStatus};
 pub use email::Email;
 pub use error::DomainError;
 pub use event::Event;
-pub use ids::{TransactionId, UserId, WalletId};
+pub use ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
 pub use money::{Amount, Currency, MoneyError};
 pub use stream::{StreamId, StreamWrite, Versioned};
 pub use text::Description;

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::ids::{UserId, WalletId};
+use crate::ids::{ContractId, DisputeId, UserId, WalletId};
 
 /// The name of one event stream, such as `wallet-0190c6c1-…`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -21,6 +21,16 @@ impl StreamId {
     /// The stream of a wallet aggregate.
     pub fn wallet(id: WalletId) -> Self {
         StreamId(format!("wallet-{}", id.0))
+    }
+
+    /// The stream of a contract aggregate (and its escrow account).
+    pub fn contract(id: ContractId) -> Self {
+        StreamId(format!("contract-{}", id.0))
+    }
+
+    /// The stream of a dispute aggregate.
+    pub fn dispute(id: DisputeId) -> Self {
+        StreamId(format!("dispute-{}", id.0))
     }
 
     /// Wraps a stored stream name without checking it (it came from the event store).

@@ -35,10 +35,15 @@ impl Aggregate for Wallet {
                 self.owner = Some(*user_id);
                 self.currency = Some(*currency);
             }
-            Event::FundsDeposited { amount, .. } | Event::TransferReceived { amount, .. } => {
+            Event::FundsDeposited { amount, .. }
+            | Event::TransferReceived { amount, .. }
+            | Event::EscrowPaymentReceived { amount, .. }
+            | Event::EscrowRefundReceived { amount, .. } => {
                 self.balance += amount.value();
             }
-            Event::FundsWithdrawn { amount, .. } | Event::TransferSent { amount, .. } => {
+            Event::FundsWithdrawn { amount, .. }
+            | Event::TransferSent { amount, .. }
+            | Event::EscrowHeld { amount, .. } => {
                 self.balance -= amount.value();
             }
             _ => {}
@@ -98,7 +103,11 @@ pub struct Transfer {
     pub description: Option<Description>,
 }
 
-fn require_funds(wallet: &Wallet, amount: Amount, currency: Currency) -> Result<(), DomainError> {
+pub(crate) fn require_funds(
+    wallet: &Wallet,
+    amount: Amount,
+    currency: Currency,
+) -> Result<(), DomainError> {
     if wallet.balance < amount.value() {
         return Err(DomainError::InsufficientFunds {
             balance: currency.format(wallet.balance),
@@ -108,7 +117,7 @@ fn require_funds(wallet: &Wallet, amount: Amount, currency: Currency) -> Result<
     Ok(())
 }
 
-fn open_if_new(
+pub(crate) fn open_if_new(
     wallet: &Versioned<Wallet>,
     user: UserId,
     currency: Currency,

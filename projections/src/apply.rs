@@ -224,7 +224,254 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             )
             .await?;
         }
+        Event::EscrowHeld {
+            transaction_id,
+            contract_id,
+            amount,
+        } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, -amount.value(), at).await?;
+            sqlx::query("UPDATE rm_wallets SET held_in_escrow = held_in_escrow + $2 WHERE id = $1")
+                .bind(wallet)
+                .bind(amount.value())
+                .execute(&mut *conn)
+                .await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                Some(wallet),
+                None,
+                amount.value(),
+                &currency,
+                "ESCROW_HOLD",
+                None,
+                env,
+            )
+            .await?;
+            tag_contract(conn, transaction_id.0, contract_id.0).await?;
+        }
+        Event::EscrowPaymentReceived {
+            transaction_id,
+            contract_id,
+            amount,
+        } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, amount.value(), at).await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                None,
+                Some(wallet),
+                amount.value(),
+                &currency,
+                "PAYMENT",
+                None,
+                env,
+            )
+            .await?;
+            tag_contract(conn, transaction_id.0, contract_id.0).await?;
+        }
+        Event::EscrowRefundReceived {
+            transaction_id,
+            contract_id,
+            amount,
+        } => {
+            let wallet = aggregate_uuid(&env.stream_id)?;
+            let currency = move_balance(conn, wallet, amount.value(), at).await?;
+            insert_transaction(
+                conn,
+                transaction_id.0,
+                None,
+                Some(wallet),
+                amount.value(),
+                &currency,
+                "REFUND",
+                None,
+                env,
+            )
+            .await?;
+            tag_contract(conn, transaction_id.0, contract_id.0).await?;
+        }
+        Event::ContractCreated {
+            contract_id,
+            buyer_id,
+            seller_id,
+            title,
+            description,
+            amount,
+            currency,
+            inspection_period_hours,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO rm_contracts (id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
+                 inspection_period_hours, created_at, updated_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'DRAFT', $8, $9, $9, $10)",
+            )
+            .bind(contract_id.0)
+            .bind(buyer_id.0)
+            .bind(seller_id.0)
+            .bind(title)
+            .bind(description.as_ref().map(|d| d.as_str()))
+            .bind(amount.value())
+            .bind(currency.code())
+            .bind(inspection_period_hours.map(|h| h as i32))
+            .bind(at)
+            .bind(env.position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Event::ContractFunded { amount, .. } => {
+            contract_update(
+                conn,
+                env,
+                "held_amount = held_amount + $2, status = 'ACTIVE'",
+                Some(amount.value()),
+            )
+            .await?;
+        }
+        Event::ContractDelivered {
+            delivered_at,
+            auto_release_at,
+        } => {
+            sqlx::query("UPDATE rm_contracts SET delivered_at = $2, auto_release_at = $3, updated_at = $4 WHERE id = $1")
+                .bind(aggregate_uuid(&env.stream_id)?)
+                .bind(millis(delivered_at.0))
+                .bind(auto_release_at.map(|t| millis(t.0)))
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Event::ContractReleased { amount, .. } => {
+            contract_update(conn, env, "held_amount = held_amount - $2, status = CASE WHEN held_amount - $2 = 0 THEN 'COMPLETED' ELSE status END, \
+                auto_release_at = CASE WHEN held_amount - $2 = 0 THEN NULL ELSE auto_release_at END", Some(amount.value())).await?;
+            unhold(conn, env, amount.value()).await?;
+        }
+        Event::ContractRefunded { amount, .. } => {
+            contract_update(conn, env, "held_amount = held_amount - $2, status = CASE WHEN held_amount - $2 = 0 THEN 'REFUNDED' ELSE status END, \
+                auto_release_at = CASE WHEN held_amount - $2 = 0 THEN NULL ELSE auto_release_at END", Some(amount.value())).await?;
+            unhold(conn, env, amount.value()).await?;
+        }
+        Event::ContractCancelled { .. } => {
+            contract_update(conn, env, "status = 'CANCELLED'", None).await?;
+        }
+        Event::ContractDisputed { dispute_id } => {
+            sqlx::query("UPDATE rm_contracts SET status = 'DISPUTED', dispute_id = $2, updated_at = $3 WHERE id = $1")
+                .bind(aggregate_uuid(&env.stream_id)?)
+                .bind(dispute_id.0)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Event::ContractSettled {
+            outcome,
+            seller_amount,
+            buyer_amount,
+            ..
+        } => {
+            let status = match outcome {
+                domain::DisputeOutcome::Release => "COMPLETED",
+                domain::DisputeOutcome::Refund => "REFUNDED",
+                domain::DisputeOutcome::Split => "SETTLED",
+            };
+            sqlx::query("UPDATE rm_contracts SET held_amount = 0, status = $2, auto_release_at = NULL, updated_at = $3 WHERE id = $1")
+                .bind(aggregate_uuid(&env.stream_id)?)
+                .bind(status)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            unhold(conn, env, *seller_amount + *buyer_amount).await?;
+        }
+        Event::DisputeRaised {
+            dispute_id,
+            contract_id,
+            raised_by,
+            description,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO rm_disputes (id, contract_id, buyer_id, seller_id, raised_by, description, status, currency, created_at, updated_at, position) \
+                 SELECT $1, c.id, c.buyer_id, c.seller_id, $3, $4, 'OPEN', c.currency, $5, $5, $6 FROM rm_contracts c WHERE c.id = $2",
+            )
+            .bind(dispute_id.0)
+            .bind(contract_id.0)
+            .bind(raised_by.0)
+            .bind(description)
+            .bind(at)
+            .bind(env.position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Event::DisputeResolved {
+            dispute_id,
+            resolved_by,
+            resolution,
+            outcome,
+            seller_amount,
+            buyer_amount,
+            resolved_at,
+        } => {
+            sqlx::query(
+                "UPDATE rm_disputes SET status = 'RESOLVED', outcome = $2, seller_amount = $3, buyer_amount = $4, resolution = $5, \
+                 resolved_by = $6, resolved_at = $7, updated_at = $8 WHERE id = $1",
+            )
+            .bind(dispute_id.0)
+            .bind(outcome.as_str())
+            .bind(seller_amount)
+            .bind(buyer_amount)
+            .bind(resolution)
+            .bind(resolved_by.0)
+            .bind(millis(resolved_at.0))
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
+    Ok(())
+}
+
+fn millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+async fn tag_contract(
+    conn: &mut PgConnection,
+    transaction: Uuid,
+    contract: Uuid,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE rm_transactions SET contract_id = $2 WHERE id = $1")
+        .bind(transaction)
+        .bind(contract)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn contract_update(
+    conn: &mut PgConnection,
+    env: &Envelope,
+    set: &str,
+    amount: Option<Decimal>,
+) -> anyhow::Result<()> {
+    let sql = format!("UPDATE rm_contracts SET {set}, updated_at = $3 WHERE id = $1");
+    sqlx::query(&sql)
+        .bind(aggregate_uuid(&env.stream_id)?)
+        .bind(amount.unwrap_or_default())
+        .bind(env.recorded_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Money leaving a contract's escrow no longer counts as held by its buyer.
+async fn unhold(conn: &mut PgConnection, env: &Envelope, amount: Decimal) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE rm_wallets w SET held_in_escrow = w.held_in_escrow - $2 FROM rm_contracts c \
+         WHERE c.id = $1 AND w.user_id = c.buyer_id AND w.currency = c.currency",
+    )
+    .bind(aggregate_uuid(&env.stream_id)?)
+    .bind(amount)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -321,7 +568,7 @@ pub async fn wait_for_position(
 
 /// Empties every read model (for a full rebuild).
 pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions")
+    sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions, rm_contracts, rm_disputes")
         .execute(&mut *conn)
         .await?;
     sqlx::query("DELETE FROM projection_streams WHERE projection = $1")

@@ -69,6 +69,8 @@ pub struct AppOptions {
     pub nats_url: Option<String>,
     /// Reuse this database and stream instead of fresh ones (a second process).
     pub share_with: Option<(String, String, String)>,
+    /// A clock the test moves forward.
+    pub clock: Option<std::sync::Arc<api::clock::ManualClock>>,
 }
 
 /// A running server and what a test needs to talk to it.
@@ -115,8 +117,15 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         role: WorkerRole::All,
         db_max_connections: 20,
         read_wait_ms: 2000,
+        auto_release_poll_ms: 50,
     };
-    let running = api::start(config).await.expect("server starts");
+    let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
+        Some(c) => c,
+        None => std::sync::Arc::new(api::clock::SystemClock),
+    };
+    let running = api::start_with_clock(config, clock)
+        .await
+        .expect("server starts");
     TestApp {
         base: format!("http://{}/api/v1", running.addr),
         http: reqwest::Client::builder()
@@ -291,6 +300,25 @@ impl TestApp {
         .await
     }
 
+    /// Grants a role the way an operator does (`escrow users grant-role`), then logs in again.
+    pub async fn grant(&self, u: &TestUser, role: &str) -> TestUser {
+        api::admin::grant_role(&self.db_url, &u.email, role)
+            .await
+            .expect("role granted");
+        let l = self
+            .post(
+                "/auth/login",
+                None,
+                json!({ "email": u.email, "password": "password123" }),
+            )
+            .await;
+        assert_eq!(l.body["user"]["role"], json!(role));
+        TestUser {
+            token: l.str("access_token"),
+            ..u.clone()
+        }
+    }
+
     /// Number of events in the store.
     pub async fn event_count(&self) -> i64 {
         sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM events")
@@ -346,6 +374,38 @@ pub async fn folded_ledger(pool: &PgPool) -> (HashMap<Uuid, Decimal>, Decimal) {
                 "negative balance folded in {stream}"
             );
         }
+    }
+    // Each contract's escrow account must hold exactly what its own stream says is held.
+    let held: Vec<(String, Decimal)> = sqlx::query_as::<_, (String,)>(
+        "SELECT DISTINCT stream_id FROM events WHERE stream_id LIKE 'contract-%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(s,)| (s, Decimal::ZERO))
+    .collect();
+    for (stream, _) in held {
+        let rows: Vec<(String, i32, Value)> =
+            sqlx::query_as("SELECT event_type, schema_version, data FROM events WHERE stream_id = $1 ORDER BY version")
+                .bind(&stream)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let events: Vec<domain::Event> = rows
+            .iter()
+            .map(|(t, v, d)| decode(t, *v, d).unwrap())
+            .collect();
+        let c: Versioned<domain::Contract> = Versioned::from_events(&events);
+        let id = c
+            .state
+            .id
+            .expect("contract stream starts with ContractCreated");
+        let account = sums.get(&Account::Escrow(id)).copied().unwrap_or_default();
+        assert_eq!(
+            account, c.state.held,
+            "escrow account of {stream} equals its held amount"
+        );
     }
     let total = sums.values().copied().sum();
     let balances = wallets

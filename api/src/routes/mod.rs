@@ -1,6 +1,8 @@
 //! HTTP handlers, grouped by resource.
 
 pub mod auth;
+pub mod contracts;
+pub mod disputes;
 pub mod health;
 pub mod users;
 pub mod wallets;
@@ -119,4 +121,25 @@ pub(crate) fn with_consistency(mut res: Response, reached: Option<bool>) -> Resp
 pub(crate) fn unexpected(outcome: &Outcome) -> (u16, Value) {
     let e = ApiError::internal(format!("unexpected outcome {outcome:?}"));
     (e.status.as_u16(), serde_json::json!({ "code": e.code }))
+}
+
+/// `limit` (1 to `max`, default 20) and `cursor` (a position issued by this API).
+pub(crate) fn page_params(q: &crate::extract::QueryMap, max: i64) -> Result<(i64, i64)> {
+    let limit = match q.int("limit", max)? {
+        None => 20,
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY_PARAMETER",
+                format!("limit must be from 1 to {max}"),
+            ))
+        }
+        Some(l) => l,
+    };
+    let before = match q.0.get("cursor") {
+        None => i64::MAX,
+        Some(c) => c.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued")
+        })?,
+    };
+    Ok((limit, before))
 }

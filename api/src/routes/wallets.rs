@@ -69,6 +69,9 @@ pub struct TransactionView {
     pub kind: String,
     /// Statement text.
     pub description: Option<String>,
+    /// The escrow contract, for `ESCROW_HOLD`, `PAYMENT` and `REFUND`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract_id: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
 }
@@ -142,6 +145,7 @@ fn money_response(w: &WalletChange, position: i64) -> MoneyResponse {
             currency: c.code().into(),
             kind: w.kind.into(),
             description: w.description.clone(),
+            contract_id: None,
             created_at: crate::rfc3339(w.recorded_at),
         },
         wallet_id: w.wallet_id.to_string(),
@@ -358,6 +362,7 @@ type TxRow = (
     Option<String>,
     DateTime<Utc>,
     i64,
+    Option<Uuid>,
 );
 
 /// A user's transaction history across its wallets (or one currency's), newest first.
@@ -413,15 +418,20 @@ pub async fn transactions(
     .await?;
     let ids: Vec<Uuid> = wallets.into_iter().map(|(i,)| i).collect();
     let rows: Vec<TxRow> = sqlx::query_as(
-        "SELECT id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position FROM ( \
+        "SELECT id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position, contract_id FROM ( \
            SELECT * FROM rm_transactions WHERE from_wallet_id = ANY($1) AND position < $2 \
            UNION \
            SELECT * FROM rm_transactions WHERE to_wallet_id = ANY($1) AND position < $2 \
+           UNION \
+           SELECT t.* FROM rm_transactions t JOIN rm_contracts c ON c.id = t.contract_id \
+            WHERE (c.buyer_id = $4 OR c.seller_id = $4) AND t.position < $2 AND ($5::text IS NULL OR t.currency = $5) \
          ) t ORDER BY position DESC LIMIT $3",
     )
     .bind(&ids)
     .bind(before)
     .bind(limit + 1)
+    .bind(user.0)
+    .bind(currency.map(|c| c.code().to_owned()))
     .fetch_all(&st.pool)
     .await?;
     let more = rows.len() as i64 > limit;
@@ -429,7 +439,7 @@ pub async fn transactions(
         .iter()
         .take(limit as usize)
         .map(
-            |(id, from, to, amount, cur, kind, description, created, _)| {
+            |(id, from, to, amount, cur, kind, description, created, _, contract)| {
                 let c = Currency::parse(cur).unwrap_or(Currency::USD);
                 TransactionView {
                     id: id.to_string(),
@@ -439,6 +449,7 @@ pub async fn transactions(
                     currency: c.code().into(),
                     kind: kind.clone(),
                     description: description.clone(),
+                    contract_id: contract.map(|c| c.to_string()),
                     created_at: crate::rfc3339(*created),
                 }
             },

@@ -127,6 +127,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         role: api::WorkerRole::Api,
         db_max_connections: 2,
         read_wait_ms: 10,
+        auto_release_poll_ms: 1000,
     };
     for secret in [
         None,

@@ -7,5 +7,6 @@ mod api_flow;
 mod auth;
 mod bad_input;
 mod concurrency;
+mod contracts;
 mod event_store;
 mod relay;

@@ -1,0 +1,445 @@
+//! Escrow contracts: create, fund, deliver, release, refund, cancel, and queries.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use command_handlers::{Command, Outcome};
+use domain::contract::CreateContract;
+use domain::{Contract, ContractId, ContractStatus, Currency, TransactionId, UserId};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::clock::to_utc;
+use crate::error::{ApiError, Result};
+use crate::extract::{
+    parse_amount, parse_body_id, parse_currency, parse_description, parse_id,
+    parse_optional_decimal, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta,
+};
+use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
+use crate::state::AppState;
+
+/// Most contracts per page.
+const PAGE_ITEMS_MAX: i64 = 100;
+
+/// An escrow contract.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContractView {
+    /// Contract id.
+    pub id: String,
+    /// Who gets paid.
+    pub seller_id: String,
+    /// Who pays.
+    pub buyer_id: String,
+    /// Title.
+    pub title: String,
+    /// Terms.
+    pub description: Option<String>,
+    /// Price, decimal string.
+    #[schema(example = "1000.00")]
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// What escrow holds now, decimal string.
+    pub held_amount: String,
+    /// `DRAFT`, `ACTIVE`, `DISPUTED`, `COMPLETED`, `REFUNDED`, `SETTLED` or `CANCELLED`.
+    pub status: String,
+    /// Hours the buyer has after delivery.
+    pub inspection_period_hours: Option<u32>,
+    /// When the seller delivered (RFC 3339).
+    pub delivered_at: Option<String>,
+    /// When held funds release by themselves (RFC 3339).
+    pub auto_release_at: Option<String>,
+    /// The open or last dispute.
+    pub dispute_id: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+    /// Global position reached (command responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
+/// The view of a contract's state right after a command.
+pub fn view_of(c: &Contract, updated_at: DateTime<Utc>, position: Option<i64>) -> ContractView {
+    let currency = c.currency.unwrap_or(Currency::USD);
+    ContractView {
+        id: c.id.map(|i| i.to_string()).unwrap_or_default(),
+        seller_id: c.seller.map(|i| i.to_string()).unwrap_or_default(),
+        buyer_id: c.buyer.map(|i| i.to_string()).unwrap_or_default(),
+        title: c.title.clone(),
+        description: c.description.as_ref().map(|d| d.as_str().to_owned()),
+        amount: currency.format(c.amount),
+        currency: currency.code().into(),
+        held_amount: currency.format(c.held),
+        status: c.status.as_str().into(),
+        inspection_period_hours: c.inspection_period_hours,
+        delivered_at: c.delivered_at.map(|t| crate::rfc3339(to_utc(t))),
+        auto_release_at: c.auto_release_at.map(|t| crate::rfc3339(to_utc(t))),
+        dispute_id: c.dispute.map(|d| d.to_string()),
+        created_at: c
+            .created_at
+            .map(|t| crate::rfc3339(to_utc(t)))
+            .unwrap_or_default(),
+        updated_at: crate::rfc3339(updated_at),
+        position,
+    }
+}
+
+/// A row of `rm_contracts`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ContractRow {
+    id: Uuid,
+    buyer_id: Uuid,
+    seller_id: Uuid,
+    title: String,
+    description: Option<String>,
+    amount: Decimal,
+    currency: String,
+    held_amount: Decimal,
+    status: String,
+    inspection_period_hours: Option<i32>,
+    delivered_at: Option<DateTime<Utc>>,
+    auto_release_at: Option<DateTime<Utc>>,
+    dispute_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    position: i64,
+}
+
+impl ContractRow {
+    fn view(&self) -> ContractView {
+        let c = Currency::parse(&self.currency).unwrap_or(Currency::USD);
+        ContractView {
+            id: self.id.to_string(),
+            seller_id: self.seller_id.to_string(),
+            buyer_id: self.buyer_id.to_string(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            amount: c.format(self.amount),
+            currency: c.code().into(),
+            held_amount: c.format(self.held_amount),
+            status: self.status.clone(),
+            inspection_period_hours: self
+                .inspection_period_hours
+                .and_then(|h| u32::try_from(h).ok()),
+            delivered_at: self.delivered_at.map(crate::rfc3339),
+            auto_release_at: self.auto_release_at.map(crate::rfc3339),
+            dispute_id: self.dispute_id.map(|d| d.to_string()),
+            created_at: crate::rfc3339(self.created_at),
+            updated_at: crate::rfc3339(self.updated_at),
+            position: None,
+        }
+    }
+
+    fn visible_to(&self, u: &AuthUser) -> bool {
+        u.role.sees_everything() || self.buyer_id == u.id.0 || self.seller_id == u.id.0
+    }
+}
+
+const CONTRACT_COLUMNS: &str = "id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
+    inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position";
+
+/// A page of contracts, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContractPage {
+    /// The contracts.
+    pub items: Vec<ContractView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /contracts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateContractRequest {
+    /// Who gets paid.
+    pub seller_id: String,
+    /// Who pays.
+    pub buyer_id: String,
+    /// 1 to 200 characters.
+    pub title: String,
+    /// The price: a JSON number or decimal string.
+    #[schema(value_type = String, example = "1000.00")]
+    pub amount: Value,
+    /// ISO 4217 code; USD when absent.
+    pub currency: Option<String>,
+    /// Terms, at most 500 characters.
+    pub description: Option<String>,
+    /// Hours the buyer has after delivery before funds release by themselves (1 to 8784).
+    pub inspection_period_hours: Option<u32>,
+}
+
+/// Body of release and refund: all that is held when `amount` is absent.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutRequest {
+    /// Part of the held amount, as a JSON number or decimal string.
+    #[schema(value_type = Option<String>, example = "250.00")]
+    pub amount: Option<Value>,
+}
+
+/// An empty body (or `{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyRequest {}
+
+fn respond_contract(outcome: &Outcome, position: i64) -> (u16, Value) {
+    match outcome {
+        Outcome::Contract(c) => (
+            200,
+            json!(view_of(&c.contract, c.recorded_at, Some(position))),
+        ),
+        other => unexpected(other),
+    }
+}
+
+fn respond_created(outcome: &Outcome, position: i64) -> (u16, Value) {
+    let (_, body) = respond_contract(outcome, position);
+    (201, body)
+}
+
+/// Create a contract between a buyer and a seller (the caller is one of them).
+#[utoipa::path(post, path = "/api/v1/contracts", tag = "contracts", security(("bearer" = [])), request_body = CreateContractRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = ContractView),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response> {
+    let req: CreateContractRequest = body.parse()?;
+    let seller = UserId(parse_body_id(&req.seller_id, "sellerId")?);
+    let buyer = UserId(parse_body_id(&req.buyer_id, "buyerId")?);
+    let currency = parse_currency(req.currency.as_deref())?;
+    let amount = parse_amount(&req.amount, currency)?;
+    let description = parse_description(req.description.as_deref())?;
+    let ctx = user_context(&caller, "POST /contracts", &meta, key, &body);
+    let cmd = Command::CreateContract(CreateContract {
+        contract_id: ContractId::new_v7(),
+        actor: caller.id,
+        buyer_id: buyer,
+        seller_id: seller,
+        title: req.title,
+        description,
+        amount,
+        currency,
+        inspection_period_hours: req.inspection_period_hours,
+        now: st.clock.timestamp(),
+    });
+    let executed = st.ledger.execute(&ctx, cmd, &respond_created).await?;
+    Ok(render(&st, executed, &respond_created))
+}
+
+/// A contract (parties, arbiters, admins; 404 for anyone else).
+#[utoipa::path(get, path = "/api/v1/contracts/{id}", tag = "contracts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Contract id"), ("minPosition" = Option<i64>, Query, description = "Wait for the read models")),
+    responses((status = 200, body = ContractView),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(id): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
+    let id = parse_id(&id, "contract id")?;
+    q.only(&["minPosition"])?;
+    let reached = await_position(&st, q.min_position()?).await?;
+    let row: Option<ContractRow> = sqlx::query_as(&format!(
+        "SELECT {CONTRACT_COLUMNS} FROM rm_contracts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&st.pool)
+    .await?;
+    match row {
+        Some(r) if r.visible_to(&caller) => {
+            Ok(with_consistency(Json(r.view()).into_response(), reached))
+        }
+        _ => Err(ApiError::not_found(
+            "CONTRACT_NOT_FOUND",
+            "contract not found",
+        )),
+    }
+}
+
+/// Contracts where the user is buyer or seller, newest first (self, arbiters, admins).
+#[utoipa::path(get, path = "/api/v1/contracts/user/{userId}", tag = "contracts", security(("bearer" = [])),
+    params(("userId" = String, Path, description = "User id"),
+        ("status" = Option<String>, Query, description = "Only this status"),
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, description = "Wait for the read models")),
+    responses((status = 200, body = ContractPage),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn list_for_user(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(user): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
+    let user = UserId(parse_id(&user, "userId")?);
+    q.only(&["status", "limit", "cursor", "minPosition"])?;
+    let (limit, before) = crate::routes::page_params(&q, PAGE_ITEMS_MAX)?;
+    let status = match q.0.get("status") {
+        None => None,
+        Some(s) => Some(ContractStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "INVALID_QUERY_PARAMETER",
+                "status must be a contract status such as ACTIVE",
+            )
+        })?),
+    };
+    if !caller.can_see(user) {
+        return Err(ApiError::forbidden("you may only list your own contracts"));
+    }
+    let reached = await_position(&st, q.min_position()?).await?;
+    let rows: Vec<ContractRow> = sqlx::query_as(&format!(
+        "SELECT {CONTRACT_COLUMNS} FROM rm_contracts WHERE (buyer_id = $1 OR seller_id = $1) AND position < $2 \
+         AND ($3::text IS NULL OR status = $3) ORDER BY position DESC LIMIT $4"
+    ))
+    .bind(user.0)
+    .bind(before)
+    .bind(status.map(|s| s.as_str()))
+    .bind(limit + 1)
+    .fetch_all(&st.pool)
+    .await?;
+    let next_cursor =
+        (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].position.to_string());
+    let items = rows
+        .iter()
+        .take(limit as usize)
+        .map(ContractRow::view)
+        .collect();
+    Ok(with_consistency(
+        Json(ContractPage { items, next_cursor }).into_response(),
+        reached,
+    ))
+}
+
+async fn contract_command(
+    st: &AppState,
+    caller: AuthUser,
+    id: &str,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: JsonBody,
+    action: &str,
+) -> Result<Response> {
+    let contract_id = ContractId(parse_id(id, "contract id")?);
+    let actor = caller.id;
+    let cmd = match action {
+        "fund" => {
+            let _: EmptyRequest = body.parse()?;
+            Command::FundContract {
+                contract_id,
+                actor,
+                transaction_id: TransactionId::new_v7(),
+            }
+        }
+        "deliver" => {
+            let _: EmptyRequest = body.parse()?;
+            Command::DeliverContract {
+                contract_id,
+                actor,
+                now: st.clock.timestamp(),
+            }
+        }
+        "cancel" => {
+            let _: EmptyRequest = body.parse()?;
+            Command::CancelContract { contract_id, actor }
+        }
+        "release" => {
+            let req: PayoutRequest = body.parse()?;
+            Command::ReleaseContract {
+                contract_id,
+                actor: domain::Actor::User {
+                    id: actor,
+                    role: caller.role,
+                },
+                amount: parse_optional_decimal(req.amount.as_ref(), "amount")?,
+                now: st.clock.timestamp(),
+                transaction_id: TransactionId::new_v7(),
+            }
+        }
+        _ => {
+            let req: PayoutRequest = body.parse()?;
+            Command::RefundContract {
+                contract_id,
+                actor,
+                amount: parse_optional_decimal(req.amount.as_ref(), "amount")?,
+                transaction_id: TransactionId::new_v7(),
+            }
+        }
+    };
+    let ctx = user_context(
+        &caller,
+        &format!("POST /contracts/{}/{action}", contract_id),
+        &meta,
+        key,
+        &body,
+    );
+    let executed = st.ledger.execute(&ctx, cmd, &respond_contract).await?;
+    Ok(render(st, executed, &respond_contract))
+}
+
+macro_rules! contract_action {
+    ($(#[$doc:meta])* $name:ident, $action:literal, $path:literal, $body:ty) => {
+        $(#[$doc])*
+        #[utoipa::path(post, path = $path, tag = "contracts", security(("bearer" = [])), request_body(content = Option<$body>),
+            params(("id" = String, Path, description = "Contract id"),
+                ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+            responses((status = 200, body = ContractView),
+                (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 409, description = "An illegal transition (code names the rule) or insufficient funds", body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        pub async fn $name(State(st): State<AppState>, caller: AuthUser, PathParam(id): PathParam, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
+            contract_command(&st, caller, &id, meta, key, body, $action).await
+        }
+    };
+}
+
+contract_action!(
+    /// The buyer funds the contract: the price moves from its wallet into escrow (`ESCROW_HOLD`).
+    fund, "fund", "/api/v1/contracts/{id}/fund", EmptyRequest
+);
+contract_action!(
+    /// The seller marks the work delivered; the inspection window (if any) starts.
+    deliver, "deliver", "/api/v1/contracts/{id}/deliver", EmptyRequest
+);
+contract_action!(
+    /// The buyer releases held funds (all, or `amount`) to the seller (`PAYMENT`).
+    release, "release", "/api/v1/contracts/{id}/release", PayoutRequest
+);
+contract_action!(
+    /// The seller refunds held funds (all, or `amount`) to the buyer (`REFUND`).
+    refund, "refund", "/api/v1/contracts/{id}/refund", PayoutRequest
+);
+contract_action!(
+    /// A party cancels a `DRAFT` contract.
+    cancel, "cancel", "/api/v1/contracts/{id}/cancel", EmptyRequest
+);

@@ -1,0 +1,745 @@
+//! The escrow contract aggregate and every decision that moves its money.
+//!
+//! Lifecycle: `DRAFT` → fund (buyer) → `ACTIVE` → release (buyer, or the system when the
+//! inspection window expires) → `COMPLETED`; refund (seller) → `REFUNDED`; cancel (a party,
+//! draft only) → `CANCELLED`; dispute (a party, active) → `DISPUTED` → resolve (arbiter or
+//! admin, never a party) → `COMPLETED`/`REFUNDED`/`SETTLED`.
+//!
+//! Every decision that moves money returns writes for the contract stream *and* every
+//! wallet stream it touches, each at the version it was decided from.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::actor::Actor;
+use crate::dispute::{Dispute, DisputeOutcome, DisputeStatus};
+use crate::error::DomainError;
+use crate::event::Event;
+use crate::ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
+use crate::money::{Amount, Currency};
+use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
+use crate::text::Description;
+use crate::user::{Role, User};
+use crate::wallet::{open_if_new, require_funds, Wallet};
+
+/// Longest contract title, in characters.
+pub const TITLE_CHARS_MAX: usize = 200;
+/// Longest dispute description or resolution, in characters.
+pub const STATEMENT_CHARS_MAX: usize = 2_000;
+/// Longest inspection window, in hours (one year).
+pub const INSPECTION_HOURS_MAX: u32 = 24 * 366;
+
+/// Where a contract is in its lifecycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContractStatus {
+    /// Created, not funded.
+    #[default]
+    Draft,
+    /// Funded: money held.
+    Active,
+    /// Frozen by an open dispute.
+    Disputed,
+    /// Everything held was paid to the seller.
+    Completed,
+    /// Everything held went back to the buyer.
+    Refunded,
+    /// A dispute split the money.
+    Settled,
+    /// Called off before funding.
+    Cancelled,
+}
+
+impl ContractStatus {
+    /// The JSON name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ContractStatus::Draft => "DRAFT",
+            ContractStatus::Active => "ACTIVE",
+            ContractStatus::Disputed => "DISPUTED",
+            ContractStatus::Completed => "COMPLETED",
+            ContractStatus::Refunded => "REFUNDED",
+            ContractStatus::Settled => "SETTLED",
+            ContractStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a JSON name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ContractStatus::Draft,
+            ContractStatus::Active,
+            ContractStatus::Disputed,
+            ContractStatus::Completed,
+            ContractStatus::Refunded,
+            ContractStatus::Settled,
+            ContractStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// State of one contract, folded from its stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contract {
+    /// Set once created.
+    pub id: Option<ContractId>,
+    /// Who pays.
+    pub buyer: Option<UserId>,
+    /// Who gets paid.
+    pub seller: Option<UserId>,
+    /// The price.
+    pub amount: Decimal,
+    /// Its currency.
+    pub currency: Option<Currency>,
+    /// What the escrow account holds now.
+    pub held: Decimal,
+    /// Lifecycle status.
+    pub status: ContractStatus,
+    /// Hours the buyer has after delivery.
+    pub inspection_period_hours: Option<u32>,
+    /// When the seller delivered.
+    pub delivered_at: Option<Timestamp>,
+    /// When held funds release by themselves.
+    pub auto_release_at: Option<Timestamp>,
+    /// The open (or last) dispute.
+    pub dispute: Option<DisputeId>,
+    /// Title.
+    pub title: String,
+    /// Terms.
+    pub description: Option<Description>,
+    /// When it was drafted.
+    pub created_at: Option<Timestamp>,
+}
+
+impl Contract {
+    fn is_party(&self, u: UserId) -> bool {
+        self.buyer == Some(u) || self.seller == Some(u)
+    }
+
+    fn currency(&self) -> Currency {
+        self.currency.unwrap_or(Currency::USD)
+    }
+}
+
+impl Aggregate for Contract {
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::ContractCreated {
+                contract_id,
+                buyer_id,
+                seller_id,
+                amount,
+                currency,
+                inspection_period_hours,
+                title,
+                description,
+                created_at,
+                ..
+            } => {
+                self.title = title.clone();
+                self.description = description.clone();
+                self.created_at = Some(*created_at);
+                self.id = Some(*contract_id);
+                self.buyer = Some(*buyer_id);
+                self.seller = Some(*seller_id);
+                self.amount = amount.value();
+                self.currency = Some(*currency);
+                self.inspection_period_hours = *inspection_period_hours;
+                self.status = ContractStatus::Draft;
+            }
+            Event::ContractFunded { amount, .. } => {
+                self.held += amount.value();
+                self.status = ContractStatus::Active;
+            }
+            Event::ContractDelivered {
+                delivered_at,
+                auto_release_at,
+            } => {
+                self.delivered_at = Some(*delivered_at);
+                self.auto_release_at = *auto_release_at;
+            }
+            Event::ContractReleased { amount, .. } => {
+                self.held -= amount.value();
+                if self.held.is_zero() {
+                    self.status = ContractStatus::Completed;
+                    self.auto_release_at = None;
+                }
+            }
+            Event::ContractRefunded { amount, .. } => {
+                self.held -= amount.value();
+                if self.held.is_zero() {
+                    self.status = ContractStatus::Refunded;
+                    self.auto_release_at = None;
+                }
+            }
+            Event::ContractCancelled { .. } => self.status = ContractStatus::Cancelled,
+            Event::ContractDisputed { dispute_id } => {
+                self.status = ContractStatus::Disputed;
+                self.dispute = Some(*dispute_id);
+            }
+            Event::ContractSettled { outcome, .. } => {
+                self.held = Decimal::ZERO;
+                self.auto_release_at = None;
+                self.status = match outcome {
+                    DisputeOutcome::Release => ContractStatus::Completed,
+                    DisputeOutcome::Refund => ContractStatus::Refunded,
+                    DisputeOutcome::Split => ContractStatus::Settled,
+                };
+            }
+            _ => {}
+        }
+        debug_assert!(self.held >= Decimal::ZERO, "escrow account went negative");
+    }
+}
+
+fn transition(code: &'static str, detail: impl Into<String>) -> DomainError {
+    DomainError::InvalidTransition {
+        code,
+        detail: detail.into(),
+    }
+}
+
+fn check_text(raw: &str, max: usize, what: &'static str) -> Result<String, DomainError> {
+    let s = raw.trim();
+    if s.is_empty()
+        || s.chars().count() > max
+        || s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(DomainError::InvalidText(what));
+    }
+    Ok(s.to_owned())
+}
+
+/// Draft a contract.
+#[derive(Debug, Clone)]
+pub struct CreateContract {
+    /// The id minted for it.
+    pub contract_id: ContractId,
+    /// Who drafts it (must be the buyer or the seller).
+    pub actor: UserId,
+    /// Who pays.
+    pub buyer_id: UserId,
+    /// Who gets paid.
+    pub seller_id: UserId,
+    /// Title (1 to 200 characters).
+    pub title: String,
+    /// Terms.
+    pub description: Option<Description>,
+    /// Price.
+    pub amount: Amount,
+    /// Currency.
+    pub currency: Currency,
+    /// Inspection window after delivery, in hours.
+    pub inspection_period_hours: Option<u32>,
+    /// When the command is decided.
+    pub now: Timestamp,
+}
+
+/// Decides a contract's creation.
+pub fn create(
+    existing: &Versioned<Contract>,
+    buyer: &Versioned<User>,
+    seller: &Versioned<User>,
+    cmd: &CreateContract,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let title = check_text(
+        &cmd.title,
+        TITLE_CHARS_MAX,
+        "title must be 1 to 200 characters without control characters",
+    )?;
+    if cmd
+        .inspection_period_hours
+        .is_some_and(|h| h == 0 || h > INSPECTION_HOURS_MAX)
+    {
+        return Err(DomainError::InvalidText(
+            "inspectionPeriodHours must be from 1 to 8784",
+        ));
+    }
+    if cmd.buyer_id == cmd.seller_id {
+        return Err(DomainError::SameParties);
+    }
+    if cmd.actor != cmd.buyer_id && cmd.actor != cmd.seller_id {
+        return Err(DomainError::Forbidden(
+            "only the buyer or the seller may create a contract",
+        ));
+    }
+    if !buyer.state.exists() || !seller.state.exists() {
+        return Err(DomainError::UnknownUser);
+    }
+    if existing.version > 0 {
+        return Err(transition("CONTRACT_EXISTS", "the contract already exists"));
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::contract(cmd.contract_id),
+        expected_version: 0,
+        events: vec![Event::ContractCreated {
+            contract_id: cmd.contract_id,
+            buyer_id: cmd.buyer_id,
+            seller_id: cmd.seller_id,
+            title,
+            description: cmd.description.clone(),
+            amount: cmd.amount,
+            currency: cmd.currency,
+            inspection_period_hours: cmd.inspection_period_hours,
+            created_by: cmd.actor,
+            created_at: cmd.now,
+        }],
+    }])
+}
+
+fn existing(contract: &Versioned<Contract>) -> Result<ContractId, DomainError> {
+    contract.state.id.ok_or(DomainError::ContractNotFound)
+}
+
+fn require_active(c: &Contract, what: &str) -> Result<(), DomainError> {
+    match c.status {
+        ContractStatus::Active => Ok(()),
+        ContractStatus::Disputed => Err(transition(
+            "CONTRACT_DISPUTED",
+            format!("cannot {what}: the contract is frozen by an open dispute"),
+        )),
+        other => Err(transition(
+            "CONTRACT_NOT_ACTIVE",
+            format!("cannot {what} a contract that is {}", other.as_str()),
+        )),
+    }
+}
+
+/// Decides a funding: the buyer's wallet pays the full price into escrow.
+pub fn fund(
+    contract: &Versioned<Contract>,
+    buyer_wallet: &Versioned<Wallet>,
+    actor: UserId,
+    transaction_id: TransactionId,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    if c.buyer != Some(actor) {
+        return Err(DomainError::Forbidden("only the buyer may fund a contract"));
+    }
+    if c.status != ContractStatus::Draft {
+        return Err(transition(
+            "CONTRACT_NOT_DRAFT",
+            format!(
+                "only a DRAFT contract can be funded; this one is {}",
+                c.status.as_str()
+            ),
+        ));
+    }
+    let currency = c.currency();
+    let wallet_id = buyer_wallet
+        .state
+        .id
+        .ok_or(DomainError::WalletNotFound(currency))?;
+    let amount = Amount::try_from(c.amount)?;
+    require_funds(&buyer_wallet.state, amount, currency)?;
+    Ok(vec![
+        StreamWrite {
+            stream: StreamId::contract(id),
+            expected_version: contract.version,
+            events: vec![Event::ContractFunded {
+                transaction_id,
+                amount,
+            }],
+        },
+        StreamWrite {
+            stream: StreamId::wallet(wallet_id),
+            expected_version: buyer_wallet.version,
+            events: vec![Event::EscrowHeld {
+                transaction_id,
+                contract_id: id,
+                amount,
+            }],
+        },
+    ])
+}
+
+/// Decides a delivery: starts the inspection window, if the contract has one.
+pub fn deliver(
+    contract: &Versioned<Contract>,
+    actor: UserId,
+    now: Timestamp,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    if c.seller != Some(actor) {
+        return Err(DomainError::Forbidden(
+            "only the seller may mark a contract delivered",
+        ));
+    }
+    require_active(c, "deliver")?;
+    if c.delivered_at.is_some() {
+        return Err(transition(
+            "ALREADY_DELIVERED",
+            "the contract is already marked delivered",
+        ));
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::contract(id),
+        expected_version: contract.version,
+        events: vec![Event::ContractDelivered {
+            delivered_at: now,
+            auto_release_at: c.inspection_period_hours.map(|h| now.plus_hours(h)),
+        }],
+    }])
+}
+
+fn payout_amount(c: &Contract, requested: Option<Amount>) -> Result<Amount, DomainError> {
+    let currency = c.currency();
+    let amount = match requested {
+        Some(a) => a,
+        None => Amount::try_from(c.held)?,
+    };
+    if amount.value() > c.held {
+        return Err(DomainError::ExceedsHeld {
+            held: currency.format(c.held),
+            requested: currency.format(amount.value()),
+        });
+    }
+    Ok(amount)
+}
+
+/// Decides a release to the seller: by the buyer (all or part of what is held), or by the
+/// system once the inspection window has expired (everything held).
+pub fn release(
+    contract: &Versioned<Contract>,
+    seller_wallet: &Versioned<Wallet>,
+    actor: Actor,
+    amount: Option<Amount>,
+    now: Timestamp,
+    transaction_id: TransactionId,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    let automatic = match actor {
+        Actor::User { id: u, .. } if c.buyer == Some(u) => false,
+        Actor::User { .. } => {
+            return Err(DomainError::Forbidden("only the buyer may release funds"))
+        }
+        Actor::System => true,
+    };
+    require_active(c, "release")?;
+    if automatic && c.auto_release_at.is_none_or(|t| t > now) {
+        return Err(transition(
+            "NOT_DUE",
+            "the inspection window has not expired",
+        ));
+    }
+    let amount = payout_amount(c, if automatic { None } else { amount })?;
+    let currency = c.currency();
+    let seller = c.seller.ok_or(DomainError::ContractNotFound)?;
+    let mut wallet_events = Vec::with_capacity(2);
+    let wallet_id = open_if_new(seller_wallet, seller, currency, &mut wallet_events);
+    wallet_events.push(Event::EscrowPaymentReceived {
+        transaction_id,
+        contract_id: id,
+        amount,
+    });
+    Ok(vec![
+        StreamWrite {
+            stream: StreamId::contract(id),
+            expected_version: contract.version,
+            events: vec![Event::ContractReleased {
+                transaction_id,
+                amount,
+                automatic,
+            }],
+        },
+        StreamWrite {
+            stream: StreamId::wallet(wallet_id),
+            expected_version: seller_wallet.version,
+            events: wallet_events,
+        },
+    ])
+}
+
+/// Decides a refund to the buyer, by the seller (all or part of what is held).
+pub fn refund(
+    contract: &Versioned<Contract>,
+    buyer_wallet: &Versioned<Wallet>,
+    actor: UserId,
+    amount: Option<Amount>,
+    transaction_id: TransactionId,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    if c.seller != Some(actor) {
+        return Err(DomainError::Forbidden("only the seller may refund"));
+    }
+    require_active(c, "refund")?;
+    let amount = payout_amount(c, amount)?;
+    let buyer = c.buyer.ok_or(DomainError::ContractNotFound)?;
+    let mut wallet_events = Vec::with_capacity(2);
+    let wallet_id = open_if_new(buyer_wallet, buyer, c.currency(), &mut wallet_events);
+    wallet_events.push(Event::EscrowRefundReceived {
+        transaction_id,
+        contract_id: id,
+        amount,
+    });
+    Ok(vec![
+        StreamWrite {
+            stream: StreamId::contract(id),
+            expected_version: contract.version,
+            events: vec![Event::ContractRefunded {
+                transaction_id,
+                amount,
+            }],
+        },
+        StreamWrite {
+            stream: StreamId::wallet(wallet_id),
+            expected_version: buyer_wallet.version,
+            events: wallet_events,
+        },
+    ])
+}
+
+/// Decides a cancellation: a party, draft only.
+pub fn cancel(
+    contract: &Versioned<Contract>,
+    actor: UserId,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    if !c.is_party(actor) {
+        return Err(DomainError::Forbidden("only a party may cancel a contract"));
+    }
+    if c.status != ContractStatus::Draft {
+        return Err(transition(
+            "CONTRACT_NOT_DRAFT",
+            format!(
+                "only a DRAFT contract can be cancelled; this one is {}",
+                c.status.as_str()
+            ),
+        ));
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::contract(id),
+        expected_version: contract.version,
+        events: vec![Event::ContractCancelled {
+            cancelled_by: actor,
+        }],
+    }])
+}
+
+/// Decides raising a dispute: a party, on an active contract without an open dispute.
+pub fn raise_dispute(
+    contract: &Versioned<Contract>,
+    dispute_id: DisputeId,
+    actor: UserId,
+    description: &str,
+    now: Timestamp,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    if !c.is_party(actor) {
+        return Err(DomainError::Forbidden("only a party may raise a dispute"));
+    }
+    let description = check_text(
+        description,
+        STATEMENT_CHARS_MAX,
+        "description must be 1 to 2000 characters",
+    )?;
+    match c.status {
+        ContractStatus::Active => {}
+        ContractStatus::Disputed => {
+            return Err(transition(
+                "DISPUTE_ALREADY_OPEN",
+                "the contract already has an open dispute",
+            ))
+        }
+        other => {
+            return Err(transition(
+                "CONTRACT_NOT_ACTIVE",
+                format!(
+                    "only an ACTIVE contract can be disputed; this one is {}",
+                    other.as_str()
+                ),
+            ))
+        }
+    }
+    Ok(vec![
+        StreamWrite {
+            stream: StreamId::dispute(dispute_id),
+            expected_version: 0,
+            events: vec![Event::DisputeRaised {
+                dispute_id,
+                contract_id: id,
+                raised_by: actor,
+                description,
+                raised_at: now,
+            }],
+        },
+        StreamWrite {
+            stream: StreamId::contract(id),
+            expected_version: contract.version,
+            events: vec![Event::ContractDisputed { dispute_id }],
+        },
+    ])
+}
+
+/// An arbiter's decision.
+#[derive(Debug, Clone)]
+pub struct ResolveDispute {
+    /// The decision.
+    pub outcome: DisputeOutcome,
+    /// For `SPLIT`: paid to the seller.
+    pub seller_amount: Option<Decimal>,
+    /// For `SPLIT`: returned to the buyer.
+    pub buyer_amount: Option<Decimal>,
+    /// The reasoning (1 to 2000 characters).
+    pub resolution: String,
+    /// Id of the seller's payout movement.
+    pub seller_transaction_id: TransactionId,
+    /// Id of the buyer's refund movement.
+    pub buyer_transaction_id: TransactionId,
+    /// When the command is decided.
+    pub now: Timestamp,
+}
+
+/// Decides a dispute's resolution: arbiter or admin, never a party; the money held moves
+/// to the seller and/or the buyer in the same write.
+pub fn resolve_dispute(
+    dispute: &Versioned<Dispute>,
+    contract: &Versioned<Contract>,
+    seller_wallet: &Versioned<Wallet>,
+    buyer_wallet: &Versioned<Wallet>,
+    actor: Actor,
+    cmd: &ResolveDispute,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let dispute_id = dispute.state.id.ok_or(DomainError::DisputeNotFound)?;
+    let contract_id = existing(contract)?;
+    let c = &contract.state;
+    let arbiter = match actor {
+        Actor::User {
+            id,
+            role: Role::Arbiter | Role::Admin,
+        } => id,
+        _ => {
+            return Err(DomainError::Forbidden(
+                "only an arbiter or an admin may resolve a dispute",
+            ))
+        }
+    };
+    if c.is_party(arbiter) {
+        return Err(DomainError::Forbidden(
+            "a party of the contract may not resolve its dispute",
+        ));
+    }
+    if dispute.state.status == DisputeStatus::Resolved {
+        return Err(transition(
+            "DISPUTE_ALREADY_RESOLVED",
+            "the dispute is already resolved",
+        ));
+    }
+    if c.status != ContractStatus::Disputed || c.dispute != Some(dispute_id) {
+        return Err(transition(
+            "CONTRACT_NOT_DISPUTED",
+            "the contract is not frozen by this dispute",
+        ));
+    }
+    let resolution = check_text(
+        &cmd.resolution,
+        STATEMENT_CHARS_MAX,
+        "resolution must be 1 to 2000 characters",
+    )?;
+    let currency = c.currency();
+    let held = c.held;
+    let (seller_amount, buyer_amount) = match cmd.outcome {
+        DisputeOutcome::Release => (held, Decimal::ZERO),
+        DisputeOutcome::Refund => (Decimal::ZERO, held),
+        DisputeOutcome::Split => {
+            let s = cmd.seller_amount.unwrap_or(Decimal::ZERO);
+            let b = cmd.buyer_amount.unwrap_or(Decimal::ZERO);
+            let scale_ok = |d: Decimal| d.normalize().scale() <= currency.minor_units();
+            if s < Decimal::ZERO
+                || b < Decimal::ZERO
+                || !scale_ok(s)
+                || !scale_ok(b)
+                || s + b != held
+            {
+                return Err(DomainError::SplitMismatch {
+                    held: currency.format(held),
+                });
+            }
+            (s, b)
+        }
+    };
+    let (mut s_rounded, mut b_rounded) = (seller_amount, buyer_amount);
+    s_rounded.rescale(currency.minor_units());
+    b_rounded.rescale(currency.minor_units());
+    let seller = c.seller.ok_or(DomainError::ContractNotFound)?;
+    let buyer = c.buyer.ok_or(DomainError::ContractNotFound)?;
+    let mut writes = vec![
+        StreamWrite {
+            stream: StreamId::dispute(dispute_id),
+            expected_version: dispute.version,
+            events: vec![Event::DisputeResolved {
+                dispute_id,
+                resolved_by: arbiter,
+                resolution,
+                outcome: cmd.outcome,
+                seller_amount: s_rounded,
+                buyer_amount: b_rounded,
+                resolved_at: cmd.now,
+            }],
+        },
+        StreamWrite {
+            stream: StreamId::contract(contract_id),
+            expected_version: contract.version,
+            events: vec![Event::ContractSettled {
+                dispute_id,
+                outcome: cmd.outcome,
+                seller_amount: s_rounded,
+                buyer_amount: b_rounded,
+            }],
+        },
+    ];
+    let mut payout = |wallet: &Versioned<Wallet>,
+                      owner: UserId,
+                      amount: Decimal,
+                      to_seller: bool,
+                      tx: TransactionId| {
+        if amount.is_zero() {
+            return Ok::<(), DomainError>(());
+        }
+        let amount = Amount::try_from(amount)?;
+        let mut events = Vec::with_capacity(2);
+        let wallet_id: WalletId = open_if_new(wallet, owner, currency, &mut events);
+        events.push(if to_seller {
+            Event::EscrowPaymentReceived {
+                transaction_id: tx,
+                contract_id,
+                amount,
+            }
+        } else {
+            Event::EscrowRefundReceived {
+                transaction_id: tx,
+                contract_id,
+                amount,
+            }
+        });
+        writes.push(StreamWrite {
+            stream: StreamId::wallet(wallet_id),
+            expected_version: wallet.version,
+            events,
+        });
+        Ok(())
+    };
+    payout(
+        seller_wallet,
+        seller,
+        s_rounded,
+        true,
+        cmd.seller_transaction_id,
+    )?;
+    payout(
+        buyer_wallet,
+        buyer,
+        b_rounded,
+        false,
+        cmd.buyer_transaction_id,
+    )?;
+    Ok(writes)
+}

@@ -1,0 +1,717 @@
+//! Given events → when command → then events (or a rejection), for contracts and disputes.
+
+use domain::contract::{self, CreateContract, ResolveDispute};
+use domain::stream::Aggregate;
+use domain::{
+    Actor, Amount, Contract, ContractId, ContractStatus, Currency, Dispute, DisputeId,
+    DisputeOutcome, DomainError, Email, Event, Role, StreamId, Timestamp, TransactionId, User,
+    UserId, Versioned, Wallet, WalletId,
+};
+use rust_decimal::Decimal;
+
+fn usd(s: &str) -> Amount {
+    Amount::parse(s, Currency::USD).expect("valid")
+}
+
+fn given<T: Aggregate>(events: &[Event]) -> Versioned<T> {
+    Versioned::from_events(events)
+}
+
+fn user(id: UserId) -> Versioned<User> {
+    given(&[Event::UserRegistered {
+        user_id: id,
+        email: Email::parse("x@example.com").expect("valid"),
+        role: Role::User,
+    }])
+}
+
+fn wallet(owner: UserId, balance: &str) -> Versioned<Wallet> {
+    given(&[
+        Event::WalletOpened {
+            wallet_id: WalletId::of(owner, Currency::USD),
+            user_id: owner,
+            currency: Currency::USD,
+        },
+        Event::FundsDeposited {
+            transaction_id: TransactionId::new_v7(),
+            amount: usd(balance),
+            description: None,
+        },
+    ])
+}
+
+struct Deal {
+    id: ContractId,
+    buyer: UserId,
+    seller: UserId,
+}
+
+fn deal() -> Deal {
+    Deal {
+        id: ContractId::new_v7(),
+        buyer: UserId::new_v7(),
+        seller: UserId::new_v7(),
+    }
+}
+
+fn created(d: &Deal, hours: Option<u32>) -> Event {
+    Event::ContractCreated {
+        contract_id: d.id,
+        buyer_id: d.buyer,
+        seller_id: d.seller,
+        title: "Web Development Contract".into(),
+        description: None,
+        amount: usd("1000"),
+        currency: Currency::USD,
+        inspection_period_hours: hours,
+        created_by: d.buyer,
+        created_at: Timestamp(0),
+    }
+}
+
+fn funded() -> Event {
+    Event::ContractFunded {
+        transaction_id: TransactionId::new_v7(),
+        amount: usd("1000"),
+    }
+}
+
+fn buyer_actor(d: &Deal) -> Actor {
+    Actor::User {
+        id: d.buyer,
+        role: Role::User,
+    }
+}
+
+fn code(e: Result<Vec<domain::StreamWrite>, DomainError>) -> &'static str {
+    e.expect_err("rejected").code()
+}
+
+#[test]
+fn create_by_a_party_with_distinct_existing_users() {
+    let d = deal();
+    let cmd = CreateContract {
+        contract_id: d.id,
+        actor: d.seller,
+        buyer_id: d.buyer,
+        seller_id: d.seller,
+        title: "  Logo  ".into(),
+        description: None,
+        amount: usd("1000"),
+        currency: Currency::USD,
+        inspection_period_hours: Some(72),
+        now: Timestamp(0),
+    };
+    let then =
+        contract::create(&given(&[]), &user(d.buyer), &user(d.seller), &cmd).expect("created");
+    assert_eq!(then[0].stream, StreamId::contract(d.id));
+    assert_eq!(then[0].expected_version, 0);
+    assert!(
+        matches!(&then[0].events[0], Event::ContractCreated { title, created_by, .. } if title == "Logo" && *created_by == d.seller)
+    );
+
+    let stranger = CreateContract {
+        actor: UserId::new_v7(),
+        ..cmd.clone()
+    };
+    assert_eq!(
+        code(contract::create(
+            &given(&[]),
+            &user(d.buyer),
+            &user(d.seller),
+            &stranger
+        )),
+        "FORBIDDEN"
+    );
+    let same = CreateContract {
+        seller_id: d.buyer,
+        ..cmd.clone()
+    };
+    assert_eq!(
+        code(contract::create(
+            &given(&[]),
+            &user(d.buyer),
+            &user(d.buyer),
+            &same
+        )),
+        "SAME_PARTIES"
+    );
+    assert_eq!(
+        code(contract::create(
+            &given(&[]),
+            &given(&[]),
+            &user(d.seller),
+            &cmd
+        )),
+        "USER_NOT_FOUND"
+    );
+    let untitled = CreateContract {
+        title: " ".into(),
+        ..cmd.clone()
+    };
+    assert_eq!(
+        code(contract::create(
+            &given(&[]),
+            &user(d.buyer),
+            &user(d.seller),
+            &untitled
+        )),
+        "INVALID_TEXT"
+    );
+    let forever = CreateContract {
+        inspection_period_hours: Some(0),
+        ..cmd
+    };
+    assert_eq!(
+        code(contract::create(
+            &given(&[]),
+            &user(d.buyer),
+            &user(d.seller),
+            &forever
+        )),
+        "INVALID_TEXT"
+    );
+}
+
+#[test]
+fn fund_moves_the_price_from_buyer_wallet_into_escrow() {
+    let d = deal();
+    let c: Versioned<Contract> = given(&[created(&d, None)]);
+    let w = wallet(d.buyer, "1500");
+    let tx = TransactionId::new_v7();
+    let then = contract::fund(&c, &w, d.buyer, tx).expect("funded");
+    assert_eq!(then[0].expected_version, 1);
+    assert_eq!(
+        then[0].events,
+        vec![Event::ContractFunded {
+            transaction_id: tx,
+            amount: usd("1000")
+        }]
+    );
+    assert_eq!(
+        then[1].stream,
+        StreamId::wallet(WalletId::of(d.buyer, Currency::USD))
+    );
+    assert_eq!(then[1].expected_version, 2);
+    assert_eq!(
+        then[1].events,
+        vec![Event::EscrowHeld {
+            transaction_id: tx,
+            contract_id: d.id,
+            amount: usd("1000")
+        }]
+    );
+
+    assert_eq!(code(contract::fund(&c, &w, d.seller, tx)), "FORBIDDEN");
+    assert_eq!(
+        code(contract::fund(&c, &wallet(d.buyer, "999.99"), d.buyer, tx)),
+        "INSUFFICIENT_FUNDS"
+    );
+    assert_eq!(
+        code(contract::fund(
+            &given(&[created(&d, None), funded()]),
+            &w,
+            d.buyer,
+            tx
+        )),
+        "CONTRACT_NOT_DRAFT"
+    );
+    assert_eq!(
+        code(contract::fund(&given(&[]), &w, d.buyer, tx)),
+        "CONTRACT_NOT_FOUND"
+    );
+}
+
+#[test]
+fn deliver_starts_the_inspection_window() {
+    let d = deal();
+    let c: Versioned<Contract> = given(&[created(&d, Some(48)), funded()]);
+    let now = Timestamp(1_000_000);
+    let then = contract::deliver(&c, d.seller, now).expect("delivered");
+    assert_eq!(
+        then[0].events,
+        vec![Event::ContractDelivered {
+            delivered_at: now,
+            auto_release_at: Some(Timestamp(1_000_000 + 48 * 3_600_000))
+        }]
+    );
+    assert_eq!(code(contract::deliver(&c, d.buyer, now)), "FORBIDDEN");
+    assert_eq!(
+        code(contract::deliver(
+            &given(&[created(&d, None)]),
+            d.seller,
+            now
+        )),
+        "CONTRACT_NOT_ACTIVE"
+    );
+    let delivered = given::<Contract>(&[created(&d, None), funded(), then[0].events[0].clone()]);
+    assert_eq!(
+        code(contract::deliver(&delivered, d.seller, now)),
+        "ALREADY_DELIVERED"
+    );
+}
+
+#[test]
+fn release_full_and_partial_by_the_buyer() {
+    let d = deal();
+    let c: Versioned<Contract> = given(&[created(&d, None), funded()]);
+    let seller_wallet = wallet(d.seller, "1");
+    let partial = contract::release(
+        &c,
+        &seller_wallet,
+        buyer_actor(&d),
+        Some(usd("400")),
+        Timestamp(0),
+        TransactionId::new_v7(),
+    )
+    .expect("released");
+    let mut after = c.clone();
+    partial[0].events.iter().for_each(|e| after.apply(e));
+    assert_eq!(
+        (after.state.held, after.state.status),
+        (Decimal::new(60000, 2), ContractStatus::Active)
+    );
+    assert!(
+        matches!(partial[1].events[0], Event::EscrowPaymentReceived { amount, .. } if amount == usd("400"))
+    );
+
+    let rest = contract::release(
+        &after,
+        &seller_wallet,
+        buyer_actor(&d),
+        None,
+        Timestamp(0),
+        TransactionId::new_v7(),
+    )
+    .expect("released");
+    rest[0].events.iter().for_each(|e| after.apply(e));
+    assert_eq!(
+        (after.state.held, after.state.status),
+        (Decimal::ZERO, ContractStatus::Completed)
+    );
+
+    assert_eq!(
+        code(contract::release(
+            &c,
+            &seller_wallet,
+            Actor::User {
+                id: d.seller,
+                role: Role::User
+            },
+            None,
+            Timestamp(0),
+            TransactionId::new_v7()
+        )),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(contract::release(
+            &c,
+            &seller_wallet,
+            buyer_actor(&d),
+            Some(usd("1000.01")),
+            Timestamp(0),
+            TransactionId::new_v7()
+        )),
+        "AMOUNT_EXCEEDS_HELD"
+    );
+    assert_eq!(
+        code(contract::release(
+            &given(&[created(&d, None)]),
+            &seller_wallet,
+            buyer_actor(&d),
+            None,
+            Timestamp(0),
+            TransactionId::new_v7()
+        )),
+        "CONTRACT_NOT_ACTIVE"
+    );
+}
+
+#[test]
+fn release_opens_the_sellers_wallet_in_the_contract_currency_if_missing() {
+    let d = deal();
+    let c: Versioned<Contract> = given(&[created(&d, None), funded()]);
+    let then = contract::release(
+        &c,
+        &given(&[]),
+        buyer_actor(&d),
+        None,
+        Timestamp(0),
+        TransactionId::new_v7(),
+    )
+    .expect("released");
+    assert_eq!(then[1].expected_version, 0);
+    assert_eq!(then[1].events[0].event_type(), "WalletOpened");
+}
+
+#[test]
+fn the_system_releases_only_after_the_window() {
+    let d = deal();
+    let delivered = Event::ContractDelivered {
+        delivered_at: Timestamp(0),
+        auto_release_at: Some(Timestamp(100)),
+    };
+    let c: Versioned<Contract> = given(&[created(&d, Some(1)), funded(), delivered]);
+    let w = wallet(d.seller, "1");
+    assert_eq!(
+        code(contract::release(
+            &c,
+            &w,
+            Actor::System,
+            None,
+            Timestamp(99),
+            TransactionId::new_v7()
+        )),
+        "NOT_DUE"
+    );
+    let then = contract::release(
+        &c,
+        &w,
+        Actor::System,
+        Some(usd("1")),
+        Timestamp(100),
+        TransactionId::new_v7(),
+    )
+    .expect("due");
+    assert!(
+        matches!(then[0].events[0], Event::ContractReleased { automatic: true, amount, .. } if amount == usd("1000")),
+        "everything held, whatever was asked"
+    );
+    let undelivered: Versioned<Contract> = given(&[created(&d, Some(1)), funded()]);
+    assert_eq!(
+        code(contract::release(
+            &undelivered,
+            &w,
+            Actor::System,
+            None,
+            Timestamp(i64::MAX),
+            TransactionId::new_v7()
+        )),
+        "NOT_DUE"
+    );
+}
+
+#[test]
+fn refund_by_the_seller() {
+    let d = deal();
+    let c: Versioned<Contract> = given(&[created(&d, None), funded()]);
+    let bw = wallet(d.buyer, "1");
+    let then =
+        contract::refund(&c, &bw, d.seller, None, TransactionId::new_v7()).expect("refunded");
+    let mut after = c.clone();
+    then[0].events.iter().for_each(|e| after.apply(e));
+    assert_eq!(after.state.status, ContractStatus::Refunded);
+    assert!(
+        matches!(then[1].events[0], Event::EscrowRefundReceived { amount, .. } if amount == usd("1000"))
+    );
+    assert_eq!(
+        code(contract::refund(
+            &c,
+            &bw,
+            d.buyer,
+            None,
+            TransactionId::new_v7()
+        )),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(contract::refund(
+            &c,
+            &bw,
+            d.seller,
+            Some(usd("2000")),
+            TransactionId::new_v7()
+        )),
+        "AMOUNT_EXCEEDS_HELD"
+    );
+}
+
+#[test]
+fn cancel_only_a_draft_only_a_party() {
+    let d = deal();
+    let draft: Versioned<Contract> = given(&[created(&d, None)]);
+    let then = contract::cancel(&draft, d.seller).expect("cancelled");
+    assert_eq!(
+        then[0].events,
+        vec![Event::ContractCancelled {
+            cancelled_by: d.seller
+        }]
+    );
+    assert_eq!(
+        code(contract::cancel(&draft, UserId::new_v7())),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(contract::cancel(
+            &given(&[created(&d, None), funded()]),
+            d.buyer
+        )),
+        "CONTRACT_NOT_DRAFT"
+    );
+}
+
+fn disputed(d: &Deal, dispute: DisputeId) -> (Versioned<Contract>, Versioned<Dispute>) {
+    let c = given(&[
+        created(d, None),
+        funded(),
+        Event::ContractDisputed {
+            dispute_id: dispute,
+        },
+    ]);
+    let x = given(&[Event::DisputeRaised {
+        dispute_id: dispute,
+        contract_id: d.id,
+        raised_by: d.buyer,
+        description: "late".into(),
+        raised_at: Timestamp(0),
+    }]);
+    (c, x)
+}
+
+#[test]
+fn raise_dispute_freezes_an_active_contract() {
+    let d = deal();
+    let active: Versioned<Contract> = given(&[created(&d, None), funded()]);
+    let x = DisputeId::new_v7();
+    let then = contract::raise_dispute(&active, x, d.buyer, "never delivered", Timestamp(0))
+        .expect("raised");
+    assert_eq!(then[0].stream, StreamId::dispute(x));
+    assert_eq!(
+        then[1].events,
+        vec![Event::ContractDisputed { dispute_id: x }]
+    );
+    let mut frozen = active.clone();
+    then[1].events.iter().for_each(|e| frozen.apply(e));
+    let w = wallet(d.seller, "1");
+    assert_eq!(
+        code(contract::release(
+            &frozen,
+            &w,
+            buyer_actor(&d),
+            None,
+            Timestamp(0),
+            TransactionId::new_v7()
+        )),
+        "CONTRACT_DISPUTED"
+    );
+    assert_eq!(
+        code(contract::refund(
+            &frozen,
+            &w,
+            d.seller,
+            None,
+            TransactionId::new_v7()
+        )),
+        "CONTRACT_DISPUTED"
+    );
+    assert_eq!(
+        code(contract::raise_dispute(
+            &frozen,
+            DisputeId::new_v7(),
+            d.seller,
+            "again",
+            Timestamp(0)
+        )),
+        "DISPUTE_ALREADY_OPEN"
+    );
+    assert_eq!(
+        code(contract::raise_dispute(
+            &active,
+            x,
+            UserId::new_v7(),
+            "meddling",
+            Timestamp(0)
+        )),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(contract::raise_dispute(
+            &given(&[created(&d, None)]),
+            x,
+            d.buyer,
+            "draft",
+            Timestamp(0)
+        )),
+        "CONTRACT_NOT_ACTIVE"
+    );
+    assert_eq!(
+        code(contract::raise_dispute(
+            &active,
+            x,
+            d.buyer,
+            "   ",
+            Timestamp(0)
+        )),
+        "INVALID_TEXT"
+    );
+}
+
+fn resolve(outcome: DisputeOutcome, s: Option<&str>, b: Option<&str>) -> ResolveDispute {
+    ResolveDispute {
+        outcome,
+        seller_amount: s.map(|v| v.parse().expect("decimal")),
+        buyer_amount: b.map(|v| v.parse().expect("decimal")),
+        resolution: "half the work was done".into(),
+        seller_transaction_id: TransactionId::new_v7(),
+        buyer_transaction_id: TransactionId::new_v7(),
+        now: Timestamp(0),
+    }
+}
+
+#[test]
+fn resolve_split_pays_both_sides_and_settles() {
+    let d = deal();
+    let x = DisputeId::new_v7();
+    let (c, dis) = disputed(&d, x);
+    let arbiter = Actor::User {
+        id: UserId::new_v7(),
+        role: Role::Arbiter,
+    };
+    let then = contract::resolve_dispute(
+        &dis,
+        &c,
+        &wallet(d.seller, "1"),
+        &wallet(d.buyer, "1"),
+        arbiter,
+        &resolve(DisputeOutcome::Split, Some("600"), Some("400")),
+    )
+    .expect("resolved");
+    assert_eq!(
+        then.len(),
+        4,
+        "dispute, contract, seller wallet, buyer wallet"
+    );
+    let mut after = c.clone();
+    then[1].events.iter().for_each(|e| after.apply(e));
+    assert_eq!(
+        (after.state.status, after.state.held),
+        (ContractStatus::Settled, Decimal::ZERO)
+    );
+    assert!(
+        matches!(then[2].events[0], Event::EscrowPaymentReceived { amount, .. } if amount == usd("600"))
+    );
+    assert!(
+        matches!(then[3].events[0], Event::EscrowRefundReceived { amount, .. } if amount == usd("400"))
+    );
+}
+
+#[test]
+fn resolve_release_and_refund_move_everything_one_way() {
+    let d = deal();
+    let x = DisputeId::new_v7();
+    let (c, dis) = disputed(&d, x);
+    let admin = Actor::User {
+        id: UserId::new_v7(),
+        role: Role::Admin,
+    };
+    let release = contract::resolve_dispute(
+        &dis,
+        &c,
+        &wallet(d.seller, "1"),
+        &wallet(d.buyer, "1"),
+        admin,
+        &resolve(DisputeOutcome::Release, None, None),
+    )
+    .expect("resolved");
+    assert_eq!(release.len(), 3);
+    let refund = contract::resolve_dispute(
+        &dis,
+        &c,
+        &wallet(d.seller, "1"),
+        &wallet(d.buyer, "1"),
+        admin,
+        &resolve(DisputeOutcome::Refund, None, None),
+    )
+    .expect("resolved");
+    assert!(
+        matches!(refund[2].events[0], Event::EscrowRefundReceived { amount, .. } if amount == usd("1000"))
+    );
+}
+
+#[test]
+fn resolve_rejections() {
+    let d = deal();
+    let x = DisputeId::new_v7();
+    let (c, dis) = disputed(&d, x);
+    let (sw, bw) = (wallet(d.seller, "1"), wallet(d.buyer, "1"));
+    let arbiter = Actor::User {
+        id: UserId::new_v7(),
+        role: Role::Arbiter,
+    };
+    let ok = resolve(DisputeOutcome::Release, None, None);
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &dis,
+            &c,
+            &sw,
+            &bw,
+            Actor::User {
+                id: UserId::new_v7(),
+                role: Role::User
+            },
+            &ok
+        )),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &dis,
+            &c,
+            &sw,
+            &bw,
+            Actor::User {
+                id: d.buyer,
+                role: Role::Arbiter
+            },
+            &ok
+        )),
+        "FORBIDDEN",
+        "a party who is also an arbiter"
+    );
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &dis,
+            &c,
+            &sw,
+            &bw,
+            arbiter,
+            &resolve(DisputeOutcome::Split, Some("600"), Some("399.99"))
+        )),
+        "SPLIT_MISMATCH"
+    );
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &dis,
+            &c,
+            &sw,
+            &bw,
+            arbiter,
+            &resolve(DisputeOutcome::Split, Some("1000.001"), Some("-0.001"))
+        )),
+        "SPLIT_MISMATCH"
+    );
+    let resolved_events =
+        contract::resolve_dispute(&dis, &c, &sw, &bw, arbiter, &ok).expect("resolved");
+    let mut dis2 = dis.clone();
+    resolved_events[0].events.iter().for_each(|e| dis2.apply(e));
+    let mut c2 = c.clone();
+    resolved_events[1].events.iter().for_each(|e| c2.apply(e));
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &dis2, &c2, &sw, &bw, arbiter, &ok
+        )),
+        "DISPUTE_ALREADY_RESOLVED"
+    );
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &given(&[]),
+            &c,
+            &sw,
+            &bw,
+            arbiter,
+            &ok
+        )),
+        "DISPUTE_NOT_FOUND"
+    );
+}
