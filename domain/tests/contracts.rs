@@ -715,3 +715,189 @@ fn resolve_rejections() {
         "DISPUTE_NOT_FOUND"
     );
 }
+
+mod properties {
+    use std::collections::HashMap;
+
+    use domain::ledger::{postings, Account};
+    use domain::StreamWrite;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deposit(usize, i64),
+        Create(usize, usize, i64),
+        Fund(usize),
+        Deliver(usize),
+        Release(usize, Option<i64>),
+        Refund(usize, Option<i64>),
+        Dispute(usize, usize),
+        Resolve(usize, u8, i64),
+        AutoRelease(usize, i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3usize, 1..50_000i64).prop_map(|(u, c)| Op::Deposit(u, c)),
+            (0..3usize, 0..3usize, 1..40_000i64).prop_map(|(b, s, c)| Op::Create(b, s, c)),
+            (0..8usize).prop_map(Op::Fund),
+            (0..8usize).prop_map(Op::Deliver),
+            (0..8usize, proptest::option::of(1..20_000i64)).prop_map(|(k, c)| Op::Release(k, c)),
+            (0..8usize, proptest::option::of(1..20_000i64)).prop_map(|(k, c)| Op::Refund(k, c)),
+            (0..8usize, 0..2usize).prop_map(|(k, who)| Op::Dispute(k, who)),
+            (0..8usize, 0..3u8, 0..40_000i64).prop_map(|(k, o, c)| Op::Resolve(k, o, c)),
+            (0..8usize, 0..100i64).prop_map(|(k, t)| Op::AutoRelease(k, t)),
+        ]
+    }
+
+    struct World {
+        users: Vec<UserId>,
+        wallets: HashMap<StreamId, Versioned<Wallet>>,
+        contracts: Vec<(ContractId, Versioned<Contract>, Versioned<Dispute>)>,
+        sums: HashMap<Account, Decimal>,
+    }
+
+    impl World {
+        fn wallet(&self, u: UserId) -> Versioned<Wallet> {
+            self.wallets
+                .get(&StreamId::wallet(WalletId::of(u, Currency::USD)))
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        fn commit(
+            &mut self,
+            k: Option<usize>,
+            writes: Vec<StreamWrite>,
+        ) -> Result<(), TestCaseError> {
+            for w in writes {
+                match w.stream.category() {
+                    "wallet" => {
+                        let state = self.wallets.entry(w.stream.clone()).or_default();
+                        prop_assert_eq!(state.version, w.expected_version);
+                        for e in &w.events {
+                            state.apply(e);
+                            for p in postings(state.state.id, e) {
+                                *self.sums.entry(p.account).or_default() += p.delta;
+                            }
+                        }
+                        prop_assert!(state.state.balance >= Decimal::ZERO);
+                    }
+                    "contract" => {
+                        let idx = k.unwrap_or(self.contracts.len());
+                        if idx == self.contracts.len() {
+                            let id = match &w.events[0] {
+                                Event::ContractCreated { contract_id, .. } => *contract_id,
+                                _ => {
+                                    return Err(TestCaseError::fail(
+                                        "new contract stream without ContractCreated",
+                                    ))
+                                }
+                            };
+                            self.contracts
+                                .push((id, Versioned::default(), Versioned::default()));
+                        }
+                        let c = &mut self.contracts[idx].1;
+                        prop_assert_eq!(c.version, w.expected_version);
+                        w.events.iter().for_each(|e| c.apply(e));
+                    }
+                    _ => {
+                        let Some(k) = k else {
+                            return Err(TestCaseError::fail("dispute write without contract"));
+                        };
+                        let d = &mut self.contracts[k].2;
+                        prop_assert_eq!(d.version, w.expected_version);
+                        w.events.iter().for_each(|e| d.apply(e));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn cents(c: i64) -> Amount {
+        Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// No sequence of money and escrow commands, accepted or refused, breaks
+        /// conservation (wallets + escrow + world = 0), lets an escrow account differ from
+        /// its contract's held amount, or takes anything below zero.
+        #[test]
+        fn escrow_sequences_conserve_money(ops in proptest::collection::vec(op(), 1..60)) {
+            let users: Vec<UserId> = (0..3).map(|_| UserId::new_v7()).collect();
+            let user_states: Vec<Versioned<User>> = users.iter().map(|u| user(*u)).collect();
+            let mut world = World { users: users.clone(), wallets: HashMap::new(), contracts: Vec::new(), sums: HashMap::new() };
+            let arbiter = Actor::User { id: UserId::new_v7(), role: Role::Arbiter };
+            for op in ops {
+                let (k, decided) = match op {
+                    Op::Deposit(u, c) => (None, domain::wallet::deposit(&user_states[u], &world.wallet(users[u]), &domain::wallet::Deposit {
+                        transaction_id: TransactionId::new_v7(), user_id: users[u], currency: Currency::USD, amount: cents(c), description: None })),
+                    Op::Create(b, s, c) => (None, contract::create(&Versioned::default(), &user_states[b], &user_states[s], &CreateContract {
+                        contract_id: ContractId::new_v7(), actor: users[b], buyer_id: users[b], seller_id: users[s], title: "t".into(),
+                        description: None, amount: cents(c), currency: Currency::USD, inspection_period_hours: Some(1), now: Timestamp(0) })),
+                    Op::Fund(k) if k < world.contracts.len() => {
+                        let c = &world.contracts[k].1;
+                        let buyer = c.state.buyer.expect("created");
+                        (Some(k), contract::fund(c, &world.wallet(buyer), buyer, TransactionId::new_v7()))
+                    }
+                    Op::Deliver(k) if k < world.contracts.len() => {
+                        let c = &world.contracts[k].1;
+                        (Some(k), contract::deliver(c, c.state.seller.expect("created"), Timestamp(0)))
+                    }
+                    Op::Release(k, amount) if k < world.contracts.len() => {
+                        let c = &world.contracts[k].1;
+                        let buyer = c.state.buyer.expect("created");
+                        (Some(k), contract::release(c, &world.wallet(c.state.seller.expect("created")), Actor::User { id: buyer, role: Role::User },
+                            amount.map(cents), Timestamp(0), TransactionId::new_v7()))
+                    }
+                    Op::AutoRelease(k, hours) if k < world.contracts.len() => {
+                        let c = &world.contracts[k].1;
+                        (Some(k), contract::release(c, &world.wallet(c.state.seller.expect("created")), Actor::System, None,
+                            Timestamp(hours * 3_600_000), TransactionId::new_v7()))
+                    }
+                    Op::Refund(k, amount) if k < world.contracts.len() => {
+                        let c = &world.contracts[k].1;
+                        let seller = c.state.seller.expect("created");
+                        (Some(k), contract::refund(c, &world.wallet(c.state.buyer.expect("created")), seller, amount.map(cents), TransactionId::new_v7()))
+                    }
+                    Op::Dispute(k, who) if k < world.contracts.len() => {
+                        let c = &world.contracts[k].1;
+                        let party = if who == 0 { c.state.buyer } else { c.state.seller }.expect("created");
+                        (Some(k), contract::raise_dispute(c, DisputeId::new_v7(), party, "problem", Timestamp(0)))
+                    }
+                    Op::Resolve(k, o, s) if k < world.contracts.len() => {
+                        let (_, c, d) = &world.contracts[k];
+                        let held = c.state.held;
+                        let seller_amount = Decimal::new(s, 2).min(held);
+                        let decision = ResolveDispute {
+                            outcome: [DisputeOutcome::Release, DisputeOutcome::Refund, DisputeOutcome::Split][o as usize],
+                            seller_amount: Some(seller_amount),
+                            buyer_amount: Some(held - seller_amount),
+                            resolution: "decided".into(),
+                            seller_transaction_id: TransactionId::new_v7(),
+                            buyer_transaction_id: TransactionId::new_v7(),
+                            now: Timestamp(0),
+                        };
+                        let (sw, bw) = (world.wallet(c.state.seller.expect("created")), world.wallet(c.state.buyer.expect("created")));
+                        (Some(k), contract::resolve_dispute(d, c, &sw, &bw, arbiter, &decision))
+                    }
+                    _ => continue,
+                };
+                if let Ok(writes) = decided {
+                    world.commit(k, writes)?;
+                }
+                let total: Decimal = world.sums.values().copied().sum();
+                prop_assert_eq!(total, Decimal::ZERO);
+                for (id, c, _) in &world.contracts {
+                    prop_assert!(c.state.held >= Decimal::ZERO);
+                    prop_assert_eq!(world.sums.get(&Account::Escrow(*id)).copied().unwrap_or_default(), c.state.held);
+                }
+            }
+            let _ = world.users;
+        }
+    }
+}

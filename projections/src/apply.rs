@@ -301,11 +301,12 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             amount,
             currency,
             inspection_period_hours,
+            created_at,
             ..
         } => {
             sqlx::query(
                 "INSERT INTO rm_contracts (id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
-                 inspection_period_hours, created_at, updated_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'DRAFT', $8, $9, $9, $10)",
+                 inspection_period_hours, created_at, updated_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'DRAFT', $8, $9, $11, $10)",
             )
             .bind(contract_id.0)
             .bind(buyer_id.0)
@@ -315,8 +316,9 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             .bind(amount.value())
             .bind(currency.code())
             .bind(inspection_period_hours.map(|h| h as i32))
-            .bind(at)
+            .bind(millis(created_at.0))
             .bind(env.position)
+            .bind(at)
             .execute(&mut *conn)
             .await?;
         }
@@ -386,11 +388,11 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             contract_id,
             raised_by,
             description,
-            ..
+            raised_at,
         } => {
             sqlx::query(
                 "INSERT INTO rm_disputes (id, contract_id, buyer_id, seller_id, raised_by, description, status, currency, created_at, updated_at, position) \
-                 SELECT $1, c.id, c.buyer_id, c.seller_id, $3, $4, 'OPEN', c.currency, $5, $5, $6 FROM rm_contracts c WHERE c.id = $2",
+                 SELECT $1, c.id, c.buyer_id, c.seller_id, $3, $4, 'OPEN', c.currency, $7, $5, $6 FROM rm_contracts c WHERE c.id = $2",
             )
             .bind(dispute_id.0)
             .bind(contract_id.0)
@@ -398,6 +400,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             .bind(description)
             .bind(at)
             .bind(env.position)
+            .bind(millis(raised_at.0))
             .execute(&mut *conn)
             .await?;
         }

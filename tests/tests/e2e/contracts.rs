@@ -500,6 +500,7 @@ async fn every_rule_and_role() {
         "INVALID_ID",
         "bad contract id",
     );
+    assert!(app.wait_for_read_models(Duration::from_secs(10)).await);
     expect(
         &app.get(&format!("/contracts/{id}"), Some(&stranger.token))
             .await,
