@@ -515,6 +515,20 @@ fn raise_dispute_freezes_an_active_contract() {
         )),
         "DISPUTE_ALREADY_OPEN"
     );
+    // A dispute also freezes the inspection-window release, even long after the window.
+    let mut frozen_late = frozen.clone();
+    frozen_late.state.auto_release_at = Some(Timestamp(1));
+    assert_eq!(
+        code(contract::release(
+            &frozen_late,
+            &w,
+            Actor::System,
+            None,
+            Timestamp(i64::MAX),
+            TransactionId::new_v7()
+        )),
+        "CONTRACT_DISPUTED"
+    );
     assert_eq!(
         code(contract::raise_dispute(
             &active,
