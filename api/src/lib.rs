@@ -12,6 +12,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod verify;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -25,6 +25,12 @@ enum Cmd {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Check the whole store: hash chains, conservation, escrow, read models. Exits 1 on any problem.
+    Verify {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
     /// Manage users (works against a running ledger).
     #[command(subcommand)]
     Users(UsersCmd),
@@ -64,6 +70,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Migrate { database_url } => api::server::migrate(&database_url).await,
         Cmd::Serve(config) => serve(*config).await,
+        Cmd::Verify { database_url } => verify(&database_url).await,
         Cmd::Users(UsersCmd::GrantRole {
             database_url,
             email,
@@ -76,6 +83,24 @@ async fn main() -> std::process::ExitCode {
             eprintln!("escrow: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn verify(database_url: &str) -> anyhow::Result<()> {
+    let started = chrono::Utc::now();
+    let pool = event_store::connect(
+        database_url,
+        &event_store::PoolSettings {
+            max_connections: 4,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let report = api::verify::verify(&pool).await?;
+    if api::verify::print(&report, started) {
+        Ok(())
+    } else {
+        std::process::exit(1);
     }
 }
 

@@ -10,3 +10,4 @@ mod concurrency;
 mod contracts;
 mod event_store;
 mod relay;
+mod verify;

@@ -1,0 +1,342 @@
+//! `escrow verify`: re-derives everything from the raw events and compares.
+//!
+//! Checks, in one pass over the store (stream by stream, in version order):
+//! * every stream's hash chain (an edited, inserted or deleted event breaks it);
+//! * every event decodes (schema and upcasters);
+//! * double-entry conservation: wallets + escrow accounts + world sum to zero per currency;
+//! * no wallet below zero, and each contract's escrow account equals its held amount;
+//! * every read-model row equals the state folded from its stream (streams the projection
+//!   has not reached yet are reported as lagging, not as mismatches).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use domain::codec::decode;
+use domain::ledger::{postings, Account};
+use domain::{Contract, Currency, Dispute, DisputeStatus, User, Versioned, Wallet};
+use event_store::{verify_chain, RecordedEvent};
+use futures::TryStreamExt;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Events read.
+    pub events: u64,
+    /// Streams read.
+    pub streams: u64,
+    /// Every problem found, one line each, naming the stream, version and position.
+    pub problems: Vec<String>,
+    /// Streams whose read models have not caught up yet (not a failure).
+    pub lagging: Vec<String>,
+    /// Sum over every account, per currency (must be zero).
+    pub totals: BTreeMap<String, Decimal>,
+}
+
+impl VerifyReport {
+    /// Whether everything holds.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+enum Folded {
+    User(Versioned<User>),
+    Wallet(Versioned<Wallet>),
+    Contract(Versioned<Contract>),
+    Dispute(Versioned<Dispute>),
+    Other,
+}
+
+/// Runs every check against the database at `pool`.
+pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let mut sums: HashMap<(Account, Currency), Decimal> = HashMap::new();
+    let mut folded: Vec<(String, i64, Folded)> = Vec::new();
+    let mut wallet_currency: HashMap<Uuid, Currency> = HashMap::new();
+
+    let sql = "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version, data, metadata, \
+               recorded_at, prev_hash, hash FROM events ORDER BY stream_id, version";
+    let mut rows = sqlx::query_as::<_, RecordedEvent>(sql).fetch(pool);
+    let mut current: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let next = rows.try_next().await?;
+        let boundary = match (&next, current.last()) {
+            (Some(n), Some(c)) => n.stream_id != c.stream_id,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if boundary {
+            let stream = std::mem::take(&mut current);
+            check_stream(
+                &stream,
+                &mut report,
+                &mut sums,
+                &mut folded,
+                &mut wallet_currency,
+            );
+        }
+        match next {
+            Some(e) => current.push(e),
+            None => break,
+        }
+    }
+    drop(rows);
+
+    for ((account, currency), v) in &sums {
+        if let Account::Wallet(w) = account {
+            if *v < Decimal::ZERO {
+                report
+                    .problems
+                    .push(format!("wallet {w} ({currency}) is negative: {v}"));
+            }
+        }
+        *report.totals.entry(currency.code().to_owned()).or_default() += *v;
+    }
+    for (currency, total) in &report.totals {
+        if !total.is_zero() {
+            report.problems.push(format!(
+                "conservation broken in {currency}: all accounts sum to {total}, not 0"
+            ));
+        }
+    }
+    for (stream, _, f) in &folded {
+        if let Folded::Contract(c) = f {
+            if let (Some(id), Some(cur)) = (c.state.id, c.state.currency) {
+                let account = sums
+                    .get(&(Account::Escrow(id), cur))
+                    .copied()
+                    .unwrap_or_default();
+                if account != c.state.held {
+                    report.problems.push(format!(
+                        "{stream}: escrow account holds {account} but the contract says {}",
+                        c.state.held
+                    ));
+                }
+            }
+        }
+    }
+    compare_read_models(pool, &folded, &mut report).await?;
+    Ok(report)
+}
+
+fn check_stream(
+    stream: &[RecordedEvent],
+    report: &mut VerifyReport,
+    sums: &mut HashMap<(Account, Currency), Decimal>,
+    folded: &mut Vec<(String, i64, Folded)>,
+    wallet_currency: &mut HashMap<Uuid, Currency>,
+) {
+    let Some(first) = stream.first() else { return };
+    let name = first.stream_id.clone();
+    report.streams += 1;
+    report.events += stream.len() as u64;
+    if let Err(b) = verify_chain(stream) {
+        report.problems.push(format!(
+            "hash chain broken in {} at version {} (position {}): {}",
+            b.stream_id, b.version, b.position, b.reason
+        ));
+    }
+    let mut state = match name.split_once('-').map(|(c, _)| c) {
+        Some("user") => Folded::User(Versioned::default()),
+        Some("wallet") => Folded::Wallet(Versioned::default()),
+        Some("contract") => Folded::Contract(Versioned::default()),
+        Some("dispute") => Folded::Dispute(Versioned::default()),
+        _ => Folded::Other,
+    };
+    for e in stream {
+        let event = match decode(&e.event_type, e.schema_version, &e.data) {
+            Ok(ev) => ev,
+            Err(err) => {
+                report.problems.push(format!(
+                    "{} version {} (position {}): {err}",
+                    e.stream_id, e.version, e.position
+                ));
+                continue;
+            }
+        };
+        match &mut state {
+            Folded::User(v) => v.apply(&event),
+            Folded::Wallet(v) => {
+                v.apply(&event);
+                if let (Some(id), Some(cur)) = (v.state.id, v.state.currency) {
+                    wallet_currency.insert(id.0, cur);
+                    for p in postings(Some(id), &event) {
+                        *sums.entry((p.account, cur)).or_default() += p.delta;
+                    }
+                }
+            }
+            Folded::Contract(v) => v.apply(&event),
+            Folded::Dispute(v) => v.apply(&event),
+            Folded::Other => {}
+        }
+    }
+    let version = stream.last().map_or(0, |e| e.version);
+    folded.push((name, version, state));
+}
+
+type WalletRow = (Uuid, Decimal, Decimal);
+
+async fn compare_read_models(
+    pool: &PgPool,
+    folded: &[(String, i64, Folded)],
+    report: &mut VerifyReport,
+) -> anyhow::Result<()> {
+    let applied: HashMap<String, i64> =
+        sqlx::query_as("SELECT stream_id, version FROM projection_streams WHERE projection = $1")
+            .bind(projections::PROJECTION)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    let users: HashMap<Uuid, (String, String)> =
+        sqlx::query_as::<_, (Uuid, String, String)>("SELECT id, email, role FROM rm_users")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(id, e, r)| (id, (e, r)))
+            .collect();
+    let wallets: HashMap<Uuid, (Decimal, Decimal)> =
+        sqlx::query_as::<_, WalletRow>("SELECT id, balance, held_in_escrow FROM rm_wallets")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(id, b, h)| (id, (b, h)))
+            .collect();
+    let contracts: HashMap<Uuid, (String, Decimal)> = sqlx::query_as::<_, (Uuid, String, Decimal)>(
+        "SELECT id, status, held_amount FROM rm_contracts",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(id, s, h)| (id, (s, h)))
+    .collect();
+    let disputes: HashMap<Uuid, String> =
+        sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM rm_disputes")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    // What each buyer has held in escrow, per currency, folded from the contracts.
+    let mut held_by_buyer: HashMap<(Uuid, Currency), Decimal> = HashMap::new();
+    for (_, _, f) in folded {
+        if let Folded::Contract(c) = f {
+            if let (Some(b), Some(cur)) = (c.state.buyer, c.state.currency) {
+                *held_by_buyer.entry((b.0, cur)).or_default() += c.state.held;
+            }
+        }
+    }
+    let mut lagging_wallet_owners = std::collections::HashSet::new();
+    for (stream, version, _) in folded {
+        if applied.get(stream).copied().unwrap_or(0) < *version {
+            report.lagging.push(stream.clone());
+        }
+    }
+    let any_contract_lagging = report.lagging.iter().any(|s| s.starts_with("contract-"));
+    for (stream, version, f) in folded {
+        if applied.get(stream).copied().unwrap_or(0) < *version {
+            if let Folded::Wallet(w) = f {
+                if let Some(o) = w.state.owner {
+                    lagging_wallet_owners.insert(o.0);
+                }
+            }
+            continue;
+        }
+        let mismatch =
+            |what: String| format!("read model differs from events for {stream}: {what}");
+        match f {
+            Folded::User(u) => {
+                let Some(id) = u.state.id else { continue };
+                let want = (
+                    u.state
+                        .email
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                    u.state.role.as_str().to_owned(),
+                );
+                match users.get(&id.0) {
+                    Some(got) if *got == want => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_users has {got:?}, events say {want:?}"
+                    ))),
+                }
+            }
+            Folded::Wallet(w) => {
+                let (Some(id), Some(cur), Some(owner)) =
+                    (w.state.id, w.state.currency, w.state.owner)
+                else {
+                    continue;
+                };
+                let held = held_by_buyer
+                    .get(&(owner.0, cur))
+                    .copied()
+                    .unwrap_or_default();
+                match wallets.get(&id.0) {
+                    Some((b, h))
+                        if *b == w.state.balance && (*h == held || any_contract_lagging) => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_wallets has (balance, heldInEscrow) {got:?}, events say ({}, {held})",
+                        w.state.balance
+                    ))),
+                }
+            }
+            Folded::Contract(c) => {
+                let Some(id) = c.state.id else { continue };
+                let want = (c.state.status.as_str().to_owned(), c.state.held);
+                match contracts.get(&id.0) {
+                    Some(got) if *got == want => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_contracts has {got:?}, events say {want:?}"
+                    ))),
+                }
+            }
+            Folded::Dispute(d) => {
+                let Some(id) = d.state.id else { continue };
+                let want = if d.state.status == DisputeStatus::Resolved {
+                    "RESOLVED"
+                } else {
+                    "OPEN"
+                };
+                match disputes.get(&id.0) {
+                    Some(got) if got == want => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_disputes has {got:?}, events say {want}"
+                    ))),
+                }
+            }
+            Folded::Other => {}
+        }
+    }
+    Ok(())
+}
+
+/// Prints a report for people; returns whether everything holds.
+pub fn print(report: &VerifyReport, started: DateTime<Utc>) -> bool {
+    let secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
+    println!(
+        "escrow verify: {} events in {} streams checked in {secs:.2}s",
+        report.events, report.streams
+    );
+    for (currency, total) in &report.totals {
+        println!("  {currency}: wallets + escrow + world = {total}");
+    }
+    if !report.lagging.is_empty() {
+        println!(
+            "  {} streams not yet projected (skipped for read-model comparison)",
+            report.lagging.len()
+        );
+    }
+    if report.ok() {
+        println!("OK: hash chains intact, money conserved, no negative wallet, escrow matches contracts, read models match events");
+        true
+    } else {
+        println!("FAILED: {} problem(s)", report.problems.len());
+        for p in &report.problems {
+            println!("  - {p}");
+        }
+        false
+    }
+}
