@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{auth, contracts, disputes, health, users, wallets};
+use crate::routes::{audit, auth, contracts, disputes, health, users, wallets};
 
 struct BearerAuth;
 
@@ -35,9 +35,10 @@ impl Modify for BearerAuth {
         contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,
         contracts::release, contracts::refund, contracts::cancel,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
+        audit::for_user, audit::contract_history, audit::all,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"))
 )]
 pub struct ApiDoc;

@@ -27,7 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{auth, contracts, disputes, health, users, wallets};
+use crate::routes::{audit, auth, contracts, disputes, health, users, wallets};
 use crate::scheduler::AutoRelease;
 use crate::state::AppState;
 
@@ -86,7 +86,10 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         .route("/contracts/{id}/cancel", post(contracts::cancel))
         .route("/disputes", post(disputes::raise).get(disputes::list))
         .route("/disputes/{id}", get(disputes::get))
-        .route("/disputes/{id}/resolve", put(disputes::resolve));
+        .route("/disputes/{id}/resolve", put(disputes::resolve))
+        .route("/contracts/{id}/history", get(audit::contract_history))
+        .route("/audit/logs", get(audit::all))
+        .route("/audit/logs/user/{userId}", get(audit::for_user));
     let mut app = Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })

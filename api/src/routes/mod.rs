@@ -1,5 +1,6 @@
 //! HTTP handlers, grouped by resource.
 
+pub mod audit;
 pub mod auth;
 pub mod contracts;
 pub mod disputes;

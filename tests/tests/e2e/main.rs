@@ -4,6 +4,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod api_flow;
+mod audit;
 mod auth;
 mod bad_input;
 mod concurrency;

@@ -1,0 +1,260 @@
+//! The audit trail: the event stream itself, read straight from the event store.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use domain::UserId;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Result};
+use crate::extract::{parse_id, PathParam, QueryMap};
+use crate::state::AppState;
+
+/// Most entries per page.
+const PAGE_ITEMS_MAX: i64 = 500;
+/// Entries per page when `limit` is not given.
+const PAGE_ITEMS_DEFAULT: i64 = 50;
+/// Cursors this API issues start with this tag; anything else is refused.
+const CURSOR_TAG: &str = "p1.";
+
+/// One audit entry: one event as stored.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Global position.
+    pub position: i64,
+    /// Event id.
+    pub event_id: String,
+    /// The stream, such as `wallet-<uuid>`.
+    pub stream_id: String,
+    /// Version within the stream.
+    pub version: i64,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Schema version of `data`.
+    pub schema_version: i32,
+    /// Who: a user id, `system` or `operator`.
+    pub actor: Option<String>,
+    /// Groups the events of one user action.
+    pub correlation_id: Option<String>,
+    /// The event's fields.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// RFC 3339 UTC.
+    pub recorded_at: String,
+    /// This event's link in its stream's hash chain (hex).
+    pub hash: String,
+}
+
+/// A page of audit entries, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    /// The entries.
+    pub items: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next (older) page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    position: i64,
+    event_id: Uuid,
+    stream_id: String,
+    version: i64,
+    event_type: String,
+    schema_version: i32,
+    data: Value,
+    metadata: Value,
+    recorded_at: DateTime<Utc>,
+    hash: Vec<u8>,
+}
+
+impl Row {
+    fn entry(self) -> AuditEntry {
+        let meta = |k: &str| self.metadata.get(k).and_then(Value::as_str).map(str::to_owned);
+        AuditEntry {
+            position: self.position,
+            event_id: self.event_id.to_string(),
+            actor: meta("actor"),
+            correlation_id: meta("correlationId"),
+            stream_id: self.stream_id,
+            version: self.version,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            data: self.data,
+            recorded_at: crate::rfc3339(self.recorded_at),
+            hash: hex_string(&self.hash),
+        }
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at, hash";
+
+fn paging(q: &QueryMap) -> Result<(i64, i64)> {
+    let limit = match q.int("limit", PAGE_ITEMS_MAX)? {
+        None => PAGE_ITEMS_DEFAULT,
+        Some(0) => return Err(ApiError::bad_request("INVALID_QUERY_PARAMETER", "limit must be from 1 to 500")),
+        Some(l) => l,
+    };
+    let before = match q.0.get("cursor") {
+        None => i64::MAX,
+        Some(c) => c
+            .strip_prefix(CURSOR_TAG)
+            .and_then(|p| p.parse::<i64>().ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued"))?,
+    };
+    Ok((limit, before))
+}
+
+fn page(rows: Vec<Row>, limit: i64) -> Response {
+    let next_cursor = (rows.len() as i64 > limit).then(|| format!("{CURSOR_TAG}{}", rows[limit as usize - 1].position));
+    let items = rows.into_iter().take(limit as usize).map(Row::entry).collect();
+    Json(AuditPage { items, next_cursor }).into_response()
+}
+
+/// Every event where the user is the actor or a party: its user and wallet streams, its
+/// contracts and their disputes (self, arbiters, admins).
+#[utoipa::path(get, path = "/api/v1/audit/logs/user/{userId}", tag = "audit", security(("bearer" = [])),
+    params(("userId" = String, Path, description = "User id"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+    responses((status = 200, body = AuditPage),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn for_user(State(st): State<AppState>, caller: AuthUser, PathParam(user): PathParam, q: QueryMap) -> Result<Response> {
+    let user = UserId(parse_id(&user, "userId")?);
+    q.only(&["limit", "cursor"])?;
+    let (limit, before) = paging(&q)?;
+    if !caller.can_see(user) {
+        return Err(ApiError::forbidden("you may only read your own audit trail"));
+    }
+    // The user's streams: its own, its wallets', its contracts' and their disputes'.
+    let streams: Vec<(String,)> = sqlx::query_as(
+        "SELECT 'user-' || $1::text UNION ALL \
+         SELECT 'wallet-' || id FROM rm_wallets WHERE user_id = $1 UNION ALL \
+         SELECT 'contract-' || id FROM rm_contracts WHERE buyer_id = $1 OR seller_id = $1 UNION ALL \
+         SELECT 'dispute-' || id FROM rm_disputes WHERE buyer_id = $1 OR seller_id = $1",
+    )
+    .bind(user.0)
+    .fetch_all(&st.pool)
+    .await?;
+    let streams: Vec<String> = streams.into_iter().map(|(s,)| s).collect();
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM ( \
+           SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) AND position < $3 \
+           UNION \
+           SELECT {COLUMNS} FROM events WHERE metadata->>'actor' = $2 AND position < $3 \
+         ) e ORDER BY position DESC LIMIT $4"
+    ))
+    .bind(&streams)
+    .bind(user.0.to_string())
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&st.pool)
+    .await?;
+    Ok(page(rows, limit))
+}
+
+/// A contract's stream and its disputes' events, in order (parties, arbiters, admins).
+#[utoipa::path(get, path = "/api/v1/contracts/{id}/history", tag = "audit", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Contract id")),
+    responses((status = 200, body = AuditPage),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn contract_history(State(st): State<AppState>, caller: AuthUser, PathParam(id): PathParam, q: QueryMap) -> Result<Response> {
+    let id = parse_id(&id, "contract id")?;
+    q.only(&[])?;
+    // Parties come from the contract's own first event, not from a read model.
+    let created: Option<(Value,)> =
+        sqlx::query_as("SELECT data FROM events WHERE stream_id = $1 AND version = 1 AND event_type = 'ContractCreated'")
+            .bind(format!("contract-{id}"))
+            .fetch_optional(&st.pool)
+            .await?;
+    let party = |k: &str, d: &Value| d.get(k).and_then(Value::as_str) == Some(caller.id.0.to_string().as_str());
+    match &created {
+        Some((d,)) if caller.role.sees_everything() || party("buyerId", d) || party("sellerId", d) => {}
+        _ => return Err(ApiError::not_found("CONTRACT_NOT_FOUND", "contract not found")),
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 OR stream_id IN ( \
+           SELECT stream_id FROM events WHERE event_type = 'DisputeRaised' AND data->>'contractId' = $2) \
+         ORDER BY position"
+    ))
+    .bind(format!("contract-{id}"))
+    .bind(id.to_string())
+    .fetch_all(&st.pool)
+    .await?;
+    let items = rows.into_iter().map(Row::entry).collect();
+    Ok(Json(AuditPage { items, next_cursor: None }).into_response())
+}
+
+/// The whole audit log, newest first, with filters (admins only).
+#[utoipa::path(get, path = "/api/v1/audit/logs", tag = "audit", security(("bearer" = [])),
+    params(("type" = Option<String>, Query, description = "Event type, such as FundsDeposited"),
+        ("stream" = Option<String>, Query, description = "Stream id, such as wallet-<uuid>"),
+        ("actor" = Option<String>, Query, description = "A user id, system or operator"),
+        ("from" = Option<String>, Query, description = "Recorded at or after (RFC 3339)"),
+        ("to" = Option<String>, Query, description = "Recorded before (RFC 3339)"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+    responses((status = 200, body = AuditPage),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Result<Response> {
+    q.only(&["type", "stream", "actor", "from", "to", "limit", "cursor"])?;
+    if caller.role != domain::Role::Admin {
+        return Err(ApiError::forbidden("the full audit log is for admins"));
+    }
+    let (limit, before) = paging(&q)?;
+    let text = |k: &str, max: usize| -> Result<Option<String>> {
+        match q.0.get(k) {
+            None => Ok(None),
+            Some(v) if !v.is_empty() && v.len() <= max && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                Ok(Some(v.clone()))
+            }
+            Some(_) => Err(ApiError::bad_request("INVALID_QUERY_PARAMETER", format!("{k} is malformed"))),
+        }
+    };
+    let time = |k: &str| -> Result<Option<DateTime<Utc>>> {
+        match q.0.get(k) {
+            None => Ok(None),
+            Some(v) => DateTime::parse_from_rfc3339(v)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|_| ApiError::bad_request("INVALID_QUERY_PARAMETER", format!("{k} must be an RFC 3339 time"))),
+        }
+    };
+    let (kind, stream, actor) = (text("type", 64)?, text("stream", 80)?, text("actor", 64)?);
+    let (from, to) = (time("from")?, time("to")?);
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE position < $1 \
+           AND ($2::text IS NULL OR event_type = $2) AND ($3::text IS NULL OR stream_id = $3) \
+           AND ($4::text IS NULL OR metadata->>'actor' = $4) \
+           AND ($5::timestamptz IS NULL OR recorded_at >= $5) AND ($6::timestamptz IS NULL OR recorded_at < $6) \
+         ORDER BY position DESC LIMIT $7"
+    ))
+    .bind(before)
+    .bind(kind)
+    .bind(stream)
+    .bind(actor)
+    .bind(from)
+    .bind(to)
+    .bind(limit + 1)
+    .fetch_all(&st.pool)
+    .await?;
+    Ok(page(rows, limit))
+}
