@@ -51,12 +51,72 @@ pub fn decode(event_type: &str, schema_version: i32, data: &Value) -> Result<Eve
 
 /// Brings data of an older schema version up to the current one. Each step is a pure
 /// function from version N to N+1, so old events stay readable forever.
-fn upcast(event_type: &str, schema_version: i32, data: Value) -> Result<Value, DecodeError> {
-    match (event_type, schema_version) {
-        (_, 1) => Ok(data),
-        _ => Err(DecodeError::Unknown {
-            event_type: event_type.to_owned(),
-            schema_version,
-        }),
+fn upcast(event_type: &str, schema_version: i32, mut data: Value) -> Result<Value, DecodeError> {
+    let mut version = schema_version;
+    loop {
+        match (event_type, version) {
+            // v1 → v2: deposits gained `channel`; every v1 deposit came through the API.
+            ("FundsDeposited", 1) => {
+                if let Value::Object(m) = &mut data {
+                    m.entry("channel")
+                        .or_insert_with(|| Value::String("API".into()));
+                }
+                version = 2;
+            }
+            ("FundsDeposited", 2) => return Ok(data),
+            (_, 1) => return Ok(data),
+            _ => {
+                return Err(DecodeError::Unknown {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DepositChannel;
+
+    #[test]
+    fn a_version_1_deposit_is_upcast_with_the_api_channel() {
+        let v1 =
+            json!({"transactionId": "0190c6c1-7c1e-7000-8000-000000000001", "amount": "12.50"});
+        match decode("FundsDeposited", 1, &v1) {
+            Ok(Event::FundsDeposited {
+                channel, amount, ..
+            }) => {
+                assert_eq!(channel, DepositChannel::Api);
+                assert_eq!(amount.to_string(), "12.50");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            decode("FundsDeposited", 2, &v1).is_err(),
+            "v2 requires the field"
+        );
+        assert!(matches!(
+            decode("FundsDeposited", 3, &v1),
+            Err(DecodeError::Unknown { .. })
+        ));
+        assert!(matches!(
+            decode("NoSuchEvent", 1, &v1),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips_at_the_current_version() {
+        let e = Event::FundsDeposited {
+            transaction_id: crate::TransactionId::new_v7(),
+            amount: crate::Amount::parse("1", crate::Currency::USD).expect("valid"),
+            description: None,
+            channel: DepositChannel::Operator,
+        };
+        let (t, v, data) = encode(&e);
+        assert_eq!((t, v), ("FundsDeposited", 2));
+        assert_eq!(decode(t, v, &data), Ok(e));
     }
 }

@@ -15,6 +15,16 @@ use crate::money::{Amount, Currency};
 use crate::text::Description;
 use crate::user::Role;
 
+/// How a deposit reached the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DepositChannel {
+    /// `POST /api/v1/wallets/deposit`.
+    Api,
+    /// An operator at the command line.
+    Operator,
+}
+
 /// A recorded fact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -58,6 +68,9 @@ pub enum Event {
         /// What the depositor said about it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<Description>,
+        /// How the money came in. Added in schema version 2; version-1 events (which
+        /// predate it, and all came through the API) are upcast with `API`.
+        channel: DepositChannel,
     },
     /// Money left the ledger from this wallet to the world account.
     FundsWithdrawn {
@@ -309,6 +322,9 @@ impl Event {
     /// The current schema version of this event type's data. Readers upcast older
     /// versions to this one before deserialising.
     pub fn schema_version(&self) -> u32 {
-        1
+        match self {
+            Event::FundsDeposited { .. } => 2,
+            _ => 1,
+        }
     }
 }

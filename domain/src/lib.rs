@@ -30,7 +30,7 @@ pub use contract::{Contract, ContractStatus};
 pub use dispute::{Dispute, DisputeOutcome, DisputeStatus};
 pub use email::Email;
 pub use error::DomainError;
-pub use event::Event;
+pub use event::{DepositChannel, Event};
 pub use ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
 pub use money::{Amount, Currency, MoneyError};
 pub use stream::{StreamId, StreamWrite, Versioned};

@@ -3,7 +3,7 @@
 use rust_decimal::Decimal;
 
 use crate::error::DomainError;
-use crate::event::Event;
+use crate::event::{DepositChannel, Event};
 use crate::ids::{TransactionId, UserId, WalletId};
 use crate::money::{Amount, Currency};
 use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
@@ -69,6 +69,8 @@ pub struct Deposit {
     pub amount: Amount,
     /// Free text for the statement.
     pub description: Option<Description>,
+    /// How the money came in.
+    pub channel: DepositChannel,
 }
 
 /// Take money out of a user's wallet to outside the ledger.
@@ -150,6 +152,7 @@ pub fn deposit(
         transaction_id: cmd.transaction_id,
         amount: cmd.amount,
         description: cmd.description.clone(),
+        channel: cmd.channel,
     });
     Ok(vec![StreamWrite {
         stream: StreamId::wallet(id),

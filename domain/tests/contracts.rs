@@ -36,6 +36,7 @@ fn wallet(owner: UserId, balance: &str) -> Versioned<Wallet> {
             transaction_id: TransactionId::new_v7(),
             amount: usd(balance),
             description: None,
+            channel: domain::DepositChannel::Api,
         },
     ])
 }
@@ -849,7 +850,7 @@ mod properties {
             for op in ops {
                 let (k, decided) = match op {
                     Op::Deposit(u, c) => (None, domain::wallet::deposit(&user_states[u], &world.wallet(users[u]), &domain::wallet::Deposit {
-                        transaction_id: TransactionId::new_v7(), user_id: users[u], currency: Currency::USD, amount: cents(c), description: None })),
+                        transaction_id: TransactionId::new_v7(), user_id: users[u], currency: Currency::USD, amount: cents(c), description: None, channel: domain::DepositChannel::Api })),
                     Op::Create(b, s, c) => (None, contract::create(&Versioned::default(), &user_states[b], &user_states[s], &CreateContract {
                         contract_id: ContractId::new_v7(), actor: users[b], buyer_id: users[b], seller_id: users[s], title: "t".into(),
                         description: None, amount: cents(c), currency: Currency::USD, inspection_period_hours: Some(1), now: Timestamp(0) })),

@@ -37,6 +37,7 @@ fn deposited(amount: &str) -> Event {
         transaction_id: TransactionId::new_v7(),
         amount: usd(amount),
         description: None,
+        channel: domain::DepositChannel::Api,
     }
 }
 
@@ -124,6 +125,7 @@ fn deposit_into_existing_wallet_appends_one_event() {
         currency: Currency::USD,
         amount: usd("500"),
         description: Description::parse("Initial deposit").expect("valid"),
+        channel: domain::DepositChannel::Api,
     };
     let then = wallet::deposit(&given(&registered(id)), &w, &cmd).expect("accepted");
     assert_eq!(then.len(), 1);
@@ -134,6 +136,7 @@ fn deposit_into_existing_wallet_appends_one_event() {
             transaction_id: tx,
             amount: usd("500.00"),
             description: Description::parse("Initial deposit").expect("valid"),
+            channel: domain::DepositChannel::Api
         }]
     );
 }
@@ -148,6 +151,7 @@ fn deposit_in_a_new_currency_opens_that_wallet_in_the_same_write() {
         currency: eur,
         amount: Amount::parse("12.34", eur).expect("valid"),
         description: None,
+        channel: domain::DepositChannel::Api,
     };
     let then = wallet::deposit(&given(&registered(id)), &given(&[]), &cmd).expect("accepted");
     assert_eq!(then[0].stream, StreamId::wallet(WalletId::of(id, eur)));
@@ -164,6 +168,7 @@ fn deposit_for_unknown_user_is_rejected() {
         currency: Currency::USD,
         amount: usd("1"),
         description: None,
+        channel: domain::DepositChannel::Api,
     };
     assert_eq!(
         wallet::deposit(&given(&[]), &given(&[]), &cmd),
@@ -321,7 +326,7 @@ mod properties {
                 let writes = match op {
                     Op::Deposit(u, c) => wallet::deposit(&user_state[u], &wallets[&users[u]], &Deposit {
                         transaction_id: TransactionId::new_v7(), user_id: users[u], currency: Currency::USD,
-                        amount: Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid"), description: None }),
+                        amount: Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid"), description: None, channel: domain::DepositChannel::Api }),
                     Op::Withdraw(u, c) => wallet::withdraw(&wallets[&users[u]], &Withdraw {
                         transaction_id: TransactionId::new_v7(), user_id: users[u], currency: Currency::USD,
                         amount: Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid"), description: None }),

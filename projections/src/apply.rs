@@ -144,6 +144,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             transaction_id,
             amount,
             description,
+            ..
         } => {
             let wallet = aggregate_uuid(&env.stream_id)?;
             let currency = move_balance(conn, wallet, amount.value(), at).await?;

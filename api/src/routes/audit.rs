@@ -78,7 +78,12 @@ struct Row {
 
 impl Row {
     fn entry(self) -> AuditEntry {
-        let meta = |k: &str| self.metadata.get(k).and_then(Value::as_str).map(str::to_owned);
+        let meta = |k: &str| {
+            self.metadata
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         AuditEntry {
             position: self.position,
             event_id: self.event_id.to_string(),
@@ -104,7 +109,12 @@ const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schem
 fn paging(q: &QueryMap) -> Result<(i64, i64)> {
     let limit = match q.int("limit", PAGE_ITEMS_MAX)? {
         None => PAGE_ITEMS_DEFAULT,
-        Some(0) => return Err(ApiError::bad_request("INVALID_QUERY_PARAMETER", "limit must be from 1 to 500")),
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY_PARAMETER",
+                "limit must be from 1 to 500",
+            ))
+        }
         Some(l) => l,
     };
     let before = match q.0.get("cursor") {
@@ -113,14 +123,21 @@ fn paging(q: &QueryMap) -> Result<(i64, i64)> {
             .strip_prefix(CURSOR_TAG)
             .and_then(|p| p.parse::<i64>().ok())
             .filter(|p| *p > 0)
-            .ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued"))?,
+            .ok_or_else(|| {
+                ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued")
+            })?,
     };
     Ok((limit, before))
 }
 
 fn page(rows: Vec<Row>, limit: i64) -> Response {
-    let next_cursor = (rows.len() as i64 > limit).then(|| format!("{CURSOR_TAG}{}", rows[limit as usize - 1].position));
-    let items = rows.into_iter().take(limit as usize).map(Row::entry).collect();
+    let next_cursor = (rows.len() as i64 > limit)
+        .then(|| format!("{CURSOR_TAG}{}", rows[limit as usize - 1].position));
+    let items = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(Row::entry)
+        .collect();
     Json(AuditPage { items, next_cursor }).into_response()
 }
 
@@ -134,12 +151,19 @@ fn page(rows: Vec<Row>, limit: i64) -> Response {
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn for_user(State(st): State<AppState>, caller: AuthUser, PathParam(user): PathParam, q: QueryMap) -> Result<Response> {
+pub async fn for_user(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(user): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
     q.only(&["limit", "cursor"])?;
     let (limit, before) = paging(&q)?;
     if !caller.can_see(user) {
-        return Err(ApiError::forbidden("you may only read your own audit trail"));
+        return Err(ApiError::forbidden(
+            "you may only read your own audit trail",
+        ));
     }
     // The user's streams: its own, its wallets', its contracts' and their disputes'.
     let streams: Vec<(String,)> = sqlx::query_as(
@@ -175,7 +199,12 @@ pub async fn for_user(State(st): State<AppState>, caller: AuthUser, PathParam(us
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn contract_history(State(st): State<AppState>, caller: AuthUser, PathParam(id): PathParam, q: QueryMap) -> Result<Response> {
+pub async fn contract_history(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(id): PathParam,
+    q: QueryMap,
+) -> Result<Response> {
     let id = parse_id(&id, "contract id")?;
     q.only(&[])?;
     // Parties come from the contract's own first event, not from a read model.
@@ -184,10 +213,18 @@ pub async fn contract_history(State(st): State<AppState>, caller: AuthUser, Path
             .bind(format!("contract-{id}"))
             .fetch_optional(&st.pool)
             .await?;
-    let party = |k: &str, d: &Value| d.get(k).and_then(Value::as_str) == Some(caller.id.0.to_string().as_str());
+    let party = |k: &str, d: &Value| {
+        d.get(k).and_then(Value::as_str) == Some(caller.id.0.to_string().as_str())
+    };
     match &created {
-        Some((d,)) if caller.role.sees_everything() || party("buyerId", d) || party("sellerId", d) => {}
-        _ => return Err(ApiError::not_found("CONTRACT_NOT_FOUND", "contract not found")),
+        Some((d,))
+            if caller.role.sees_everything() || party("buyerId", d) || party("sellerId", d) => {}
+        _ => {
+            return Err(ApiError::not_found(
+                "CONTRACT_NOT_FOUND",
+                "contract not found",
+            ))
+        }
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM events WHERE stream_id = $1 OR stream_id IN ( \
@@ -199,7 +236,11 @@ pub async fn contract_history(State(st): State<AppState>, caller: AuthUser, Path
     .fetch_all(&st.pool)
     .await?;
     let items = rows.into_iter().map(Row::entry).collect();
-    Ok(Json(AuditPage { items, next_cursor: None }).into_response())
+    Ok(Json(AuditPage {
+        items,
+        next_cursor: None,
+    })
+    .into_response())
 }
 
 /// The whole audit log, newest first, with filters (admins only).
@@ -224,10 +265,18 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
     let text = |k: &str, max: usize| -> Result<Option<String>> {
         match q.0.get(k) {
             None => Ok(None),
-            Some(v) if !v.is_empty() && v.len() <= max && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= max
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
                 Ok(Some(v.clone()))
             }
-            Some(_) => Err(ApiError::bad_request("INVALID_QUERY_PARAMETER", format!("{k} is malformed"))),
+            Some(_) => Err(ApiError::bad_request(
+                "INVALID_QUERY_PARAMETER",
+                format!("{k} is malformed"),
+            )),
         }
     };
     let time = |k: &str| -> Result<Option<DateTime<Utc>>> {
@@ -235,7 +284,12 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
             None => Ok(None),
             Some(v) => DateTime::parse_from_rfc3339(v)
                 .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| ApiError::bad_request("INVALID_QUERY_PARAMETER", format!("{k} must be an RFC 3339 time"))),
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "INVALID_QUERY_PARAMETER",
+                        format!("{k} must be an RFC 3339 time"),
+                    )
+                }),
         }
     };
     let (kind, stream, actor) = (text("type", 64)?, text("stream", 80)?, text("actor", 64)?);

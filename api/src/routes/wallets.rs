@@ -270,6 +270,7 @@ pub async fn deposit(
         currency: input.currency,
         amount: input.amount,
         description: input.description,
+        channel: domain::DepositChannel::Api,
     });
     let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
     Ok(render(&st, executed, &respond_money))

@@ -5,7 +5,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 fn types(r: &escrow_tests::Resp) -> Vec<String> {
-    r.body["items"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap().to_owned()).collect()
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -16,65 +21,228 @@ async fn audit_queries_per_role() {
     let admin = app.grant(&app.user().await, "admin").await;
     app.deposit(&a, "300").await;
     app.transfer(&a, &b.id, "10").await;
-    let c = app.post("/contracts", Some(&b.token), json!({"sellerId": b.id, "buyerId": a.id, "title": "t", "amount": "100"})).await;
+    let c = app
+        .post(
+            "/contracts",
+            Some(&b.token),
+            json!({"sellerId": b.id, "buyerId": a.id, "title": "t", "amount": "100"}),
+        )
+        .await;
     let id = c.str("id");
-    app.request(Method::POST, &format!("/contracts/{id}/fund"), Some(&a.token), None, &[]).await;
-    let x = app.post("/disputes", Some(&a.token), json!({"contractId": id, "description": "late"})).await;
+    app.request(
+        Method::POST,
+        &format!("/contracts/{id}/fund"),
+        Some(&a.token),
+        None,
+        &[],
+    )
+    .await;
+    let x = app
+        .post(
+            "/disputes",
+            Some(&a.token),
+            json!({"contractId": id, "description": "late"}),
+        )
+        .await;
     let r = app
-        .request(Method::PUT, &format!("/disputes/{}/resolve", x.str("id")), Some(&arbiter.token), Some(&json!({"resolution": "ok", "outcome": "REFUND"})), &[])
+        .request(
+            Method::PUT,
+            &format!("/disputes/{}/resolve", x.str("id")),
+            Some(&arbiter.token),
+            Some(&json!({"resolution": "ok", "outcome": "REFUND"})),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(app.wait_for_read_models(std::time::Duration::from_secs(10)).await);
+    assert!(
+        app.wait_for_read_models(std::time::Duration::from_secs(10))
+            .await
+    );
 
     // The user's own trail: actor or party.
-    let mine = app.get(&format!("/audit/logs/user/{}", a.id), Some(&a.token)).await;
+    let mine = app
+        .get(&format!("/audit/logs/user/{}", a.id), Some(&a.token))
+        .await;
     assert_eq!(mine.status, StatusCode::OK);
     let t = types(&mine);
-    for expected in ["UserRegistered", "WalletOpened", "FundsDeposited", "TransferSent", "ContractCreated", "ContractFunded", "EscrowHeld", "DisputeRaised", "DisputeResolved", "ContractSettled", "EscrowRefundReceived"] {
+    for expected in [
+        "UserRegistered",
+        "WalletOpened",
+        "FundsDeposited",
+        "TransferSent",
+        "ContractCreated",
+        "ContractFunded",
+        "EscrowHeld",
+        "DisputeRaised",
+        "DisputeResolved",
+        "ContractSettled",
+        "EscrowRefundReceived",
+    ] {
         assert!(t.contains(&expected.to_owned()), "{expected} in {t:?}");
     }
     // B's trail has the transfer it received, not A's deposit.
-    let theirs = types(&app.get(&format!("/audit/logs/user/{}", b.id), Some(&b.token)).await);
-    assert!(theirs.contains(&"TransferReceived".to_owned()) && !theirs.contains(&"FundsDeposited".to_owned()), "{theirs:?}");
+    let theirs = types(
+        &app.get(&format!("/audit/logs/user/{}", b.id), Some(&b.token))
+            .await,
+    );
+    assert!(
+        theirs.contains(&"TransferReceived".to_owned())
+            && !theirs.contains(&"FundsDeposited".to_owned()),
+        "{theirs:?}"
+    );
     let first = &mine.body["items"][0];
-    for k in ["position", "eventId", "streamId", "version", "type", "schemaVersion", "actor", "correlationId", "data", "recordedAt", "hash"] {
+    for k in [
+        "position",
+        "eventId",
+        "streamId",
+        "version",
+        "type",
+        "schemaVersion",
+        "actor",
+        "correlationId",
+        "data",
+        "recordedAt",
+        "hash",
+    ] {
         assert!(first.get(k).is_some(), "entry field {k}");
     }
     assert_eq!(first["hash"].as_str().unwrap().len(), 64);
-    let positions: Vec<i64> = mine.body["items"].as_array().unwrap().iter().map(|i| i["position"].as_i64().unwrap()).collect();
+    let positions: Vec<i64> = mine.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["position"].as_i64().unwrap())
+        .collect();
     assert!(positions.windows(2).all(|w| w[0] > w[1]), "newest first");
-    let resolved = mine.body["items"].as_array().unwrap().iter().find(|i| i["type"] == json!("DisputeResolved")).unwrap();
-    assert_eq!(resolved["actor"], json!(arbiter.id), "who: the arbiter, from the JWT");
+    let resolved = mine.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == json!("DisputeResolved"))
+        .unwrap();
+    assert_eq!(
+        resolved["actor"],
+        json!(arbiter.id),
+        "who: the arbiter, from the JWT"
+    );
 
-    assert_eq!(app.get(&format!("/audit/logs/user/{}", a.id), Some(&b.token)).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.get(&format!("/audit/logs/user/{}", a.id), Some(&arbiter.token)).await.status, StatusCode::OK);
-    let paged = app.get(&format!("/audit/logs/user/{}?limit=3", a.id), Some(&a.token)).await;
+    assert_eq!(
+        app.get(&format!("/audit/logs/user/{}", a.id), Some(&b.token))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get(&format!("/audit/logs/user/{}", a.id), Some(&arbiter.token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let paged = app
+        .get(
+            &format!("/audit/logs/user/{}?limit=3", a.id),
+            Some(&a.token),
+        )
+        .await;
     assert_eq!(paged.body["items"].as_array().unwrap().len(), 3);
-    let next = app.get(&format!("/audit/logs/user/{}?limit=3&cursor={}", a.id, paged.str("nextCursor")), Some(&a.token)).await;
-    assert_eq!(next.body["items"][0]["position"], mine.body["items"][3]["position"]);
-    let bad = app.get(&format!("/audit/logs/user/{}?cursor=12", a.id), Some(&a.token)).await;
-    assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "INVALID_CURSOR"));
+    let next = app
+        .get(
+            &format!(
+                "/audit/logs/user/{}?limit=3&cursor={}",
+                a.id,
+                paged.str("nextCursor")
+            ),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(
+        next.body["items"][0]["position"],
+        mine.body["items"][3]["position"]
+    );
+    let bad = app
+        .get(
+            &format!("/audit/logs/user/{}?cursor=12", a.id),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "INVALID_CURSOR")
+    );
 
     // The contract's history: its stream and its dispute's, in order.
-    let h = app.get(&format!("/contracts/{id}/history"), Some(&b.token)).await;
-    assert_eq!(types(&h), vec!["ContractCreated", "ContractFunded", "DisputeRaised", "ContractDisputed", "DisputeResolved", "ContractSettled"]);
-    assert_eq!(app.get(&format!("/contracts/{id}/history"), Some(&arbiter.token)).await.status, StatusCode::OK);
-    assert_eq!(app.get(&format!("/contracts/{id}/history"), Some(&stranger.token)).await.code(), "CONTRACT_NOT_FOUND");
+    let h = app
+        .get(&format!("/contracts/{id}/history"), Some(&b.token))
+        .await;
+    assert_eq!(
+        types(&h),
+        vec![
+            "ContractCreated",
+            "ContractFunded",
+            "DisputeRaised",
+            "ContractDisputed",
+            "DisputeResolved",
+            "ContractSettled"
+        ]
+    );
+    assert_eq!(
+        app.get(&format!("/contracts/{id}/history"), Some(&arbiter.token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/contracts/{id}/history"), Some(&stranger.token))
+            .await
+            .code(),
+        "CONTRACT_NOT_FOUND"
+    );
 
     // The admin's log with filters.
-    assert_eq!(app.get("/audit/logs", Some(&arbiter.token)).await.status, StatusCode::FORBIDDEN);
-    let deposits = app.get("/audit/logs?type=FundsDeposited", Some(&admin.token)).await;
+    assert_eq!(
+        app.get("/audit/logs", Some(&arbiter.token)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let deposits = app
+        .get("/audit/logs?type=FundsDeposited", Some(&admin.token))
+        .await;
     assert_eq!(types(&deposits), vec!["FundsDeposited"]);
-    let by_actor = app.get(&format!("/audit/logs?actor={}", arbiter.id), Some(&admin.token)).await;
-    assert!(types(&by_actor).iter().all(|t| ["DisputeResolved", "ContractSettled", "EscrowRefundReceived"].contains(&t.as_str())), "{:?}", types(&by_actor));
-    let stream = app.get(&format!("/audit/logs?stream=contract-{id}"), Some(&admin.token)).await;
+    let by_actor = app
+        .get(
+            &format!("/audit/logs?actor={}", arbiter.id),
+            Some(&admin.token),
+        )
+        .await;
+    assert!(
+        types(&by_actor).iter().all(|t| [
+            "DisputeResolved",
+            "ContractSettled",
+            "EscrowRefundReceived"
+        ]
+        .contains(&t.as_str())),
+        "{:?}",
+        types(&by_actor)
+    );
+    let stream = app
+        .get(
+            &format!("/audit/logs?stream=contract-{id}"),
+            Some(&admin.token),
+        )
+        .await;
     assert_eq!(stream.body["items"].as_array().unwrap().len(), 4);
-    let future = app.get("/audit/logs?from=2999-01-01T00:00:00Z", Some(&admin.token)).await;
+    let future = app
+        .get("/audit/logs?from=2999-01-01T00:00:00Z", Some(&admin.token))
+        .await;
     assert_eq!(future.body["items"], json!([]));
-    let past: Value = app.get("/audit/logs?to=2000-01-01T00:00:00Z", Some(&admin.token)).await.body;
+    let past: Value = app
+        .get("/audit/logs?to=2000-01-01T00:00:00Z", Some(&admin.token))
+        .await
+        .body;
     assert_eq!(past["items"], json!([]));
     for bad in ["from=yesterday", "type=a%20b", "limit=0", "colour=red"] {
-        let r = app.get(&format!("/audit/logs?{bad}"), Some(&admin.token)).await;
+        let r = app
+            .get(&format!("/audit/logs?{bad}"), Some(&admin.token))
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
     }
 }

@@ -11,4 +11,5 @@ mod concurrency;
 mod contracts;
 mod event_store;
 mod relay;
+mod upcasting;
 mod verify;
