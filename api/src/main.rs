@@ -31,6 +31,37 @@ enum Cmd {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Rebuild read models from the event store aside from the live ones, then swap them in
+    /// atomically. Interrupted, it resumes where it stopped when run again.
+    Replay {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Which projection: `all` or `read_models` (they are rebuilt together).
+        #[arg(long, default_value = "all")]
+        projection: String,
+        /// Events applied per transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch_events: i64,
+    },
+    /// Re-send events to JetStream from a global position on (for integrations).
+    Republish {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// NATS server URL.
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// JetStream stream name.
+        #[arg(long, env = "NATS_STREAM", default_value = "ESCROW_EVENTS")]
+        nats_stream: String,
+        /// Subject prefix.
+        #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "escrow.events")]
+        nats_subject_prefix: String,
+        /// First global position to send.
+        #[arg(long)]
+        from: i64,
+    },
     /// Manage users (works against a running ledger).
     #[command(subcommand)]
     Users(UsersCmd),
@@ -71,6 +102,29 @@ async fn main() -> std::process::ExitCode {
         Cmd::Migrate { database_url } => api::server::migrate(&database_url).await,
         Cmd::Serve(config) => serve(*config).await,
         Cmd::Verify { database_url } => verify(&database_url).await,
+        Cmd::Replay {
+            database_url,
+            projection,
+            batch_events,
+        } => replay(&database_url, &projection, batch_events).await,
+        Cmd::Republish {
+            database_url,
+            nats_url,
+            nats_stream,
+            nats_subject_prefix,
+            from,
+        } => {
+            republish(
+                &database_url,
+                escrow_nats::JetStreamSettings {
+                    url: nats_url,
+                    stream_name: nats_stream,
+                    subject_prefix: nats_subject_prefix,
+                },
+                from,
+            )
+            .await
+        }
         Cmd::Users(UsersCmd::GrantRole {
             database_url,
             email,
@@ -102,6 +156,91 @@ async fn verify(database_url: &str) -> anyhow::Result<()> {
     } else {
         std::process::exit(1);
     }
+}
+
+async fn replay(database_url: &str, projection: &str, batch_events: i64) -> anyhow::Result<()> {
+    if projection != "all" && !projections::replay::PROJECTIONS.contains(&projection) {
+        anyhow::bail!(
+            "unknown projection {projection:?}; known: all, {}",
+            projections::replay::PROJECTIONS.join(", ")
+        );
+    }
+    let pool = event_store::connect(
+        database_url,
+        &event_store::PoolSettings {
+            max_connections: 4,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let options = projections::replay::ReplayOptions {
+        batch_events: batch_events.clamp(1, 100_000),
+        ..Default::default()
+    };
+    let mut last_print = std::time::Instant::now();
+    let stats = projections::replay::replay(&pool, &options, |p| {
+        if last_print.elapsed() >= std::time::Duration::from_millis(500) || p.done >= p.total {
+            last_print = std::time::Instant::now();
+            let width = 30usize;
+            let frac = if p.total == 0 {
+                1.0
+            } else {
+                (p.done as f64 / p.total as f64).min(1.0)
+            };
+            let filled = (frac * width as f64) as usize;
+            let eta = if p.rate > 0.0 {
+                (p.total.saturating_sub(p.done)) as f64 / p.rate
+            } else {
+                0.0
+            };
+            eprint!(
+                "\r[{}{}] {}/{} events  {:.0} ev/s  ETA {:.0}s   ",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                p.done,
+                p.total,
+                p.rate,
+                eta
+            );
+        }
+    })
+    .await?;
+    eprintln!();
+    println!(
+        "replayed {} events in {:.2}s ({:.0} events/s); read models swapped in",
+        stats.events,
+        stats.elapsed.as_secs_f64(),
+        stats.events as f64 / stats.elapsed.as_secs_f64().max(1e-6)
+    );
+    Ok(())
+}
+
+async fn republish(
+    database_url: &str,
+    nats: escrow_nats::JetStreamSettings,
+    from: i64,
+) -> anyhow::Result<()> {
+    let pool = event_store::connect(
+        database_url,
+        &event_store::PoolSettings {
+            max_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let client = escrow_nats::connect(&nats.url).await?;
+    let js = async_nats::jetstream::new(client);
+    escrow_nats::ensure_stream(&js, &nats).await?;
+    let relay = escrow_nats::Relay::new(
+        event_store::EventStore::new(pool),
+        js,
+        nats,
+        escrow_nats::RelaySettings::default(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let sent = relay.republish_from(from).await?;
+    println!("re-sent {sent} events from position {from}");
+    Ok(())
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

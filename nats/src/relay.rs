@@ -133,9 +133,48 @@ impl Relay {
         lease.release().await;
     }
 
+    /// Re-sends every event from `position` on (in feed order) without touching the relay's
+    /// checkpoint; for integrations that lost messages. JetStream drops repeats within its
+    /// duplicate window, and consumers are idempotent by stream version beyond it.
+    /// Returns how many events were sent.
+    pub async fn republish_from(&self, position: i64) -> anyhow::Result<u64> {
+        let located: Option<(i64,)> =
+            sqlx::query_as("SELECT tx_id FROM events WHERE position = $1")
+                .bind(position)
+                .fetch_optional(self.store.pool())
+                .await?;
+        let (tx_id,) = located.ok_or_else(|| anyhow::anyhow!("no event at position {position}"))?;
+        let mut cursor = FeedCursor {
+            tx_id,
+            position: position - 1,
+        };
+        let mut sent = 0u64;
+        while let Some((next, n)) = self.publish_batch(cursor).await? {
+            cursor = next;
+            sent += n as u64;
+        }
+        Ok(sent)
+    }
+
     /// Publishes the next batch after `cursor`. Returns the new cursor, or `None` when the
     /// feed had nothing new.
     async fn publish_round(&self, cursor: FeedCursor) -> anyhow::Result<Option<FeedCursor>> {
+        match self.publish_batch(cursor).await? {
+            Some((next, _)) => {
+                self.store
+                    .save_checkpoint(&self.checkpoint_name(), next)
+                    .await?;
+                Ok(Some(next))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Publishes (and awaits the acks of) the next batch after `cursor`.
+    async fn publish_batch(
+        &self,
+        cursor: FeedCursor,
+    ) -> anyhow::Result<Option<(FeedCursor, usize)>> {
         let events = self
             .store
             .read_feed(cursor, self.settings.batch_events_max)
@@ -174,10 +213,7 @@ impl Relay {
                 }
             }
         }
-        self.store
-            .save_checkpoint(&self.checkpoint_name(), next)
-            .await?;
-        Ok(Some(next))
+        Ok(Some((next, events.len())))
     }
 }
 

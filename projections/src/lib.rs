@@ -6,6 +6,7 @@
 //! duplicated messages change nothing (exactly-once effect).
 
 mod apply;
+pub mod replay;
 mod worker;
 
 pub use apply::{apply_batch, reset, stream_version, wait_for_position, ApplyReport, PROJECTION};

@@ -11,5 +11,6 @@ mod concurrency;
 mod contracts;
 mod event_store;
 mod relay;
+mod replay;
 mod upcasting;
 mod verify;

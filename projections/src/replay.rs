@@ -1,0 +1,227 @@
+//! Rebuilding the read models from the Postgres event store, aside from the live ones.
+//!
+//! The rebuild writes into a shadow schema (`replay_read_models`) through the same apply
+//! function the live worker uses (the connection's `search_path` puts the shadow tables
+//! first), committing every batch with its feed cursor, so an interrupted replay resumes
+//! where it stopped. When it has caught up, one transaction locks the live tables, applies
+//! the last events, and swaps the shadow tables in: readers see the old read models until
+//! that commit and the new ones after it, never a mix.
+
+use std::time::{Duration, Instant};
+
+use escrow_nats::Envelope;
+use event_store::{EventStore, FeedCursor};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::apply::apply_batch;
+
+/// The projections this build knows (all rebuilt together: they share one version table).
+pub const PROJECTIONS: &[&str] = &[crate::PROJECTION];
+
+const SHADOW: &str = "replay_read_models";
+const TABLES: &[&str] = &[
+    "rm_users",
+    "rm_wallets",
+    "rm_transactions",
+    "rm_contracts",
+    "rm_disputes",
+    "projection_streams",
+    "projection_checkpoints",
+];
+
+/// Tuning and test hooks.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Events applied per transaction: large enough to amortise the commit, small enough
+    /// that an interruption loses little work.
+    pub batch_events: i64,
+    /// Stop (as if interrupted) after this many batches; for tests.
+    pub stop_after_batches: Option<usize>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            batch_events: 5_000,
+            stop_after_batches: None,
+        }
+    }
+}
+
+/// How a replay went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplayStats {
+    /// Events applied by this run (a resumed run counts only its own).
+    pub events: u64,
+    /// Whether the rebuilt models were swapped in (false when stopped early).
+    pub swapped: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Progress, reported after every batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Events applied so far by this run.
+    pub done: u64,
+    /// Events in the store when the run started (an estimate of the total).
+    pub total: u64,
+    /// Events per second so far.
+    pub rate: f64,
+}
+
+async fn shadow_connection(pool: &PgPool) -> anyhow::Result<PgConnection> {
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {SHADOW}"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("SET search_path TO {SHADOW}, public"))
+        .execute(&mut conn)
+        .await?;
+    // A replay batch may take longer than an API request's lock wait.
+    sqlx::query("SET lock_timeout = '60s'")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+async fn prepare(conn: &mut PgConnection) -> anyhow::Result<FeedCursor> {
+    let (exists,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'replay_cursor')",
+    )
+    .bind(SHADOW)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !exists {
+        let mut tx = conn.begin().await?;
+        for t in TABLES {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {SHADOW}.{t}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "CREATE TABLE {SHADOW}.{t} (LIKE public.{t} INCLUDING ALL)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(&format!(
+            "CREATE TABLE {SHADOW}.replay_cursor (id INT PRIMARY KEY, tx_id BIGINT NOT NULL, position BIGINT NOT NULL)"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO {SHADOW}.replay_cursor VALUES (1, 0, 0)"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let (tx_id, position): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT tx_id, position FROM {SHADOW}.replay_cursor WHERE id = 1"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(FeedCursor { tx_id, position })
+}
+
+/// Applies the next batch after `cursor` in the caller's transaction; returns the new
+/// cursor and how many events it applied (0: caught up).
+async fn step(
+    store: &EventStore,
+    conn: &mut PgConnection,
+    cursor: FeedCursor,
+    batch: i64,
+) -> anyhow::Result<(FeedCursor, usize)> {
+    let events = store.read_feed(cursor, batch).await?;
+    let Some(last) = events.last() else {
+        return Ok((cursor, 0));
+    };
+    let next = last.cursor();
+    let envelopes: Vec<Envelope> = events.iter().map(Envelope::from_recorded).collect();
+    let report = apply_batch(conn, &envelopes).await?;
+    // The feed is complete and in commit order, so a gap here is a bug, not a delay.
+    anyhow::ensure!(
+        report.gaps.is_empty(),
+        "replay met a version gap at position {}",
+        last.position
+    );
+    sqlx::query(&format!(
+        "UPDATE {SHADOW}.replay_cursor SET tx_id = $1, position = $2 WHERE id = 1"
+    ))
+    .bind(next.tx_id)
+    .bind(next.position)
+    .execute(&mut *conn)
+    .await?;
+    Ok((next, events.len()))
+}
+
+/// Rebuilds every read model from the event store and swaps the result in atomically.
+pub async fn replay(
+    pool: &PgPool,
+    options: &ReplayOptions,
+    mut progress: impl FnMut(Progress),
+) -> anyhow::Result<ReplayStats> {
+    let started = Instant::now();
+    let store = EventStore::new(pool.clone());
+    let mut conn = shadow_connection(pool).await?;
+    let mut cursor = prepare(&mut conn).await?;
+    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM public.events")
+        .fetch_one(&mut conn)
+        .await?;
+    let mut stats = ReplayStats::default();
+    let mut batches = 0usize;
+    loop {
+        if options.stop_after_batches.is_some_and(|n| batches >= n) {
+            stats.elapsed = started.elapsed();
+            return Ok(stats);
+        }
+        let mut tx = conn.begin().await?;
+        let (next, n) = step(&store, &mut tx, cursor, options.batch_events).await?;
+        tx.commit().await?;
+        if n == 0 {
+            break;
+        }
+        cursor = next;
+        batches += 1;
+        stats.events += n as u64;
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        progress(Progress {
+            done: stats.events,
+            total: total.max(0) as u64,
+            rate: stats.events as f64 / secs,
+        });
+    }
+
+    // Caught up: swap under lock, after applying whatever committed meanwhile.
+    let mut tx = conn.begin().await?;
+    let live: Vec<String> = TABLES.iter().map(|t| format!("public.{t}")).collect();
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        live.join(", ")
+    ))
+    .execute(&mut *tx)
+    .await?;
+    loop {
+        let (next, n) = step(&store, &mut tx, cursor, options.batch_events).await?;
+        if n == 0 {
+            break;
+        }
+        cursor = next;
+        stats.events += n as u64;
+    }
+    for t in TABLES {
+        sqlx::query(&format!("DROP TABLE public.{t}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {SHADOW}.{t} SET SCHEMA public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!("DROP TABLE {SHADOW}.replay_cursor"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    stats.swapped = true;
+    stats.elapsed = started.elapsed();
+    Ok(stats)
+}
