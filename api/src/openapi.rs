@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{audit, auth, contracts, disputes, health, users, wallets};
+use crate::routes::{audit, auth, contracts, disputes, health, users, wallets, ws};
 
 struct BearerAuth;
 
@@ -36,9 +36,10 @@ impl Modify for BearerAuth {
         contracts::release, contracts::refund, contracts::cancel,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
+        ws::ws, ws::notify,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"))
 )]
 pub struct ApiDoc;

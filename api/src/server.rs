@@ -27,7 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{audit, auth, contracts, disputes, health, users, wallets};
+use crate::routes::{audit, auth, contracts, disputes, health, users, wallets, ws};
 use crate::scheduler::AutoRelease;
 use crate::state::AppState;
 
@@ -89,7 +89,9 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         .route("/disputes/{id}/resolve", put(disputes::resolve))
         .route("/contracts/{id}/history", get(audit::contract_history))
         .route("/audit/logs", get(audit::all))
-        .route("/audit/logs/user/{userId}", get(audit::for_user));
+        .route("/audit/logs/user/{userId}", get(audit::for_user))
+        .route("/ws", get(ws::ws))
+        .route("/notifications", post(ws::notify));
     let mut app = Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
@@ -238,6 +240,16 @@ pub async fn start_with_clock(
         );
         tasks.push(tokio::spawn(scheduler.run(shutdown_rx.clone())));
     }
+    let hub = Arc::new(crate::notify::Hub::default());
+    if config.role != WorkerRole::Workers {
+        tasks.push(tokio::spawn(crate::notify::fan_out(
+            client.clone(),
+            pool.clone(),
+            hub.clone(),
+            config.nats_subject_prefix.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let state = AppState {
         ledger,
         pool,
@@ -247,6 +259,8 @@ pub async fn start_with_clock(
         dummy_hash: Arc::new(dummy_hash),
         read_wait: Duration::from_millis(config.read_wait_ms),
         clock,
+        hub,
+        subject_prefix: config.nats_subject_prefix.clone(),
     };
 
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)

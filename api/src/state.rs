@@ -31,6 +31,10 @@ pub struct AppState {
     pub read_wait: Duration,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// This process's open WebSocket connections.
+    pub hub: Arc<crate::notify::Hub>,
+    /// The NATS event subject prefix (notifications are published beside it).
+    pub subject_prefix: String,
 }
 
 impl AppState {

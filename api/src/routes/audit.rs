@@ -294,6 +294,16 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
     };
     let (kind, stream, actor) = (text("type", 64)?, text("stream", 80)?, text("actor", 64)?);
     let (from, to) = (time("from")?, time("to")?);
+    if let Some(s) = &stream {
+        let exists: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM events WHERE stream_id = $1 AND version = 1")
+                .bind(s)
+                .fetch_optional(&st.pool)
+                .await?;
+        if exists.is_none() {
+            return Err(ApiError::not_found("STREAM_NOT_FOUND", "no such stream"));
+        }
+    }
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM events WHERE position < $1 \
            AND ($2::text IS NULL OR event_type = $2) AND ($3::text IS NULL OR stream_id = $3) \

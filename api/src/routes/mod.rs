@@ -7,6 +7,7 @@ pub mod disputes;
 pub mod health;
 pub mod users;
 pub mod wallets;
+pub mod ws;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -239,6 +239,16 @@ async fn audit_queries_per_role() {
         .await
         .body;
     assert_eq!(past["items"], json!([]));
+    let unknown = app
+        .get(
+            &format!("/audit/logs?stream=wallet-{}", uuid::Uuid::nil()),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::NOT_FOUND, "STREAM_NOT_FOUND")
+    );
     for bad in ["from=yesterday", "type=a%20b", "limit=0", "colour=red"] {
         let r = app
             .get(&format!("/audit/logs?{bad}"), Some(&admin.token))

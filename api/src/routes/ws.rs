@@ -1,0 +1,163 @@
+//! `GET /api/v1/ws`: live notifications over WebSocket, and `POST /api/v1/notifications`.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Result};
+use crate::extract::{parse_body_id, JsonBody, QueryMap};
+use crate::state::AppState;
+
+/// How often the server pings an idle connection.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A connection that has not answered for this long is closed.
+const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Open a WebSocket for live notifications. Authenticate with `Authorization: Bearer` or,
+/// for browsers, `?access_token=`; a missing or invalid token is refused before upgrade.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "notifications",
+    params(("access_token" = Option<String>, Query, description = "The JWT, for clients that cannot set headers")),
+    responses((status = 101, description = "Switching protocols: JSON messages follow"),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn ws(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    q: QueryMap,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let token = bearer
+        .or_else(|| q.0.get("access_token").cloned())
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing token: send Authorization: Bearer or ?access_token=")
+        })?;
+    let user = st.tokens.verify(token.trim())?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::bad_request("NOT_A_WEBSOCKET", "this endpoint speaks WebSocket only")
+    })?;
+    Ok(upgrade.on_upgrade(move |socket| serve(st, user, socket)))
+}
+
+async fn serve(st: AppState, user: AuthUser, mut socket: WebSocket) {
+    let (id, mut rx) = st.hub.register(user.id.0);
+    let hello = json!({"type": "hello", "userId": user.id.to_string()}).to_string();
+    let _ = socket.send(Message::Text(hello.into())).await;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut last_seen = Instant::now();
+    loop {
+        tokio::select! {
+            queued = rx.recv() => match queued {
+                Some(text) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    // The hub dropped us: the client reads slower than events arrive.
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "too slow".into() }))).await;
+                    break;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => last_seen = Instant::now(),
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > PONG_TIMEOUT || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    st.hub.unregister(user.id.0, id);
+}
+
+/// Body of `POST /notifications`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationRequest {
+    /// The recipient.
+    pub user_id: String,
+    /// A short type for clients to switch on (1 to 64 characters).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text (1 to 2000 characters).
+    pub message: String,
+}
+
+/// Accepted for delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationAccepted {
+    /// Always `queued`: delivered to the recipient's open connections, on every server.
+    pub status: &'static str,
+}
+
+/// Push a custom message to a user's open connections (admins; the seed's `POST /notify`).
+#[utoipa::path(post, path = "/api/v1/notifications", tag = "notifications", security(("bearer" = [])), request_body = NotificationRequest,
+    responses((status = 202, body = NotificationAccepted),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn notify(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    body: JsonBody,
+) -> Result<Response> {
+    if caller.role != domain::Role::Admin {
+        return Err(ApiError::forbidden("only admins send notifications"));
+    }
+    let req: NotificationRequest = body.parse()?;
+    let user = parse_body_id(&req.user_id, "userId")?;
+    if req.kind.trim().is_empty() || req.kind.chars().count() > 64 {
+        return Err(ApiError::unprocessable(
+            "INVALID_TEXT",
+            "type must be 1 to 64 characters",
+        ));
+    }
+    if req.message.trim().is_empty() || req.message.chars().count() > 2000 {
+        return Err(ApiError::unprocessable(
+            "INVALID_TEXT",
+            "message must be 1 to 2000 characters",
+        ));
+    }
+    let nats = st
+        .nats
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("no NATS connection"))?;
+    let payload = json!({
+        "type": "notification",
+        "userId": user,
+        "notificationType": req.kind,
+        "message": req.message,
+        "from": caller.id.to_string(),
+        "createdAt": crate::rfc3339(Utc::now()),
+    });
+    nats.publish(
+        crate::notify::notification_subject(&st.subject_prefix, Some(user)),
+        payload.to_string().into(),
+    )
+    .await
+    .map_err(ApiError::unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(NotificationAccepted { status: "queued" }),
+    )
+        .into_response())
+}
