@@ -65,6 +65,49 @@ enum Cmd {
     /// Manage users (works against a running ledger).
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Read the event stream: follow it on NATS, or export it from Postgres (NDJSON).
+    #[command(subcommand)]
+    Events(EventsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCmd {
+    /// Print events from JetStream as NDJSON; with --durable, a rerun resumes where it stopped.
+    Tail {
+        /// NATS server URL.
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// JetStream stream name.
+        #[arg(long, env = "NATS_STREAM", default_value = "ESCROW_EVENTS")]
+        nats_stream: String,
+        /// Subject prefix.
+        #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "escrow.events")]
+        nats_subject_prefix: String,
+        /// Subject filter, e.g. `wallet.>` or `contract.*.ContractFunded`.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Durable consumer name (resumable).
+        #[arg(long)]
+        durable: Option<String>,
+        /// Skip events before this global position.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Stop after this many milliseconds without events.
+        #[arg(long)]
+        idle_exit_ms: Option<u64>,
+    },
+    /// Write the whole store (or one stream) as NDJSON envelopes, from Postgres.
+    Export {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Only this stream, e.g. `wallet-<uuid>`.
+        #[arg(long)]
+        stream: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +168,34 @@ async fn main() -> std::process::ExitCode {
             )
             .await
         }
+        Cmd::Events(EventsCmd::Tail {
+            nats_url,
+            nats_stream,
+            nats_subject_prefix,
+            subject,
+            durable,
+            from,
+            limit,
+            idle_exit_ms,
+        }) => {
+            let settings = escrow_nats::JetStreamSettings {
+                url: nats_url,
+                stream_name: nats_stream,
+                subject_prefix: nats_subject_prefix,
+            };
+            let options = escrow_nats::TailOptions {
+                subject,
+                durable,
+                from_position: from,
+                limit,
+                idle_exit: idle_exit_ms.map(std::time::Duration::from_millis),
+            };
+            events_tail(settings, options).await
+        }
+        Cmd::Events(EventsCmd::Export {
+            database_url,
+            stream,
+        }) => events_export(&database_url, stream.as_deref()).await,
         Cmd::Users(UsersCmd::GrantRole {
             database_url,
             email,
@@ -240,6 +311,33 @@ async fn republish(
     );
     let sent = relay.republish_from(from).await?;
     println!("re-sent {sent} events from position {from}");
+    Ok(())
+}
+
+async fn events_tail(
+    settings: escrow_nats::JetStreamSettings,
+    options: escrow_nats::TailOptions,
+) -> anyhow::Result<()> {
+    let client = async_nats::connect(&settings.url).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut out = std::io::stdout();
+    escrow_nats::tail(&js, &settings, &options, &mut out).await?;
+    Ok(())
+}
+
+async fn events_export(database_url: &str, stream: Option<&str>) -> anyhow::Result<()> {
+    let pool = event_store::connect(
+        database_url,
+        &event_store::PoolSettings {
+            max_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let n = escrow_nats::export(&event_store::EventStore::new(pool), stream, &mut out).await?;
+    drop(out);
+    eprintln!("exported {n} events");
     Ok(())
 }
 

@@ -31,10 +31,13 @@ pub fn notification_subject(event_prefix: &str, user: Option<Uuid>) -> String {
     }
 }
 
+/// One open connection: its id and the queue its socket task drains.
+type Connection = (u64, mpsc::Sender<String>);
+
 /// The open WebSocket connections of this process, by user.
 #[derive(Debug, Default)]
 pub struct Hub {
-    connections: Mutex<HashMap<Uuid, Vec<(u64, mpsc::Sender<String>)>>>,
+    connections: Mutex<HashMap<Uuid, Vec<Connection>>>,
     next_id: AtomicU64,
 }
 

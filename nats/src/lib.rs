@@ -3,6 +3,7 @@
 
 mod envelope;
 mod relay;
+mod tail;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use async_nats::jetstream::{self, stream};
 
 pub use envelope::{subject_for, Envelope, ENVELOPE_VERSION};
 pub use relay::{Relay, RelaySettings};
+pub use tail::{export, tail, TailOptions};
 
 /// Where events go on NATS.
 #[derive(Debug, Clone)]
