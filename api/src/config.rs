@@ -80,6 +80,15 @@ pub struct ServeConfig {
     /// How often the inspection-window scheduler looks for contracts due for auto-release.
     #[arg(long, env = "AUTO_RELEASE_POLL_MS", default_value_t = 1000)]
     pub auto_release_poll_ms: u64,
+    /// Requests a minute one client address may make (0: unlimited).
+    #[arg(long, env = "RATE_LIMIT_PER_IP_PER_MINUTE", default_value_t = 6000)]
+    pub rate_limit_per_ip_per_minute: u32,
+    /// Requests a minute one authenticated user may make (0: unlimited).
+    #[arg(long, env = "RATE_LIMIT_PER_USER_PER_MINUTE", default_value_t = 1200)]
+    pub rate_limit_per_user_per_minute: u32,
+    /// Longest a request may take, in milliseconds, before it is answered with a 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
 }
 
 /// Secrets that appear in examples and tutorials; a ledger must never run with one.

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod notify;
 pub mod openapi;
 pub mod routes;

@@ -102,6 +102,10 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
                 "this endpoint does not accept that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::enforce,
+        ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(TraceLayer::new_for_http());
     let origins: Vec<HeaderValue> = config
@@ -261,6 +265,11 @@ pub async fn start_with_clock(
         clock,
         hub,
         subject_prefix: config.nats_subject_prefix.clone(),
+        limits: Arc::new(crate::limits::Limits {
+            per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),
+            per_user: crate::limits::RateLimiter::new(config.rate_limit_per_user_per_minute),
+            request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+        }),
     };
 
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)
@@ -274,11 +283,14 @@ pub async fn start_with_clock(
         let app = router(state, &config);
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
             }

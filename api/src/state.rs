@@ -35,6 +35,8 @@ pub struct AppState {
     pub hub: Arc<crate::notify::Hub>,
     /// The NATS event subject prefix (notifications are published beside it).
     pub subject_prefix: String,
+    /// Rate limits and the request timeout.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl AppState {

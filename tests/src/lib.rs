@@ -71,6 +71,8 @@ pub struct AppOptions {
     pub share_with: Option<(String, String, String)>,
     /// A clock the test moves forward.
     pub clock: Option<std::sync::Arc<api::clock::ManualClock>>,
+    /// Requests per minute per address and per user (0: unlimited, the tests' default).
+    pub rate_limits: Option<(u32, u32)>,
 }
 
 /// A running server and what a test needs to talk to it.
@@ -118,6 +120,9 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         db_max_connections: 20,
         read_wait_ms: 2000,
         auto_release_poll_ms: 50,
+        rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
+        rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
+        request_timeout_ms: 30_000,
     };
     let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
         Some(c) => c,

@@ -1,0 +1,398 @@
+//! Hostile input: the authorization matrix, rate limits, and secrets that must never leak.
+
+use escrow_tests::{spawn_app, spawn_app_with, AppOptions, Resp, TestApp, TestUser};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+struct Cast {
+    buyer: TestUser,
+    seller: TestUser,
+    stranger: TestUser,
+    arbiter: TestUser,
+    admin: TestUser,
+    contract: String,
+    draft: String,
+    dispute: String,
+}
+
+async fn cast(app: &TestApp) -> Cast {
+    let (buyer, seller, stranger) = (app.user().await, app.user().await, app.user().await);
+    let arbiter = app.grant(&app.user().await, "arbiter").await;
+    let admin = app.grant(&app.user().await, "admin").await;
+    app.deposit(&buyer, "1000").await;
+    let new_contract = |title: &str| json!({"sellerId": seller.id, "buyerId": buyer.id, "title": title, "amount": "10"});
+    let contract = app
+        .post("/contracts", Some(&buyer.token), new_contract("disputed"))
+        .await
+        .str("id");
+    app.request(
+        Method::POST,
+        &format!("/contracts/{contract}/fund"),
+        Some(&buyer.token),
+        None,
+        &[],
+    )
+    .await;
+    let dispute = app
+        .post(
+            "/disputes",
+            Some(&buyer.token),
+            json!({"contractId": contract, "description": "x"}),
+        )
+        .await
+        .str("id");
+    let draft = app
+        .post("/contracts", Some(&buyer.token), new_contract("draft"))
+        .await
+        .str("id");
+    assert!(
+        app.wait_for_read_models(std::time::Duration::from_secs(10))
+            .await
+    );
+    Cast {
+        buyer,
+        seller,
+        stranger,
+        arbiter,
+        admin,
+        contract,
+        draft,
+        dispute,
+    }
+}
+
+/// Every endpoint × {anonymous, stranger, buyer, seller, arbiter, admin} → the status a
+/// caller gets, from one table. Requests are chosen so the role is the only variable:
+/// bodies are valid, and commands that would change state for an allowed role are aimed
+/// where the rule under test decides (e.g. funding an already-funded contract is 409 for
+/// the buyer and 403 for everyone else).
+#[tokio::test]
+async fn authorization_matrix() {
+    let app = spawn_app().await;
+    let c = cast(&app).await;
+    let (b, s) = (c.buyer.id.clone(), c.seller.id.clone());
+    type Row = (Method, String, Option<Value>, [u16; 6]);
+    // Columns: anonymous, stranger, buyer, seller, arbiter, admin.
+    let rows: Vec<Row> = vec![
+        (
+            Method::GET,
+            "/health".into(),
+            None,
+            [200, 200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/openapi.json".into(),
+            None,
+            [200, 200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/users/me".into(),
+            None,
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/users/{b}"),
+            None,
+            [401, 403, 200, 403, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/wallets/{b}"),
+            None,
+            [401, 403, 200, 403, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/wallets/{b}/transactions"),
+            None,
+            [401, 403, 200, 403, 200, 200],
+        ),
+        (
+            Method::POST,
+            "/wallets/withdraw".into(),
+            Some(json!({"userId": b, "amount": "100000"})),
+            [401, 403, 409, 403, 403, 409],
+        ),
+        (
+            Method::POST,
+            "/transfers".into(),
+            Some(json!({"toUserId": b, "amount": "1"})),
+            [401, 409, 422, 409, 409, 409],
+        ),
+        (
+            Method::GET,
+            format!("/contracts/{}", c.contract),
+            None,
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/contracts/user/{s}"),
+            None,
+            [401, 403, 403, 200, 200, 200],
+        ),
+        (
+            Method::POST,
+            format!("/contracts/{}/fund", c.contract),
+            None,
+            [401, 403, 409, 403, 403, 403],
+        ),
+        (
+            Method::POST,
+            format!("/contracts/{}/deliver", c.contract),
+            None,
+            [401, 403, 403, 409, 403, 403],
+        ),
+        (
+            Method::POST,
+            format!("/contracts/{}/release", c.contract),
+            None,
+            [401, 403, 409, 403, 403, 403],
+        ),
+        (
+            Method::POST,
+            format!("/contracts/{}/refund", c.contract),
+            None,
+            [401, 403, 403, 409, 403, 403],
+        ),
+        (
+            Method::POST,
+            format!("/contracts/{}/cancel", c.contract),
+            None,
+            [401, 403, 409, 409, 403, 403],
+        ),
+        (
+            Method::GET,
+            format!("/contracts/{}/history", c.contract),
+            None,
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            Method::POST,
+            "/disputes".into(),
+            Some(json!({"contractId": c.draft, "description": "d"})),
+            [401, 403, 409, 409, 403, 403],
+        ),
+        (
+            Method::GET,
+            format!("/disputes/{}", c.dispute),
+            None,
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/disputes?status=OPEN".into(),
+            None,
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            Method::PUT,
+            format!("/disputes/{}/resolve", c.dispute),
+            Some(
+                json!({"resolution": "r", "outcome": "SPLIT", "sellerAmount": "1", "buyerAmount": "1"}),
+            ),
+            [401, 403, 403, 403, 422, 422],
+        ),
+        (
+            Method::GET,
+            format!("/audit/logs/user/{b}"),
+            None,
+            [401, 403, 200, 403, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/audit/logs".into(),
+            None,
+            [401, 403, 403, 403, 403, 200],
+        ),
+        (
+            Method::POST,
+            "/notifications".into(),
+            Some(json!({"userId": b, "type": "t", "message": "m"})),
+            [401, 403, 403, 403, 403, 202],
+        ),
+    ];
+    let callers: [Option<&TestUser>; 6] = [
+        None,
+        Some(&c.stranger),
+        Some(&c.buyer),
+        Some(&c.seller),
+        Some(&c.arbiter),
+        Some(&c.admin),
+    ];
+    let names = [
+        "anonymous",
+        "stranger",
+        "buyer",
+        "seller",
+        "arbiter",
+        "admin",
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, expected) in &rows {
+        for (i, caller) in callers.iter().enumerate() {
+            let r: Resp = app
+                .request(
+                    method.clone(),
+                    path,
+                    caller.map(|u| u.token.as_str()),
+                    body.as_ref(),
+                    &[],
+                )
+                .await;
+            if r.status.as_u16() != expected[i] {
+                failures.push(format!(
+                    "{method} {path} as {}: {} (expected {}) {}",
+                    names[i],
+                    r.status,
+                    expected[i],
+                    r.code()
+                ));
+            }
+            if !r.status.is_success() {
+                assert_eq!(
+                    r.headers["content-type"], "application/problem+json",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = spawn_app_with(AppOptions {
+        rate_limits: Some((0, 5)),
+        ..Default::default()
+    })
+    .await;
+    let u = app.user().await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(app.get(&format!("/wallets/{}", u.id), Some(&u.token)).await);
+    }
+    let limited: Vec<&Resp> = statuses
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        limited.len() >= 2,
+        "{:?}",
+        statuses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(limited[0].code(), "RATE_LIMITED");
+    let retry: u64 = limited[0].headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    // Another user is not affected.
+    let v = app.user().await;
+    assert_eq!(
+        app.get(&format!("/wallets/{}", v.id), Some(&v.token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let by_ip = spawn_app_with(AppOptions {
+        rate_limits: Some((3, 0)),
+        ..Default::default()
+    })
+    .await;
+    let codes: Vec<u16> = futures::future::join_all((0..6).map(|_| by_ip.get("/health", None)))
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert!(codes.contains(&429) && codes.contains(&200), "{codes:?}");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_events_messages_or_error_bodies() {
+    let app = spawn_app().await;
+    let password = "Very-Secret-Passw0rd-7731";
+    let email = format!("s{}@example.com", uuid::Uuid::new_v4().simple());
+    app.post(
+        "/auth/register",
+        None,
+        json!({"email": email, "password": password}),
+    )
+    .await;
+    let login = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await;
+    let token = login.str("access_token");
+    let wrong = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": email, "password": format!("{password}x")}),
+        )
+        .await;
+    let bad_body = app
+        .raw_post(
+            "/auth/login",
+            None,
+            "application/json",
+            format!("{{\"email\": \"{email}\", \"password\": {password}}}").into_bytes(),
+        )
+        .await;
+    let (hash,): (String,) =
+        sqlx::query_as("SELECT password_hash FROM credentials WHERE email = $1")
+            .bind(&email)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "argon2id");
+    assert!(
+        app.wait_for_read_models(std::time::Duration::from_secs(10))
+            .await
+    );
+
+    let (events,): (String,) = sqlx::query_as(
+        "SELECT coalesce(string_agg(data::text || metadata::text, ' '), '') FROM events",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let mut exported = Vec::new();
+    escrow_nats::export(
+        &event_store::EventStore::new(app.pool.clone()),
+        None,
+        &mut exported,
+    )
+    .await
+    .unwrap();
+    let published = String::from_utf8(exported).unwrap();
+    let bodies = format!("{} {} {}", login.body, wrong.body, bad_body.body);
+    for (what, haystack) in [
+        ("events", &events),
+        ("NATS envelopes", &published),
+        ("error bodies", &format!("{} {}", wrong.body, bad_body.body)),
+    ] {
+        for secret in [
+            password,
+            hash.as_str(),
+            "$argon2",
+            escrow_tests::TEST_JWT_SECRET,
+            token.as_str(),
+        ] {
+            assert!(
+                !haystack.contains(secret),
+                "{what} contain a secret ({})",
+                &secret[..8.min(secret.len())]
+            );
+        }
+    }
+    assert!(bodies.contains("invalid email or password"));
+}
