@@ -8,6 +8,9 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 export NATS_SERVER_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
+# The fault tests start and kill the real `escrow` binary.
+cargo build --locked -p api --bin escrow
+export ESCROW_BIN="$ROOT/target/debug/escrow"
 cargo test --workspace --locked "$@" 2>&1 | tee .data/test.log
 status=${PIPESTATUS[0]}
 echo "---- summary"
