@@ -96,9 +96,11 @@ impl ProjectionWorker {
                     durable_name: Some(self.settings.durable_name.clone()),
                     ack_policy: consumer::AckPolicy::Explicit,
                     deliver_policy: consumer::DeliverPolicy::All,
-                    // Longer than any batch transaction takes, short enough that a crashed
-                    // worker's messages come back quickly.
-                    ack_wait: Duration::from_secs(30),
+                    // Far longer than a batch transaction takes (~0.1 s for 256 events), and
+                    // short enough that a crashed worker's unacked messages come back within
+                    // seconds. Later events of the same streams don't wait even that long:
+                    // their gaps are filled from the event store (see `fill_gaps`).
+                    ack_wait: Duration::from_secs(5),
                     // A pull consumer silently stops delivering at this many unacked
                     // messages; keep it well above one batch.
                     max_ack_pending: 20_000,
@@ -172,6 +174,29 @@ impl ProjectionWorker {
                     return Err(e);
                 }
             };
+            // A gap means an earlier event of that stream was delivered to someone else (a
+            // worker that died before acking: JetStream would hand it back only after
+            // ack_wait). The event store has it: fill the gap from there, and the gapped
+            // messages become plain duplicates.
+            let report = if report.gaps.is_empty() {
+                report
+            } else {
+                let gapped: Vec<Envelope> = report
+                    .gaps
+                    .iter()
+                    .filter_map(|i| envelopes.get(*i).cloned())
+                    .collect();
+                match self.fill_gaps(&gapped).await {
+                    Ok(()) => crate::ApplyReport {
+                        gaps: Vec::new(),
+                        ..report
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fill a gap from the event store; waiting for redelivery");
+                        report
+                    }
+                }
+            };
             let gaps: std::collections::HashSet<usize> = report.gaps.iter().copied().collect();
             let mut env_index = 0usize;
             for (m, ok) in messages.iter().zip(decodable) {
@@ -199,6 +224,36 @@ impl ProjectionWorker {
 }
 
 impl ProjectionWorker {
+    /// Applies, from the event store, every event of the gapped streams up to and
+    /// including the gapped versions.
+    async fn fill_gaps(&self, gapped: &[Envelope]) -> anyhow::Result<()> {
+        let store = event_store::EventStore::new(self.pool.clone());
+        let mut missing = Vec::new();
+        let mut streams: Vec<(&str, i64)> = gapped
+            .iter()
+            .map(|e| (e.stream_id.as_str(), e.version))
+            .collect();
+        streams.sort();
+        streams.dedup_by(|a, b| {
+            a.0 == b.0 && {
+                b.1 = b.1.max(a.1);
+                true
+            }
+        });
+        for (stream, up_to) in streams {
+            let applied = crate::stream_version(&self.pool, stream).await?;
+            for e in store.read_stream(stream, applied).await? {
+                if e.version <= up_to {
+                    missing.push(Envelope::from_recorded(&e));
+                }
+            }
+        }
+        let report = self.apply(&missing).await?;
+        anyhow::ensure!(report.gaps.is_empty(), "the event store itself has a gap");
+        tracing::info!(events = report.applied, "filled gaps from the event store");
+        Ok(())
+    }
+
     async fn apply(&self, envelopes: &[Envelope]) -> anyhow::Result<crate::ApplyReport> {
         let mut tx = self.pool.begin().await?;
         let report = apply_batch(&mut tx, envelopes).await?;

@@ -104,7 +104,11 @@ async fn random_transfers_conserve_money_and_never_overdraw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_one_ledger() {
     let one = spawn_app().await;
-    let two = escrow_tests::spawn_app_with(escrow_tests::AppOptions { share_with: Some(one.shared()), ..Default::default() }).await;
+    let two = escrow_tests::spawn_app_with(escrow_tests::AppOptions {
+        share_with: Some(one.shared()),
+        ..Default::default()
+    })
+    .await;
     let users = futures::future::join_all((0..6).map(|_| one.user())).await;
     for u in &users {
         assert_eq!(one.deposit(u, "50").await.status, StatusCode::CREATED);
@@ -114,11 +118,19 @@ async fn two_servers_one_ledger() {
         let (one, two, users) = (&one, &two, &users);
         (0..10).map(move |k| async move {
             let server = if k % 2 == 0 { one } else { two };
-            server.transfer(u, &users[(i + 1 + k % 5) % 6].id, "8.00").await.status
+            server
+                .transfer(u, &users[(i + 1 + k % 5) % 6].id, "8.00")
+                .await
+                .status
         })
     }))
     .await;
-    assert!(spends.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{spends:?}");
+    assert!(
+        spends
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{spends:?}"
+    );
     // Contracts funded through both servers at once: funded once each.
     for pair in users.chunks(2) {
         let c = one
@@ -127,16 +139,38 @@ async fn two_servers_one_ledger() {
             .str("id");
         let path = format!("/contracts/{c}/fund");
         let (a, b) = tokio::join!(
-            one.request(reqwest::Method::POST, &path, Some(&pair[0].token), None, &[]),
-            two.request(reqwest::Method::POST, &path, Some(&pair[0].token), None, &[]),
+            one.request(
+                reqwest::Method::POST,
+                &path,
+                Some(&pair[0].token),
+                None,
+                &[]
+            ),
+            two.request(
+                reqwest::Method::POST,
+                &path,
+                Some(&pair[0].token),
+                None,
+                &[]
+            ),
         );
-        let funded = [a.status, b.status].iter().filter(|s| **s == StatusCode::OK).count();
-        let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = 'ContractFunded'")
-            .bind(format!("contract-{c}"))
-            .fetch_one(&one.pool)
-            .await
-            .unwrap();
-        assert!(funded <= 1 && events == funded as i64, "funded once: {funded} ok answers, {events} events ({:?} / {:?})", a.body, b.body);
+        let funded = [a.status, b.status]
+            .iter()
+            .filter(|s| **s == StatusCode::OK)
+            .count();
+        let (events,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = 'ContractFunded'",
+        )
+        .bind(format!("contract-{c}"))
+        .fetch_one(&one.pool)
+        .await
+        .unwrap();
+        assert!(
+            funded <= 1 && events == funded as i64,
+            "funded once: {funded} ok answers, {events} events ({:?} / {:?})",
+            a.body,
+            b.body
+        );
     }
     let (folded, sum) = folded_ledger(&one.pool).await;
     assert_eq!(sum, Decimal::ZERO);

@@ -10,6 +10,7 @@ mod bad_input;
 mod concurrency;
 mod contracts;
 mod event_store;
+mod faults;
 mod hostile;
 mod integrations;
 mod notifications;

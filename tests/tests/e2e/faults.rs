@@ -1,0 +1,322 @@
+//! Fault tests against the real `escrow` binary: `kill -9` mid-load, then restart.
+//! Every acknowledged command must survive; retries with the same Idempotency-Key must
+//! answer the same; `verify` must pass; read models must converge.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use escrow_tests::{fresh_database, TEST_JWT_SECRET};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const PASSWORD: &str = "fault-test-Passw0rd-1979";
+
+fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("ESCROW_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("escrow")
+}
+
+struct Server {
+    child: Option<Child>,
+    db: String,
+    stream: String,
+    prefix: String,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .arg("serve")
+            .env("DATABASE_URL", &self.db)
+            .env("NATS_URL", std::env::var("NATS_URL").expect("NATS_URL"))
+            .env("NATS_STREAM", &self.stream)
+            .env("NATS_SUBJECT_PREFIX", &self.prefix)
+            .env("PORT", self.port.to_string())
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("RATE_LIMIT_PER_IP_PER_MINUTE", "0")
+            .env("RATE_LIMIT_PER_USER_PER_MINUTE", "0")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("escrow binary starts (build it with `cargo build -p api --bin escrow`)");
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http
+                .get(format!("http://127.0.0.1:{}/api/v1/health", self.port))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("escrow did not start; see {}", self.log.display());
+    }
+
+    async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("SIGKILL");
+        }
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: &Value,
+) -> Option<(u16, Value)> {
+    let mut req = http.post(url).json(body).timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await.ok()?;
+    let status = res.status().as_u16();
+    Some((status, res.json().await.unwrap_or(Value::Null)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
+    let (db, pool) = fresh_database().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::env::temp_dir().join(format!("escrow-fault-{id}.log"));
+    let mut server = Server {
+        child: None,
+        db,
+        stream: format!("F_{id}"),
+        prefix: format!("f{id}.escrow.events"),
+        port,
+        log: log.clone(),
+    };
+    server.start().await;
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let http = reqwest::Client::new();
+
+    let mut users = Vec::new();
+    for n in 0..2 {
+        let email = format!("f{n}{id}@example.com");
+        let r = call(
+            &http,
+            &format!("{base}/auth/register"),
+            None,
+            None,
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.0, 201);
+        let l = call(
+            &http,
+            &format!("{base}/auth/login"),
+            None,
+            None,
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+        users.push((
+            r.1["id"].as_str().unwrap().to_owned(),
+            l.1["access_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (payer, payer_token) = users[0].clone();
+    let payee = users[1].0.clone();
+    call(
+        &http,
+        &format!("{base}/wallets/deposit"),
+        Some(&payer_token),
+        None,
+        &json!({"userId": payer, "amount": "100000"}),
+    )
+    .await
+    .unwrap();
+
+    // The load: deposits and transfers, each with its own Idempotency-Key, retried (same key,
+    // same body) until answered — as a careful client does across a crash.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+        let (payer, payer_token, payee) = (payer.clone(), payer_token.clone(), payee.clone());
+        tokio::spawn(async move {
+            let mut acked: Vec<(String, &'static str, Value, Value)> = Vec::new();
+            let (mut sent, mut retries) = (0u64, 0u64);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("load-{n}");
+                let (path, body) = if n % 2 == 0 {
+                    ("/transfers", json!({"toUserId": payee, "amount": "1.00"}))
+                } else {
+                    (
+                        "/wallets/deposit",
+                        json!({"userId": payer, "amount": "0.50"}),
+                    )
+                };
+                sent += 1;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match call(
+                        &http,
+                        &format!("{base}{path}"),
+                        Some(&payer_token),
+                        Some(&key),
+                        &body,
+                    )
+                    .await
+                    {
+                        Some((201, resp)) => {
+                            acked.push((key, path, body, resp));
+                            break;
+                        }
+                        Some((status, resp)) if status < 500 => {
+                            panic!("{path} refused: {status} {resp}")
+                        }
+                        _ if Instant::now() < deadline => {
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        _ => panic!("{path} never answered"),
+                    }
+                }
+            }
+            (acked, sent, retries)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9().await;
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.start().await;
+    let restarted_in = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, sent, retries) = load.await.expect("load finished");
+
+    // Every acknowledged command is in the store, exactly once.
+    let tx_events: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT data->>'transactionId', count(*) FROM events WHERE data ? 'transactionId' GROUP BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut lost = 0;
+    let mut duplicated = 0;
+    for (_, path, _, resp) in &acked {
+        let tx = resp["transaction"]["id"].as_str().unwrap();
+        let expected = if *path == "/transfers" { 2 } else { 1 };
+        match tx_events.get(tx).copied().unwrap_or(0) {
+            0 => lost += 1,
+            n if n != expected => duplicated += 1,
+            _ => {}
+        }
+    }
+    let money_commands = tx_events.len() as u64 - 1; // minus the funding deposit
+    assert_eq!(
+        money_commands,
+        acked.len() as u64,
+        "no command took effect twice or unacknowledged"
+    );
+
+    // A retried key answers exactly what was answered first.
+    for (key, path, body, resp) in acked.iter().step_by((acked.len() / 5).max(1)) {
+        let again = call(
+            &http,
+            &format!("{base}{path}"),
+            Some(&payer_token),
+            Some(key),
+            body,
+        )
+        .await
+        .unwrap();
+        assert_eq!((again.0, &again.1), (201, resp), "replay of {key}");
+    }
+
+    // Read models converge and everything verifies.
+    let recovered = Instant::now();
+    let converged = loop {
+        let (behind,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM (SELECT stream_id, max(version) v FROM events GROUP BY stream_id) e \
+             LEFT JOIN projection_streams p ON p.projection = 'read_models' AND p.stream_id = e.stream_id WHERE coalesce(p.version, 0) < e.v",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if behind == 0 {
+            break recovered.elapsed();
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_secs(10),
+            "read models did not converge within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let report = api::verify::verify(&pool).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+
+    // JetStream holds each event once.
+    let client = async_nats::connect(std::env::var("NATS_URL").unwrap())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let messages = js
+        .get_stream(&server.stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(messages as i64, events, "one JetStream message per event");
+
+    // Nothing secret in the server's logs.
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logs.contains(PASSWORD) && !logs.contains(TEST_JWT_SECRET) && !logs.contains("$argon2"),
+        "secrets in logs"
+    );
+
+    println!(
+        "kill -9: sent {sent}, acknowledged {}, lost {lost}, duplicated {duplicated}, client retries {retries}, \
+         restart {restarted_in:?}, read models converged {converged:?} after the load",
+        acked.len()
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    server.kill9().await;
+    let _ = std::fs::remove_file(&log);
+}
