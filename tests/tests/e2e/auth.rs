@@ -27,6 +27,10 @@ async fn bad_tokens_are_rejected() {
     let app = spawn_app().await;
     let u = app.user().await;
     let path = format!("/wallets/{}", u.id);
+    assert!(
+        app.wait_for_read_models(std::time::Duration::from_secs(10))
+            .await
+    );
     assert_eq!(app.get(&path, Some(&u.token)).await.status, StatusCode::OK);
 
     let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -79,6 +83,17 @@ async fn bad_tokens_are_rejected() {
             )),
         ),
         ("huge", Some("a".repeat(20_000))),
+        (
+            "RS256 header (HS/RS confusion)",
+            Some({
+                let hs = sign(&claims(&u.id, 0, 600), TEST_JWT_SECRET);
+                let rest = hs.split_once('.').unwrap().1.to_owned();
+                format!(
+                    "{}.{rest}",
+                    URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#)
+                )
+            }),
+        ),
     ];
     for (what, token) in cases {
         let r = app.get(&path, token.as_deref()).await;

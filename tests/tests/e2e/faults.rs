@@ -320,3 +320,93 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     server.kill9().await;
     let _ = std::fs::remove_file(&log);
 }
+
+/// Two processes; the one holding the relay and projection leases is killed with -9; the
+/// other takes over and the read models keep up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_holder_killed_the_standby_takes_over() {
+    let (db, pool) = fresh_database().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let log = std::env::temp_dir().join(format!("escrow-lease-{id}.log"));
+    let mut holder = Server {
+        child: None,
+        db: db.clone(),
+        stream: format!("L_{id}"),
+        prefix: format!("l{id}.escrow.events"),
+        port: free(),
+        log: log.clone(),
+    };
+    holder.start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // it takes the leases first
+    let mut standby = Server {
+        child: None,
+        db,
+        stream: holder.stream.clone(),
+        prefix: holder.prefix.clone(),
+        port: free(),
+        log: log.clone(),
+    };
+    standby.start().await;
+    let base = format!("http://127.0.0.1:{}/api/v1", standby.port);
+    let http = reqwest::Client::new();
+    let email = format!("lease{id}@example.com");
+    call(
+        &http,
+        &format!("{base}/auth/register"),
+        None,
+        None,
+        &json!({"email": email, "password": PASSWORD}),
+    )
+    .await
+    .unwrap();
+    let login = call(
+        &http,
+        &format!("{base}/auth/login"),
+        None,
+        None,
+        &json!({"email": email, "password": PASSWORD}),
+    )
+    .await
+    .unwrap();
+    let (user, token) = (
+        login.1["user"]["id"].as_str().unwrap().to_owned(),
+        login.1["access_token"].as_str().unwrap().to_owned(),
+    );
+
+    holder.kill9().await;
+    let killed = Instant::now();
+    let dep = call(
+        &http,
+        &format!("{base}/wallets/deposit"),
+        Some(&token),
+        None,
+        &json!({"userId": user, "amount": "12.34"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dep.0, 201, "commands never depended on the lease holder");
+    let position = dep.1["position"].as_i64().unwrap();
+    let took_over = loop {
+        if projections::wait_for_position(&pool, position, Duration::from_millis(100))
+            .await
+            .unwrap()
+        {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the standby did not take over"
+        );
+    };
+    println!("lease holder killed: the standby relayed and projected within {took_over:?}");
+    assert!(api::verify::verify(&pool).await.unwrap().ok());
+    standby.kill9().await;
+    let _ = std::fs::remove_file(&log);
+}

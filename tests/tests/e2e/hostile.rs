@@ -271,6 +271,10 @@ async fn rate_limits_answer_429_with_retry_after() {
     })
     .await;
     let u = app.user().await;
+    assert!(
+        app.wait_for_read_models(std::time::Duration::from_secs(10))
+            .await
+    );
     let mut statuses = Vec::new();
     for _ in 0..8 {
         statuses.push(app.get(&format!("/wallets/{}", u.id), Some(&u.token)).await);
@@ -293,6 +297,10 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert!((1..=60).contains(&retry));
     // Another user is not affected.
     let v = app.user().await;
+    assert!(
+        app.wait_for_read_models(std::time::Duration::from_secs(10))
+            .await
+    );
     assert_eq!(
         app.get(&format!("/wallets/{}", v.id), Some(&v.token))
             .await
