@@ -125,10 +125,13 @@ pub(crate) fn unexpected(outcome: &Outcome) -> (u16, Value) {
     (e.status.as_u16(), serde_json::json!({ "code": e.code }))
 }
 
+/// Items per page when `limit` is not given.
+const PAGE_ITEMS_DEFAULT: i64 = 20;
+
 /// `limit` (1 to `max`, default 20) and `cursor` (a position issued by this API).
 pub(crate) fn page_params(q: &crate::extract::QueryMap, max: i64) -> Result<(i64, i64)> {
     let limit = match q.int("limit", max)? {
-        None => 20,
+        None => PAGE_ITEMS_DEFAULT,
         Some(0) => {
             return Err(ApiError::bad_request(
                 "INVALID_QUERY_PARAMETER",

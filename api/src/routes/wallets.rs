@@ -24,8 +24,6 @@ use crate::state::AppState;
 
 /// Most history items returned per page.
 const PAGE_ITEMS_MAX: i64 = 100;
-/// History items per page when `limit` is not given.
-const PAGE_ITEMS_DEFAULT: i64 = 20;
 
 /// A wallet.
 #[derive(Debug, Serialize, ToSchema)]
@@ -386,22 +384,7 @@ pub async fn transactions(
 ) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
     q.only(&["currency", "limit", "cursor", "minPosition"])?;
-    let limit = match q.int("limit", PAGE_ITEMS_MAX)? {
-        None => PAGE_ITEMS_DEFAULT,
-        Some(0) => {
-            return Err(ApiError::bad_request(
-                "INVALID_QUERY_PARAMETER",
-                "limit must be from 1 to 100",
-            ))
-        }
-        Some(l) => l,
-    };
-    let before = match q.0.get("cursor") {
-        None => i64::MAX,
-        Some(c) => c.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            ApiError::bad_request("INVALID_CURSOR", "cursor is not one this API issued")
-        })?,
-    };
+    let (limit, before) = crate::routes::page_params(&q, PAGE_ITEMS_MAX)?;
     let currency = match q.0.get("currency") {
         None => None,
         Some(_) => Some(q.currency()?),
