@@ -89,6 +89,12 @@ pub struct ServeConfig {
     /// Longest a request may take, in milliseconds, before it is answered with a 503.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// A client must send its request headers within this many milliseconds (slow-loris).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted, in bytes; larger gets 431.
+    #[arg(long, env = "HEADER_BYTES_MAX", default_value_t = 32 * 1024)]
+    pub header_bytes_max: usize,
 }
 
 /// Secrets that appear in examples and tutorials; a ledger must never run with one.

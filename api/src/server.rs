@@ -153,6 +153,69 @@ fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Limits applied to every HTTP connection before a request reaches the router.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// A client must send its whole request head within this time (slow-loris defence).
+    header_read_timeout: Duration,
+    /// Largest request head accepted; a larger one gets 431.
+    header_bytes_max: usize,
+}
+
+/// Accepts connections until shutdown and serves each with HTTP/1.1 (WebSocket upgrades
+/// included) under [`ConnectionLimits`]. On shutdown every connection finishes its
+/// in-flight request and closes.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+        };
+        let service = TowerToHyperService::new(
+            app.clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.header_bytes_max);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                }
+                _ = async { let _ = conn_shutdown.wait_for(|stop| *stop).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
 /// Migrates the database (idempotent; safe with several processes starting at once).
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     let pool = event_store::connect(
@@ -281,20 +344,16 @@ pub async fn start_with_clock(
             .with_context(|| format!("binding {addr}"))?;
         addr = listener.local_addr()?;
         let app = router(state, &config);
-        let mut rx = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(100)),
+            header_bytes_max: config.header_bytes_max.max(8 * 1024),
+        };
+        tasks.push(tokio::spawn(serve_http(
+            listener,
+            app,
+            limits,
+            shutdown_rx.clone(),
+        )));
         tracing::info!("escrow ledger listening on http://{addr}/api/v1");
     }
     Ok(Running {

@@ -123,6 +123,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
         request_timeout_ms: 30_000,
+        header_read_timeout_ms: 1_500,
+        header_bytes_max: 32 * 1024,
     };
     let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
         Some(c) => c,

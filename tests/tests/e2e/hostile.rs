@@ -404,3 +404,64 @@ async fn secrets_never_reach_events_messages_or_error_bodies() {
     }
     assert!(bodies.contains("invalid email or password"));
 }
+
+/// A client that trickles its headers (slow-loris) is cut off; an oversized head gets 431.
+#[tokio::test]
+async fn slow_and_oversized_request_heads_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        if stream.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::from_millis(250), stream.read(&mut buf))
+            .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                closed = true; // the server answered (408) and will close
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "a trickling client was not cut off");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+
+    let big = "a".repeat(64 * 1024);
+    let r = app
+        .http
+        .get(format!("{}/health", app.base))
+        .header("x-big", big)
+        .send()
+        .await;
+    match r {
+        Ok(res) => assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(e) => panic!("expected a 431, got {e}"),
+    }
+    // Normal requests still work.
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+}
