@@ -172,13 +172,33 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// Database trouble: a lost connection or a pool timeout is a 503, the rest a 500.
+/// Database trouble: a lost connection, a pool timeout, a server shutting down or out of
+/// resources is a 503 (retry, with the same `Idempotency-Key`); anything else a 500.
 pub fn store_error(e: event_store::StoreError) -> ApiError {
-    match &e {
+    let transient = match &e {
         event_store::StoreError::Database(
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-        ) => ApiError::unavailable(e),
-        _ => ApiError::internal(e),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed,
+        ) => true,
+        // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator
+        // intervention: shutdown, restart) and 40001/40P01 (serialization, deadlock).
+        event_store::StoreError::Database(sqlx::Error::Database(db)) => {
+            db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+                    || c == "40001"
+                    || c == "40P01"
+            })
+        }
+        _ => false,
+    };
+    if transient {
+        ApiError::unavailable(e)
+    } else {
+        ApiError::internal(e)
     }
 }
 

@@ -499,3 +499,111 @@ impl Drop for OwnNats {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A PostgreSQL cluster of a test's own (for restart tests), on a free port, run as the
+/// `postgres` user when the tests run as root.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn as_postgres(cmd: &std::path::Path) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(cmd);
+        c
+    } else {
+        std::process::Command::new(cmd)
+    }
+}
+
+impl OwnPostgres {
+    /// Initialises and starts a cluster (a few seconds).
+    pub fn start() -> OwnPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL installed under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("pg_ctl").exists())
+            .max()
+            .expect("a PostgreSQL version with pg_ctl");
+        let dir = std::env::temp_dir().join(format!("escrow-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let ok = as_postgres(&bin.join("initdb"))
+            .args(["-U", "postgres", "--auth=trust", "-D"])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb runs")
+            .success();
+        assert!(ok, "initdb failed");
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        pg.ctl(&["start", "-w", "-t", "60"]);
+        pg
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            self.port,
+            self.dir.display()
+        );
+        let ok = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-o", &opts])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs")
+            .success();
+        assert!(ok, "pg_ctl {args:?} failed");
+    }
+
+    /// Stops with `mode` (`fast` or `immediate`) and starts again.
+    pub fn restart(&self, mode: &str) {
+        self.ctl(&["stop", "-m", mode, "-w"]);
+        self.ctl(&["start", "-w", "-t", "60"]);
+    }
+
+    /// The URL of database `name` (created if missing).
+    pub async fn database(&self, name: &str) -> String {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let pool = PgPool::connect(&admin)
+            .await
+            .expect("connect to own cluster");
+        let _ = sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["stop", "-m", "immediate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

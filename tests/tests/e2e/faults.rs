@@ -99,6 +99,180 @@ async fn call(
     Some((status, res.json().await.unwrap_or(Value::Null)))
 }
 
+/// Commands acknowledged by the server: (Idempotency-Key, path, body, response).
+type Acked = Vec<(String, &'static str, Value, Value)>;
+
+struct Load {
+    acked: Acked,
+    sent: u64,
+    retries: u64,
+}
+
+/// The load: deposits and transfers, each with its own Idempotency-Key, retried (same key,
+/// same body) until answered, as a careful client does across a crash.
+fn start_load(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    payer: &str,
+    payee: &str,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Load> {
+    let (http, base, stop) = (http.clone(), base.to_owned(), stop.clone());
+    let (token, payer, payee) = (token.to_owned(), payer.to_owned(), payee.to_owned());
+    tokio::spawn(async move {
+        let mut load = Load {
+            acked: Vec::new(),
+            sent: 0,
+            retries: 0,
+        };
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let key = format!("load-{n}");
+            let (path, body) = if n % 2 == 0 {
+                ("/transfers", json!({"toUserId": payee, "amount": "1.00"}))
+            } else {
+                (
+                    "/wallets/deposit",
+                    json!({"userId": payer, "amount": "0.50"}),
+                )
+            };
+            load.sent += 1;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match call(
+                    &http,
+                    &format!("{base}{path}"),
+                    Some(&token),
+                    Some(&key),
+                    &body,
+                )
+                .await
+                {
+                    Some((201, resp)) => {
+                        load.acked.push((key, path, body, resp));
+                        break;
+                    }
+                    Some((status, resp)) if status < 500 && status != 429 => {
+                        panic!("{path} refused: {status} {resp}")
+                    }
+                    _ if Instant::now() < deadline => {
+                        load.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => panic!("{path} never answered"),
+                }
+            }
+        }
+        load
+    })
+}
+
+/// Every acknowledged command is in the store exactly once, a retried key answers what it
+/// answered first, read models converge (within 10 s) and `verify` passes. Returns
+/// (lost, duplicated, time to converge).
+async fn check_exactly_once(
+    pool: &sqlx::PgPool,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    acked: &Acked,
+) -> (usize, usize, Duration) {
+    let tx_events: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT data->>'transactionId', count(*) FROM events WHERE data ? 'transactionId' GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let (mut lost, mut duplicated) = (0, 0);
+    for (_, path, _, resp) in acked {
+        let tx = resp["transaction"]["id"].as_str().unwrap();
+        let expected = if *path == "/transfers" { 2 } else { 1 };
+        match tx_events.get(tx).copied().unwrap_or(0) {
+            0 => lost += 1,
+            n if n != expected => duplicated += 1,
+            _ => {}
+        }
+    }
+    let money_commands = tx_events.len() - 1; // minus the funding deposit
+    assert_eq!(
+        money_commands,
+        acked.len(),
+        "no command took effect twice or unacknowledged"
+    );
+    for (key, path, body, resp) in acked.iter().step_by((acked.len() / 5).max(1)) {
+        let again = call(http, &format!("{base}{path}"), Some(token), Some(key), body)
+            .await
+            .unwrap();
+        assert_eq!((again.0, &again.1), (201, resp), "replay of {key}");
+    }
+    let recovered = Instant::now();
+    let converged = loop {
+        let (behind,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM (SELECT stream_id, max(version) v FROM events GROUP BY stream_id) e \
+             LEFT JOIN projection_streams p ON p.projection = 'read_models' AND p.stream_id = e.stream_id WHERE coalesce(p.version, 0) < e.v",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if behind == 0 {
+            break recovered.elapsed();
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_secs(10),
+            "read models did not converge within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let report = api::verify::verify(pool).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    (lost, duplicated, converged)
+}
+
+async fn two_users(http: &reqwest::Client, base: &str, id: &str) -> ((String, String), String) {
+    let mut users = Vec::new();
+    for n in 0..2 {
+        let email = format!("f{n}{id}@example.com");
+        let r = call(
+            http,
+            &format!("{base}/auth/register"),
+            None,
+            None,
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.0, 201);
+        let l = call(
+            http,
+            &format!("{base}/auth/login"),
+            None,
+            None,
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+        users.push((
+            r.1["id"].as_str().unwrap().to_owned(),
+            l.1["access_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let payer = users[0].clone();
+    call(
+        http,
+        &format!("{base}/wallets/deposit"),
+        Some(&payer.1),
+        None,
+        &json!({"userId": payer.0, "amount": "100000"}),
+    )
+    .await
+    .unwrap();
+    (payer, users[1].0.clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let (db, pool) = fresh_database().await;
@@ -120,97 +294,10 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     server.start().await;
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let http = reqwest::Client::new();
+    let ((payer, payer_token), payee) = two_users(&http, &base, &id).await;
 
-    let mut users = Vec::new();
-    for n in 0..2 {
-        let email = format!("f{n}{id}@example.com");
-        let r = call(
-            &http,
-            &format!("{base}/auth/register"),
-            None,
-            None,
-            &json!({"email": email, "password": PASSWORD}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.0, 201);
-        let l = call(
-            &http,
-            &format!("{base}/auth/login"),
-            None,
-            None,
-            &json!({"email": email, "password": PASSWORD}),
-        )
-        .await
-        .unwrap();
-        users.push((
-            r.1["id"].as_str().unwrap().to_owned(),
-            l.1["access_token"].as_str().unwrap().to_owned(),
-        ));
-    }
-    let (payer, payer_token) = users[0].clone();
-    let payee = users[1].0.clone();
-    call(
-        &http,
-        &format!("{base}/wallets/deposit"),
-        Some(&payer_token),
-        None,
-        &json!({"userId": payer, "amount": "100000"}),
-    )
-    .await
-    .unwrap();
-
-    // The load: deposits and transfers, each with its own Idempotency-Key, retried (same key,
-    // same body) until answered — as a careful client does across a crash.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
-        let (payer, payer_token, payee) = (payer.clone(), payer_token.clone(), payee.clone());
-        tokio::spawn(async move {
-            let mut acked: Vec<(String, &'static str, Value, Value)> = Vec::new();
-            let (mut sent, mut retries) = (0u64, 0u64);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let key = format!("load-{n}");
-                let (path, body) = if n % 2 == 0 {
-                    ("/transfers", json!({"toUserId": payee, "amount": "1.00"}))
-                } else {
-                    (
-                        "/wallets/deposit",
-                        json!({"userId": payer, "amount": "0.50"}),
-                    )
-                };
-                sent += 1;
-                let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    match call(
-                        &http,
-                        &format!("{base}{path}"),
-                        Some(&payer_token),
-                        Some(&key),
-                        &body,
-                    )
-                    .await
-                    {
-                        Some((201, resp)) => {
-                            acked.push((key, path, body, resp));
-                            break;
-                        }
-                        Some((status, resp)) if status < 500 => {
-                            panic!("{path} refused: {status} {resp}")
-                        }
-                        _ if Instant::now() < deadline => {
-                            retries += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        _ => panic!("{path} never answered"),
-                    }
-                }
-            }
-            (acked, sent, retries)
-        })
-    };
+    let load = start_load(&http, &base, &payer_token, &payer, &payee, &stop);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill9().await;
     let killed_at = Instant::now();
@@ -219,70 +306,14 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let restarted_in = killed_at.elapsed();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    let (acked, sent, retries) = load.await.expect("load finished");
+    let Load {
+        acked,
+        sent,
+        retries,
+    } = load.await.expect("load finished");
 
-    // Every acknowledged command is in the store, exactly once.
-    let tx_events: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT data->>'transactionId', count(*) FROM events WHERE data ? 'transactionId' GROUP BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
-    let mut lost = 0;
-    let mut duplicated = 0;
-    for (_, path, _, resp) in &acked {
-        let tx = resp["transaction"]["id"].as_str().unwrap();
-        let expected = if *path == "/transfers" { 2 } else { 1 };
-        match tx_events.get(tx).copied().unwrap_or(0) {
-            0 => lost += 1,
-            n if n != expected => duplicated += 1,
-            _ => {}
-        }
-    }
-    let money_commands = tx_events.len() as u64 - 1; // minus the funding deposit
-    assert_eq!(
-        money_commands,
-        acked.len() as u64,
-        "no command took effect twice or unacknowledged"
-    );
-
-    // A retried key answers exactly what was answered first.
-    for (key, path, body, resp) in acked.iter().step_by((acked.len() / 5).max(1)) {
-        let again = call(
-            &http,
-            &format!("{base}{path}"),
-            Some(&payer_token),
-            Some(key),
-            body,
-        )
-        .await
-        .unwrap();
-        assert_eq!((again.0, &again.1), (201, resp), "replay of {key}");
-    }
-
-    // Read models converge and everything verifies.
-    let recovered = Instant::now();
-    let converged = loop {
-        let (behind,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM (SELECT stream_id, max(version) v FROM events GROUP BY stream_id) e \
-             LEFT JOIN projection_streams p ON p.projection = 'read_models' AND p.stream_id = e.stream_id WHERE coalesce(p.version, 0) < e.v",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if behind == 0 {
-            break recovered.elapsed();
-        }
-        assert!(
-            recovered.elapsed() < Duration::from_secs(10),
-            "read models did not converge within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let report = api::verify::verify(&pool).await.unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
+    let (lost, duplicated, converged) =
+        check_exactly_once(&pool, &http, &base, &payer_token, &acked).await;
 
     // JetStream holds each event once.
     let client = async_nats::connect(std::env::var("NATS_URL").unwrap())
@@ -408,5 +439,61 @@ async fn lease_holder_killed_the_standby_takes_over() {
     println!("lease holder killed: the standby relayed and projected within {took_over:?}");
     assert!(api::verify::verify(&pool).await.unwrap().ok());
     standby.kill9().await;
+    let _ = std::fs::remove_file(&log);
+}
+
+/// PostgreSQL restarted mid-load, first with a fast shutdown, then an immediate one (a
+/// crash: no checkpoint, WAL recovery on start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarts_mid_load_lose_nothing() {
+    let pg = escrow_tests::OwnPostgres::start();
+    let db = pg.database("escrow").await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::env::temp_dir().join(format!("escrow-pgfault-{id}.log"));
+    let mut server = Server {
+        child: None,
+        db: db.clone(),
+        stream: format!("P_{id}"),
+        prefix: format!("p{id}.escrow.events"),
+        port,
+        log: log.clone(),
+    };
+    server.start().await;
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let http = reqwest::Client::new();
+    let ((payer, payer_token), payee) = two_users(&http, &base, &id).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&http, &base, &payer_token, &payer, &payee, &stop);
+    let mut outages = Vec::new();
+    for mode in ["fast", "immediate"] {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let t = Instant::now();
+        let pg_ref = &pg;
+        tokio::task::block_in_place(|| pg_ref.restart(mode));
+        outages.push((mode, t.elapsed()));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let Load {
+        acked,
+        sent,
+        retries,
+    } = load.await.expect("load finished");
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let (lost, duplicated, converged) =
+        check_exactly_once(&pool, &http, &base, &payer_token, &acked).await;
+    println!(
+        "postgres restarts {outages:?}: sent {sent}, acknowledged {}, lost {lost}, duplicated {duplicated}, \
+         client retries {retries}, read models converged {converged:?} after the load",
+        acked.len()
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    server.kill9().await;
     let _ = std::fs::remove_file(&log);
 }

@@ -20,9 +20,14 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
     let b = app.user().await;
     assert_eq!(app.deposit(&a, "1000").await.status, StatusCode::CREATED);
 
+    let commands = if std::env::var("ESCROW_LONG_TESTS").is_ok() {
+        240
+    } else {
+        60
+    };
     let writer = async {
         let mut ok = 0;
-        for i in 0..60 {
+        for i in 0..commands {
             let r = if i % 2 == 0 {
                 app.transfer(&a, &b.id, "1.00").await
             } else {
@@ -39,14 +44,21 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
         }
         ok
     };
+    // The normal run stops NATS for 2 s; ESCROW_LONG_TESTS=1 for 10 s (the writer then
+    // keeps going for as long).
+    let outage_secs = if std::env::var("ESCROW_LONG_TESTS").is_ok() {
+        10
+    } else {
+        2
+    };
     let outage = async {
         tokio::time::sleep(Duration::from_millis(600)).await;
         nats.kill().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(outage_secs)).await;
         nats.restart().await;
     };
     let (ok, ()) = tokio::join!(writer, outage);
-    assert_eq!(ok, 60);
+    assert_eq!(ok, commands);
 
     assert!(
         app.wait_for_read_models(Duration::from_secs(60)).await,
@@ -106,5 +118,9 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(rm_tx, 61, "1 funding deposit + 60 commands, each once");
+    assert_eq!(
+        rm_tx,
+        commands as i64 + 1,
+        "1 funding deposit + the commands, each once"
+    );
 }
