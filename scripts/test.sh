@@ -13,6 +13,10 @@ cargo build --locked -p api --bin escrow
 export ESCROW_BIN="$ROOT/target/debug/escrow"
 cargo test --workspace --locked "$@" 2>&1 | tee .data/test.log
 status=${PIPESTATUS[0]}
+# Long mode: longer outages in the fault tests (above) and schemathesis against the API.
+if [ -n "${ESCROW_LONG_TESTS:-}" ] && [ "$status" = 0 ]; then
+  scripts/schemathesis.sh || status=$?
+fi
 echo "---- summary"
 grep -E "^test result:" .data/test.log | awk '{p+=$4; f+=$6} END {printf "%d passed, %d failed\n", p, f}'
 exit "$status"

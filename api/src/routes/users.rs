@@ -65,6 +65,7 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
     params(("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
     responses((status = 200, body = UserView),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn me(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Result<Response> {

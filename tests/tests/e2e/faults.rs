@@ -2,7 +2,6 @@
 //! Every acknowledged command must survive; retries with the same Idempotency-Key must
 //! answer the same; `verify` must pass; read models must converge.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,7 +99,7 @@ async fn call(
 }
 
 /// Commands acknowledged by the server: (Idempotency-Key, path, body, response).
-type Acked = Vec<(String, &'static str, Value, Value)>;
+type Acked = Vec<(String, String, Value, Value)>;
 
 struct Load {
     acked: Acked,
@@ -108,8 +107,40 @@ struct Load {
     retries: u64,
 }
 
-/// The load: deposits and transfers, each with its own Idempotency-Key, retried (same key,
-/// same body) until answered, as a careful client does across a crash.
+/// Sends one command until it is answered (same key, same body on every try), as a careful
+/// client does across a crash. Returns the response body.
+async fn until_answered(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    path: &str,
+    body: &Value,
+    load: &mut Load,
+) -> Value {
+    load.sent += 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match call(http, &format!("{base}{path}"), Some(token), Some(key), body).await {
+            Some((200 | 201, resp)) => {
+                load.acked
+                    .push((key.to_owned(), path.to_owned(), body.clone(), resp.clone()));
+                return resp;
+            }
+            Some((status, resp)) if status < 500 && status != 429 => {
+                panic!("{path} refused: {status} {resp}")
+            }
+            _ if Instant::now() < deadline => {
+                load.retries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => panic!("{path} never answered"),
+        }
+    }
+}
+
+/// The load: deposits, transfers and whole escrow flows (create → fund → release), every
+/// command with its own Idempotency-Key.
 fn start_load(
     http: &reqwest::Client,
     base: &str,
@@ -130,43 +161,65 @@ fn start_load(
         while !stop.load(Ordering::Relaxed) {
             n += 1;
             let key = format!("load-{n}");
-            let (path, body) = if n % 2 == 0 {
-                ("/transfers", json!({"toUserId": payee, "amount": "1.00"}))
-            } else {
-                (
-                    "/wallets/deposit",
-                    json!({"userId": payer, "amount": "0.50"}),
-                )
-            };
-            load.sent += 1;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                match call(
-                    &http,
-                    &format!("{base}{path}"),
-                    Some(&token),
-                    Some(&key),
-                    &body,
-                )
-                .await
-                {
-                    Some((201, resp)) => {
-                        load.acked.push((key, path, body, resp));
-                        break;
+            match n % 5 {
+                0 => {
+                    let c = json!({"sellerId": payee, "buyerId": payer, "title": format!("job {n}"), "amount": "2.00"});
+                    let created = until_answered(
+                        &http,
+                        &base,
+                        &token,
+                        &format!("{key}-create"),
+                        "/contracts",
+                        &c,
+                        &mut load,
+                    )
+                    .await;
+                    let id = created["id"].as_str().expect("contract id").to_owned();
+                    for step in ["fund", "release"] {
+                        let path = format!("/contracts/{id}/{step}");
+                        until_answered(
+                            &http,
+                            &base,
+                            &token,
+                            &format!("{key}-{step}"),
+                            &path,
+                            &json!({}),
+                            &mut load,
+                        )
+                        .await;
                     }
-                    Some((status, resp)) if status < 500 && status != 429 => {
-                        panic!("{path} refused: {status} {resp}")
-                    }
-                    _ if Instant::now() < deadline => {
-                        load.retries += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    _ => panic!("{path} never answered"),
+                }
+                1 | 3 => {
+                    let body = json!({"toUserId": payee, "amount": "1.00"});
+                    until_answered(&http, &base, &token, &key, "/transfers", &body, &mut load)
+                        .await;
+                }
+                _ => {
+                    let body = json!({"userId": payer, "amount": "0.50"});
+                    until_answered(
+                        &http,
+                        &base,
+                        &token,
+                        &key,
+                        "/wallets/deposit",
+                        &body,
+                        &mut load,
+                    )
+                    .await;
                 }
             }
         }
         load
     })
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str, arg: &str) -> i64 {
+    sqlx::query_as::<_, (i64,)>(sql)
+        .bind(arg)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .0
 }
 
 /// Every acknowledged command is in the store exactly once, a retried key answers what it
@@ -179,35 +232,57 @@ async fn check_exactly_once(
     token: &str,
     acked: &Acked,
 ) -> (usize, usize, Duration) {
-    let tx_events: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT data->>'transactionId', count(*) FROM events WHERE data ? 'transactionId' GROUP BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
     let (mut lost, mut duplicated) = (0, 0);
+    let mut tally = |n: i64, expected: i64| {
+        if n == 0 {
+            lost += 1;
+        } else if n != expected {
+            duplicated += 1;
+        }
+    };
     for (_, path, _, resp) in acked {
-        let tx = resp["transaction"]["id"].as_str().unwrap();
-        let expected = if *path == "/transfers" { 2 } else { 1 };
-        match tx_events.get(tx).copied().unwrap_or(0) {
-            0 => lost += 1,
-            n if n != expected => duplicated += 1,
-            _ => {}
+        let of_stream = "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = ";
+        if path == "/transfers" || path == "/wallets/deposit" {
+            let tx = resp["transaction"]["id"].as_str().unwrap();
+            let n = count(
+                pool,
+                "SELECT count(*) FROM events WHERE data->>'transactionId' = $1",
+                tx,
+            )
+            .await;
+            tally(n, if path == "/transfers" { 2 } else { 1 });
+        } else {
+            let stream = format!("contract-{}", resp["id"].as_str().unwrap());
+            let kind = match path.rsplit('/').next() {
+                Some("fund") => "'ContractFunded'",
+                Some("release") => "'ContractReleased'",
+                _ => "'ContractCreated'",
+            };
+            tally(count(pool, &format!("{of_stream}{kind}"), &stream).await, 1);
         }
     }
-    let money_commands = tx_events.len() - 1; // minus the funding deposit
+    // Nothing took effect that was not acknowledged: every movement in the store is one
+    // the client was told about (plus the initial funding deposit).
+    let (movements,): (i64,) = sqlx::query_as(
+        "SELECT count(DISTINCT data->>'transactionId') FROM events WHERE data ? 'transactionId'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let acked_movements = acked
+        .iter()
+        .filter(|(_, p, _, _)| !p.ends_with("/contracts"))
+        .count();
     assert_eq!(
-        money_commands,
-        acked.len(),
-        "no command took effect twice or unacknowledged"
+        movements as usize,
+        acked_movements + 1,
+        "no command took effect unacknowledged"
     );
-    for (key, path, body, resp) in acked.iter().step_by((acked.len() / 5).max(1)) {
+    for (key, path, body, resp) in acked.iter().step_by((acked.len() / 7).max(1)) {
         let again = call(http, &format!("{base}{path}"), Some(token), Some(key), body)
             .await
             .unwrap();
-        assert_eq!((again.0, &again.1), (201, resp), "replay of {key}");
+        assert_eq!(&again.1, resp, "replay of {key}");
     }
     let recovered = Instant::now();
     let converged = loop {
@@ -230,6 +305,35 @@ async fn check_exactly_once(
     let report = api::verify::verify(pool).await.unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     (lost, duplicated, converged)
+}
+
+/// One message per event on JetStream, and no event under two positions.
+async fn assert_published_once(stream: &str, pool: &sqlx::PgPool) {
+    let client = async_nats::connect(std::env::var("NATS_URL").unwrap())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let messages = js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages as i64;
+        if messages == events || Instant::now() > deadline {
+            assert_eq!(messages, events, "one JetStream message per event");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn two_users(http: &reqwest::Client, base: &str, id: &str) -> ((String, String), String) {
@@ -315,25 +419,7 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let (lost, duplicated, converged) =
         check_exactly_once(&pool, &http, &base, &payer_token, &acked).await;
 
-    // JetStream holds each event once.
-    let client = async_nats::connect(std::env::var("NATS_URL").unwrap())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
-    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let messages = js
-        .get_stream(&server.stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
-    assert_eq!(messages as i64, events, "one JetStream message per event");
+    assert_published_once(&server.stream, &pool).await;
 
     // Nothing secret in the server's logs.
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
@@ -387,38 +473,19 @@ async fn lease_holder_killed_the_standby_takes_over() {
     standby.start().await;
     let base = format!("http://127.0.0.1:{}/api/v1", standby.port);
     let http = reqwest::Client::new();
-    let email = format!("lease{id}@example.com");
-    call(
-        &http,
-        &format!("{base}/auth/register"),
-        None,
-        None,
-        &json!({"email": email, "password": PASSWORD}),
-    )
-    .await
-    .unwrap();
-    let login = call(
-        &http,
-        &format!("{base}/auth/login"),
-        None,
-        None,
-        &json!({"email": email, "password": PASSWORD}),
-    )
-    .await
-    .unwrap();
-    let (user, token) = (
-        login.1["user"]["id"].as_str().unwrap().to_owned(),
-        login.1["access_token"].as_str().unwrap().to_owned(),
-    );
+    let ((payer, token), payee) = two_users(&http, &base, &id).await;
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&http, &base, &token, &payer, &payee, &stop);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     holder.kill9().await;
     let killed = Instant::now();
     let dep = call(
         &http,
         &format!("{base}/wallets/deposit"),
         Some(&token),
-        None,
-        &json!({"userId": user, "amount": "12.34"}),
+        Some("after-kill"),
+        &json!({"userId": payer, "amount": "12.34"}),
     )
     .await
     .unwrap();
@@ -436,8 +503,28 @@ async fn lease_holder_killed_the_standby_takes_over() {
             "the standby did not take over"
         );
     };
-    println!("lease holder killed: the standby relayed and projected within {took_over:?}");
-    assert!(api::verify::verify(&pool).await.unwrap().ok());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let Load {
+        mut acked,
+        sent,
+        retries,
+    } = load.await.expect("load finished");
+    acked.push((
+        "after-kill".into(),
+        "/wallets/deposit".into(),
+        json!({"userId": payer, "amount": "12.34"}),
+        dep.1,
+    ));
+    let (lost, duplicated, converged) =
+        check_exactly_once(&pool, &http, &base, &token, &acked).await;
+    assert_published_once(&standby.stream, &pool).await;
+    println!(
+        "lease holder killed: the standby relayed and projected within {took_over:?}; sent {sent}, acknowledged {}, \
+         lost {lost}, duplicated {duplicated}, client retries {retries}, converged {converged:?} after the load",
+        acked.len()
+    );
+    assert_eq!((lost, duplicated), (0, 0));
     standby.kill9().await;
     let _ = std::fs::remove_file(&log);
 }
