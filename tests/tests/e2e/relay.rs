@@ -25,24 +25,60 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
     } else {
         60
     };
+    // Transfers, deposits and (every tenth step) a whole escrow flow, each command with its
+    // own Idempotency-Key so it can be replayed afterwards.
     let writer = async {
-        let mut ok = 0;
+        let mut answered: Vec<(String, String, serde_json::Value, serde_json::Value)> = Vec::new();
+        let mut movements = 0i64;
         for i in 0..commands {
-            let r = if i % 2 == 0 {
-                app.transfer(&a, &b.id, "1.00").await
+            let mut steps: Vec<(String, serde_json::Value, &escrow_tests::TestUser)> = Vec::new();
+            if i % 10 == 9 {
+                let c = app
+                    .post("/contracts", Some(&a.token), serde_json::json!({"sellerId": b.id, "buyerId": a.id, "title": "job", "amount": "3"}))
+                    .await;
+                assert_eq!(c.status, StatusCode::CREATED, "{:?}", c.body);
+                for step in ["fund", "release"] {
+                    steps.push((
+                        format!("/contracts/{}/{step}", c.str("id")),
+                        serde_json::json!({}),
+                        &a,
+                    ));
+                }
+            } else if i % 2 == 0 {
+                steps.push((
+                    "/transfers".into(),
+                    serde_json::json!({"toUserId": b.id, "amount": "1.00"}),
+                    &a,
+                ));
             } else {
-                app.deposit(&b, "0.50").await
-            };
-            assert_eq!(
-                r.status,
-                StatusCode::CREATED,
-                "commands succeed while NATS is down: {:?}",
-                r.body
-            );
-            ok += 1;
+                steps.push((
+                    "/wallets/deposit".into(),
+                    serde_json::json!({"userId": b.id, "amount": "0.50"}),
+                    &b,
+                ));
+            }
+            for (n, (path, body, who)) in steps.into_iter().enumerate() {
+                let key = format!("nats-{i}-{n}");
+                let r = app
+                    .request(
+                        reqwest::Method::POST,
+                        &path,
+                        Some(&who.token),
+                        Some(&body),
+                        &[("Idempotency-Key", &key)],
+                    )
+                    .await;
+                assert!(
+                    r.status.is_success(),
+                    "commands succeed while NATS is down: {:?}",
+                    r.body
+                );
+                movements += 1;
+                answered.push((key, path, body, r.body));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        ok
+        (commands, movements, answered)
     };
     // The normal run stops NATS for 2 s; ESCROW_LONG_TESTS=1 for 10 s (the writer then
     // keeps going for as long).
@@ -57,8 +93,22 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_secs(outage_secs)).await;
         nats.restart().await;
     };
-    let (ok, ()) = tokio::join!(writer, outage);
+    let ((ok, movements, answered), ()) = tokio::join!(writer, outage);
     assert_eq!(ok, commands);
+    // A retried key answers what it answered first, after the outage too.
+    for (key, path, body, first) in answered.iter().step_by(7) {
+        let who = if path == "/wallets/deposit" { &b } else { &a };
+        let again = app
+            .request(
+                reqwest::Method::POST,
+                path,
+                Some(&who.token),
+                Some(body),
+                &[("Idempotency-Key", key)],
+            )
+            .await;
+        assert_eq!(&again.body, first, "replay of {key}");
+    }
 
     assert!(
         app.wait_for_read_models(Duration::from_secs(60)).await,
@@ -120,7 +170,7 @@ async fn nats_outage_loses_nothing_and_duplicates_nothing() {
         .unwrap();
     assert_eq!(
         rm_tx,
-        commands as i64 + 1,
-        "1 funding deposit + the commands, each once"
+        movements + 1,
+        "1 funding deposit + every money movement, each once"
     );
 }
