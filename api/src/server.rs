@@ -91,9 +91,14 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         .route("/audit/logs", get(audit::all))
         .route("/audit/logs/user/{userId}", get(audit::for_user))
         .route("/ws", get(ws::ws))
-        .route("/notifications", post(ws::notify));
+        .route("/notifications", post(ws::notify))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
+        ));
     let mut app = Router::new()
         .nest("/api/v1", api)
+        .route("/metrics", get(crate::metrics::scrape))
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -333,6 +338,8 @@ pub async fn start_with_clock(
             per_user: crate::limits::RateLimiter::new(config.rate_limit_per_user_per_minute),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         }),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+        shutdown: shutdown_rx.clone(),
     };
 
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)

@@ -37,6 +37,10 @@ pub struct AppState {
     pub subject_prefix: String,
     /// Rate limits and the request timeout.
     pub limits: Arc<crate::limits::Limits>,
+    /// Request counters and latencies.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Turns true when the process is shutting down (WebSockets say goodbye).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {

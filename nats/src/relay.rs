@@ -1,5 +1,6 @@
 //! The outbox relay: publishes the event store's feed to JetStream, in feed order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,14 @@ use tokio::sync::{watch, Notify};
 
 use crate::envelope::{subject_for, Envelope};
 use crate::JetStreamSettings;
+
+/// Failed publish rounds since the process started (exported as a metric).
+static PUBLISH_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Failed JetStream publish rounds since this process started.
+pub fn publish_errors() -> u64 {
+    PUBLISH_ERRORS.load(Ordering::Relaxed)
+}
 
 /// Tuning of the relay loop.
 #[derive(Debug, Clone)]
@@ -118,6 +127,7 @@ impl Relay {
                     }
                 }
                 Err(e) => {
+                    PUBLISH_ERRORS.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "relay round failed; will retry from the checkpoint");
                     sleep_or_shutdown(backoff, shutdown).await;
                     if !lease.still_held().await {

@@ -59,8 +59,13 @@ async fn serve(st: AppState, user: AuthUser, mut socket: WebSocket) {
     let _ = socket.send(Message::Text(hello.into())).await;
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_seen = Instant::now();
+    let mut shutdown = st.shutdown.clone();
     loop {
         tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
+                break;
+            }
             queued = rx.recv() => match queued {
                 Some(text) => {
                     if socket.send(Message::Text(text.into())).await.is_err() {

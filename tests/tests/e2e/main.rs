@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod integrations;
 mod notifications;
+mod operations;
 mod relay;
 mod replay;
 mod upcasting;
