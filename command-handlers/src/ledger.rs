@@ -399,10 +399,7 @@ impl Ledger {
                 }
                 Err(CommitError::Conflict) => {
                     tracing::debug!(attempt, command = cmd.name(), "version conflict, retrying");
-                    // Let the winner's siblings finish before we re-read.
-                    if attempt > 4 {
-                        tokio::task::yield_now().await;
-                    }
+                    backoff(attempt).await;
                 }
                 Err(CommitError::IdempotencyRace) => {
                     return self
@@ -444,6 +441,13 @@ impl Ledger {
     ) -> Result<i64, CommitError> {
         let fail = |e: StoreError| match e {
             StoreError::Conflict { .. } => CommitError::Conflict,
+            // A deadlock or serialization failure is a race like a version conflict: decide
+            // again from fresh state rather than failing the client.
+            StoreError::Database(sqlx::Error::Database(ref db))
+                if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) =>
+            {
+                CommitError::Conflict
+            }
             StoreError::UniqueViolation { constraint } if constraint == "credentials_email_key" => {
                 CommitError::Failed(CommandError::EmailTaken)
             }
@@ -489,7 +493,7 @@ impl Ledger {
             .map_err(|e| fail(e.into()))?;
         }
         let recorded = append(&mut tx, &appends).await.map_err(fail)?;
-        let position = recorded.last().map_or(0, |e| e.position);
+        let position = recorded.iter().map(|e| e.position).max().unwrap_or(0);
         if let Some(first) = recorded.first() {
             // The response shows the stored time, so a replay answers identically.
             match &mut plan.outcome {
@@ -522,6 +526,24 @@ impl Ledger {
         let v = self.load(cache, stream).await?;
         reads.push((stream.as_str().to_owned(), v.version as i64));
         Ok(v)
+    }
+
+    /// Loads a contract and the wallet (in the contract's currency) of one of its parties.
+    async fn contract_and_party_wallet(
+        &self,
+        id: ContractId,
+        party: fn(&Contract) -> Option<UserId>,
+        reads: &mut Vec<(String, i64)>,
+    ) -> Result<(Versioned<Contract>, WalletId, Versioned<Wallet>), CommandError> {
+        let c = self
+            .load_tracked(&self.contracts, &StreamId::contract(id), reads)
+            .await?;
+        let owner = party(&c.state).ok_or(DomainError::ContractNotFound)?;
+        let wallet_id = WalletId::of(owner, c.state.currency.unwrap_or(Currency::USD));
+        let w = self
+            .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+            .await?;
+        Ok((c, wallet_id, w))
     }
 
     /// Whether every stream read while planning is still at the version read. Streams are
@@ -766,20 +788,15 @@ impl Ledger {
                 actor,
                 transaction_id,
             } => {
-                let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
-                    .await?;
-                let buyer = c.state.buyer.ok_or(DomainError::ContractNotFound)?;
-                let wallet_id = WalletId::of(buyer, c.state.currency.unwrap_or(Currency::USD));
-                let w = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                let (c, wallet_id, w) = self
+                    .contract_and_party_wallet(*contract_id, |c| c.buyer, reads)
                     .await?;
                 let writes = contract::fund(&c, &w, *actor, *transaction_id)?;
-                let loaded = vec![
-                    (StreamId::contract(*contract_id), State::Contract(c)),
-                    (StreamId::wallet(wallet_id), State::Wallet(w)),
-                ];
-                Ok(contract_plan(writes, loaded, *contract_id))
+                Ok(contract_plan(
+                    writes,
+                    with_wallet(*contract_id, c, wallet_id, w),
+                    *contract_id,
+                ))
             }
             Command::DeliverContract {
                 contract_id,
@@ -803,21 +820,16 @@ impl Ledger {
                 now,
                 transaction_id,
             } => {
-                let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
-                    .await?;
-                let seller = c.state.seller.ok_or(DomainError::ContractNotFound)?;
-                let wallet_id = WalletId::of(seller, c.state.currency.unwrap_or(Currency::USD));
-                let w = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                let (c, wallet_id, w) = self
+                    .contract_and_party_wallet(*contract_id, |c| c.seller, reads)
                     .await?;
                 let amount = payout(*amount, &c.state)?;
                 let writes = contract::release(&c, &w, *actor, amount, *now, *transaction_id)?;
-                let loaded = vec![
-                    (StreamId::contract(*contract_id), State::Contract(c)),
-                    (StreamId::wallet(wallet_id), State::Wallet(w)),
-                ];
-                Ok(contract_plan(writes, loaded, *contract_id))
+                Ok(contract_plan(
+                    writes,
+                    with_wallet(*contract_id, c, wallet_id, w),
+                    *contract_id,
+                ))
             }
             Command::RefundContract {
                 contract_id,
@@ -825,21 +837,16 @@ impl Ledger {
                 amount,
                 transaction_id,
             } => {
-                let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
-                    .await?;
-                let buyer = c.state.buyer.ok_or(DomainError::ContractNotFound)?;
-                let wallet_id = WalletId::of(buyer, c.state.currency.unwrap_or(Currency::USD));
-                let w = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                let (c, wallet_id, w) = self
+                    .contract_and_party_wallet(*contract_id, |c| c.buyer, reads)
                     .await?;
                 let amount = payout(*amount, &c.state)?;
                 let writes = contract::refund(&c, &w, *actor, amount, *transaction_id)?;
-                let loaded = vec![
-                    (StreamId::contract(*contract_id), State::Contract(c)),
-                    (StreamId::wallet(wallet_id), State::Wallet(w)),
-                ];
-                Ok(contract_plan(writes, loaded, *contract_id))
+                Ok(contract_plan(
+                    writes,
+                    with_wallet(*contract_id, c, wallet_id, w),
+                    *contract_id,
+                ))
             }
             Command::CancelContract { contract_id, actor } => {
                 let c = self
@@ -997,6 +1004,19 @@ fn dispute_after(after: &[(StreamId, State)], id: DisputeId) -> Dispute {
         .unwrap_or_default()
 }
 
+/// The loaded states of a contract and one wallet, for [`after_states`].
+fn with_wallet(
+    id: ContractId,
+    c: Versioned<Contract>,
+    wallet_id: WalletId,
+    w: Versioned<Wallet>,
+) -> Vec<(StreamId, State)> {
+    vec![
+        (StreamId::contract(id), State::Contract(c)),
+        (StreamId::wallet(wallet_id), State::Wallet(w)),
+    ]
+}
+
 fn contract_plan(writes: Vec<StreamWrite>, loaded: Vec<(StreamId, State)>, id: ContractId) -> Plan {
     let after = after_states(&writes, loaded);
     Plan {
@@ -1049,4 +1069,16 @@ pub fn is_money_event(e: &Event) -> bool {
             | Event::TransferSent { .. }
             | Event::TransferReceived { .. }
     )
+}
+
+/// After a few conflicts on a hot stream, wait a little (growing, jittered, at most ~20 ms)
+/// so that racing commands spread out instead of colliding again in lockstep.
+async fn backoff(attempt: usize) {
+    if attempt < 3 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let jitter = u64::from(Uuid::now_v7().as_bytes()[15] % 8);
+    let ms = (attempt as u64).min(12) + jitter;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }

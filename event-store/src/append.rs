@@ -16,6 +16,8 @@ use crate::{RecordedEvent, StoreError, StreamAppend};
 /// collides on `UNIQUE (stream_id, version)` if someone else got there first. Either way
 /// the caller gets [`StoreError::Conflict`] naming the stream, and should roll back and
 /// retry from fresh state. Nothing is visible to others until the caller commits.
+///
+/// The returned events are in insertion order: streams sorted by name, each in version order.
 pub async fn append(
     conn: &mut PgConnection,
     writes: &[StreamAppend],
@@ -32,7 +34,11 @@ pub async fn append(
     let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(total);
     let mut hashes: Vec<Vec<u8>> = Vec::with_capacity(total);
 
-    for w in writes {
+    // Streams are written in one global order (by name), so two commands touching the same
+    // streams wait for each other instead of deadlocking (A→B racing B→A).
+    let mut order: Vec<&StreamAppend> = writes.iter().collect();
+    order.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+    for w in &order {
         let mut prev = if w.expected_version == 0 {
             GENESIS_HASH.to_vec()
         } else {
@@ -108,7 +114,7 @@ pub async fn append(
         rows.into_iter().map(|(id, p, t)| (id, (p, t))).collect();
     let mut out = Vec::with_capacity(total);
     let mut i = 0usize;
-    for w in writes {
+    for w in &order {
         for e in &w.events {
             let (position, tx_id) = assigned.get(&e.event_id).copied().unwrap_or((0, 0));
             out.push(RecordedEvent {

@@ -170,7 +170,8 @@ async fn audit_queries_per_role() {
         (StatusCode::BAD_REQUEST, "INVALID_CURSOR")
     );
 
-    // The contract's history: its stream and its dispute's, in order.
+    // The contract's history: its stream and its dispute's, in order. Within one command's
+    // transaction, streams are written in name order (contract-… before dispute-…).
     let h = app
         .get(&format!("/contracts/{id}/history"), Some(&b.token))
         .await;
@@ -179,10 +180,10 @@ async fn audit_queries_per_role() {
         vec![
             "ContractCreated",
             "ContractFunded",
-            "DisputeRaised",
             "ContractDisputed",
-            "DisputeResolved",
-            "ContractSettled"
+            "DisputeRaised",
+            "ContractSettled",
+            "DisputeResolved"
         ]
     );
     assert_eq!(

@@ -118,10 +118,13 @@ async fn two_servers_one_ledger() {
         let (one, two, users) = (&one, &two, &users);
         (0..10).map(move |k| async move {
             let server = if k % 2 == 0 { one } else { two };
-            server
+            let r = server
                 .transfer(u, &users[(i + 1 + k % 5) % 6].id, "8.00")
-                .await
-                .status
+                .await;
+            if r.status.is_server_error() {
+                eprintln!("5xx: {:?}", r.body);
+            }
+            r.status
         })
     }))
     .await;
