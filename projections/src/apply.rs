@@ -157,6 +157,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
                 &currency,
                 "DEPOSIT",
                 description.as_ref().map(|d| d.as_str()),
+                None,
                 env,
             )
             .await?;
@@ -177,6 +178,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
                 &currency,
                 "WITHDRAWAL",
                 description.as_ref().map(|d| d.as_str()),
+                None,
                 env,
             )
             .await?;
@@ -199,6 +201,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
                 &currency,
                 "TRANSFER",
                 description.as_ref().map(|d| d.as_str()),
+                None,
                 env,
             )
             .await?;
@@ -221,6 +224,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
                 &currency,
                 "TRANSFER",
                 description.as_ref().map(|d| d.as_str()),
+                None,
                 env,
             )
             .await?;
@@ -230,68 +234,50 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             contract_id,
             amount,
         } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, -amount.value(), at).await?;
+            let wallet = escrow_leg(
+                conn,
+                env,
+                transaction_id.0,
+                contract_id.0,
+                amount.value(),
+                "ESCROW_HOLD",
+            )
+            .await?;
             sqlx::query("UPDATE rm_wallets SET held_in_escrow = held_in_escrow + $2 WHERE id = $1")
                 .bind(wallet)
                 .bind(amount.value())
                 .execute(&mut *conn)
                 .await?;
-            insert_transaction(
-                conn,
-                transaction_id.0,
-                Some(wallet),
-                None,
-                amount.value(),
-                &currency,
-                "ESCROW_HOLD",
-                None,
-                env,
-            )
-            .await?;
-            tag_contract(conn, transaction_id.0, contract_id.0).await?;
         }
         Event::EscrowPaymentReceived {
             transaction_id,
             contract_id,
             amount,
         } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, amount.value(), at).await?;
-            insert_transaction(
+            escrow_leg(
                 conn,
-                transaction_id.0,
-                None,
-                Some(wallet),
-                amount.value(),
-                &currency,
-                "PAYMENT",
-                None,
                 env,
+                transaction_id.0,
+                contract_id.0,
+                amount.value(),
+                "PAYMENT",
             )
             .await?;
-            tag_contract(conn, transaction_id.0, contract_id.0).await?;
         }
         Event::EscrowRefundReceived {
             transaction_id,
             contract_id,
             amount,
         } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, amount.value(), at).await?;
-            insert_transaction(
+            escrow_leg(
                 conn,
-                transaction_id.0,
-                None,
-                Some(wallet),
-                amount.value(),
-                &currency,
-                "REFUND",
-                None,
                 env,
+                transaction_id.0,
+                contract_id.0,
+                amount.value(),
+                "REFUND",
             )
             .await?;
-            tag_contract(conn, transaction_id.0, contract_id.0).await?;
         }
         Event::ContractCreated {
             contract_id,
@@ -437,19 +423,6 @@ fn millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-async fn tag_contract(
-    conn: &mut PgConnection,
-    transaction: Uuid,
-    contract: Uuid,
-) -> anyhow::Result<()> {
-    sqlx::query("UPDATE rm_transactions SET contract_id = $2 WHERE id = $1")
-        .bind(transaction)
-        .bind(contract)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 async fn contract_update(
     conn: &mut PgConnection,
     env: &Envelope,
@@ -505,13 +478,14 @@ async fn insert_transaction(
     currency: &str,
     kind: &str,
     description: Option<&str>,
+    contract: Option<Uuid>,
     env: &Envelope,
 ) -> anyhow::Result<()> {
     // Both legs of a transfer carry both wallet ids: whichever is applied first writes the
     // complete row, the other finds it there.
     sqlx::query(
-        "INSERT INTO rm_transactions (id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO rm_transactions (id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position, contract_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(from)
@@ -522,9 +496,50 @@ async fn insert_transaction(
     .bind(description)
     .bind(env.recorded_at)
     .bind(env.position)
+    .bind(contract)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The wallet leg of an escrow movement: the balance moves (down for `ESCROW_HOLD`, up for
+/// `PAYMENT` and `REFUND`) and the history row names the contract. Returns the wallet.
+async fn escrow_leg(
+    conn: &mut PgConnection,
+    env: &Envelope,
+    transaction: Uuid,
+    contract: Uuid,
+    amount: Decimal,
+    kind: &str,
+) -> anyhow::Result<Uuid> {
+    let wallet = aggregate_uuid(&env.stream_id)?;
+    let debit = kind == "ESCROW_HOLD";
+    let currency = move_balance(
+        conn,
+        wallet,
+        if debit { -amount } else { amount },
+        env.recorded_at,
+    )
+    .await?;
+    let (from, to) = if debit {
+        (Some(wallet), None)
+    } else {
+        (None, Some(wallet))
+    };
+    insert_transaction(
+        conn,
+        transaction,
+        from,
+        to,
+        amount,
+        &currency,
+        kind,
+        None,
+        Some(contract),
+        env,
+    )
+    .await?;
+    Ok(wallet)
 }
 
 /// The last version of `stream_id` applied to the read models (0 if none).
