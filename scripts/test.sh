@@ -8,6 +8,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 export NATS_SERVER_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
+# The console test drives headless Chromium with playwright-core.
+scripts/browser.sh
 # The fault tests start and kill the real `escrow` binary.
 cargo build --locked -p api --bin escrow
 export ESCROW_BIN="$ROOT/target/debug/escrow"

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod pages;
 pub mod routes;
 pub mod scheduler;
 pub mod server;

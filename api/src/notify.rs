@@ -31,8 +31,9 @@ pub fn notification_subject(event_prefix: &str, user: Option<Uuid>) -> String {
     }
 }
 
-/// One open connection: its id and the queue its socket task drains.
-type Connection = (u64, mpsc::Sender<String>);
+/// One open connection: its id, the queue its socket task drains, and whether its user is
+/// staff (arbiter or admin), who also hear of every dispute.
+type Connection = (u64, mpsc::Sender<String>, bool);
 
 /// The open WebSocket connections of this process, by user.
 #[derive(Debug, Default)]
@@ -42,12 +43,13 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Registers a connection; the receiver yields the messages to push.
-    pub fn register(&self, user: Uuid) -> (u64, mpsc::Receiver<String>) {
+    /// Registers a connection; the receiver yields the messages to push. `staff`
+    /// connections also receive the events of every dispute (the arbiters' queue).
+    pub fn register(&self, user: Uuid, staff: bool) -> (u64, mpsc::Receiver<String>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUED_MESSAGES_MAX);
         if let Ok(mut m) = self.connections.lock() {
-            m.entry(user).or_default().push((id, tx));
+            m.entry(user).or_default().push((id, tx, staff));
         }
         (id, rx)
     }
@@ -56,7 +58,7 @@ impl Hub {
     pub fn unregister(&self, user: Uuid, id: u64) {
         if let Ok(mut m) = self.connections.lock() {
             if let Some(v) = m.get_mut(&user) {
-                v.retain(|(i, _)| *i != id);
+                v.retain(|(i, _, _)| *i != id);
                 if v.is_empty() {
                     m.remove(&user);
                 }
@@ -69,11 +71,23 @@ impl Hub {
     pub fn send(&self, user: Uuid, message: &str) {
         if let Ok(mut m) = self.connections.lock() {
             if let Some(v) = m.get_mut(&user) {
-                v.retain(|(_, tx)| tx.try_send(message.to_owned()).is_ok());
+                v.retain(|(_, tx, _)| tx.try_send(message.to_owned()).is_ok());
                 if v.is_empty() {
                     m.remove(&user);
                 }
             }
+        }
+    }
+
+    /// Queues a message for every staff connection whose user is not in `already`.
+    pub fn send_to_staff(&self, message: &str, already: &[Uuid]) {
+        if let Ok(mut m) = self.connections.lock() {
+            for (user, v) in m.iter_mut() {
+                if !already.contains(user) {
+                    v.retain(|(_, tx, staff)| !*staff || tx.try_send(message.to_owned()).is_ok());
+                }
+            }
+            m.retain(|_, v| !v.is_empty());
         }
     }
 
@@ -182,8 +196,12 @@ pub async fn fan_out(
                     "recordedAt": crate::rfc3339(env.recorded_at),
                 })
                 .to_string();
-                for user in parties.of(&env.stream_id).await {
-                    hub.send(user, &message);
+                let concerned = parties.of(&env.stream_id).await;
+                for user in &concerned {
+                    hub.send(*user, &message);
+                }
+                if env.stream_id.starts_with("dispute-") {
+                    hub.send_to_staff(&message, &concerned);
                 }
             }
             Some(m) = custom.next() => {

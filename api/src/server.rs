@@ -107,8 +107,10 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
                 "this endpoint does not accept that method",
             )
         })
+        .with_state(state.clone())
+        .merge(crate::pages::routes())
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state,
             crate::limits::enforce,
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
@@ -130,7 +132,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
                 ]),
         );
     }
-    app.with_state(state)
+    app
 }
 
 fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod concurrency;
+mod console;
 mod contracts;
 mod event_store;
 mod faults;

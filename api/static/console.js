@@ -1,0 +1,369 @@
+// The ledger's console: plain DOM, no build step. Everything it shows comes from the
+// public REST API and the notification WebSocket; it holds no state the server lacks.
+// User-supplied text is only ever written with textContent, never parsed as HTML.
+"use strict";
+
+const API = "/api/v1";
+const S = {
+  token: sessionStorage.getItem("escrow.token"),
+  user: JSON.parse(sessionStorage.getItem("escrow.user") || "null"),
+  position: 0, // highest event position this page has seen; reads wait for it
+  socket: null,
+  reconnectMs: 500,
+  refreshTimer: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function say(text, kind) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = kind || "";
+}
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.code = problem && problem.code;
+  }
+}
+
+// One HTTP call. Commands carry a fresh Idempotency-Key so a retried click is one command.
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (S.token) headers.Authorization = `Bearer ${S.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["Idempotency-Key"] = crypto.randomUUID();
+  const res = await fetch(API + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (res.status === 401 && S.token) logout("Your session expired: log in again.");
+  if (!res.ok) throw new ApiError(res.status, data);
+  if (data && typeof data.position === "number" && data.position > S.position) {
+    S.position = data.position;
+  }
+  return data;
+}
+
+const fresh = () => (S.position > 0 ? `minPosition=${S.position}` : "");
+const withQuery = (path, ...parts) => {
+  const q = parts.filter(Boolean).join("&");
+  return q ? `${path}?${q}` : path;
+};
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, id, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.dataset.action = id;
+  b.addEventListener("click", () => run(b, onClick));
+  return b;
+}
+
+// Runs a user action with its button disabled; reports the outcome in the status line.
+async function run(control, action) {
+  if (control) control.disabled = true;
+  try {
+    const message = await action();
+    if (message) say(message, "ok");
+    scheduleRefresh(0);
+  } catch (e) {
+    say(e.code ? `${e.code}: ${e.message}` : e.message, "error");
+  } finally {
+    if (control) control.disabled = false;
+  }
+}
+
+function onSubmit(formId, action) {
+  const form = $(formId);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const submit = form.querySelector("button[type=submit]");
+    run(submit, async () => {
+      const message = await action(new FormData(form));
+      form.reset();
+      return message;
+    });
+  });
+}
+
+// ---- session -------------------------------------------------------------------------
+
+async function login(email, password) {
+  const r = await api("POST", "/auth/login", { email, password });
+  S.token = r.access_token;
+  S.user = r.user;
+  sessionStorage.setItem("escrow.token", S.token);
+  sessionStorage.setItem("escrow.user", JSON.stringify(S.user));
+  start();
+  return `Logged in as ${r.user.email}`;
+}
+
+function logout(message) {
+  S.token = null;
+  S.user = null;
+  sessionStorage.removeItem("escrow.token");
+  sessionStorage.removeItem("escrow.user");
+  if (S.socket) S.socket.close(1000);
+  S.socket = null;
+  $("app").hidden = true;
+  $("session").hidden = true;
+  $("login-panel").hidden = false;
+  say(message || "Logged out.");
+}
+
+function start() {
+  $("login-panel").hidden = true;
+  $("app").hidden = false;
+  $("session").hidden = false;
+  $("me").textContent = `${S.user.email} (${S.user.role}) · id ${S.user.id}`;
+  $("arbiter-panel").hidden = !["arbiter", "admin"].includes(S.user.role);
+  connect();
+  scheduleRefresh(0);
+}
+
+// ---- live notifications --------------------------------------------------------------
+
+function connect() {
+  if (!S.token) return;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}${API}/ws?access_token=${encodeURIComponent(S.token)}`;
+  const socket = new WebSocket(url);
+  S.socket = socket;
+  socket.onopen = () => {
+    S.reconnectMs = 500;
+    $("live").textContent = "live";
+    $("live").className = "badge on";
+  };
+  socket.onmessage = (m) => {
+    let msg;
+    try { msg = JSON.parse(m.data); } catch { return; }
+    if (msg.type !== "event") return;
+    if (msg.position > S.position) S.position = msg.position;
+    const li = document.createElement("li");
+    li.textContent = `#${msg.position} ${msg.event} on ${msg.streamId}`;
+    $("feed").prepend(li);
+    while ($("feed").children.length > 50) $("feed").lastChild.remove();
+    scheduleRefresh(50);
+  };
+  socket.onclose = () => {
+    $("live").textContent = "offline";
+    $("live").className = "badge off";
+    if (S.socket !== socket || !S.token) return;
+    setTimeout(connect, S.reconnectMs);
+    S.reconnectMs = Math.min(S.reconnectMs * 2, 10000);
+  };
+}
+
+// ---- reads -----------------------------------------------------------------------------
+
+function scheduleRefresh(delayMs) {
+  clearTimeout(S.refreshTimer);
+  S.refreshTimer = setTimeout(() => refresh().catch((e) => say(e.message, "error")), delayMs);
+}
+
+async function refresh() {
+  if (!S.token) return;
+  const jobs = [loadWallet(), loadHistory(), loadContracts()];
+  if (!$("arbiter-panel").hidden) jobs.push(loadDisputes());
+  await Promise.all(jobs);
+}
+
+async function loadWallet() {
+  try {
+    const w = await api("GET", withQuery(`/wallets/${S.user.id}`, fresh()));
+    $("balance").textContent = `${w.balance} ${w.currency}`;
+    $("held").textContent = `${w.heldInEscrow} ${w.currency}`;
+    $("wallet-id").textContent = w.id;
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    $("balance").textContent = "0.00";
+    $("held").textContent = "0.00";
+  }
+}
+
+async function loadHistory() {
+  let page;
+  try {
+    page = await api("GET", withQuery(`/wallets/${S.user.id}/transactions`, "limit=20", fresh()));
+  } catch (e) {
+    if (e.status === 404) return;
+    throw e;
+  }
+  const body = $("history").tBodies[0];
+  body.replaceChildren();
+  for (const t of page.items) {
+    const row = body.insertRow();
+    cell(row, new Date(t.createdAt).toLocaleString());
+    cell(row, t.type);
+    cell(row, `${t.amount} ${t.currency}`);
+    cell(row, t.description);
+  }
+}
+
+async function loadContracts() {
+  const page = await api("GET", withQuery(`/contracts/user/${S.user.id}`, "limit=50", fresh()));
+  const body = $("contracts").tBodies[0];
+  body.replaceChildren();
+  for (const c of page.items) {
+    const row = body.insertRow();
+    row.dataset.contractId = c.id;
+    row.dataset.status = c.status;
+    const side = c.buyerId === S.user.id ? "buyer" : "seller";
+    cell(row, c.title);
+    cell(row, side);
+    cell(row, `${c.amount} ${c.currency}`);
+    cell(row, c.heldAmount);
+    cell(row, c.status).className = "contract-status";
+    const actions = cell(row, "");
+    actions.className = "actions";
+    for (const b of contractActions(c, side)) actions.appendChild(b);
+  }
+}
+
+function contractActions(c, side) {
+  const post = (verb, done) => async () => {
+    await api("POST", `/contracts/${c.id}/${verb}`);
+    return done;
+  };
+  const out = [];
+  if (c.status === "DRAFT") {
+    if (side === "buyer") out.push(button("Fund", "fund", post("fund", `Funded "${c.title}": the money is held in escrow`)));
+    out.push(button("Cancel", "cancel", post("cancel", `Cancelled "${c.title}"`)));
+  }
+  if (c.status === "ACTIVE") {
+    if (side === "seller" && !c.deliveredAt) out.push(button("Mark delivered", "deliver", post("deliver", `Delivered "${c.title}"`)));
+    if (side === "buyer") out.push(button("Release", "release", post("release", `Released "${c.title}" to the seller`)));
+    if (side === "seller") out.push(button("Refund", "refund", post("refund", `Refunded "${c.title}" to the buyer`)));
+    out.push(button("Dispute", "dispute", async () => openDispute(c)));
+  }
+  out.push(button("History", "history", async () => showHistory(c)));
+  return out;
+}
+
+function openDispute(c) {
+  S.disputeContract = c;
+  $("dispute-contract-title").textContent = c.title;
+  $("dispute-dialog").hidden = false;
+  $("dispute-description").focus();
+  return null;
+}
+
+async function showHistory(c) {
+  const page = await api("GET", `/contracts/${c.id}/history`);
+  $("history-contract-title").textContent = c.title;
+  const list = $("contract-events");
+  list.replaceChildren();
+  for (const e of page.items) {
+    const li = document.createElement("li");
+    li.textContent = `#${e.position} ${e.type} by ${e.actor || "system"} at ${e.recordedAt} (hash ${e.hash.slice(0, 12)}…)`;
+    list.appendChild(li);
+  }
+  $("contract-history").hidden = false;
+  return null;
+}
+
+async function loadDisputes() {
+  const page = await api("GET", withQuery("/disputes", "status=OPEN", "limit=50", fresh()));
+  const body = $("disputes").tBodies[0];
+  body.replaceChildren();
+  for (const d of page.items) {
+    const row = body.insertRow();
+    row.dataset.disputeId = d.id;
+    cell(row, d.contractId);
+    cell(row, d.raisedBy);
+    cell(row, d.description);
+    const td = cell(row, "");
+    const outcome = document.createElement("select");
+    outcome.className = "outcome";
+    for (const o of ["RELEASE", "REFUND", "SPLIT"]) outcome.add(new Option(o, o));
+    const resolution = document.createElement("input");
+    resolution.className = "resolution";
+    resolution.placeholder = "Resolution";
+    const seller = document.createElement("input");
+    seller.className = "seller-amount";
+    seller.placeholder = "Seller amount (split)";
+    const buyer = document.createElement("input");
+    buyer.className = "buyer-amount";
+    buyer.placeholder = "Buyer amount (split)";
+    td.append(outcome, resolution, seller, buyer, button("Resolve", "resolve", async () => {
+      const req = { outcome: outcome.value, resolution: resolution.value };
+      if (outcome.value === "SPLIT") {
+        req.sellerAmount = seller.value;
+        req.buyerAmount = buyer.value;
+      }
+      await api("PUT", `/disputes/${d.id}/resolve`, req);
+      return `Dispute resolved: ${outcome.value}`;
+    }));
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+function wire() {
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    run($("login"), () => login($("login-email").value, $("login-password").value));
+  });
+  $("register").addEventListener("click", () =>
+    run($("register"), async () => {
+      const email = $("login-email").value;
+      const password = $("login-password").value;
+      await api("POST", "/auth/register", { email, password });
+      return login(email, password);
+    }));
+  $("logout").addEventListener("click", () => logout());
+
+  onSubmit("deposit-form", async (f) => {
+    await api("POST", "/wallets/deposit", { userId: S.user.id, amount: f.get("amount") });
+    return `Deposited ${f.get("amount")}`;
+  });
+  onSubmit("withdraw-form", async (f) => {
+    await api("POST", "/wallets/withdraw", { userId: S.user.id, amount: f.get("amount") });
+    return `Withdrew ${f.get("amount")}`;
+  });
+  onSubmit("transfer-form", async (f) => {
+    const req = { toUserId: f.get("toUserId").trim(), amount: f.get("amount") };
+    if (f.get("description")) req.description = f.get("description");
+    await api("POST", "/transfers", req);
+    return `Sent ${f.get("amount")}`;
+  });
+  onSubmit("contract-form", async (f) => {
+    const other = f.get("counterparty").trim();
+    const iAmBuyer = f.get("myRole") === "buyer";
+    const req = {
+      buyerId: iAmBuyer ? S.user.id : other,
+      sellerId: iAmBuyer ? other : S.user.id,
+      title: f.get("title"),
+      amount: f.get("amount"),
+    };
+    const hours = f.get("inspectionPeriodHours");
+    if (hours) req.inspectionPeriodHours = Number(hours);
+    const c = await api("POST", "/contracts", req);
+    return `Created "${c.title}" (${c.status})`;
+  });
+  onSubmit("dispute-form", async (f) => {
+    const c = S.disputeContract;
+    await api("POST", "/disputes", { contractId: c.id, description: f.get("description") });
+    $("dispute-dialog").hidden = true;
+    return `Dispute raised on "${c.title}"`;
+  });
+  $("dispute-cancel").addEventListener("click", () => { $("dispute-dialog").hidden = true; });
+
+  if (S.token && S.user) start();
+}
+
+document.addEventListener("DOMContentLoaded", wire);

@@ -1,0 +1,190 @@
+// Clicks through a whole escrow in the console served at ORIGIN, in headless Chromium:
+// Alice registers and deposits, creates and funds a contract with Bob; Bob sees it appear
+// live (no reload), delivers; Alice releases; a second contract is disputed and Carol, an
+// arbiter, splits it from her queue; every page follows along over the WebSocket.
+// Exits non-zero on the first failed expectation, on any page error and on any
+// Content-Security-Policy violation. Run by tests/tests/e2e/console.rs.
+import { chromium } from "playwright-core";
+import { strict as assert } from "node:assert";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const ORIGIN = env("ORIGIN");
+const PASSWORD = env("PASSWORD");
+const ALICE = env("ALICE_EMAIL"); // registers through the page
+const BOB = env("BOB_EMAIL");
+const BOB_ID = env("BOB_ID");
+const CAROL = env("CAROL_EMAIL"); // an arbiter
+const SCREENSHOT = process.env.SCREENSHOT;
+const WAIT = { timeout: 15000 };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const problems = [];
+const pages = {};
+
+async function open(name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  pages[name] = page;
+  page.on("pageerror", (e) => problems.push(`${name}: page error: ${e.message}`));
+  page.on("console", (m) => {
+    // A refused command is an HTTP error the page handles; Chromium logs each one as
+    // "Failed to load resource". Anything else (script errors, CSP violations) fails.
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
+      problems.push(`${name}: console error: ${m.text()}`);
+    }
+  });
+  await page.goto(ORIGIN + "/");
+  return page;
+}
+
+async function login(page, email, register) {
+  await page.fill("#login-email", email);
+  await page.fill("#login-password", PASSWORD);
+  await page.click(register ? "#register" : "#login");
+  await page.waitForSelector("#app:not([hidden])", WAIT);
+  await page.waitForSelector("#live.on", WAIT);
+}
+
+const row = (page, title) => page.locator("#contracts tbody tr", { hasText: title });
+async function expectStatus(page, title, status) {
+  await row(page, title).locator(".contract-status", { hasText: status }).waitFor(WAIT);
+}
+async function expectText(page, selector, text) {
+  await page.locator(selector, { hasText: text }).waitFor(WAIT);
+}
+async function act(page, title, action) {
+  await row(page, title).locator(`button[data-action=${action}]`).click();
+}
+async function step(name, fn) {
+  const t0 = Date.now();
+  await fn();
+  console.log(`ok ${name} (${Date.now() - t0} ms)`);
+}
+
+try {
+  const alice = await open("alice");
+  const bob = await open("bob");
+  const carol = await open("carol");
+
+  await step("alice registers and logs in through the page", () => login(alice, ALICE, true));
+  await step("bob and carol log in", async () => {
+    await login(bob, BOB, false);
+    await login(carol, CAROL, false);
+    assert.equal(await alice.isHidden("#arbiter-panel"), true, "users see no dispute queue");
+    assert.equal(await carol.isVisible("#arbiter-panel"), true, "arbiters see the queue");
+  });
+
+  await step("alice deposits 500", async () => {
+    await alice.fill("#deposit-amount", "500");
+    await alice.click("#deposit");
+    await expectText(alice, "#balance", "500.00 USD");
+    await expectText(alice, "#history tbody", "DEPOSIT");
+  });
+
+  await step("a refused command shows its problem and changes nothing", async () => {
+    await alice.fill("#withdraw-amount", "5000");
+    await alice.click("#withdraw");
+    await expectText(alice, "#status.error", "INSUFFICIENT_FUNDS");
+    await expectText(alice, "#balance", "500.00 USD");
+  });
+
+  await step("alice creates a contract as buyer and funds it", async () => {
+    await alice.selectOption("#contract-my-role", "buyer");
+    await alice.fill("#contract-counterparty", BOB_ID);
+    await alice.fill("#contract-title", "Logo design");
+    await alice.fill("#contract-amount", "300");
+    await alice.fill("#contract-inspection", "72");
+    await alice.click("#create-contract");
+    await expectStatus(alice, "Logo design", "DRAFT");
+    await act(alice, "Logo design", "fund");
+    await expectStatus(alice, "Logo design", "ACTIVE");
+    await expectText(alice, "#balance", "200.00 USD");
+  });
+
+  await step("bob sees the funded contract live and delivers", async () => {
+    await expectStatus(bob, "Logo design", "ACTIVE");
+    await act(bob, "Logo design", "deliver");
+    await expectText(bob, "#status.ok", "Delivered");
+  });
+
+  await step("alice releases; bob is paid live", async () => {
+    await act(alice, "Logo design", "release");
+    await expectStatus(alice, "Logo design", "COMPLETED");
+    await expectStatus(bob, "Logo design", "COMPLETED");
+    await expectText(bob, "#balance", "300.00 USD");
+    await expectText(bob, "#history tbody", "PAYMENT");
+  });
+
+  await step("alice funds a second contract and disputes it", async () => {
+    await alice.fill("#contract-counterparty", BOB_ID);
+    await alice.fill("#contract-title", "Website");
+    await alice.fill("#contract-amount", "50");
+    await alice.click("#create-contract");
+    await expectStatus(alice, "Website", "DRAFT");
+    await act(alice, "Website", "fund");
+    await expectStatus(alice, "Website", "ACTIVE");
+    await act(alice, "Website", "dispute");
+    await alice.fill("#dispute-description", "Only half of the pages were delivered");
+    await alice.click("#raise-dispute");
+    await expectStatus(alice, "Website", "DISPUTED");
+    await expectStatus(bob, "Website", "DISPUTED");
+  });
+
+  await step("carol splits the dispute from her queue", async () => {
+    const d = carol.locator("#disputes tbody tr", { hasText: "Only half of the pages" });
+    await d.waitFor(WAIT);
+    await d.locator("select.outcome").selectOption("SPLIT");
+    await d.locator("input.resolution").fill("Half the work was delivered");
+    await d.locator("input.seller-amount").fill("25.00");
+    await d.locator("input.buyer-amount").fill("25.00");
+    await d.locator("button[data-action=resolve]").click();
+    await expectText(carol, "#status.ok", "Dispute resolved: SPLIT");
+    await d.waitFor({ state: "detached", ...WAIT });
+  });
+
+  await step("both parties see the settlement live", async () => {
+    await expectStatus(alice, "Website", "SETTLED");
+    await expectStatus(bob, "Website", "SETTLED");
+    await expectText(alice, "#balance", "175.00 USD");
+    await expectText(bob, "#balance", "325.00 USD");
+    await expectText(alice, "#feed", "DisputeResolved");
+  });
+
+  await step("the contract's audit trail is shown with hashes", async () => {
+    await act(alice, "Logo design", "history");
+    await expectText(alice, "#contract-events", "ContractReleased");
+    const items = await alice.locator("#contract-events li").count();
+    assert.ok(items >= 4, `expected at least 4 events in the trail, saw ${items}`);
+  });
+
+  await step("the API reference renders from the binary", async () => {
+    const docs = await open("docs");
+    await docs.goto(ORIGIN + "/api/v1/docs");
+    await docs.locator(".swagger-ui .opblock-summary-path", { hasText: "/api/v1/transfers" }).first().waitFor(WAIT);
+  });
+
+  if (SCREENSHOT) await alice.screenshot({ path: SCREENSHOT, fullPage: true });
+  assert.deepEqual(problems, [], "the pages reported errors");
+  console.log("console escrow: all steps passed");
+} catch (e) {
+  console.error(`FAILED: ${e.stack || e}`);
+  if (problems.length) console.error(problems.join("\n"));
+  for (const [name, page] of Object.entries(pages)) {
+    const status = await page.textContent("#status").catch(() => "");
+    if (status) console.error(`${name}'s status line: ${status}`);
+    if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, `-${name}-failed.png`), fullPage: true });
+  }
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
