@@ -107,6 +107,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// The request id header.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The correlation id header.
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+
+/// Whether a client's `X-Request-Id` is kept: 1 to 128 visible ASCII characters.
+pub fn usable_request_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Request id (from `X-Request-Id`, or minted) and correlation id (from
 /// `X-Correlation-Id` if it is a UUID, or minted).
 #[derive(Debug, Clone)]
@@ -128,10 +138,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let request_id = header("x-request-id")
-            .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        let request_id = header(REQUEST_ID_HEADER)
+            .filter(|s| usable_request_id(s))
             .unwrap_or_else(|| Uuid::now_v7().to_string());
-        let correlation_id = header("x-correlation-id")
+        let correlation_id = header(CORRELATION_ID_HEADER)
             .and_then(|s| Uuid::parse_str(&s).ok())
             .unwrap_or_else(Uuid::now_v7);
         Ok(RequestMeta {

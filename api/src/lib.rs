@@ -11,11 +11,13 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod otel;
 pub mod pages;
 pub mod routes;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod verify;
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -65,6 +65,13 @@ enum Cmd {
     /// Manage users (works against a running ledger).
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Exit 0 if the local server answers `GET /api/v1/ready` with 200 (for container
+    /// health checks: no curl needed in the image).
+    Healthcheck {
+        /// Where the server listens.
+        #[arg(long, env = "HEALTHCHECK_ADDR", default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
     /// Read the event stream: follow it on NATS, or export it from Postgres (NDJSON).
     #[command(subcommand)]
     Events(EventsCmd),
@@ -126,21 +133,29 @@ enum UsersCmd {
     },
 }
 
-fn init_logs(format: &str) {
+/// Logs to stdout (text or JSON), plus OpenTelemetry export when built with the `otel`
+/// feature and configured; the guard flushes the export at exit.
+fn init_logs(format: &str) -> api::otel::Guard {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (otel, guard) = api::otel::layer::<tracing_subscriber::Registry>();
+    let registry = tracing_subscriber::registry().with(otel).with(filter);
     if format == "json" {
-        builder.json().init();
+        registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .init();
     } else {
-        builder.init();
+        registry.with(tracing_subscriber::fmt::layer()).init();
     }
+    guard
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    let _otel = init_logs(&cli.log_format);
     let result = match cli.command {
         Cmd::Migrate { database_url } => api::server::migrate(&database_url).await,
         Cmd::Serve(config) => serve(*config).await,
@@ -201,6 +216,7 @@ async fn main() -> std::process::ExitCode {
             email,
             role,
         }) => api::admin::grant_role(&database_url, &email, &role).await,
+        Cmd::Healthcheck { addr } => healthcheck(&addr).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -209,6 +225,25 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn healthcheck(addr: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        let request =
+            format!("GET /api/v1/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 64];
+        let n = conn.read(&mut head).await?;
+        anyhow::Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr} did not answer within 5 s"))??;
+    let status = head.split_whitespace().nth(1).unwrap_or("none");
+    anyhow::ensure!(status == "200", "{addr}: /api/v1/ready answered {status}");
+    Ok(())
 }
 
 async fn verify(database_url: &str) -> anyhow::Result<()> {

@@ -19,7 +19,6 @@ use rand::RngCore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tower_http::cors::CorsLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::auth::TokenKeys;
@@ -114,7 +113,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
             crate::limits::enforce,
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(TraceLayer::new_for_http());
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
     let origins: Vec<HeaderValue> = config
         .cors_origins
         .iter()
@@ -303,7 +302,8 @@ pub async fn start_with_clock(
     .await?
     .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
 
-    let ledger = Arc::new(Ledger::new(store));
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let ledger = Arc::new(Ledger::new(store).with_observer(metrics.clone()));
     if config.role != WorkerRole::Api {
         let scheduler = AutoRelease::new(
             ledger.clone(),
@@ -340,7 +340,7 @@ pub async fn start_with_clock(
             per_user: crate::limits::RateLimiter::new(config.rate_limit_per_user_per_minute),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         }),
-        metrics: Arc::new(crate::metrics::Metrics::default()),
+        metrics,
         shutdown: shutdown_rx.clone(),
     };
 

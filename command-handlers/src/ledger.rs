@@ -1,5 +1,9 @@
 //! The command executor.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use domain::codec::{decode, encode, DecodeError};
 use domain::contract::{self, CreateContract, ResolveDispute};
@@ -13,6 +17,7 @@ use domain::{
 use event_store::{append, EventStore, NewEvent, StoreError, StreamAppend};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::cache::StateCache;
@@ -328,14 +333,32 @@ enum CommitError {
     Failed(CommandError),
 }
 
+/// Told about every executed command and every append (metrics live outside this crate).
+pub trait Observer: Send + Sync {
+    /// A command finished: its name, its outcome (`ok`, `replayed`, a domain error code,
+    /// `busy`, `idempotency_mismatch`, `email_taken`, `error`), how long it took in seconds,
+    /// and how many times it was decided.
+    fn command(&self, command: &'static str, outcome: &str, seconds: f64, attempts: u32);
+    /// One append transaction committed: how many commands, streams and events it held.
+    fn append(&self, commands: usize, streams: usize, events: usize);
+}
+
 /// The write side of the ledger.
-#[derive(Debug)]
 pub struct Ledger {
     store: EventStore,
     users: StateCache<User>,
     wallets: StateCache<Wallet>,
     contracts: StateCache<Contract>,
     disputes: StateCache<Dispute>,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ledger {
@@ -347,7 +370,14 @@ impl Ledger {
             wallets: StateCache::new(),
             contracts: StateCache::new(),
             disputes: StateCache::new(),
+            observer: None,
         }
+    }
+
+    /// The same ledger, reporting commands and appends to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The event store.
@@ -358,16 +388,66 @@ impl Ledger {
     /// Executes a command: decides from fresh state, appends atomically, retries conflicts,
     /// honours the context's idempotency key. `respond` renders the response stored with
     /// the key.
+    ///
+    /// Runs in a `command` span carrying the command's name, request id and correlation id
+    /// (so every log line below it names the request), and reports to the observer.
     pub async fn execute(
         &self,
         ctx: &CommandContext,
         cmd: Command,
         respond: Respond<'_>,
     ) -> Result<Executed, CommandError> {
+        let name = cmd.name();
+        let span = tracing::info_span!(
+            "command",
+            command = name,
+            request_id = %ctx.request_id,
+            correlation_id = %ctx.correlation_id,
+            outcome = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let attempts = AtomicU32::new(0);
+        let result = self
+            .decide_and_commit(ctx, cmd, respond, &attempts)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(Executed::Fresh { .. }) => "ok",
+            Ok(Executed::Replayed { .. }) => "replayed",
+            Err(CommandError::Domain(e)) => e.code(),
+            Err(CommandError::Busy) => "busy",
+            Err(CommandError::IdempotencyMismatch) => "idempotency_mismatch",
+            Err(CommandError::EmailTaken) => "email_taken",
+            Err(CommandError::Decode(_) | CommandError::Store(_)) => "error",
+        };
+        let attempts = attempts.into_inner();
+        span.record("outcome", outcome);
+        span.record("attempts", attempts);
+        let seconds = started.elapsed().as_secs_f64();
+        if let Err(e @ (CommandError::Decode(_) | CommandError::Store(_))) = &result {
+            span.in_scope(|| tracing::error!(error = %e, seconds, "command failed"));
+        } else {
+            span.in_scope(|| tracing::debug!(seconds, "command finished"));
+        }
+        if let Some(o) = &self.observer {
+            o.command(name, outcome, seconds, attempts);
+        }
+        result
+    }
+
+    async fn decide_and_commit(
+        &self,
+        ctx: &CommandContext,
+        cmd: Command,
+        respond: Respond<'_>,
+        attempts: &AtomicU32,
+    ) -> Result<Executed, CommandError> {
         if let Some(done) = self.replay_idempotent(ctx).await? {
             return Ok(done);
         }
         for attempt in 0..CONFLICT_RETRIES_MAX {
+            attempts.fetch_add(1, Ordering::Relaxed);
             let mut reads = Vec::with_capacity(4);
             let plan = match self.plan(&cmd, &mut reads).await {
                 Ok(p) => p,
@@ -512,6 +592,9 @@ impl Ledger {
                 .map_err(fail)?;
         }
         tx.commit().await.map_err(|e| fail(e.into()))?;
+        if let Some(o) = &self.observer {
+            o.append(1, appends.len(), recorded.len());
+        }
         Ok(position)
     }
 

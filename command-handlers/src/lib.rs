@@ -12,7 +12,7 @@ mod ledger;
 pub use context::{Actor, CommandContext};
 pub use ledger::{
     is_money_event, Command, CommandError, ContractChange, DisputeChange, Executed, Ledger,
-    LoginRecord, Outcome, Registered, Respond, WalletChange,
+    LoginRecord, Observer, Outcome, Registered, Respond, WalletChange,
 };
 
 /// How many times one command is re-decided after a stream version conflict before giving

@@ -8,6 +8,7 @@ use domain::Event;
 use escrow_nats::Envelope;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The name under which this projection records its per-stream versions and checkpoint.
@@ -62,7 +63,19 @@ pub async fn apply_batch(
             continue;
         }
         let event = decode(&env.event_type, env.schema_version, &env.data)?;
-        apply_one(conn, env, &event).await?;
+        // The command's correlation id rides in the metadata; log lines of this event's
+        // projection carry it, so a request can be followed from HTTP to the read model.
+        let span = tracing::debug_span!(
+            "project",
+            position = env.position,
+            stream = %env.stream_id,
+            event = %env.event_type,
+            correlation_id = env.metadata.get("correlationId").and_then(|v| v.as_str()).unwrap_or(""),
+        );
+        apply_one(conn, env, &event)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| tracing::debug!("applied"));
         versions.insert(env.stream_id.clone(), env.version);
         touched.insert(env.stream_id.clone(), env.version);
         max_position = max_position.max(env.position);

@@ -3,7 +3,6 @@
 //! answer the same; `verify` must pass; read models must converge.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use tokio::process::{Child, Command};
 
 const PASSWORD: &str = "fault-test-Passw0rd-1979";
 
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("ESCROW_BIN") {
         return PathBuf::from(p);
     }
@@ -25,24 +24,32 @@ fn binary() -> PathBuf {
         .join("escrow")
 }
 
-struct Server {
-    child: Option<Child>,
-    db: String,
-    stream: String,
-    prefix: String,
-    port: u16,
-    log: PathBuf,
+/// The real `escrow serve` as a child process; its stdout and stderr go to `log`.
+pub(crate) struct Server {
+    pub(crate) child: Option<Child>,
+    pub(crate) db: String,
+    pub(crate) stream: String,
+    pub(crate) prefix: String,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
+    /// Extra arguments after `serve`.
+    pub(crate) args: Vec<String>,
+    /// Extra environment variables.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Server {
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
+        let out = log.try_clone().expect("log file");
         let child = Command::new(binary())
             .arg("serve")
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("DATABASE_URL", &self.db)
             .env("NATS_URL", std::env::var("NATS_URL").expect("NATS_URL"))
             .env("NATS_STREAM", &self.stream)
@@ -51,7 +58,7 @@ impl Server {
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("RATE_LIMIT_PER_IP_PER_MINUTE", "0")
             .env("RATE_LIMIT_PER_USER_PER_MINUTE", "0")
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
@@ -72,7 +79,7 @@ impl Server {
         panic!("escrow did not start; see {}", self.log.display());
     }
 
-    async fn kill9(&mut self) {
+    pub(crate) async fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().await.expect("SIGKILL");
         }
@@ -394,6 +401,8 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
         prefix: format!("f{id}.escrow.events"),
         port,
         log: log.clone(),
+        args: vec![],
+        env: vec![],
     };
     server.start().await;
     let base = format!("http://127.0.0.1:{port}/api/v1");
@@ -459,6 +468,8 @@ async fn lease_holder_killed_the_standby_takes_over() {
         prefix: format!("l{id}.escrow.events"),
         port: free(),
         log: log.clone(),
+        args: vec![],
+        env: vec![],
     };
     holder.start().await;
     tokio::time::sleep(Duration::from_millis(500)).await; // it takes the leases first
@@ -469,6 +480,8 @@ async fn lease_holder_killed_the_standby_takes_over() {
         prefix: holder.prefix.clone(),
         port: free(),
         log: log.clone(),
+        args: vec![],
+        env: vec![],
     };
     standby.start().await;
     let base = format!("http://127.0.0.1:{}/api/v1", standby.port);
@@ -549,6 +562,8 @@ async fn postgres_restarts_mid_load_lose_nothing() {
         prefix: format!("p{id}.escrow.events"),
         port,
         log: log.clone(),
+        args: vec![],
+        env: vec![],
     };
     server.start().await;
     let base = format!("http://127.0.0.1:{port}/api/v1");
