@@ -1,0 +1,533 @@
+//! `escrow-bench`: drives a running ledger over HTTP with JWTs, like real clients.
+//!
+//! It registers N users and funds their wallets, then runs one workload for D seconds at
+//! concurrency C: `transfers` (random pairs), `hot` (every transfer pays into or draws from
+//! one fee wallet), `escrow` (create → fund → deliver → release flows) or `mixed`
+//! (transfers plus balance and history queries). It reports commands/s, latency
+//! percentiles, non-2xx answers by status and problem code, projection lag (from a
+//! command's response until a query with `minPosition` sees it), the server's peak RSS,
+//! and checks that no money appeared or vanished. The last line is one JSON summary.
+//!
+//! `bench/run.sh` starts a server and Postgres/NATS, measures the one-transaction-per-
+//! transfer ceiling with pgbench in the same run and passes it in as `--ceiling-tps`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use rand::Rng;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Transfers between random pairs of users.
+    Transfers,
+    /// Every transfer pays into, or draws from, one fee wallet.
+    Hot,
+    /// Full escrow flows: create, fund, deliver, release.
+    Escrow,
+    /// Half transfers, a quarter balance queries, a quarter history queries.
+    Mixed,
+}
+
+/// Load generator for the escrow ledger.
+#[derive(Debug, Parser)]
+#[command(name = "escrow-bench", version, about)]
+struct Args {
+    /// The API's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/v1")]
+    base: String,
+    /// Which workload to run.
+    #[arg(long, value_enum, default_value = "transfers")]
+    workload: Workload,
+    /// Users to register and fund.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Seconds to run the workload.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Each user's starting balance.
+    #[arg(long, default_value = "1000.00")]
+    balance: Decimal,
+    /// Measure the projection lag of every Nth successful command.
+    #[arg(long, default_value_t = 10)]
+    lag_every: u64,
+    /// The server's process id, to report its peak RSS (VmHWM).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The one-transaction-per-transfer ceiling measured in the same run (pgbench TPS).
+    #[arg(long)]
+    ceiling_tps: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    id: String,
+    token: String,
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Latency of each command, in microseconds.
+    commands: Vec<u64>,
+    /// Latency of each query, in microseconds.
+    queries: Vec<u64>,
+    /// Non-2xx answers by "status code".
+    refused: BTreeMap<String, u64>,
+    /// Requests that got no HTTP answer.
+    transport_errors: u64,
+    /// (seconds into the run, lag in microseconds).
+    lags: Vec<(f64, u64)>,
+    /// Highest position a command answered with.
+    max_position: i64,
+}
+
+struct Bench {
+    http: reqwest::Client,
+    args: Args,
+    users: Vec<User>,
+    stats: Mutex<Stats>,
+    started: Instant,
+}
+
+/// One answer: status, problem code (if any), body.
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Bench {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.args.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .json(&b);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        Ok(Answer { status, body })
+    }
+
+    /// A command, timed and counted. Returns the answer if it was 2xx.
+    async fn command(&self, path: &str, user: &User, body: Value) -> Option<Value> {
+        let t0 = Instant::now();
+        let answer = self
+            .call(reqwest::Method::POST, path, Some(&user.token), Some(body))
+            .await;
+        let micros = t0.elapsed().as_micros() as u64;
+        let mut s = self.stats.lock().ok()?;
+        s.commands.push(micros);
+        match answer {
+            Err(_) => {
+                s.transport_errors += 1;
+                None
+            }
+            Ok(a) if (200..300).contains(&a.status) => {
+                if let Some(p) = a.body.get("position").and_then(Value::as_i64) {
+                    s.max_position = s.max_position.max(p);
+                }
+                Some(a.body)
+            }
+            Ok(a) => {
+                let code = a.body.get("code").and_then(Value::as_str).unwrap_or("");
+                *s.refused.entry(format!("{} {code}", a.status)).or_default() += 1;
+                None
+            }
+        }
+    }
+
+    async fn query(&self, path: &str, user: &User) {
+        let t0 = Instant::now();
+        let answer = self
+            .call(reqwest::Method::GET, path, Some(&user.token), None)
+            .await;
+        let micros = t0.elapsed().as_micros() as u64;
+        if let Ok(mut s) = self.stats.lock() {
+            s.queries.push(micros);
+            match answer {
+                Err(_) => s.transport_errors += 1,
+                Ok(a) if (200..300).contains(&a.status) => {}
+                Ok(a) => {
+                    let code = a.body.get("code").and_then(Value::as_str).unwrap_or("");
+                    *s.refused.entry(format!("{} {code}", a.status)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Time from a command's answer until a read-model query includes it. The server
+    /// waits up to its READ_WAIT_MS for `minPosition`; a `stale` answer is asked again.
+    async fn probe_lag(self: Arc<Self>, user: User, position: i64, answered: Instant) {
+        let url = format!(
+            "{}/wallets/{}?minPosition={position}",
+            self.args.base, user.id
+        );
+        while answered.elapsed() < Duration::from_secs(60) {
+            let Ok(res) = self.http.get(&url).bearer_auth(&user.token).send().await else {
+                return;
+            };
+            let fresh = res
+                .headers()
+                .get("x-read-consistency")
+                .is_some_and(|v| v == "fresh");
+            if res.status().as_u16() != 200 {
+                return;
+            }
+            if fresh {
+                let at = self.started.elapsed().as_secs_f64();
+                if let Ok(mut s) = self.stats.lock() {
+                    s.lags.push((at, answered.elapsed().as_micros() as u64));
+                }
+                return;
+            }
+        }
+    }
+
+    fn transfer_body(to: &User) -> Value {
+        let cents: i64 = rand::thread_rng().gen_range(1..=100);
+        json!({"toUserId": to.id, "amount": Decimal::new(cents, 2).to_string()})
+    }
+
+    /// One client's loop until the deadline.
+    async fn client(self: Arc<Self>, deadline: Instant) {
+        let n = self.users.len();
+        let mut done: u64 = 0;
+        while Instant::now() < deadline {
+            let (a, b, roll) = {
+                let mut rng = rand::thread_rng();
+                let roll: u8 = rng.gen_range(0..4);
+                let a = rng.gen_range(0..n);
+                let mut b = rng.gen_range(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                (a, b, roll)
+            };
+            let (from, to) = (&self.users[a], &self.users[b]);
+            let answered = match self.args.workload {
+                Workload::Transfers => self
+                    .command("/transfers", from, Self::transfer_body(to))
+                    .await
+                    .map(|r| (r, from.clone())),
+                Workload::Hot => {
+                    let fee = &self.users[0];
+                    let payer = if a == 0 { to } else { from };
+                    let (from, to) = if roll < 2 { (payer, fee) } else { (fee, payer) };
+                    self.command("/transfers", from, Self::transfer_body(to))
+                        .await
+                        .map(|r| (r, from.clone()))
+                }
+                Workload::Mixed => match roll {
+                    0 => {
+                        self.query(&format!("/wallets/{}", from.id), from).await;
+                        None
+                    }
+                    1 => {
+                        self.query(&format!("/wallets/{}/transactions?limit=20", from.id), from)
+                            .await;
+                        None
+                    }
+                    _ => self
+                        .command("/transfers", from, Self::transfer_body(to))
+                        .await
+                        .map(|r| (r, from.clone())),
+                },
+                Workload::Escrow => self.escrow_flow(from, to).await,
+            };
+            if let Some((body, user)) = answered {
+                done += 1;
+                if done % self.args.lag_every == 0 {
+                    if let Some(p) = body.get("position").and_then(Value::as_i64) {
+                        tokio::spawn(self.clone().probe_lag(user, p, Instant::now()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// create → fund → deliver → release; the last answer, for the lag probe.
+    async fn escrow_flow(&self, buyer: &User, seller: &User) -> Option<(Value, User)> {
+        let c = self
+            .command(
+                "/contracts",
+                buyer,
+                json!({"buyerId": buyer.id, "sellerId": seller.id, "title": "bench", "amount": "1.00"}),
+            )
+            .await?;
+        let id = c.get("id")?.as_str()?.to_owned();
+        self.command(&format!("/contracts/{id}/fund"), buyer, json!({}))
+            .await?;
+        self.command(&format!("/contracts/{id}/deliver"), seller, json!({}))
+            .await?;
+        let r = self
+            .command(&format!("/contracts/{id}/release"), buyer, json!({}))
+            .await?;
+        Some((r, seller.clone()))
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Peak resident set size of a process, in MiB (VmHWM), if it can be read.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+async fn setup(http: &reqwest::Client, args: &Args) -> anyhow::Result<Vec<User>> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let one = |i: usize| {
+        let http = http.clone();
+        let base = args.base.clone();
+        let email = format!("bench-{run}-{i}@example.com");
+        let balance = args.balance;
+        async move {
+            let creds = json!({"email": email, "password": "bench-password-1"});
+            let r = http
+                .post(format!("{base}/auth/register"))
+                .json(&creds)
+                .send()
+                .await?;
+            if r.status().as_u16() != 201 {
+                bail!("register answered {}: {}", r.status(), r.text().await?);
+            }
+            let login: Value = http
+                .post(format!("{base}/auth/login"))
+                .json(&creds)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let user = User {
+                id: login["user"]["id"]
+                    .as_str()
+                    .context("login: user id")?
+                    .to_owned(),
+                token: login["access_token"]
+                    .as_str()
+                    .context("login: token")?
+                    .to_owned(),
+            };
+            let r = http
+                .post(format!("{base}/wallets/deposit"))
+                .bearer_auth(&user.token)
+                .json(&json!({"userId": user.id, "amount": balance.to_string()}))
+                .send()
+                .await?;
+            if r.status().as_u16() != 201 {
+                bail!("deposit answered {}: {}", r.status(), r.text().await?);
+            }
+            anyhow::Ok(user)
+        }
+    };
+    let mut users = Vec::with_capacity(args.users);
+    // Registration hashes a password (argon2id): a few at a time.
+    for chunk in (0..args.users).collect::<Vec<_>>().chunks(8) {
+        let batch: Vec<_> = chunk.iter().map(|i| tokio::spawn(one(*i))).collect();
+        for h in batch {
+            users.push(h.await??);
+        }
+    }
+    Ok(users)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.users < 2 {
+        bail!("--users must be at least 2");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let t0 = Instant::now();
+    let users = setup(&http, &args).await?;
+    eprintln!(
+        "set up {} users with {} each in {:.1} s",
+        users.len(),
+        args.balance,
+        t0.elapsed().as_secs_f64()
+    );
+    let bench = Arc::new(Bench {
+        http,
+        users,
+        stats: Mutex::new(Stats::default()),
+        started: Instant::now(),
+        args,
+    });
+    let deadline = Instant::now() + Duration::from_secs(bench.args.duration);
+    let clients: Vec<_> = (0..bench.args.concurrency)
+        .map(|_| tokio::spawn(bench.clone().client(deadline)))
+        .collect();
+    for c in clients {
+        c.await?;
+    }
+    let elapsed = bench.started.elapsed().as_secs_f64();
+    // Let the last lag probes answer (they give up after a minute).
+    let probes_until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < probes_until && Arc::strong_count(&bench) > 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Conservation: with every flow finished, the users' balances add up to what was
+    // deposited (the read models are asked to include the last command first).
+    let max_position = bench.stats.lock().map(|s| s.max_position).unwrap_or(0);
+    let mut total = Decimal::ZERO;
+    let mut negative = 0;
+    for u in &bench.users {
+        let a = bench
+            .call(
+                reqwest::Method::GET,
+                &format!("/wallets/{}?minPosition={max_position}", u.id),
+                Some(&u.token),
+                None,
+            )
+            .await?;
+        let balance: Decimal = a.body["balance"].as_str().context("balance")?.parse()?;
+        if balance < Decimal::ZERO {
+            negative += 1;
+        }
+        total += balance;
+    }
+    let expected = bench.args.balance * Decimal::from(bench.users.len());
+    let conserved = total == expected && negative == 0;
+
+    let s = bench
+        .stats
+        .lock()
+        .map_err(|_| anyhow::anyhow!("stats lock poisoned"))?;
+    let mut lat = s.commands.clone();
+    lat.sort_unstable();
+    let mut lags: Vec<u64> = s.lags.iter().map(|(_, l)| *l).collect();
+    lags.sort_unstable();
+    // Does the lag grow through the run? p99 of the first and the last third.
+    let third = |from: f64, to: f64| {
+        let mut v: Vec<u64> = s
+            .lags
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, l)| *l)
+            .collect();
+        v.sort_unstable();
+        percentile(&v, 0.99)
+    };
+    let d = bench.args.duration as f64;
+    let (lag_first, lag_last) = (third(0.0, d / 3.0), third(2.0 * d / 3.0, d + 10.0));
+    let overdrafts = s
+        .refused
+        .get("409 INSUFFICIENT_FUNDS")
+        .copied()
+        .unwrap_or(0);
+    let other_refusals: u64 = s.refused.values().sum::<u64>() - overdrafts;
+    let ok_commands = lat.len() as u64 - s.refused.values().sum::<u64>() - s.transport_errors;
+    let cmds_per_s = lat.len() as f64 / elapsed;
+    let rss = bench.args.server_pid.and_then(peak_rss_mib);
+    let ratio = bench.args.ceiling_tps.map(|c| cmds_per_s / c);
+
+    println!(
+        "workload {:?}, {} clients, {} users, {:.1} s",
+        bench.args.workload,
+        bench.args.concurrency,
+        bench.users.len(),
+        elapsed
+    );
+    println!(
+        "commands: {} ({} ok) = {:.0}/s; queries: {}",
+        lat.len(),
+        ok_commands,
+        cmds_per_s,
+        s.queries.len()
+    );
+    println!(
+        "latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0)
+    );
+    println!(
+        "non-2xx: {:?}; transport errors: {}",
+        s.refused, s.transport_errors
+    );
+    println!(
+        "projection lag ms ({} samples): p50 {:.1}  p99 {:.1}; p99 first third {:.1}, last third {:.1}",
+        lags.len(),
+        percentile(&lags, 0.50),
+        percentile(&lags, 0.99),
+        lag_first,
+        lag_last
+    );
+    if let Some(r) = rss {
+        println!("server peak RSS: {r:.1} MiB");
+    }
+    if let (Some(c), Some(r)) = (bench.args.ceiling_tps, ratio) {
+        println!(
+            "ratio = {cmds_per_s:.0} ledger commands/s ÷ {c:.0} one-tx-per-transfer TPS = {r:.2}"
+        );
+    }
+    println!(
+        "conservation: {} (sum of balances {total}, deposited {expected}, negative wallets {negative})",
+        if conserved { "ok" } else { "BROKEN" }
+    );
+    let summary = json!({
+        "workload": format!("{:?}", bench.args.workload).to_lowercase(),
+        "concurrency": bench.args.concurrency,
+        "users": bench.users.len(),
+        "seconds": (elapsed * 10.0).round() / 10.0,
+        "commands": lat.len(),
+        "commands_ok": ok_commands,
+        "commands_per_s": cmds_per_s.round(),
+        "queries": s.queries.len(),
+        "p50_ms": percentile(&lat, 0.50),
+        "p95_ms": percentile(&lat, 0.95),
+        "p99_ms": percentile(&lat, 0.99),
+        "max_ms": percentile(&lat, 1.0),
+        "non_2xx": s.refused,
+        "overdrafts": overdrafts,
+        "other_non_2xx": other_refusals,
+        "transport_errors": s.transport_errors,
+        "lag_samples": lags.len(),
+        "lag_p50_ms": percentile(&lags, 0.50),
+        "lag_p99_ms": percentile(&lags, 0.99),
+        "lag_p99_first_third_ms": lag_first,
+        "lag_p99_last_third_ms": lag_last,
+        "server_peak_rss_mib": rss,
+        "ceiling_tps": bench.args.ceiling_tps,
+        "ratio": ratio.map(|r| (r * 100.0).round() / 100.0),
+        "conservation": if conserved { "ok" } else { "broken" },
+    });
+    println!("{summary}");
+    if !conserved {
+        bail!("money was not conserved");
+    }
+    Ok(())
+}
