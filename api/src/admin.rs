@@ -35,7 +35,7 @@ pub async fn grant_role(database_url: &str, email: &str, role: &str) -> anyhow::
                 user_id: login.user_id,
                 role,
             },
-            &|_, _| (200, json!({})),
+            |_, _| (200, json!({})),
         )
         .await?;
     println!("{email} ({}) is now {}", login.user_id, role.as_str());

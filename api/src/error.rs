@@ -167,6 +167,8 @@ impl From<CommandError> for ApiError {
                 err
             }
             CommandError::Store(s) => store_error(s),
+            CommandError::Unavailable(m) => ApiError::unavailable(m),
+            CommandError::Internal(m) => ApiError::internal(m),
             CommandError::Decode(d) => ApiError::internal(d),
         }
     }
@@ -175,27 +177,7 @@ impl From<CommandError> for ApiError {
 /// Database trouble: a lost connection, a pool timeout, a server shutting down or out of
 /// resources is a 503 (retry, with the same `Idempotency-Key`); anything else a 500.
 pub fn store_error(e: event_store::StoreError) -> ApiError {
-    let transient = match &e {
-        event_store::StoreError::Database(
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed,
-        ) => true,
-        // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator
-        // intervention: shutdown, restart) and 40001/40P01 (serialization, deadlock).
-        event_store::StoreError::Database(sqlx::Error::Database(db)) => {
-            db.code().is_some_and(|c| {
-                c.starts_with("08")
-                    || c.starts_with("53")
-                    || c.starts_with("57")
-                    || c == "40001"
-                    || c == "40P01"
-            })
-        }
-        _ => false,
-    };
-    if transient {
+    if e.is_transient() {
         ApiError::unavailable(e)
     } else {
         ApiError::internal(e)

@@ -83,7 +83,7 @@ impl AutoRelease {
             };
             match self
                 .ledger
-                .execute(&ctx, cmd, &|_, _| (200, json!({})))
+                .execute(&ctx, cmd, |_, _| (200, json!({})))
                 .await
             {
                 Ok(_) => {

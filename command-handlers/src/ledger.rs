@@ -1,7 +1,8 @@
 //! The command executor.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use domain::{
 use event_store::{append, EventStore, NewEvent, StoreError, StreamAppend};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -45,6 +47,13 @@ pub enum CommandError {
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
+    /// The database failed in a way that retrying later can fix (reported for a command
+    /// whose group commit failed).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database failed in a way retrying will not fix (a group commit's failure).
+    #[error("the database failed: {0}")]
+    Internal(String),
 }
 
 impl From<StoreError> for CommandError {
@@ -228,6 +237,19 @@ pub enum Outcome {
     Dispute(DisputeChange),
 }
 
+impl Outcome {
+    /// Sets the time its events were recorded (the response shows the stored time, so a
+    /// replay answers identically).
+    pub(crate) fn set_recorded_at(&mut self, at: DateTime<Utc>) {
+        match self {
+            Outcome::Wallet(w) => w.recorded_at = at,
+            Outcome::Registered(r) | Outcome::RoleGranted(r) => r.recorded_at = at,
+            Outcome::Contract(c) => c.recorded_at = at,
+            Outcome::Dispute(d) => d.recorded_at = at,
+        }
+    }
+}
+
 /// A contract after a command.
 #[derive(Debug, Clone)]
 pub struct ContractChange {
@@ -279,11 +301,11 @@ pub struct LoginRecord {
 
 /// Builds the HTTP response (status, body) for an outcome at a position, so that it can be
 /// stored with the idempotency key in the command's own transaction.
-pub type Respond<'a> = &'a (dyn Fn(&Outcome, i64) -> (u16, Value) + Send + Sync);
+pub type Respond = fn(&Outcome, i64) -> (u16, Value);
 
 /// Loaded or resulting state of one stream, by aggregate type.
 #[derive(Debug, Clone)]
-enum State {
+pub(crate) enum State {
     User(Versioned<User>),
     Wallet(Versioned<Wallet>),
     Contract(Versioned<Contract>),
@@ -309,7 +331,7 @@ impl State {
         }
     }
 
-    fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> u64 {
         match self {
             State::User(v) => v.version,
             State::Wallet(v) => v.version,
@@ -319,13 +341,50 @@ impl State {
     }
 }
 
-struct Plan {
-    writes: Vec<StreamWrite>,
-    credentials: Option<(UserId, Email, String)>,
-    outcome: Outcome,
+pub(crate) struct Plan {
+    pub(crate) writes: Vec<StreamWrite>,
+    pub(crate) credentials: Option<(UserId, Email, String)>,
+    pub(crate) outcome: Outcome,
     /// The state of every written stream once the writes commit (for the cache).
-    after: Vec<(StreamId, State)>,
+    pub(crate) after: Vec<(StreamId, State)>,
 }
+
+/// States decided earlier in the same group commit, by stream: later commands of the batch
+/// are decided on top of them.
+pub(crate) type Overlay = HashMap<String, State>;
+
+/// How a plan reads its streams.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Planning<'a> {
+    /// Read every stream's tail even when its state is cached (a retry, or a decision
+    /// inside the committer). Otherwise cached state is used as is: the committer checks
+    /// every version read against the streams' heads before anything is written.
+    pub(crate) fresh: bool,
+    /// States of this group commit, used before anything else.
+    pub(crate) overlay: Option<&'a Overlay>,
+}
+
+/// Picks one aggregate's state out of a [`State`].
+pub(crate) trait FromState: Sized {
+    fn from_state(s: &State) -> Option<Versioned<Self>>;
+}
+
+macro_rules! from_state {
+    ($ty:ty, $variant:ident) => {
+        impl FromState for $ty {
+            fn from_state(s: &State) -> Option<Versioned<Self>> {
+                match s {
+                    State::$variant(v) => Some(v.clone()),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+from_state!(User, User);
+from_state!(Wallet, Wallet);
+from_state!(Contract, Contract);
+from_state!(Dispute, Dispute);
 
 enum CommitError {
     Conflict,
@@ -343,21 +402,37 @@ pub trait Observer: Send + Sync {
     fn append(&self, commands: usize, streams: usize, events: usize);
 }
 
-/// The write side of the ledger.
+/// The write side of the ledger: decides commands and commits them in groups (see
+/// `group.rs`). Its queries (`user`, `wallet`, …) are those of [`LedgerCore`].
 pub struct Ledger {
-    store: EventStore,
-    users: StateCache<User>,
-    wallets: StateCache<Wallet>,
-    contracts: StateCache<Contract>,
-    disputes: StateCache<Dispute>,
-    observer: Option<Arc<dyn Observer>>,
+    core: Arc<LedgerCore>,
+    /// The group committer of this process, started on the first command.
+    committer: OnceLock<mpsc::Sender<crate::group::Submission>>,
+}
+
+/// The ledger's state and its decisions; the committer task shares it.
+pub struct LedgerCore {
+    pub(crate) store: EventStore,
+    pub(crate) users: StateCache<User>,
+    pub(crate) wallets: StateCache<Wallet>,
+    pub(crate) contracts: StateCache<Contract>,
+    pub(crate) disputes: StateCache<Dispute>,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("store", &self.store)
+            .field("store", &self.core.store)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = LedgerCore;
+
+    fn deref(&self) -> &LedgerCore {
+        &self.core
     }
 }
 
@@ -365,24 +440,32 @@ impl Ledger {
     /// A ledger writing to `store`.
     pub fn new(store: EventStore) -> Self {
         Self {
-            store,
-            users: StateCache::new(),
-            wallets: StateCache::new(),
-            contracts: StateCache::new(),
-            disputes: StateCache::new(),
-            observer: None,
+            core: Arc::new(LedgerCore {
+                store,
+                users: StateCache::new(),
+                wallets: StateCache::new(),
+                contracts: StateCache::new(),
+                disputes: StateCache::new(),
+                observer: None,
+            }),
+            committer: OnceLock::new(),
         }
     }
 
     /// The same ledger, reporting commands and appends to `observer`.
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = Some(observer);
+        if let Some(core) = Arc::get_mut(&mut self.core) {
+            core.observer = Some(observer);
+        }
         self
     }
 
-    /// The event store.
-    pub fn store(&self) -> &EventStore {
-        &self.store
+    fn committer(&self) -> &mpsc::Sender<crate::group::Submission> {
+        self.committer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(crate::group::QUEUED_COMMANDS_MAX);
+            tokio::spawn(crate::group::run(self.core.clone(), rx));
+            tx
+        })
     }
 
     /// Executes a command: decides from fresh state, appends atomically, retries conflicts,
@@ -395,7 +478,7 @@ impl Ledger {
         &self,
         ctx: &CommandContext,
         cmd: Command,
-        respond: Respond<'_>,
+        respond: Respond,
     ) -> Result<Executed, CommandError> {
         let name = cmd.name();
         let span = tracing::info_span!(
@@ -409,7 +492,8 @@ impl Ledger {
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
         let result = self
-            .decide_and_commit(ctx, cmd, respond, &attempts)
+            .core
+            .decide_and_commit(ctx, cmd, respond, &attempts, self.committer())
             .instrument(span.clone())
             .await;
         let outcome = match &result {
@@ -419,13 +503,24 @@ impl Ledger {
             Err(CommandError::Busy) => "busy",
             Err(CommandError::IdempotencyMismatch) => "idempotency_mismatch",
             Err(CommandError::EmailTaken) => "email_taken",
-            Err(CommandError::Decode(_) | CommandError::Store(_)) => "error",
+            Err(
+                CommandError::Decode(_)
+                | CommandError::Store(_)
+                | CommandError::Unavailable(_)
+                | CommandError::Internal(_),
+            ) => "error",
         };
         let attempts = attempts.into_inner();
         span.record("outcome", outcome);
         span.record("attempts", attempts);
         let seconds = started.elapsed().as_secs_f64();
-        if let Err(e @ (CommandError::Decode(_) | CommandError::Store(_))) = &result {
+        if let Err(
+            e @ (CommandError::Decode(_)
+            | CommandError::Store(_)
+            | CommandError::Unavailable(_)
+            | CommandError::Internal(_)),
+        ) = &result
+        {
             span.in_scope(|| tracing::error!(error = %e, seconds, "command failed"));
         } else {
             span.in_scope(|| tracing::debug!(seconds, "command finished"));
@@ -435,23 +530,38 @@ impl Ledger {
         }
         result
     }
+}
+
+impl LedgerCore {
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
 
     async fn decide_and_commit(
         &self,
         ctx: &CommandContext,
         cmd: Command,
-        respond: Respond<'_>,
+        respond: Respond,
         attempts: &AtomicU32,
+        committer: &mpsc::Sender<crate::group::Submission>,
     ) -> Result<Executed, CommandError> {
-        if let Some(done) = self.replay_idempotent(ctx).await? {
-            return Ok(done);
-        }
         for attempt in 0..CONFLICT_RETRIES_MAX {
             attempts.fetch_add(1, Ordering::Relaxed);
             let mut reads = Vec::with_capacity(4);
-            let plan = match self.plan(&cmd, &mut reads).await {
+            // The first attempt decides from cached state; the committer checks every
+            // version read against the streams' heads. Retries read the streams' tails.
+            let how = Planning {
+                fresh: attempt > 0,
+                overlay: None,
+            };
+            let mut plan = match self.plan(&cmd, &mut reads, how).await {
                 Ok(p) => p,
                 Err(CommandError::Domain(e)) => {
+                    // A retried request answers what it answered the first time.
+                    if let Some(done) = self.replay_idempotent(ctx).await? {
+                        return Ok(done);
+                    }
                     if self.reads_still_current(&reads).await? {
                         return Err(CommandError::Domain(e));
                     }
@@ -460,37 +570,90 @@ impl Ledger {
                 }
                 Err(e) => return Err(e),
             };
-            let mut plan = plan;
-            match self.commit(ctx, cmd.name(), &mut plan, respond).await {
-                Ok(position) => {
-                    for (stream, state) in plan.after {
-                        let k = stream.as_str();
-                        match state {
-                            State::User(v) => self.users.put(k, &v),
-                            State::Wallet(v) => self.wallets.put(k, &v),
-                            State::Contract(v) => self.contracts.put(k, &v),
-                            State::Dispute(v) => self.disputes.put(k, &v),
-                        }
-                    }
-                    return Ok(Executed::Fresh {
-                        outcome: Box::new(plan.outcome),
-                        position,
-                    });
+            if plan.credentials.is_some() {
+                // A registration commits alone, so a taken e-mail fails only itself.
+                if let Some(done) = self.replay_idempotent(ctx).await? {
+                    return Ok(done);
                 }
-                Err(CommitError::Conflict) => {
-                    tracing::debug!(attempt, command = cmd.name(), "version conflict, retrying");
+                match self.commit(ctx, cmd.name(), &mut plan, respond).await {
+                    Ok(position) => {
+                        self.remember(&plan.after);
+                        return Ok(Executed::Fresh {
+                            outcome: Box::new(plan.outcome),
+                            position,
+                        });
+                    }
+                    Err(CommitError::Conflict) => {
+                        tracing::debug!(attempt, "version conflict, retrying");
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    Err(CommitError::IdempotencyRace) => {
+                        return self
+                            .replay_idempotent(ctx)
+                            .await?
+                            .ok_or(CommandError::IdempotencyMismatch);
+                    }
+                    Err(CommitError::Failed(e)) => return Err(e),
+                }
+            }
+            let (reply, answer) = oneshot::channel();
+            let submission = crate::group::Submission {
+                metadata: ctx.metadata(cmd.name()),
+                idempotency: ctx.idempotency.clone(),
+                cmd: cmd.clone(),
+                reads,
+                plan,
+                respond,
+                reply,
+            };
+            if committer.send(submission).await.is_err() {
+                return Err(CommandError::Unavailable(
+                    "the committer has stopped".into(),
+                ));
+            }
+            match answer.await {
+                Ok(crate::group::Batched::Committed { position, outcome }) => {
+                    return Ok(Executed::Fresh { outcome, position })
+                }
+                Ok(crate::group::Batched::Replayed { status, body }) => {
+                    return Ok(Executed::Replayed { status, body })
+                }
+                Ok(crate::group::Batched::IdempotencyMismatch) => {
+                    return Err(CommandError::IdempotencyMismatch)
+                }
+                Ok(crate::group::Batched::Conflict) => {
+                    tracing::debug!(attempt, "decided from a moved state, retrying");
                     backoff(attempt).await;
                 }
-                Err(CommitError::IdempotencyRace) => {
-                    return self
-                        .replay_idempotent(ctx)
-                        .await?
-                        .ok_or(CommandError::IdempotencyMismatch);
+                Ok(crate::group::Batched::Failed { transient, message }) => {
+                    return Err(if transient {
+                        CommandError::Unavailable(message)
+                    } else {
+                        CommandError::Internal(message)
+                    })
                 }
-                Err(CommitError::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(CommandError::Unavailable(
+                        "the committer stopped before answering".into(),
+                    ))
+                }
             }
         }
         Err(CommandError::Busy)
+    }
+
+    /// Keeps committed states in the caches.
+    pub(crate) fn remember(&self, after: &[(StreamId, State)]) {
+        for (stream, state) in after {
+            let k = stream.as_str();
+            match state {
+                State::User(v) => self.users.put(k, v),
+                State::Wallet(v) => self.wallets.put(k, v),
+                State::Contract(v) => self.contracts.put(k, v),
+                State::Dispute(v) => self.disputes.put(k, v),
+            }
+        }
     }
 
     async fn replay_idempotent(
@@ -517,7 +680,7 @@ impl Ledger {
         ctx: &CommandContext,
         name: &str,
         plan: &mut Plan,
-        respond: Respond<'_>,
+        respond: Respond,
     ) -> Result<i64, CommitError> {
         let fail = |e: StoreError| match e {
             StoreError::Conflict { .. } => CommitError::Conflict,
@@ -576,14 +739,7 @@ impl Ledger {
         let position = recorded.iter().map(|e| e.position).max().unwrap_or(0);
         if let Some(first) = recorded.first() {
             // The response shows the stored time, so a replay answers identically.
-            match &mut plan.outcome {
-                Outcome::Wallet(w) => w.recorded_at = first.recorded_at,
-                Outcome::Registered(r) | Outcome::RoleGranted(r) => {
-                    r.recorded_at = first.recorded_at
-                }
-                Outcome::Contract(c) => c.recorded_at = first.recorded_at,
-                Outcome::Dispute(d) => d.recorded_at = first.recorded_at,
-            }
+            plan.outcome.set_recorded_at(first.recorded_at);
         }
         if let Some(rec) = &ctx.idempotency {
             let (status, body) = respond(&plan.outcome, position);
@@ -600,13 +756,14 @@ impl Ledger {
 
     /// Loads a stream and remembers which version was read, so a rejection can be checked
     /// against a consistent view (see [`Ledger::reads_still_current`]).
-    async fn load_tracked<T: Aggregate + Clone>(
+    async fn load_tracked<T: Aggregate + Clone + FromState>(
         &self,
         cache: &StateCache<T>,
         stream: &StreamId,
         reads: &mut Vec<(String, i64)>,
+        how: Planning<'_>,
     ) -> Result<Versioned<T>, CommandError> {
-        let v = self.load(cache, stream).await?;
+        let v = self.load_with(cache, stream, how).await?;
         reads.push((stream.as_str().to_owned(), v.version as i64));
         Ok(v)
     }
@@ -617,14 +774,15 @@ impl Ledger {
         id: ContractId,
         party: fn(&Contract) -> Option<UserId>,
         reads: &mut Vec<(String, i64)>,
+        how: Planning<'_>,
     ) -> Result<(Versioned<Contract>, WalletId, Versioned<Wallet>), CommandError> {
         let c = self
-            .load_tracked(&self.contracts, &StreamId::contract(id), reads)
+            .load_tracked(&self.contracts, &StreamId::contract(id), reads, how)
             .await?;
         let owner = party(&c.state).ok_or(DomainError::ContractNotFound)?;
         let wallet_id = WalletId::of(owner, c.state.currency.unwrap_or(Currency::USD));
         let w = self
-            .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+            .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads, how)
             .await?;
         Ok((c, wallet_id, w))
     }
@@ -645,6 +803,30 @@ impl Ledger {
         Ok(reads
             .iter()
             .all(|(s, v)| rows.iter().find(|(r, _)| r == s).map_or(0, |(_, rv)| *rv) == *v))
+    }
+
+    /// A stream's state for a decision: this group commit's state of it, else the cached
+    /// state (unless `how.fresh`), else the cached state brought up to date from the store.
+    async fn load_with<T: Aggregate + Clone + FromState>(
+        &self,
+        cache: &StateCache<T>,
+        stream: &StreamId,
+        how: Planning<'_>,
+    ) -> Result<Versioned<T>, CommandError> {
+        if let Some(state) = how
+            .overlay
+            .and_then(|o| o.get(stream.as_str()))
+            .and_then(T::from_state)
+        {
+            return Ok(state);
+        }
+        if !how.fresh {
+            let cached = cache.get(stream.as_str());
+            if cached.version > 0 {
+                return Ok(cached);
+            }
+        }
+        self.load(cache, stream).await
     }
 
     async fn load<T: Aggregate + Clone>(
@@ -705,10 +887,11 @@ impl Ledger {
         }))
     }
 
-    async fn plan(
+    pub(crate) async fn plan(
         &self,
         cmd: &Command,
         reads: &mut Vec<(String, i64)>,
+        how: Planning<'_>,
     ) -> Result<Plan, CommandError> {
         match cmd {
             Command::Register {
@@ -717,7 +900,7 @@ impl Ledger {
                 password_hash,
             } => {
                 let current = self
-                    .load_tracked(&self.users, &StreamId::user(*user_id), reads)
+                    .load_tracked(&self.users, &StreamId::user(*user_id), reads, how)
                     .await?;
                 let writes = user::register(
                     &current,
@@ -743,7 +926,7 @@ impl Ledger {
             }
             Command::GrantRole { user_id, role } => {
                 let current = self
-                    .load_tracked(&self.users, &StreamId::user(*user_id), reads)
+                    .load_tracked(&self.users, &StreamId::user(*user_id), reads, how)
                     .await?;
                 let writes = user::grant_role(&current, *role)?;
                 Ok(Plan {
@@ -768,10 +951,10 @@ impl Ledger {
             Command::Deposit(d) => {
                 let wallet_id = WalletId::of(d.user_id, d.currency);
                 let owner = self
-                    .load_tracked(&self.users, &StreamId::user(d.user_id), reads)
+                    .load_tracked(&self.users, &StreamId::user(d.user_id), reads, how)
                     .await?;
                 let w = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads, how)
                     .await?;
                 let writes = wallet::deposit(&owner, &w, d)?;
                 let after = after_states(
@@ -795,7 +978,7 @@ impl Ledger {
             Command::Withdraw(d) => {
                 let wallet_id = WalletId::of(d.user_id, d.currency);
                 let w = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads)
+                    .load_tracked(&self.wallets, &StreamId::wallet(wallet_id), reads, how)
                     .await?;
                 let writes = wallet::withdraw(&w, d)?;
                 let after = after_states(
@@ -823,13 +1006,13 @@ impl Ledger {
                     return Err(DomainError::SelfTransfer.into());
                 }
                 let payer = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(from), reads)
+                    .load_tracked(&self.wallets, &StreamId::wallet(from), reads, how)
                     .await?;
                 let payee = self
-                    .load_tracked(&self.users, &StreamId::user(t.to_user_id), reads)
+                    .load_tracked(&self.users, &StreamId::user(t.to_user_id), reads, how)
                     .await?;
                 let payee_wallet = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(to), reads)
+                    .load_tracked(&self.wallets, &StreamId::wallet(to), reads, how)
                     .await?;
                 let writes = wallet::transfer(&payer, &payee, &payee_wallet, t)?;
                 let after = after_states(
@@ -855,13 +1038,18 @@ impl Ledger {
             }
             Command::CreateContract(c) => {
                 let existing = self
-                    .load_tracked(&self.contracts, &StreamId::contract(c.contract_id), reads)
+                    .load_tracked(
+                        &self.contracts,
+                        &StreamId::contract(c.contract_id),
+                        reads,
+                        how,
+                    )
                     .await?;
                 let buyer = self
-                    .load_tracked(&self.users, &StreamId::user(c.buyer_id), reads)
+                    .load_tracked(&self.users, &StreamId::user(c.buyer_id), reads, how)
                     .await?;
                 let seller = self
-                    .load_tracked(&self.users, &StreamId::user(c.seller_id), reads)
+                    .load_tracked(&self.users, &StreamId::user(c.seller_id), reads, how)
                     .await?;
                 let writes = contract::create(&existing, &buyer, &seller, c)?;
                 Ok(contract_plan(writes, vec![], c.contract_id))
@@ -872,7 +1060,7 @@ impl Ledger {
                 transaction_id,
             } => {
                 let (c, wallet_id, w) = self
-                    .contract_and_party_wallet(*contract_id, |c| c.buyer, reads)
+                    .contract_and_party_wallet(*contract_id, |c| c.buyer, reads, how)
                     .await?;
                 let writes = contract::fund(&c, &w, *actor, *transaction_id)?;
                 Ok(contract_plan(
@@ -887,7 +1075,12 @@ impl Ledger {
                 now,
             } => {
                 let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .load_tracked(
+                        &self.contracts,
+                        &StreamId::contract(*contract_id),
+                        reads,
+                        how,
+                    )
                     .await?;
                 let writes = contract::deliver(&c, *actor, *now)?;
                 Ok(contract_plan(
@@ -904,7 +1097,7 @@ impl Ledger {
                 transaction_id,
             } => {
                 let (c, wallet_id, w) = self
-                    .contract_and_party_wallet(*contract_id, |c| c.seller, reads)
+                    .contract_and_party_wallet(*contract_id, |c| c.seller, reads, how)
                     .await?;
                 let amount = payout(*amount, &c.state)?;
                 let writes = contract::release(&c, &w, *actor, amount, *now, *transaction_id)?;
@@ -921,7 +1114,7 @@ impl Ledger {
                 transaction_id,
             } => {
                 let (c, wallet_id, w) = self
-                    .contract_and_party_wallet(*contract_id, |c| c.buyer, reads)
+                    .contract_and_party_wallet(*contract_id, |c| c.buyer, reads, how)
                     .await?;
                 let amount = payout(*amount, &c.state)?;
                 let writes = contract::refund(&c, &w, *actor, amount, *transaction_id)?;
@@ -933,7 +1126,12 @@ impl Ledger {
             }
             Command::CancelContract { contract_id, actor } => {
                 let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .load_tracked(
+                        &self.contracts,
+                        &StreamId::contract(*contract_id),
+                        reads,
+                        how,
+                    )
                     .await?;
                 let writes = contract::cancel(&c, *actor)?;
                 Ok(contract_plan(
@@ -950,7 +1148,12 @@ impl Ledger {
                 now,
             } => {
                 let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(*contract_id), reads)
+                    .load_tracked(
+                        &self.contracts,
+                        &StreamId::contract(*contract_id),
+                        reads,
+                        how,
+                    )
                     .await?;
                 let writes = contract::raise_dispute(&c, *dispute_id, *actor, description, *now)?;
                 let contract_state = c.state.clone();
@@ -967,11 +1170,16 @@ impl Ledger {
                 decision,
             } => {
                 let d = self
-                    .load_tracked(&self.disputes, &StreamId::dispute(*dispute_id), reads)
+                    .load_tracked(&self.disputes, &StreamId::dispute(*dispute_id), reads, how)
                     .await?;
                 let contract_id = d.state.contract_id.ok_or(DomainError::DisputeNotFound)?;
                 let c = self
-                    .load_tracked(&self.contracts, &StreamId::contract(contract_id), reads)
+                    .load_tracked(
+                        &self.contracts,
+                        &StreamId::contract(contract_id),
+                        reads,
+                        how,
+                    )
                     .await?;
                 let currency = c.state.currency.unwrap_or(Currency::USD);
                 let seller = c.state.seller.ok_or(DomainError::ContractNotFound)?;
@@ -981,10 +1189,10 @@ impl Ledger {
                     WalletId::of(buyer, currency),
                 );
                 let sw = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(sw_id), reads)
+                    .load_tracked(&self.wallets, &StreamId::wallet(sw_id), reads, how)
                     .await?;
                 let bw = self
-                    .load_tracked(&self.wallets, &StreamId::wallet(bw_id), reads)
+                    .load_tracked(&self.wallets, &StreamId::wallet(bw_id), reads, how)
                     .await?;
                 let writes = contract::resolve_dispute(&d, &c, &sw, &bw, *actor, decision)?;
                 let contract_state = c.state.clone();

@@ -7,12 +7,13 @@
 
 mod cache;
 mod context;
+mod group;
 mod ledger;
 
 pub use context::{Actor, CommandContext};
 pub use ledger::{
     is_money_event, Command, CommandError, ContractChange, DisputeChange, Executed, Ledger,
-    LoginRecord, Observer, Outcome, Registered, Respond, WalletChange,
+    LedgerCore, LoginRecord, Observer, Outcome, Registered, Respond, WalletChange,
 };
 
 /// How many times one command is re-decided after a stream version conflict before giving

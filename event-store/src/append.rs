@@ -22,6 +22,54 @@ pub async fn append(
     conn: &mut PgConnection,
     writes: &[StreamAppend],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut heads = HashMap::new();
+    for w in writes.iter().filter(|w| w.expected_version > 0) {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT hash FROM events WHERE stream_id = $1 AND version = $2")
+                .bind(&w.stream_id)
+                .bind(w.expected_version)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match row {
+            Some((h,)) => {
+                heads.insert(w.stream_id.clone(), (w.expected_version, h));
+            }
+            None => {
+                return Err(StoreError::Conflict {
+                    stream_id: w.stream_id.clone(),
+                })
+            }
+        }
+    }
+    append_after(conn, writes, &heads).await
+}
+
+/// The newest version of each stream and its hash, for the streams that exist.
+pub async fn stream_heads(
+    conn: &mut PgConnection,
+    streams: &[String],
+) -> Result<HashMap<String, (i64, Vec<u8>)>, StoreError> {
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT h.stream_id, e.version, e.hash \
+         FROM (SELECT stream_id, max(version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id) h \
+         JOIN events e ON e.stream_id = h.stream_id AND e.version = h.version",
+    )
+    .bind(streams)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(s, v, h)| (s, (v, h))).collect())
+}
+
+/// Like [`append`], with the streams' current heads already known (`stream → (version,
+/// hash)`, as from [`stream_heads`]; absent means empty). Several writes may target one
+/// stream (commands decided in sequence within a group commit): each must start where the
+/// previous one ends. A head that is stale is still safe: the hash of a stream version
+/// never changes, and the insert of a taken version collides as in [`append`].
+pub async fn append_after(
+    conn: &mut PgConnection,
+    writes: &[StreamAppend],
+    heads: &HashMap<String, (i64, Vec<u8>)>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let total: usize = writes.iter().map(|w| w.events.len()).sum();
     let mut ids = Vec::with_capacity(total);
@@ -34,29 +82,29 @@ pub async fn append(
     let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(total);
     let mut hashes: Vec<Vec<u8>> = Vec::with_capacity(total);
 
-    // Streams are written in one global order (by name), so two commands touching the same
-    // streams wait for each other instead of deadlocking (A→B racing B→A).
+    // Streams are written in one global order (by name), so two transactions touching the
+    // same streams wait for each other instead of deadlocking (A→B racing B→A).
     let mut order: Vec<&StreamAppend> = writes.iter().collect();
-    order.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+    order.sort_by(|a, b| {
+        (a.stream_id.as_str(), a.expected_version).cmp(&(b.stream_id.as_str(), b.expected_version))
+    });
+    // Where each stream's chain stands as the writes are laid out: (version, hash).
+    let mut tips: HashMap<&str, (i64, Vec<u8>)> = HashMap::new();
     for w in &order {
-        let mut prev = if w.expected_version == 0 {
-            GENESIS_HASH.to_vec()
-        } else {
-            let row: Option<(Vec<u8>,)> =
-                sqlx::query_as("SELECT hash FROM events WHERE stream_id = $1 AND version = $2")
-                    .bind(&w.stream_id)
-                    .bind(w.expected_version)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            match row {
-                Some((h,)) => h,
-                None => {
-                    return Err(StoreError::Conflict {
-                        stream_id: w.stream_id.clone(),
-                    })
-                }
-            }
+        let conflict = || StoreError::Conflict {
+            stream_id: w.stream_id.clone(),
         };
+        let (tip_version, mut prev) = match tips.get(w.stream_id.as_str()) {
+            Some(t) => t.clone(),
+            None if w.expected_version == 0 => (0, GENESIS_HASH.to_vec()),
+            None => match heads.get(&w.stream_id) {
+                Some((v, h)) if *v == w.expected_version => (*v, h.clone()),
+                _ => return Err(conflict()),
+            },
+        };
+        if tip_version != w.expected_version {
+            return Err(conflict());
+        }
         for (i, e) in w.events.iter().enumerate() {
             let version = w.expected_version + 1 + i as i64;
             let data = canonical_json(&e.data);
@@ -82,6 +130,10 @@ pub async fn append(
             prevs.push(std::mem::replace(&mut prev, hash.to_vec()));
             hashes.push(hash.to_vec());
         }
+        tips.insert(
+            w.stream_id.as_str(),
+            (w.expected_version + w.events.len() as i64, prev),
+        );
     }
 
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(

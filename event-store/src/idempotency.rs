@@ -71,3 +71,82 @@ impl IdempotencyRecord {
         Ok(())
     }
 }
+
+/// One response to store under its key (a group commit stores many at once).
+#[derive(Debug, Clone)]
+pub struct IdempotencyRow {
+    /// The key and request it answers.
+    pub record: IdempotencyRecord,
+    /// HTTP status of the response.
+    pub status: i16,
+    /// The response body.
+    pub body: Value,
+}
+
+impl EventStore {
+    /// Looks up many keys at once: `(scope, key) → stored response`.
+    pub async fn find_idempotent_many(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<std::collections::HashMap<(String, String), StoredResponse>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let (scopes, ks): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
+        let rows: Vec<(String, String, Vec<u8>, i16, Value)> = sqlx::query_as(
+            "SELECT i.scope, i.key, i.request_hash, i.status, i.response FROM idempotency_keys i \
+             JOIN UNNEST($1::text[], $2::text[]) AS u(scope, key) ON i.scope = u.scope AND i.key = u.key",
+        )
+        .bind(&scopes)
+        .bind(&ks)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(scope, key, request_hash, status, body)| {
+                (
+                    (scope, key),
+                    StoredResponse {
+                        request_hash,
+                        status,
+                        body,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// Stores many responses in the caller's transaction. Keys already taken (a concurrent
+/// request with the same key committed first) are left alone; returns how many rows were
+/// stored, so the caller can tell whether every key was still free.
+pub async fn save_idempotent_many(
+    conn: &mut PgConnection,
+    rows: &[IdempotencyRow],
+) -> Result<usize, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let scopes: Vec<&str> = rows.iter().map(|r| r.record.scope.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.record.key.as_str()).collect();
+    let hashes: Vec<&[u8]> = rows
+        .iter()
+        .map(|r| r.record.request_hash.as_slice())
+        .collect();
+    let statuses: Vec<i16> = rows.iter().map(|r| r.status).collect();
+    let bodies: Vec<&Value> = rows.iter().map(|r| &r.body).collect();
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, status, response) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::smallint[], $5::jsonb[]) \
+         ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(&scopes)
+    .bind(&keys)
+    .bind(&hashes)
+    .bind(&statuses)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() as usize)
+}

@@ -19,10 +19,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
-pub use append::append;
+pub use append::{append, append_after, stream_heads};
 pub use feed::FeedCursor;
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
-pub use idempotency::{IdempotencyRecord, StoredResponse};
+pub use idempotency::{save_idempotent_many, IdempotencyRecord, IdempotencyRow, StoredResponse};
 pub use lease::Lease;
 
 /// The embedded schema migrations (the repository's `migrations/` folder).
@@ -135,6 +135,42 @@ impl From<sqlx::Error> for StoreError {
             }
         }
         StoreError::Database(e)
+    }
+}
+
+impl StoreError {
+    /// Whether retrying later can succeed: a lost connection, a pool timeout, a server
+    /// shutting down or out of resources (SQLSTATE classes 08, 53, 57), a serialization
+    /// failure or a deadlock. Anything else is a bug or a broken schema.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::Io(_)
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+                    || c == "40001"
+                    || c == "40P01"
+            }),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a race with another writer (version conflict, deadlock,
+    /// serialization failure): decide again from fresh state.
+    pub fn is_race(&self) -> bool {
+        match self {
+            StoreError::Conflict { .. } => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+            }
+            _ => false,
+        }
     }
 }
 

@@ -138,7 +138,7 @@ pub async fn register(
                 email,
                 password_hash,
             },
-            &respond_registered,
+            respond_registered,
         )
         .await?;
     Ok(render(&st, executed, &respond_registered))

@@ -219,7 +219,7 @@ pub async fn raise(
         description: req.description,
         now: st.clock.timestamp(),
     };
-    let executed = st.ledger.execute(&ctx, cmd, &respond_raised).await?;
+    let executed = st.ledger.execute(&ctx, cmd, respond_raised).await?;
     Ok(render(&st, executed, &respond_raised))
 }
 
@@ -294,7 +294,7 @@ pub async fn resolve(
             now: st.clock.timestamp(),
         },
     };
-    let executed = st.ledger.execute(&ctx, cmd, &respond_resolved).await?;
+    let executed = st.ledger.execute(&ctx, cmd, respond_resolved).await?;
     Ok(render(&st, executed, &respond_resolved))
 }
 

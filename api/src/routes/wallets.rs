@@ -270,7 +270,7 @@ pub async fn deposit(
         description: input.description,
         channel: domain::DepositChannel::Api,
     });
-    let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
+    let executed = st.ledger.execute(&ctx, cmd, respond_money).await?;
     Ok(render(&st, executed, &respond_money))
 }
 
@@ -302,7 +302,7 @@ pub async fn withdraw(
         amount: input.amount,
         description: input.description,
     });
-    let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
+    let executed = st.ledger.execute(&ctx, cmd, respond_money).await?;
     Ok(render(&st, executed, &respond_money))
 }
 
@@ -338,7 +338,7 @@ pub async fn transfer(
         amount,
         description,
     });
-    let executed = st.ledger.execute(&ctx, cmd, &respond_money).await?;
+    let executed = st.ledger.execute(&ctx, cmd, respond_money).await?;
     Ok(render(&st, executed, &respond_money))
 }
 

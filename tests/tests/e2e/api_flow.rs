@@ -441,7 +441,7 @@ async fn admin_may_deposit_for_anyone_and_arbiter_may_read() {
                     user_id: domain::UserId(staff_id),
                     role,
                 },
-                &respond,
+                respond,
             )
             .await
             .unwrap();

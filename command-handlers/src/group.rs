@@ -1,0 +1,344 @@
+//! Group commit: the commands of a process, decided concurrently, are committed by one task
+//! in batches — one transaction, one multi-row insert of events, one of idempotency keys,
+//! one fsync — and each command still gets its own answer and its own failure.
+//!
+//! Every command arrives with the versions of the streams it decided from. The committer
+//! reads the heads (newest version and hash) of all the batch's streams in one query and
+//! takes the commands in order: a command whose versions are current is accepted and its
+//! resulting states become the batch's overlay; a command decided from a state the batch
+//! (or another process) has since moved is decided again, in sequence, on top of the
+//! overlay — this is how a hot wallet takes many commands per batch instead of failing
+//! them. A command that cannot be accepted is answered `Conflict` and decides again from
+//! fresh state. The insert still relies on `UNIQUE (stream_id, version)`: if another
+//! process wrote one of the streams after the heads were read, the whole transaction
+//! rolls back and every command of the batch is answered `Conflict`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use event_store::{
+    append_after, save_idempotent_many, stream_heads, IdempotencyRecord, IdempotencyRow, NewEvent,
+    StoreError, StreamAppend,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::ledger::{LedgerCore, Overlay, Plan, Planning, Respond};
+use crate::{Command, Outcome};
+
+/// Commands committed in one transaction at most.
+pub const BATCH_COMMANDS_MAX: usize = 256;
+/// Commands waiting for the committer before senders wait too.
+pub(crate) const QUEUED_COMMANDS_MAX: usize = 4096;
+
+/// A decided command on its way to the committer.
+pub(crate) struct Submission {
+    pub(crate) metadata: Value,
+    pub(crate) idempotency: Option<IdempotencyRecord>,
+    pub(crate) cmd: Command,
+    /// `(stream, version)` of every stream the decision read.
+    pub(crate) reads: Vec<(String, i64)>,
+    pub(crate) plan: Plan,
+    pub(crate) respond: Respond,
+    pub(crate) reply: oneshot::Sender<Batched>,
+}
+
+/// The committer's answer to one command.
+pub(crate) enum Batched {
+    /// Committed; its events end at `position`.
+    Committed {
+        position: i64,
+        outcome: Box<Outcome>,
+    },
+    /// Its idempotency key already holds this answer.
+    Replayed { status: u16, body: Value },
+    /// Its idempotency key was used with another request.
+    IdempotencyMismatch,
+    /// Nothing was written: decide again from fresh state.
+    Conflict,
+    /// The batch's transaction failed.
+    Failed { transient: bool, message: String },
+}
+
+/// The committer task: takes whatever is queued (up to a batch) and commits it.
+pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        core.commit_batch(batch).await;
+    }
+}
+
+/// The version a stream is at for the command being sequenced.
+fn current(stream: &str, overlay: &Overlay, heads: &HashMap<String, (i64, Vec<u8>)>) -> i64 {
+    match overlay.get(stream) {
+        Some(s) => s.version() as i64,
+        None => heads.get(stream).map_or(0, |(v, _)| *v),
+    }
+}
+
+/// Whether a decision was made from current versions of everything it read and writes.
+fn still_valid(
+    reads: &[(String, i64)],
+    plan: &Plan,
+    overlay: &Overlay,
+    heads: &HashMap<String, (i64, Vec<u8>)>,
+) -> bool {
+    reads.iter().all(|(s, v)| current(s, overlay, heads) == *v)
+        && plan
+            .writes
+            .iter()
+            .all(|w| current(w.stream.as_str(), overlay, heads) == w.expected_version as i64)
+}
+
+/// A command accepted into the batch, with the ids of its events.
+struct Accepted {
+    sub: Submission,
+    event_ids: Vec<Uuid>,
+}
+
+impl LedgerCore {
+    pub(crate) async fn commit_batch(&self, subs: Vec<Submission>) {
+        let failed = |e: &StoreError| Batched::Failed {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        };
+        // Keys answered before: replay them instead of executing again.
+        let keys: Vec<(String, String)> = subs
+            .iter()
+            .filter_map(|s| s.idempotency.as_ref())
+            .map(|r| (r.scope.clone(), r.key.clone()))
+            .collect();
+        let stored = match self.store.find_idempotent_many(&keys).await {
+            Ok(m) => m,
+            Err(e) => {
+                for s in subs {
+                    let _ = s.reply.send(failed(&e));
+                }
+                return;
+            }
+        };
+        let mut streams: Vec<String> = subs
+            .iter()
+            .flat_map(|s| {
+                s.reads
+                    .iter()
+                    .map(|(r, _)| r.clone())
+                    .chain(s.plan.writes.iter().map(|w| w.stream.as_str().to_owned()))
+            })
+            .collect();
+        streams.sort();
+        streams.dedup();
+        let heads = match self.store.pool().acquire().await {
+            Ok(mut conn) => stream_heads(&mut conn, &streams).await,
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let heads = match heads {
+            Ok(h) => h,
+            Err(e) => {
+                for s in subs {
+                    let _ = s.reply.send(failed(&e));
+                }
+                return;
+            }
+        };
+
+        // Sequence the batch.
+        let mut overlay = Overlay::new();
+        let mut keys_in_batch: HashSet<(String, String)> = HashSet::new();
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(subs.len());
+        for mut sub in subs {
+            if let Some(rec) = &sub.idempotency {
+                let k = (rec.scope.clone(), rec.key.clone());
+                if let Some(s) = stored.get(&k) {
+                    let answer = if s.request_hash == rec.request_hash {
+                        Batched::Replayed {
+                            status: u16::try_from(s.status).unwrap_or(200),
+                            body: s.body.clone(),
+                        }
+                    } else {
+                        Batched::IdempotencyMismatch
+                    };
+                    let _ = sub.reply.send(answer);
+                    continue;
+                }
+                if !keys_in_batch.insert(k) {
+                    // The same key twice in one batch: the second replays the first once
+                    // it is committed.
+                    let _ = sub.reply.send(Batched::Conflict);
+                    continue;
+                }
+            }
+            if !still_valid(&sub.reads, &sub.plan, &overlay, &heads) {
+                let mut reads = Vec::with_capacity(4);
+                let how = Planning {
+                    fresh: true,
+                    overlay: Some(&overlay),
+                };
+                match self.plan(&sub.cmd, &mut reads, how).await {
+                    Ok(p)
+                        if p.credentials.is_none() && still_valid(&reads, &p, &overlay, &heads) =>
+                    {
+                        sub.plan = p;
+                        sub.reads = reads;
+                    }
+                    // A rejection, or a stream another process moved: the command decides
+                    // again by itself (a rejection is only ever returned from committed
+                    // state, checked by the caller).
+                    _ => {
+                        if let Some(rec) = &sub.idempotency {
+                            keys_in_batch.remove(&(rec.scope.clone(), rec.key.clone()));
+                        }
+                        let _ = sub.reply.send(Batched::Conflict);
+                        continue;
+                    }
+                }
+            }
+            for (stream, state) in &sub.plan.after {
+                overlay.insert(stream.as_str().to_owned(), state.clone());
+            }
+            let event_ids = sub
+                .plan
+                .writes
+                .iter()
+                .flat_map(|w| w.events.iter().map(|_| Uuid::now_v7()))
+                .collect();
+            accepted.push(Accepted { sub, event_ids });
+        }
+        if accepted.is_empty() {
+            return;
+        }
+
+        match self.write_batch(&mut accepted, &heads).await {
+            Ok(positions) => {
+                for a in &accepted {
+                    self.remember(&a.sub.plan.after);
+                }
+                if let Some(o) = &self.observer {
+                    let events: usize = accepted.iter().map(|a| a.event_ids.len()).sum();
+                    let streams: HashSet<&str> = accepted
+                        .iter()
+                        .flat_map(|a| a.sub.plan.writes.iter().map(|w| w.stream.as_str()))
+                        .collect();
+                    o.append(accepted.len(), streams.len(), events);
+                }
+                for (a, position) in accepted.into_iter().zip(positions) {
+                    let _ = a.sub.reply.send(Batched::Committed {
+                        position,
+                        outcome: Box::new(a.sub.plan.outcome),
+                    });
+                }
+            }
+            Err(BatchError::Race) => {
+                for a in accepted {
+                    let _ = a.sub.reply.send(Batched::Conflict);
+                }
+            }
+            Err(BatchError::Store(e)) => {
+                tracing::warn!(error = %e, commands = accepted.len(), "group commit failed");
+                for a in accepted {
+                    let _ = a.sub.reply.send(failed(&e));
+                }
+            }
+        }
+    }
+
+    /// One transaction: every accepted command's events, then their idempotency keys with
+    /// the responses, then one commit. Returns each command's position.
+    async fn write_batch(
+        &self,
+        accepted: &mut [Accepted],
+        heads: &HashMap<String, (i64, Vec<u8>)>,
+    ) -> Result<Vec<i64>, BatchError> {
+        let mut appends: Vec<StreamAppend> = Vec::new();
+        for a in accepted.iter() {
+            let mut ids = a.event_ids.iter();
+            for w in &a.sub.plan.writes {
+                appends.push(StreamAppend {
+                    stream_id: w.stream.as_str().to_owned(),
+                    expected_version: w.expected_version as i64,
+                    events: w
+                        .events
+                        .iter()
+                        .map(|e| {
+                            let (event_type, schema_version, data) = domain::codec::encode(e);
+                            NewEvent {
+                                event_id: ids.next().copied().unwrap_or_else(Uuid::now_v7),
+                                event_type: event_type.to_owned(),
+                                schema_version,
+                                data,
+                                metadata: a.sub.metadata.clone(),
+                            }
+                        })
+                        .collect(),
+                });
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        let recorded = append_after(&mut tx, &appends, heads).await?;
+        let by_id: HashMap<Uuid, (i64, chrono::DateTime<chrono::Utc>)> = recorded
+            .iter()
+            .map(|e| (e.event_id, (e.position, e.recorded_at)))
+            .collect();
+        let mut positions = Vec::with_capacity(accepted.len());
+        let mut rows = Vec::new();
+        for a in accepted.iter_mut() {
+            let mut position = 0;
+            let mut recorded_at = None;
+            for id in &a.event_ids {
+                if let Some((p, at)) = by_id.get(id) {
+                    position = position.max(*p);
+                    recorded_at.get_or_insert(*at);
+                }
+            }
+            if let Some(at) = recorded_at {
+                a.sub.plan.outcome.set_recorded_at(at);
+            }
+            if let Some(rec) = &a.sub.idempotency {
+                let (status, body) = (a.sub.respond)(&a.sub.plan.outcome, position);
+                rows.push(IdempotencyRow {
+                    record: rec.clone(),
+                    status: status as i16,
+                    body,
+                });
+            }
+            positions.push(position);
+        }
+        let stored = save_idempotent_many(&mut tx, &rows).await?;
+        if stored != rows.len() {
+            // A key was taken meanwhile by another process's commit: roll everything
+            // back; each command decides again and that one replays the stored answer.
+            return Err(BatchError::Race);
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(positions)
+    }
+}
+
+enum BatchError {
+    /// Another writer got there first: nothing was written, decide again.
+    Race,
+    Store(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        if e.is_race() {
+            BatchError::Race
+        } else {
+            BatchError::Store(e)
+        }
+    }
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
