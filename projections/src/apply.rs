@@ -51,6 +51,7 @@ pub async fn apply_batch(
     let mut versions: HashMap<String, i64> = rows.into_iter().collect();
     let mut touched: HashMap<String, i64> = HashMap::new();
     let mut max_position = 0i64;
+    let mut deferred = Deferred::default();
 
     for (i, env) in batch.iter().enumerate() {
         let current = versions.get(&env.stream_id).copied().unwrap_or(0);
@@ -72,9 +73,14 @@ pub async fn apply_batch(
             event = %env.event_type,
             correlation_id = env.metadata.get("correlationId").and_then(|v| v.as_str()).unwrap_or(""),
         );
-        apply_one(conn, env, &event)
-            .instrument(span.clone())
-            .await?;
+        if !deferred.take(env, &event)? {
+            // Anything else reads or writes rows the deferred movements touch: write
+            // those first, so the batch's effect equals applying events one by one.
+            deferred.flush(conn).await?;
+            apply_one(conn, env, &event)
+                .instrument(span.clone())
+                .await?;
+        }
         span.in_scope(|| tracing::debug!("applied"));
         versions.insert(env.stream_id.clone(), env.version);
         touched.insert(env.stream_id.clone(), env.version);
@@ -82,6 +88,7 @@ pub async fn apply_batch(
         report.applied += 1;
     }
 
+    deferred.flush(conn).await?;
     if !touched.is_empty() {
         let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
         sqlx::query(
@@ -153,144 +160,14 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
             .execute(&mut *conn)
             .await?;
         }
-        Event::FundsDeposited {
-            transaction_id,
-            amount,
-            description,
-            ..
-        } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, amount.value(), at).await?;
-            insert_transaction(
-                conn,
-                transaction_id.0,
-                None,
-                Some(wallet),
-                amount.value(),
-                &currency,
-                "DEPOSIT",
-                description.as_ref().map(|d| d.as_str()),
-                None,
-                env,
-            )
-            .await?;
-        }
-        Event::FundsWithdrawn {
-            transaction_id,
-            amount,
-            description,
-        } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, -amount.value(), at).await?;
-            insert_transaction(
-                conn,
-                transaction_id.0,
-                Some(wallet),
-                None,
-                amount.value(),
-                &currency,
-                "WITHDRAWAL",
-                description.as_ref().map(|d| d.as_str()),
-                None,
-                env,
-            )
-            .await?;
-        }
-        Event::TransferSent {
-            transaction_id,
-            to_wallet_id,
-            amount,
-            description,
-            ..
-        } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, -amount.value(), at).await?;
-            insert_transaction(
-                conn,
-                transaction_id.0,
-                Some(wallet),
-                Some(to_wallet_id.0),
-                amount.value(),
-                &currency,
-                "TRANSFER",
-                description.as_ref().map(|d| d.as_str()),
-                None,
-                env,
-            )
-            .await?;
-        }
-        Event::TransferReceived {
-            transaction_id,
-            from_wallet_id,
-            amount,
-            description,
-            ..
-        } => {
-            let wallet = aggregate_uuid(&env.stream_id)?;
-            let currency = move_balance(conn, wallet, amount.value(), at).await?;
-            insert_transaction(
-                conn,
-                transaction_id.0,
-                Some(from_wallet_id.0),
-                Some(wallet),
-                amount.value(),
-                &currency,
-                "TRANSFER",
-                description.as_ref().map(|d| d.as_str()),
-                None,
-                env,
-            )
-            .await?;
-        }
-        Event::EscrowHeld {
-            transaction_id,
-            contract_id,
-            amount,
-        } => {
-            let wallet = escrow_leg(
-                conn,
-                env,
-                transaction_id.0,
-                contract_id.0,
-                amount.value(),
-                "ESCROW_HOLD",
-            )
-            .await?;
-            sqlx::query("UPDATE rm_wallets SET held_in_escrow = held_in_escrow + $2 WHERE id = $1")
-                .bind(wallet)
-                .bind(amount.value())
-                .execute(&mut *conn)
-                .await?;
-        }
-        Event::EscrowPaymentReceived {
-            transaction_id,
-            contract_id,
-            amount,
-        } => {
-            escrow_leg(
-                conn,
-                env,
-                transaction_id.0,
-                contract_id.0,
-                amount.value(),
-                "PAYMENT",
-            )
-            .await?;
-        }
-        Event::EscrowRefundReceived {
-            transaction_id,
-            contract_id,
-            amount,
-        } => {
-            escrow_leg(
-                conn,
-                env,
-                transaction_id.0,
-                contract_id.0,
-                amount.value(),
-                "REFUND",
-            )
-            .await?;
+        Event::FundsDeposited { .. }
+        | Event::FundsWithdrawn { .. }
+        | Event::TransferSent { .. }
+        | Event::TransferReceived { .. }
+        | Event::EscrowHeld { .. }
+        | Event::EscrowPaymentReceived { .. }
+        | Event::EscrowRefundReceived { .. } => {
+            anyhow::bail!("wallet movements are applied in bulk (Deferred), not one by one")
         }
         Event::ContractCreated {
             contract_id,
@@ -465,96 +342,6 @@ async fn unhold(conn: &mut PgConnection, env: &Envelope, amount: Decimal) -> any
     Ok(())
 }
 
-async fn move_balance(
-    conn: &mut PgConnection,
-    wallet: Uuid,
-    delta: Decimal,
-    at: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<String> {
-    let (currency,): (String,) =
-        sqlx::query_as("UPDATE rm_wallets SET balance = balance + $2, updated_at = $3 WHERE id = $1 RETURNING currency")
-            .bind(wallet)
-            .bind(delta)
-            .bind(at)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(currency)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_transaction(
-    conn: &mut PgConnection,
-    id: Uuid,
-    from: Option<Uuid>,
-    to: Option<Uuid>,
-    amount: Decimal,
-    currency: &str,
-    kind: &str,
-    description: Option<&str>,
-    contract: Option<Uuid>,
-    env: &Envelope,
-) -> anyhow::Result<()> {
-    // Both legs of a transfer carry both wallet ids: whichever is applied first writes the
-    // complete row, the other finds it there.
-    sqlx::query(
-        "INSERT INTO rm_transactions (id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position, contract_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(to)
-    .bind(amount)
-    .bind(currency)
-    .bind(kind)
-    .bind(description)
-    .bind(env.recorded_at)
-    .bind(env.position)
-    .bind(contract)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The wallet leg of an escrow movement: the balance moves (down for `ESCROW_HOLD`, up for
-/// `PAYMENT` and `REFUND`) and the history row names the contract. Returns the wallet.
-async fn escrow_leg(
-    conn: &mut PgConnection,
-    env: &Envelope,
-    transaction: Uuid,
-    contract: Uuid,
-    amount: Decimal,
-    kind: &str,
-) -> anyhow::Result<Uuid> {
-    let wallet = aggregate_uuid(&env.stream_id)?;
-    let debit = kind == "ESCROW_HOLD";
-    let currency = move_balance(
-        conn,
-        wallet,
-        if debit { -amount } else { amount },
-        env.recorded_at,
-    )
-    .await?;
-    let (from, to) = if debit {
-        (Some(wallet), None)
-    } else {
-        (None, Some(wallet))
-    };
-    insert_transaction(
-        conn,
-        transaction,
-        from,
-        to,
-        amount,
-        &currency,
-        kind,
-        None,
-        Some(contract),
-        env,
-    )
-    .await?;
-    Ok(wallet)
-}
-
 /// The last version of `stream_id` applied to the read models (0 if none).
 pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx::Error> {
     let row: Option<(i64,)> = sqlx::query_as(
@@ -612,4 +399,278 @@ pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// One history row of `rm_transactions`.
+struct HistoryRow {
+    id: Uuid,
+    from: Option<Uuid>,
+    to: Option<Uuid>,
+    amount: Decimal,
+    wallet: Uuid,
+    kind: &'static str,
+    description: Option<String>,
+    contract: Option<Uuid>,
+    at: chrono::DateTime<chrono::Utc>,
+    position: i64,
+}
+
+/// Wallet movements of a batch, written with three statements instead of two per event:
+/// balances and escrow holds are sums (so their order within the batch does not matter),
+/// and a history row is written by the first of its legs (`ON CONFLICT DO NOTHING`).
+#[derive(Default)]
+struct Deferred {
+    /// Net balance change and latest time, by wallet.
+    balances: HashMap<Uuid, (Decimal, chrono::DateTime<chrono::Utc>)>,
+    /// Net change of the amount held in escrow, by wallet.
+    held: HashMap<Uuid, Decimal>,
+    rows: Vec<HistoryRow>,
+}
+
+impl Deferred {
+    /// Takes a wallet movement; returns false for any other event.
+    fn take(&mut self, env: &Envelope, event: &Event) -> anyhow::Result<bool> {
+        let wallet = || aggregate_uuid(&env.stream_id);
+        let (w, delta, row) = match event {
+            Event::FundsDeposited {
+                transaction_id,
+                amount,
+                description,
+                ..
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                (
+                    w,
+                    a,
+                    (
+                        transaction_id.0,
+                        None,
+                        Some(w),
+                        a,
+                        "DEPOSIT",
+                        description.as_ref().map(|d| d.as_str().to_owned()),
+                        None,
+                    ),
+                )
+            }
+            Event::FundsWithdrawn {
+                transaction_id,
+                amount,
+                description,
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                (
+                    w,
+                    -a,
+                    (
+                        transaction_id.0,
+                        Some(w),
+                        None,
+                        a,
+                        "WITHDRAWAL",
+                        description.as_ref().map(|d| d.as_str().to_owned()),
+                        None,
+                    ),
+                )
+            }
+            // Both legs of a transfer carry both wallet ids: whichever comes first writes
+            // the complete row.
+            Event::TransferSent {
+                transaction_id,
+                to_wallet_id,
+                amount,
+                description,
+                ..
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                (
+                    w,
+                    -a,
+                    (
+                        transaction_id.0,
+                        Some(w),
+                        Some(to_wallet_id.0),
+                        a,
+                        "TRANSFER",
+                        description.as_ref().map(|d| d.as_str().to_owned()),
+                        None,
+                    ),
+                )
+            }
+            Event::TransferReceived {
+                transaction_id,
+                from_wallet_id,
+                amount,
+                description,
+                ..
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                (
+                    w,
+                    a,
+                    (
+                        transaction_id.0,
+                        Some(from_wallet_id.0),
+                        Some(w),
+                        a,
+                        "TRANSFER",
+                        description.as_ref().map(|d| d.as_str().to_owned()),
+                        None,
+                    ),
+                )
+            }
+            Event::EscrowHeld {
+                transaction_id,
+                contract_id,
+                amount,
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                *self.held.entry(w).or_default() += a;
+                (
+                    w,
+                    -a,
+                    (
+                        transaction_id.0,
+                        Some(w),
+                        None,
+                        a,
+                        "ESCROW_HOLD",
+                        None,
+                        Some(contract_id.0),
+                    ),
+                )
+            }
+            Event::EscrowPaymentReceived {
+                transaction_id,
+                contract_id,
+                amount,
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                (
+                    w,
+                    a,
+                    (
+                        transaction_id.0,
+                        None,
+                        Some(w),
+                        a,
+                        "PAYMENT",
+                        None,
+                        Some(contract_id.0),
+                    ),
+                )
+            }
+            Event::EscrowRefundReceived {
+                transaction_id,
+                contract_id,
+                amount,
+            } => {
+                let w = wallet()?;
+                let a = amount.value();
+                (
+                    w,
+                    a,
+                    (
+                        transaction_id.0,
+                        None,
+                        Some(w),
+                        a,
+                        "REFUND",
+                        None,
+                        Some(contract_id.0),
+                    ),
+                )
+            }
+            _ => return Ok(false),
+        };
+        let entry = self
+            .balances
+            .entry(w)
+            .or_insert((Decimal::ZERO, env.recorded_at));
+        entry.0 += delta;
+        entry.1 = entry.1.max(env.recorded_at);
+        let (id, from, to, amount, kind, description, contract) = row;
+        self.rows.push(HistoryRow {
+            id,
+            from,
+            to,
+            amount,
+            wallet: w,
+            kind,
+            description,
+            contract,
+            at: env.recorded_at,
+            position: env.position,
+        });
+        Ok(true)
+    }
+
+    /// Writes what was taken, in the caller's transaction.
+    async fn flush(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        if self.balances.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(self.balances.len());
+        let mut deltas = Vec::with_capacity(self.balances.len());
+        let mut ats = Vec::with_capacity(self.balances.len());
+        for (w, (d, at)) in self.balances.drain() {
+            ids.push(w);
+            deltas.push(d);
+            ats.push(at);
+        }
+        let currencies: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+            "UPDATE rm_wallets w SET balance = w.balance + u.delta, updated_at = greatest(w.updated_at, u.at) \
+             FROM UNNEST($1::uuid[], $2::numeric[], $3::timestamptz[]) AS u(id, delta, at) \
+             WHERE w.id = u.id RETURNING w.id, w.currency",
+        )
+        .bind(&ids)
+        .bind(&deltas)
+        .bind(&ats)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        anyhow::ensure!(
+            currencies.len() == ids.len(),
+            "a wallet movement names a wallet the read models do not have"
+        );
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<HistoryRow> = self.rows.drain(..).filter(|r| seen.insert(r.id)).collect();
+        let currency = |w: &Uuid| currencies.get(w).cloned().unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO rm_transactions (id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position, contract_id) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::bigint[], $10::uuid[]) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.from).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.to).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| currency(&r.wallet)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.contract).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        if !self.held.is_empty() {
+            let (ids, deltas): (Vec<Uuid>, Vec<Decimal>) = self.held.drain().unzip();
+            sqlx::query(
+                "UPDATE rm_wallets w SET held_in_escrow = w.held_in_escrow + u.delta \
+                 FROM UNNEST($1::uuid[], $2::numeric[]) AS u(id, delta) WHERE w.id = u.id",
+            )
+            .bind(&ids)
+            .bind(&deltas)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
 }
