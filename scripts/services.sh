@@ -119,7 +119,12 @@ case "${1:-start}" in
   stop)
     bin="$(pg_bin_dir || true)"
     [ -n "$bin" ] && run_pg "$bin/pg_ctl" -D "$(pg_data_dir)" -m fast stop >/dev/null 2>&1 || true
-    [ -f "$DATA/nats/nats.pid" ] && kill "$(cat "$DATA/nats/nats.pid")" 2>/dev/null || true
+    if [ -f "$DATA/nats/nats.pid" ]; then
+      pid="$(cat "$DATA/nats/nats.pid")"
+      kill "$pid" 2>/dev/null || true
+      # Wait for it to exit, so an immediate `start` does not find the port still taken.
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     ;;
   env) print_env ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;

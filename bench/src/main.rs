@@ -412,7 +412,10 @@ async fn main() -> anyhow::Result<()> {
                 None,
             )
             .await?;
-        let balance: Decimal = a.body["balance"].as_str().context("balance")?.parse()?;
+        let balance: Decimal = a.body["balance"]
+            .as_str()
+            .with_context(|| format!("wallet of {}: {} {}", u.id, a.status, a.body))?
+            .parse()?;
         if balance < Decimal::ZERO {
             negative += 1;
         }

@@ -177,8 +177,10 @@ impl LedgerCore {
             }
             if !still_valid(&sub.reads, &sub.plan, &overlay, &heads) {
                 let mut reads = Vec::with_capacity(4);
+                // The batch's own states first; other streams from the cache (which holds
+                // every state this process committed), checked against the heads below.
                 let how = Planning {
-                    fresh: true,
+                    fresh: false,
                     overlay: Some(&overlay),
                 };
                 match self.plan(&sub.cmd, &mut reads, how).await {

@@ -794,7 +794,9 @@ impl LedgerCore {
     async fn reads_still_current(&self, reads: &[(String, i64)]) -> Result<bool, CommandError> {
         let streams: Vec<&str> = reads.iter().map(|(s, _)| s.as_str()).collect();
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT stream_id, max(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT s.stream_id, e.version FROM UNNEST($1::text[]) AS s(stream_id) \
+             CROSS JOIN LATERAL (SELECT version FROM events WHERE stream_id = s.stream_id \
+                                 ORDER BY version DESC LIMIT 1) e",
         )
         .bind(&streams)
         .fetch_all(self.store.pool())

@@ -95,8 +95,10 @@ impl EventStore {
         let (scopes, ks): (Vec<&str>, Vec<&str>) =
             keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
         let rows: Vec<(String, String, Vec<u8>, i16, Value)> = sqlx::query_as(
-            "SELECT i.scope, i.key, i.request_hash, i.status, i.response FROM idempotency_keys i \
-             JOIN UNNEST($1::text[], $2::text[]) AS u(scope, key) ON i.scope = u.scope AND i.key = u.key",
+            // One primary-key lookup per key (a join let the planner scan the whole table).
+            "SELECT i.scope, i.key, i.request_hash, i.status, i.response \
+             FROM UNNEST($1::text[], $2::text[]) AS u(scope, key) \
+             CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k WHERE k.scope = u.scope AND k.key = u.key) i",
         )
         .bind(&scopes)
         .bind(&ks)

@@ -182,6 +182,16 @@ try {
   for (const [name, page] of Object.entries(pages)) {
     const status = await page.textContent("#status").catch(() => "");
     if (status) console.error(`${name}'s status line: ${status}`);
+    // What the server says, to tell a page that missed an update from a command that did
+    // not happen.
+    const seen = await page.evaluate(async () => {
+      const u = JSON.parse(sessionStorage.getItem("escrow.user") || "null");
+      if (!u) return null;
+      const headers = { Authorization: `Bearer ${sessionStorage.getItem("escrow.token")}` };
+      const c = await (await fetch(`/api/v1/contracts/user/${u.id}`, { headers })).json();
+      return (c.items || []).map((x) => `${x.title}=${x.status}${x.deliveredAt ? " (delivered)" : ""}`);
+    }).catch((e) => `unavailable: ${e}`);
+    if (seen) console.error(`${name}'s contracts on the server: ${JSON.stringify(seen)}`);
     if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, `-${name}-failed.png`), fullPage: true });
   }
   process.exitCode = 1;
