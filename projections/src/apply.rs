@@ -74,9 +74,10 @@ pub async fn apply_batch(
             correlation_id = env.metadata.get("correlationId").and_then(|v| v.as_str()).unwrap_or(""),
         );
         if !deferred.take(env, &event)? {
-            // Anything else reads or writes rows the deferred movements touch: write
-            // those first, so the batch's effect equals applying events one by one.
-            deferred.flush(conn).await?;
+            // No other event reads what the deferred movements write (balances, escrow
+            // holds, history rows), and its own writes to those rows are sums (`unhold`),
+            // so the deferred movements can wait for the end of the batch: the effect is
+            // that of applying the events one by one.
             apply_one(conn, env, &event)
                 .instrument(span.clone())
                 .await?;
