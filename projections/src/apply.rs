@@ -362,9 +362,11 @@ pub async fn wait_for_position(
     position: i64,
     timeout: Duration,
 ) -> Result<bool, sqlx::Error> {
-    // Polling every 10 ms keeps added latency small without a busy loop; the wait is
-    // bounded by `timeout` (2 s for API queries).
-    let poll = Duration::from_millis(10);
+    // Polling starts at 5 ms (small added latency when the projection is close behind)
+    // and backs off to 100 ms, so that many readers waiting on a projection that is far
+    // behind do not slow it down further with their polls (measured: 76,000 polls in 10 s
+    // during an escrow benchmark at a fixed 10 ms). The wait is bounded by `timeout`.
+    let mut poll = Duration::from_millis(5);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut located: Option<(String, i64)> = None;
     loop {
@@ -383,6 +385,7 @@ pub async fn wait_for_position(
             return Ok(false);
         }
         tokio::time::sleep(poll).await;
+        poll = (poll * 3 / 2).min(Duration::from_millis(100));
     }
 }
 

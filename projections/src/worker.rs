@@ -30,7 +30,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             durable_name: "projections".into(),
-            batch_messages_max: 256,
+            batch_messages_max: 1024,
             fetch_expires_ms: 500,
             gap_redelivery_ms: 100,
             retry_backoff_ms: 500,
