@@ -17,14 +17,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use event_store::{
-    append_after, save_idempotent_many, stream_heads, IdempotencyRecord, IdempotencyRow, NewEvent,
+    append_after, save_idempotent_many, stream_heads, IdempotencyRecord, IdempotencyRow,
     StoreError, StreamAppend,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::ledger::{LedgerCore, Overlay, Plan, Planning, Respond};
+use crate::ledger::{stream_appends, LedgerCore, Overlay, Plan, Planning, Respond};
 use crate::{Command, Outcome};
 
 /// Commands committed in one transaction at most.
@@ -260,27 +260,10 @@ impl LedgerCore {
     ) -> Result<Vec<i64>, BatchError> {
         let mut appends: Vec<StreamAppend> = Vec::new();
         for a in accepted.iter() {
-            let mut ids = a.event_ids.iter();
-            for w in &a.sub.plan.writes {
-                appends.push(StreamAppend {
-                    stream_id: w.stream.as_str().to_owned(),
-                    expected_version: w.expected_version as i64,
-                    events: w
-                        .events
-                        .iter()
-                        .map(|e| {
-                            let (event_type, schema_version, data) = domain::codec::encode(e);
-                            NewEvent {
-                                event_id: ids.next().copied().unwrap_or_else(Uuid::now_v7),
-                                event_type: event_type.to_owned(),
-                                schema_version,
-                                data,
-                                metadata: a.sub.metadata.clone(),
-                            }
-                        })
-                        .collect(),
-                });
-            }
+            let mut ids = a.event_ids.iter().copied();
+            appends.extend(stream_appends(&a.sub.plan.writes, &a.sub.metadata, || {
+                ids.next().unwrap_or_else(Uuid::now_v7)
+            }));
         }
         let mut tx = self.store.begin().await?;
         let recorded = append_after(&mut tx, &appends, heads).await?;

@@ -700,28 +700,7 @@ impl LedgerCore {
             other => CommitError::Failed(CommandError::Store(other)),
         };
         let metadata = ctx.metadata(name);
-        let appends: Vec<StreamAppend> = plan
-            .writes
-            .iter()
-            .map(|w| StreamAppend {
-                stream_id: w.stream.as_str().to_owned(),
-                expected_version: w.expected_version as i64,
-                events: w
-                    .events
-                    .iter()
-                    .map(|e| {
-                        let (event_type, schema_version, data) = encode(e);
-                        NewEvent {
-                            event_id: Uuid::now_v7(),
-                            event_type: event_type.to_owned(),
-                            schema_version,
-                            data,
-                            metadata: metadata.clone(),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+        let appends = stream_appends(&plan.writes, &metadata, Uuid::now_v7);
 
         let mut tx = self.store.begin().await.map_err(fail)?;
         if let Some((user_id, email, hash)) = &plan.credentials {
@@ -1362,6 +1341,36 @@ pub fn is_money_event(e: &Event) -> bool {
             | Event::TransferSent { .. }
             | Event::TransferReceived { .. }
     )
+}
+
+/// The store's form of a plan's writes: each event encoded, with an id from `next_id` and
+/// the command's metadata.
+pub(crate) fn stream_appends(
+    writes: &[StreamWrite],
+    metadata: &Value,
+    mut next_id: impl FnMut() -> Uuid,
+) -> Vec<StreamAppend> {
+    writes
+        .iter()
+        .map(|w| StreamAppend {
+            stream_id: w.stream.as_str().to_owned(),
+            expected_version: w.expected_version as i64,
+            events: w
+                .events
+                .iter()
+                .map(|e| {
+                    let (event_type, schema_version, data) = encode(e);
+                    NewEvent {
+                        event_id: next_id(),
+                        event_type: event_type.to_owned(),
+                        schema_version,
+                        data,
+                        metadata: metadata.clone(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// After a few conflicts on a hot stream, wait a little (growing, jittered, at most ~20 ms)

@@ -434,180 +434,93 @@ struct Deferred {
 impl Deferred {
     /// Takes a wallet movement; returns false for any other event.
     fn take(&mut self, env: &Envelope, event: &Event) -> anyhow::Result<bool> {
-        let wallet = || aggregate_uuid(&env.stream_id);
-        let (w, delta, row) = match event {
-            Event::FundsDeposited {
-                transaction_id,
+        use Event as E;
+        // (transaction, amount, credit?, counterparty wallet, kind, description, contract).
+        // Both legs of a transfer carry both wallet ids: whichever comes first writes the
+        // complete row.
+        let (tx, amount, credit, other, kind, description, contract) = match event {
+            E::FundsDeposited {
+                transaction_id: t,
                 amount,
-                description,
+                description: d,
                 ..
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                (
-                    w,
-                    a,
-                    (
-                        transaction_id.0,
-                        None,
-                        Some(w),
-                        a,
-                        "DEPOSIT",
-                        description.as_ref().map(|d| d.as_str().to_owned()),
-                        None,
-                    ),
-                )
-            }
-            Event::FundsWithdrawn {
-                transaction_id,
+            } => (t.0, amount, true, None, "DEPOSIT", d.as_ref(), None),
+            E::FundsWithdrawn {
+                transaction_id: t,
                 amount,
-                description,
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                (
-                    w,
-                    -a,
-                    (
-                        transaction_id.0,
-                        Some(w),
-                        None,
-                        a,
-                        "WITHDRAWAL",
-                        description.as_ref().map(|d| d.as_str().to_owned()),
-                        None,
-                    ),
-                )
-            }
-            // Both legs of a transfer carry both wallet ids: whichever comes first writes
-            // the complete row.
-            Event::TransferSent {
-                transaction_id,
+                description: d,
+            } => (t.0, amount, false, None, "WITHDRAWAL", d.as_ref(), None),
+            E::TransferSent {
+                transaction_id: t,
                 to_wallet_id,
                 amount,
-                description,
+                description: d,
                 ..
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                (
-                    w,
-                    -a,
-                    (
-                        transaction_id.0,
-                        Some(w),
-                        Some(to_wallet_id.0),
-                        a,
-                        "TRANSFER",
-                        description.as_ref().map(|d| d.as_str().to_owned()),
-                        None,
-                    ),
-                )
-            }
-            Event::TransferReceived {
-                transaction_id,
+            } => (
+                t.0,
+                amount,
+                false,
+                Some(to_wallet_id.0),
+                "TRANSFER",
+                d.as_ref(),
+                None,
+            ),
+            E::TransferReceived {
+                transaction_id: t,
                 from_wallet_id,
                 amount,
-                description,
+                description: d,
                 ..
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                (
-                    w,
-                    a,
-                    (
-                        transaction_id.0,
-                        Some(from_wallet_id.0),
-                        Some(w),
-                        a,
-                        "TRANSFER",
-                        description.as_ref().map(|d| d.as_str().to_owned()),
-                        None,
-                    ),
-                )
-            }
-            Event::EscrowHeld {
-                transaction_id,
-                contract_id,
+            } => (
+                t.0,
                 amount,
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                *self.held.entry(w).or_default() += a;
-                (
-                    w,
-                    -a,
-                    (
-                        transaction_id.0,
-                        Some(w),
-                        None,
-                        a,
-                        "ESCROW_HOLD",
-                        None,
-                        Some(contract_id.0),
-                    ),
-                )
-            }
-            Event::EscrowPaymentReceived {
-                transaction_id,
-                contract_id,
+                true,
+                Some(from_wallet_id.0),
+                "TRANSFER",
+                d.as_ref(),
+                None,
+            ),
+            E::EscrowHeld {
+                transaction_id: t,
+                contract_id: c,
                 amount,
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                (
-                    w,
-                    a,
-                    (
-                        transaction_id.0,
-                        None,
-                        Some(w),
-                        a,
-                        "PAYMENT",
-                        None,
-                        Some(contract_id.0),
-                    ),
-                )
-            }
-            Event::EscrowRefundReceived {
-                transaction_id,
-                contract_id,
+            } => (t.0, amount, false, None, "ESCROW_HOLD", None, Some(c.0)),
+            E::EscrowPaymentReceived {
+                transaction_id: t,
+                contract_id: c,
                 amount,
-            } => {
-                let w = wallet()?;
-                let a = amount.value();
-                (
-                    w,
-                    a,
-                    (
-                        transaction_id.0,
-                        None,
-                        Some(w),
-                        a,
-                        "REFUND",
-                        None,
-                        Some(contract_id.0),
-                    ),
-                )
-            }
+            } => (t.0, amount, true, None, "PAYMENT", None, Some(c.0)),
+            E::EscrowRefundReceived {
+                transaction_id: t,
+                contract_id: c,
+                amount,
+            } => (t.0, amount, true, None, "REFUND", None, Some(c.0)),
             _ => return Ok(false),
         };
+        let w = aggregate_uuid(&env.stream_id)?;
+        let amount = amount.value();
+        if kind == "ESCROW_HOLD" {
+            *self.held.entry(w).or_default() += amount;
+        }
         let entry = self
             .balances
             .entry(w)
             .or_insert((Decimal::ZERO, env.recorded_at));
-        entry.0 += delta;
+        entry.0 += if credit { amount } else { -amount };
         entry.1 = entry.1.max(env.recorded_at);
-        let (id, from, to, amount, kind, description, contract) = row;
+        let (from, to) = if credit {
+            (other, Some(w))
+        } else {
+            (Some(w), other)
+        };
         self.rows.push(HistoryRow {
-            id,
+            id: tx,
             from,
             to,
             amount,
             wallet: w,
             kind,
-            description,
+            description: description.map(|d| d.as_str().to_owned()),
             contract,
             at: env.recorded_at,
             position: env.position,
