@@ -39,6 +39,26 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// A server (not started) on a free port with its own JetStream stream and subjects,
+    /// logging to a temporary file named after `tag`.
+    pub(crate) fn new(db: String, tag: &str) -> Server {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        Server {
+            child: None,
+            db,
+            stream: format!("{}_{id}", tag.to_uppercase()),
+            prefix: format!("{tag}{id}.escrow.events"),
+            port,
+            log: std::env::temp_dir().join(format!("escrow-{tag}-{id}.log")),
+            args: vec![],
+            env: vec![],
+        }
+    }
+
     pub(crate) async fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -388,22 +408,8 @@ async fn two_users(http: &reqwest::Client, base: &str, id: &str) -> ((String, St
 async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let (db, pool) = fresh_database().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("escrow-fault-{id}.log"));
-    let mut server = Server {
-        child: None,
-        db,
-        stream: format!("F_{id}"),
-        prefix: format!("f{id}.escrow.events"),
-        port,
-        log: log.clone(),
-        args: vec![],
-        env: vec![],
-    };
+    let mut server = Server::new(db, "fault");
+    let (port, log) = (server.port, server.log.clone());
     server.start().await;
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let http = reqwest::Client::new();

@@ -96,25 +96,13 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
 async fn json_logs_follow_a_request_from_http_to_the_read_model() {
     let (db, _pool) = escrow_tests::fresh_database().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("escrow-logs-{id}.log"));
-    let mut server = crate::faults::Server {
-        child: None,
-        db,
-        stream: format!("O_{id}"),
-        prefix: format!("o{id}.escrow.events"),
-        port,
-        log: log.clone(),
-        args: vec!["--log-format".into(), "json".into()],
-        env: vec![(
-            "RUST_LOG".into(),
-            "info,api=debug,command_handlers=debug,projections=debug".into(),
-        )],
-    };
+    let mut server = crate::faults::Server::new(db, "logs");
+    server.args = vec!["--log-format".into(), "json".into()];
+    server.env = vec![(
+        "RUST_LOG".into(),
+        "info,api=debug,command_handlers=debug,projections=debug".into(),
+    )];
+    let (port, log) = (server.port, server.log.clone());
     server.start().await;
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let http = reqwest::Client::new();
