@@ -8,7 +8,8 @@
 #   4. runs `escrow verify` on what the run wrote.
 #
 #   bench/run.sh [transfers|hot|escrow|mixed] [CONCURRENCY=64] [SECONDS=20]
-#   BENCH_USERS=100 (users), BENCH_DB_MAX_CONNECTIONS=20 (server pool)
+#   BENCH_USERS=100 (users), BENCH_DB_MAX_CONNECTIONS=20 (server pool),
+#   BENCH_KEEP=1 keeps the run's database (e.g. to time `escrow replay` on it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -50,4 +51,5 @@ target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$
 kill "$server"; wait "$server" 2>/dev/null || true
 echo "== escrow verify"
 target/release/escrow verify --database-url "$base_url/$bench_db" | tail -n 3
+[ -n "${BENCH_KEEP:-}" ] || psql -c "DROP DATABASE $bench_db WITH (FORCE)"
 tail -n 1 "$ROOT/.data/bench-$workload.out"

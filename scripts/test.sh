@@ -8,6 +8,10 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 export NATS_SERVER_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
+# Each test creates its own database; drop those left by earlier runs (they add up to
+# gigabytes over a day of runs).
+psql -X -q -At "$TEST_DATABASE_URL" -c "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'" \
+  | while read -r db; do psql -X -q "$TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
 # The console test drives headless Chromium with playwright-core.
 scripts/browser.sh
 # The fault tests start and kill the real `escrow` binary.

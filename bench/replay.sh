@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds an event store of about a million events with the transfers workload (1,000
+# users, 210 s at concurrency 64 — about 2,460 transfers/s on the 2-core machine), then
+# times `escrow replay` of it. Prints the load's summary, the event count and the replay's
+# events/s and peak RSS.
+#
+#   bench/replay.sh [SECONDS=210]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+seconds="${1:-210}"
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+cargo build --release --locked -p api --bin escrow -p escrow-bench --bin escrow-bench 2>&1 | tail -n 1
+db="escrow_replay_$(date +%s)_$$"
+psql -X -q "$TEST_DATABASE_URL" -c "CREATE DATABASE $db"
+url="${DATABASE_URL%/*}/$db"
+target/release/escrow migrate --database-url "$url" >/dev/null
+port="${BENCH_PORT:-18082}"
+DATABASE_URL="$url" NATS_STREAM="REPLAY_$db" NATS_SUBJECT_PREFIX="$db.escrow.events" PORT="$port" \
+  JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+  RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 \
+  target/release/escrow serve >"$ROOT/.data/replay-server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && break
+  sleep 0.1
+done
+target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --server-pid "$server" \
+  --users 1000 --duration "$seconds" --lag-every 1000 | tail -n 1
+kill "$server"; wait "$server" 2>/dev/null || true
+echo "events: $(psql -X -At "$url" -c 'SELECT count(*) FROM events')"
+/usr/bin/time -f "wall %e s, peak RSS %M KiB" target/release/escrow replay --database-url "$url" 2>&1 \
+  | tr '\r' '\n' | tail -n 2
+[ -n "${BENCH_KEEP:-}" ] || psql -X -q "$TEST_DATABASE_URL" -c "DROP DATABASE $db WITH (FORCE)"
