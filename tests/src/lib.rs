@@ -73,6 +73,9 @@ pub struct AppOptions {
     pub clock: Option<std::sync::Arc<api::clock::ManualClock>>,
     /// Requests per minute per address and per user (0: unlimited, the tests' default).
     pub rate_limits: Option<(u32, u32)>,
+    /// How long `minPosition` waits (default 10 s: tests share two cores with load tests,
+    /// and a read that gives up early fails a test for the machine's sake, not the code's).
+    pub read_wait_ms: Option<u64>,
 }
 
 /// A running server and what a test needs to talk to it.
@@ -118,7 +121,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         body_limit_bytes: 64 * 1024,
         role: WorkerRole::All,
         db_max_connections: 20,
-        read_wait_ms: 2000,
+        read_wait_ms: opts.read_wait_ms.unwrap_or(10_000),
         auto_release_poll_ms: 50,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),

@@ -409,7 +409,11 @@ async fn openapi_document_lists_every_endpoint() {
 
 #[tokio::test]
 async fn min_position_not_reached_says_stale() {
-    let app = spawn_app().await;
+    let app = escrow_tests::spawn_app_with(escrow_tests::AppOptions {
+        read_wait_ms: Some(300),
+        ..Default::default()
+    })
+    .await;
     let u = app.user().await;
     let r = app
         .get(

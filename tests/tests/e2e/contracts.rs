@@ -208,7 +208,11 @@ async fn create_fund_dispute_split() {
         .await;
     assert_eq!(
         (c.str("status"), c.str("disputeId")),
-        ("DISPUTED".into(), dispute.clone())
+        ("DISPUTED".into(), dispute.clone()),
+        "{} {:?} {}",
+        c.status,
+        c.headers.get("x-read-consistency"),
+        c.body
     );
 
     let queue = app
