@@ -8,6 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+. bench/lib.sh
 seconds="${1:-210}"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
@@ -17,16 +18,7 @@ psql -X -q "$TEST_DATABASE_URL" -c "CREATE DATABASE $db"
 url="${DATABASE_URL%/*}/$db"
 target/release/escrow migrate --database-url "$url" >/dev/null
 port="${BENCH_PORT:-18082}"
-DATABASE_URL="$url" NATS_STREAM="REPLAY_$db" NATS_SUBJECT_PREFIX="$db.escrow.events" PORT="$port" \
-  JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-  RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 \
-  target/release/escrow serve >"$ROOT/.data/replay-server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && break
-  sleep 0.1
-done
+start_server "$url" "$db" "$port" "$ROOT/.data/replay-server.log"
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --server-pid "$server" \
   --users 1000 --duration "$seconds" --lag-every 1000 | tail -n 1
 kill "$server"; wait "$server" 2>/dev/null || true

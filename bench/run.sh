@@ -13,6 +13,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+. bench/lib.sh
 workload="${1:-transfers}"; clients="${2:-64}"; seconds="${3:-20}"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
@@ -32,18 +33,7 @@ psql -c "DROP DATABASE $ceiling_db"
 
 port="${BENCH_PORT:-18080}"
 log="$ROOT/.data/bench-server-$run_id.log"
-DATABASE_URL="$base_url/$bench_db" NATS_STREAM="BENCH_$run_id" \
-  NATS_SUBJECT_PREFIX="bench$run_id.escrow.events" PORT="$port" \
-  JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-  RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 \
-  DB_MAX_CONNECTIONS="${BENCH_DB_MAX_CONNECTIONS:-20}" \
-  target/release/escrow serve >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && break
-  sleep 0.1
-done
+start_server "$base_url/$bench_db" "$run_id" "$port" "$log"
 echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, log $log)"
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \

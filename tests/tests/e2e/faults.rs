@@ -555,22 +555,8 @@ async fn postgres_restarts_mid_load_lose_nothing() {
     let pg = escrow_tests::OwnPostgres::start();
     let db = pg.database("escrow").await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("escrow-pgfault-{id}.log"));
-    let mut server = Server {
-        child: None,
-        db: db.clone(),
-        stream: format!("P_{id}"),
-        prefix: format!("p{id}.escrow.events"),
-        port,
-        log: log.clone(),
-        args: vec![],
-        env: vec![],
-    };
+    let mut server = Server::new(db.clone(), "pgfault");
+    let (port, log) = (server.port, server.log.clone());
     server.start().await;
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let http = reqwest::Client::new();
