@@ -324,7 +324,7 @@ pub async fn start_with_clock(
             shutdown_rx.clone(),
         )));
     }
-    let state = AppState {
+    let state = AppState::new(crate::state::Shared {
         ledger,
         pool,
         tokens: Arc::new(TokenKeys::new(&secret, config.jwt_ttl_seconds)),
@@ -342,7 +342,7 @@ pub async fn start_with_clock(
         }),
         metrics,
         shutdown: shutdown_rx.clone(),
-    };
+    });
 
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
