@@ -8,8 +8,11 @@ use domain::Event;
 use escrow_nats::Envelope;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
 use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::escrow_rows::{EscrowRows, Unholds};
 
 /// The name under which this projection records its per-stream versions and checkpoint.
 pub const PROJECTION: &str = "read_models";
@@ -27,7 +30,8 @@ pub struct ApplyReport {
 }
 
 /// Applies a batch in the caller's transaction. Events are taken in order; each is applied
-/// only if it is exactly the next version of its stream.
+/// only if it is exactly the next version of its stream. Turns `enable_seqscan` off for the
+/// rest of that transaction.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     batch: &[Envelope],
@@ -36,13 +40,30 @@ pub async fn apply_batch(
     if batch.is_empty() {
         return Ok(report);
     }
+    // One applier at a time per set of read models (a worker whose lease lapsed mid-batch
+    // and its successor, say): the second waits here until the first commits, then reads
+    // the versions it left. A transaction-level lock, released at commit.
+    //
+    // And every statement below looks rows up by key. Their plans are prepared once per
+    // connection, and one prepared while a table was small (a fresh database) is a
+    // sequential scan that stays when the table has grown; index paths do not depend on
+    // statistics being current. (`set_config(.., true)` is local to the transaction.)
+    sqlx::query(
+        "SELECT set_config('enable_seqscan', 'off', true), \
+                pg_advisory_xact_lock(hashtext('escrow.apply:' || current_schema()))",
+    )
+    .execute(&mut *conn)
+    .await?;
     let mut streams: Vec<String> = batch.iter().map(|e| e.stream_id.clone()).collect();
     streams.sort();
     streams.dedup();
-    // Lock the version rows we are about to move, so two appliers (a replay and a
-    // worker, say) serialise per stream instead of both applying.
+    // One index probe per stream. (`stream_id = ANY($2)` let the planner scan every row of
+    // the projection and filter — 250-430 ms a batch at 25,000 streams — whenever its plan
+    // was made while the table was small; the LIMIT keeps the subquery a per-stream probe.)
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT stream_id, version FROM projection_streams WHERE projection = $1 AND stream_id = ANY($2) FOR UPDATE",
+        "SELECT s.stream_id, p.version FROM UNNEST($2::text[]) AS s(stream_id) \
+         CROSS JOIN LATERAL (SELECT version FROM projection_streams \
+                             WHERE projection = $1 AND stream_id = s.stream_id LIMIT 1) p",
     )
     .bind(PROJECTION)
     .bind(&streams)
@@ -52,6 +73,8 @@ pub async fn apply_batch(
     let mut touched: HashMap<String, i64> = HashMap::new();
     let mut max_position = 0i64;
     let mut deferred = Deferred::default();
+    let mut escrow = EscrowRows::load(conn, batch).await?;
+    let mut unholds = Unholds::new();
 
     for (i, env) in batch.iter().enumerate() {
         let current = versions.get(&env.stream_id).copied().unwrap_or(0);
@@ -73,11 +96,12 @@ pub async fn apply_batch(
             event = %env.event_type,
             correlation_id = env.metadata.get("correlationId").and_then(|v| v.as_str()).unwrap_or(""),
         );
-        if !deferred.take(env, &event)? {
-            // No other event reads what the deferred movements write (balances, escrow
-            // holds, history rows), and its own writes to those rows are sums (`unhold`),
-            // so the deferred movements can wait for the end of the batch: the effect is
-            // that of applying the events one by one.
+        // Wallet movements and contract/dispute changes wait for the end of the batch. No
+        // event applied one by one reads what they write (balances, holds, history, contract
+        // and dispute rows), balances and holds are sums, and the contract and dispute rows
+        // are changed in memory in stream order: the effect is that of applying the events
+        // one by one.
+        if !deferred.take(env, &event)? && !escrow.take(env, &event, &mut unholds)? {
             apply_one(conn, env, &event)
                 .instrument(span.clone())
                 .await?;
@@ -90,6 +114,27 @@ pub async fn apply_batch(
     }
 
     deferred.flush(conn).await?;
+    escrow.flush(conn).await?;
+    if !unholds.is_empty() {
+        let mut users = Vec::with_capacity(unholds.len());
+        let mut currencies = Vec::with_capacity(unholds.len());
+        let mut amounts = Vec::with_capacity(unholds.len());
+        for ((user, currency), amount) in unholds {
+            users.push(user);
+            currencies.push(currency);
+            amounts.push(amount);
+        }
+        sqlx::query(
+            "UPDATE rm_wallets w SET held_in_escrow = w.held_in_escrow - u.amount \
+             FROM UNNEST($1::uuid[], $2::text[], $3::numeric[]) AS u(user_id, currency, amount) \
+             WHERE w.user_id = u.user_id AND w.currency = u.currency",
+        )
+        .bind(&users)
+        .bind(&currencies)
+        .bind(&amounts)
+        .execute(&mut *conn)
+        .await?;
+    }
     if !touched.is_empty() {
         let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
         sqlx::query(
@@ -170,176 +215,19 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
         | Event::EscrowRefundReceived { .. } => {
             anyhow::bail!("wallet movements are applied in bulk (Deferred), not one by one")
         }
-        Event::ContractCreated {
-            contract_id,
-            buyer_id,
-            seller_id,
-            title,
-            description,
-            amount,
-            currency,
-            inspection_period_hours,
-            created_at,
-            ..
-        } => {
-            sqlx::query(
-                "INSERT INTO rm_contracts (id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
-                 inspection_period_hours, created_at, updated_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'DRAFT', $8, $9, $11, $10)",
-            )
-            .bind(contract_id.0)
-            .bind(buyer_id.0)
-            .bind(seller_id.0)
-            .bind(title)
-            .bind(description.as_ref().map(|d| d.as_str()))
-            .bind(amount.value())
-            .bind(currency.code())
-            .bind(inspection_period_hours.map(|h| h as i32))
-            .bind(millis(created_at.0))
-            .bind(env.position)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Event::ContractFunded { amount, .. } => {
-            contract_update(
-                conn,
-                env,
-                "held_amount = held_amount + $2, status = 'ACTIVE'",
-                Some(amount.value()),
-            )
-            .await?;
-        }
-        Event::ContractDelivered {
-            delivered_at,
-            auto_release_at,
-        } => {
-            sqlx::query("UPDATE rm_contracts SET delivered_at = $2, auto_release_at = $3, updated_at = $4 WHERE id = $1")
-                .bind(aggregate_uuid(&env.stream_id)?)
-                .bind(millis(delivered_at.0))
-                .bind(auto_release_at.map(|t| millis(t.0)))
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Event::ContractReleased { amount, .. } => {
-            contract_update(conn, env, "held_amount = held_amount - $2, status = CASE WHEN held_amount - $2 = 0 THEN 'COMPLETED' ELSE status END, \
-                auto_release_at = CASE WHEN held_amount - $2 = 0 THEN NULL ELSE auto_release_at END", Some(amount.value())).await?;
-            unhold(conn, env, amount.value()).await?;
-        }
-        Event::ContractRefunded { amount, .. } => {
-            contract_update(conn, env, "held_amount = held_amount - $2, status = CASE WHEN held_amount - $2 = 0 THEN 'REFUNDED' ELSE status END, \
-                auto_release_at = CASE WHEN held_amount - $2 = 0 THEN NULL ELSE auto_release_at END", Some(amount.value())).await?;
-            unhold(conn, env, amount.value()).await?;
-        }
-        Event::ContractCancelled { .. } => {
-            contract_update(conn, env, "status = 'CANCELLED'", None).await?;
-        }
-        Event::ContractDisputed { dispute_id } => {
-            sqlx::query("UPDATE rm_contracts SET status = 'DISPUTED', dispute_id = $2, updated_at = $3 WHERE id = $1")
-                .bind(aggregate_uuid(&env.stream_id)?)
-                .bind(dispute_id.0)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Event::ContractSettled {
-            outcome,
-            seller_amount,
-            buyer_amount,
-            ..
-        } => {
-            let status = match outcome {
-                domain::DisputeOutcome::Release => "COMPLETED",
-                domain::DisputeOutcome::Refund => "REFUNDED",
-                domain::DisputeOutcome::Split => "SETTLED",
-            };
-            sqlx::query("UPDATE rm_contracts SET held_amount = 0, status = $2, auto_release_at = NULL, updated_at = $3 WHERE id = $1")
-                .bind(aggregate_uuid(&env.stream_id)?)
-                .bind(status)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-            unhold(conn, env, *seller_amount + *buyer_amount).await?;
-        }
-        Event::DisputeRaised {
-            dispute_id,
-            contract_id,
-            raised_by,
-            description,
-            raised_at,
-        } => {
-            sqlx::query(
-                "INSERT INTO rm_disputes (id, contract_id, buyer_id, seller_id, raised_by, description, status, currency, created_at, updated_at, position) \
-                 SELECT $1, c.id, c.buyer_id, c.seller_id, $3, $4, 'OPEN', c.currency, $7, $5, $6 FROM rm_contracts c WHERE c.id = $2",
-            )
-            .bind(dispute_id.0)
-            .bind(contract_id.0)
-            .bind(raised_by.0)
-            .bind(description)
-            .bind(at)
-            .bind(env.position)
-            .bind(millis(raised_at.0))
-            .execute(&mut *conn)
-            .await?;
-        }
-        Event::DisputeResolved {
-            dispute_id,
-            resolved_by,
-            resolution,
-            outcome,
-            seller_amount,
-            buyer_amount,
-            resolved_at,
-        } => {
-            sqlx::query(
-                "UPDATE rm_disputes SET status = 'RESOLVED', outcome = $2, seller_amount = $3, buyer_amount = $4, resolution = $5, \
-                 resolved_by = $6, resolved_at = $7, updated_at = $8 WHERE id = $1",
-            )
-            .bind(dispute_id.0)
-            .bind(outcome.as_str())
-            .bind(seller_amount)
-            .bind(buyer_amount)
-            .bind(resolution)
-            .bind(resolved_by.0)
-            .bind(millis(resolved_at.0))
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+        Event::ContractCreated { .. }
+        | Event::ContractFunded { .. }
+        | Event::ContractDelivered { .. }
+        | Event::ContractReleased { .. }
+        | Event::ContractRefunded { .. }
+        | Event::ContractCancelled { .. }
+        | Event::ContractDisputed { .. }
+        | Event::ContractSettled { .. }
+        | Event::DisputeRaised { .. }
+        | Event::DisputeResolved { .. } => {
+            anyhow::bail!("contract and dispute rows are applied per batch (EscrowRows)")
         }
     }
-    Ok(())
-}
-
-fn millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-async fn contract_update(
-    conn: &mut PgConnection,
-    env: &Envelope,
-    set: &str,
-    amount: Option<Decimal>,
-) -> anyhow::Result<()> {
-    let sql = format!("UPDATE rm_contracts SET {set}, updated_at = $3 WHERE id = $1");
-    sqlx::query(&sql)
-        .bind(aggregate_uuid(&env.stream_id)?)
-        .bind(amount.unwrap_or_default())
-        .bind(env.recorded_at)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Money leaving a contract's escrow no longer counts as held by its buyer.
-async fn unhold(conn: &mut PgConnection, env: &Envelope, amount: Decimal) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE rm_wallets w SET held_in_escrow = w.held_in_escrow - $2 FROM rm_contracts c \
-         WHERE c.id = $1 AND w.user_id = c.buyer_id AND w.currency = c.currency",
-    )
-    .bind(aggregate_uuid(&env.stream_id)?)
-    .bind(amount)
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }
 
@@ -355,37 +243,56 @@ pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx:
     Ok(row.map_or(0, |(v,)| v))
 }
 
-/// Waits until the event at `position` is reflected in the read models, polling every
-/// few milliseconds for at most `timeout`. Returns whether it was reached.
+/// Woken after every batch a worker of this process commits, so that readers waiting for
+/// their own writes check again at once instead of at their next poll.
+static APPLIED: Notify = Notify::const_new();
+
+/// Tells this process's waiters that a projection batch committed.
+pub(crate) fn notify_applied() {
+    APPLIED.notify_waiters();
+}
+
+/// Waits until the event at `position` is reflected in the read models, for at most
+/// `timeout`. Returns whether it was reached.
+///
+/// Checks once per projection batch committed in this process, and also polls (5 ms backing
+/// off to 100 ms) for a worker running in another process. Each check is one statement.
 pub async fn wait_for_position(
     pool: &PgPool,
     position: i64,
     timeout: Duration,
 ) -> Result<bool, sqlx::Error> {
-    // Polling starts at 5 ms (small added latency when the projection is close behind)
-    // and backs off to 100 ms, so that many readers waiting on a projection that is far
-    // behind do not slow it down further with their polls (measured: 76,000 polls in 10 s
-    // during an escrow benchmark at a fixed 10 ms). The wait is bounded by `timeout`.
+    // The backoff matters when the projection is far behind: many readers polling at a
+    // fixed 10 ms slowed it further (76,000 polls in 10 s during an escrow benchmark).
     let mut poll = Duration::from_millis(5);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut located: Option<(String, i64)> = None;
     loop {
-        if located.is_none() {
-            located = sqlx::query_as("SELECT stream_id, version FROM events WHERE position = $1")
-                .bind(position)
-                .fetch_optional(pool)
-                .await?;
+        // Registered before the check, so a batch committing during it is not missed.
+        let applied = APPLIED.notified();
+        tokio::pin!(applied);
+        applied.as_mut().enable();
+        let reached: Option<(bool,)> = sqlx::query_as(
+            "SELECT COALESCE((SELECT p.version >= e.version FROM projection_streams p \
+                              WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
+             FROM events e WHERE e.position = $1",
+        )
+        .bind(position)
+        .bind(PROJECTION)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((true,)) = reached {
+            return Ok(true);
         }
-        if let Some((stream, version)) = &located {
-            if stream_version(pool, stream).await? >= *version {
-                return Ok(true);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(poll).await;
-        poll = (poll * 3 / 2).min(Duration::from_millis(100));
+        tokio::select! {
+            _ = applied => {}
+            _ = tokio::time::sleep(poll.min(deadline - now)) => {
+                poll = (poll * 3 / 2).min(Duration::from_millis(100));
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! duplicated messages change nothing (exactly-once effect).
 
 mod apply;
+mod escrow_rows;
 pub mod replay;
 mod worker;
 

@@ -258,6 +258,7 @@ impl ProjectionWorker {
         let mut tx = self.pool.begin().await?;
         let report = apply_batch(&mut tx, envelopes).await?;
         tx.commit().await?;
+        crate::apply::notify_applied();
         Ok(report)
     }
 }
