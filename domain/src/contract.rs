@@ -51,6 +51,15 @@ pub enum ContractStatus {
 }
 
 impl ContractStatus {
+    /// Where an arbiter's decision leaves a disputed contract.
+    pub fn settled(outcome: DisputeOutcome) -> Self {
+        match outcome {
+            DisputeOutcome::Release => ContractStatus::Completed,
+            DisputeOutcome::Refund => ContractStatus::Refunded,
+            DisputeOutcome::Split => ContractStatus::Settled,
+        }
+    }
+
     /// The JSON name.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -182,11 +191,7 @@ impl Aggregate for Contract {
             Event::ContractSettled { outcome, .. } => {
                 self.held = Decimal::ZERO;
                 self.auto_release_at = None;
-                self.status = match outcome {
-                    DisputeOutcome::Release => ContractStatus::Completed,
-                    DisputeOutcome::Refund => ContractStatus::Refunded,
-                    DisputeOutcome::Split => ContractStatus::Settled,
-                };
+                self.status = ContractStatus::settled(*outcome);
             }
             _ => {}
         }

@@ -41,6 +41,16 @@ pub enum DisputeStatus {
     Resolved,
 }
 
+impl DisputeStatus {
+    /// The JSON name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DisputeStatus::Open => "OPEN",
+            DisputeStatus::Resolved => "RESOLVED",
+        }
+    }
+}
+
 /// State of one dispute, folded from its stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dispute {

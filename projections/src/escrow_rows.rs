@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use domain::{DisputeOutcome, Event};
+use domain::{ContractStatus, DisputeStatus, Event};
 use escrow_nats::Envelope;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -149,14 +149,14 @@ impl EscrowRows {
         &mut self,
         id: Uuid,
         amount: Decimal,
-        done: &str,
+        done: ContractStatus,
         at: Time,
         unholds: &mut Unholds,
     ) -> anyhow::Result<()> {
         let c = self.contract(id)?;
         c.held_amount -= amount;
         if c.held_amount.is_zero() {
-            c.status = done.to_owned();
+            c.status = done.as_str().to_owned();
             c.auto_release_at = None;
         }
         c.updated_at = at;
@@ -198,7 +198,7 @@ impl EscrowRows {
                     amount: amount.value(),
                     currency: currency.code().to_owned(),
                     held_amount: Decimal::ZERO,
-                    status: "DRAFT".into(),
+                    status: ContractStatus::Draft.as_str().into(),
                     inspection_period_hours: inspection_period_hours
                         .and_then(|h| i32::try_from(h).ok()),
                     delivered_at: None,
@@ -214,7 +214,7 @@ impl EscrowRows {
             Event::ContractFunded { amount, .. } => {
                 let c = self.contract(contract_id()?)?;
                 c.held_amount += amount.value();
-                c.status = "ACTIVE".into();
+                c.status = ContractStatus::Active.as_str().into();
                 c.updated_at = at;
             }
             Event::ContractDelivered {
@@ -227,19 +227,31 @@ impl EscrowRows {
                 c.updated_at = at;
             }
             Event::ContractReleased { amount, .. } => {
-                self.pay_out(contract_id()?, amount.value(), "COMPLETED", at, unholds)?;
+                self.pay_out(
+                    contract_id()?,
+                    amount.value(),
+                    ContractStatus::Completed,
+                    at,
+                    unholds,
+                )?;
             }
             Event::ContractRefunded { amount, .. } => {
-                self.pay_out(contract_id()?, amount.value(), "REFUNDED", at, unholds)?;
+                self.pay_out(
+                    contract_id()?,
+                    amount.value(),
+                    ContractStatus::Refunded,
+                    at,
+                    unholds,
+                )?;
             }
             Event::ContractCancelled { .. } => {
                 let c = self.contract(contract_id()?)?;
-                c.status = "CANCELLED".into();
+                c.status = ContractStatus::Cancelled.as_str().into();
                 c.updated_at = at;
             }
             Event::ContractDisputed { dispute_id } => {
                 let c = self.contract(contract_id()?)?;
-                c.status = "DISPUTED".into();
+                c.status = ContractStatus::Disputed.as_str().into();
                 c.dispute_id = Some(dispute_id.0);
                 c.updated_at = at;
             }
@@ -250,12 +262,7 @@ impl EscrowRows {
                 ..
             } => {
                 let c = self.contract(contract_id()?)?;
-                c.status = match outcome {
-                    DisputeOutcome::Release => "COMPLETED",
-                    DisputeOutcome::Refund => "REFUNDED",
-                    DisputeOutcome::Split => "SETTLED",
-                }
-                .into();
+                c.status = ContractStatus::settled(*outcome).as_str().into();
                 c.held_amount = Decimal::ZERO;
                 c.auto_release_at = None;
                 c.updated_at = at;
@@ -279,7 +286,7 @@ impl EscrowRows {
                     seller_id: c.seller_id,
                     raised_by: raised_by.0,
                     description: description.clone(),
-                    status: "OPEN".into(),
+                    status: DisputeStatus::Open.as_str().into(),
                     outcome: None,
                     seller_amount: None,
                     buyer_amount: None,
@@ -306,7 +313,7 @@ impl EscrowRows {
                 let d = self.disputes.get_mut(&dispute_id.0).ok_or_else(|| {
                     anyhow::anyhow!("dispute {} is not in the read models", dispute_id.0)
                 })?;
-                d.status = "RESOLVED".into();
+                d.status = DisputeStatus::Resolved.as_str().into();
                 d.outcome = Some(outcome.as_str().to_owned());
                 d.seller_amount = Some(*seller_amount);
                 d.buyer_amount = Some(*buyer_amount);
