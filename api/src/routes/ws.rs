@@ -56,6 +56,7 @@ pub async fn ws(
 async fn serve(st: AppState, user: AuthUser, mut socket: WebSocket) {
     let staff = matches!(user.role, domain::Role::Arbiter | domain::Role::Admin);
     let (id, mut rx) = st.hub.register(user.id.0, staff);
+    st.hub.wait_subscribed().await;
     let hello = json!({"type": "hello", "userId": user.id.to_string()}).to_string();
     let _ = socket.send(Message::Text(hello.into())).await;
     let mut ping = tokio::time::interval(PING_EVERY);
