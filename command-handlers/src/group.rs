@@ -17,10 +17,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use event_store::{
-    append_after, save_idempotent_many, stream_heads, IdempotencyRecord, IdempotencyRow,
-    StoreError, StreamAppend,
+    append_after, find_idempotent_many, save_idempotent_many, stream_heads, IdempotencyRecord,
+    IdempotencyRow, StoreError, StreamAppend,
 };
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgPool, Postgres};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -61,8 +64,38 @@ pub(crate) enum Batched {
     Failed { transient: bool, message: String },
 }
 
+/// A held connection idle this long goes back to the pool, which pings it before handing
+/// it out again (a Postgres restart may have cut it).
+const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
+
+/// The committer's own connection, kept from one batch to the next: sqlx pings every
+/// connection returned to its pool, which was a round trip for each of a batch's three
+/// statements.
+struct Held {
+    conn: Option<PoolConnection<Postgres>>,
+    last_used: Instant,
+}
+
+impl Held {
+    async fn get(&mut self, pool: &PgPool) -> Result<&mut PoolConnection<Postgres>, StoreError> {
+        if self.last_used.elapsed() >= HELD_IDLE_MAX {
+            self.conn = None;
+        }
+        self.last_used = Instant::now();
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => pool.acquire().await?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+}
+
 /// The committer task: takes whatever is queued (up to a batch) and commits it.
 pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
+    let mut held = Held {
+        conn: None,
+        last_used: Instant::now(),
+    };
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX {
@@ -71,7 +104,10 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
                 Err(_) => break,
             }
         }
-        core.commit_batch(batch).await;
+        if !core.commit_batch(batch, &mut held).await {
+            // Whatever state the connection is in, the pool sorts it out (or closes it).
+            held.conn = None;
+        }
     }
 }
 
@@ -104,10 +140,20 @@ struct Accepted {
 }
 
 impl LedgerCore {
-    pub(crate) async fn commit_batch(&self, subs: Vec<Submission>) {
+    /// Commits a batch on the held connection; `false` if a statement failed.
+    async fn commit_batch(&self, subs: Vec<Submission>, held: &mut Held) -> bool {
         let failed = |e: &StoreError| Batched::Failed {
             transient: e.is_transient(),
             message: e.to_string(),
+        };
+        let conn = match held.get(self.store.pool()).await {
+            Ok(c) => c,
+            Err(e) => {
+                for s in subs {
+                    let _ = s.reply.send(failed(&e));
+                }
+                return false;
+            }
         };
         // Keys answered before: replay them instead of executing again.
         let keys: Vec<(String, String)> = subs
@@ -115,13 +161,13 @@ impl LedgerCore {
             .filter_map(|s| s.idempotency.as_ref())
             .map(|r| (r.scope.clone(), r.key.clone()))
             .collect();
-        let stored = match self.store.find_idempotent_many(&keys).await {
+        let stored = match find_idempotent_many(conn, &keys).await {
             Ok(m) => m,
             Err(e) => {
                 for s in subs {
                     let _ = s.reply.send(failed(&e));
                 }
-                return;
+                return false;
             }
         };
         let mut streams: Vec<String> = subs
@@ -135,17 +181,13 @@ impl LedgerCore {
             .collect();
         streams.sort();
         streams.dedup();
-        let heads = match self.store.pool().acquire().await {
-            Ok(mut conn) => stream_heads(&mut conn, &streams).await,
-            Err(e) => Err(StoreError::from(e)),
-        };
-        let heads = match heads {
+        let heads = match stream_heads(conn, &streams).await {
             Ok(h) => h,
             Err(e) => {
                 for s in subs {
                     let _ = s.reply.send(failed(&e));
                 }
-                return;
+                return false;
             }
         };
 
@@ -214,10 +256,10 @@ impl LedgerCore {
             accepted.push(Accepted { sub, event_ids });
         }
         if accepted.is_empty() {
-            return;
+            return true;
         }
 
-        match self.write_batch(&mut accepted, &heads).await {
+        match self.write_batch(conn, &mut accepted, &heads).await {
             Ok(positions) => {
                 for a in &accepted {
                     self.remember(&a.sub.plan.after);
@@ -236,17 +278,21 @@ impl LedgerCore {
                         outcome: Box::new(a.sub.plan.outcome),
                     });
                 }
+                true
             }
             Err(BatchError::Race) => {
                 for a in accepted {
                     let _ = a.sub.reply.send(Batched::Conflict);
                 }
+                // The connection is fine: its rolled-back transaction is cleared on next use.
+                true
             }
             Err(BatchError::Store(e)) => {
                 tracing::warn!(error = %e, commands = accepted.len(), "group commit failed");
                 for a in accepted {
                     let _ = a.sub.reply.send(failed(&e));
                 }
+                false
             }
         }
     }
@@ -255,6 +301,7 @@ impl LedgerCore {
     /// the responses, then one commit. Returns each command's position.
     async fn write_batch(
         &self,
+        conn: &mut PoolConnection<Postgres>,
         accepted: &mut [Accepted],
         heads: &HashMap<String, (i64, Vec<u8>)>,
     ) -> Result<Vec<i64>, BatchError> {
@@ -265,7 +312,7 @@ impl LedgerCore {
                 ids.next().unwrap_or_else(Uuid::now_v7)
             }));
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = conn.begin().await?;
         let recorded = append_after(&mut tx, &appends, heads).await?;
         let by_id: HashMap<Uuid, (i64, chrono::DateTime<chrono::Utc>)> = recorded
             .iter()

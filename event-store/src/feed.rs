@@ -1,6 +1,6 @@
 //! The global feed in commit-safe order.
 
-use sqlx::PgPool;
+use sqlx::PgExecutor;
 
 use crate::{RecordedEvent, StoreError, EVENT_COLUMNS};
 
@@ -29,7 +29,7 @@ impl FeedCursor {
 /// never see 10. Transaction ids below the snapshot's xmin belong to finished transactions,
 /// so everything returned here is final and no later commit can slot in before it.
 pub(crate) async fn read(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     after: FeedCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -43,6 +43,6 @@ pub(crate) async fn read(
         .bind(after.tx_id)
         .bind(after.position)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?)
 }

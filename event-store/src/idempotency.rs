@@ -83,41 +83,43 @@ pub struct IdempotencyRow {
     pub body: Value,
 }
 
-impl EventStore {
-    /// Looks up many keys at once: `(scope, key) → stored response`.
-    pub async fn find_idempotent_many(
-        &self,
-        keys: &[(String, String)],
-    ) -> Result<std::collections::HashMap<(String, String), StoredResponse>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Default::default());
-        }
-        let (scopes, ks): (Vec<&str>, Vec<&str>) =
-            keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
-        let rows: Vec<(String, String, Vec<u8>, i16, Value)> = sqlx::query_as(
-            // One primary-key lookup per key (a join let the planner scan the whole table).
-            "SELECT i.scope, i.key, i.request_hash, i.status, i.response \
-             FROM UNNEST($1::text[], $2::text[]) AS u(scope, key) \
-             CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k WHERE k.scope = u.scope AND k.key = u.key) i",
-        )
-        .bind(&scopes)
-        .bind(&ks)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(scope, key, request_hash, status, body)| {
-                (
-                    (scope, key),
-                    StoredResponse {
-                        request_hash,
-                        status,
-                        body,
-                    },
-                )
-            })
-            .collect())
+/// Looks up many keys at once: `(scope, key) → stored response`.
+pub async fn find_idempotent_many(
+    conn: &mut PgConnection,
+    keys: &[(String, String)],
+) -> Result<std::collections::HashMap<(String, String), StoredResponse>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Default::default());
     }
+    let (scopes, ks): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
+    let rows: Vec<(String, String, Vec<u8>, i16, Value)> = sqlx::query_as(
+        // One primary-key lookup per key. A plain join let the planner scan the whole
+        // table; so did this LATERAL without its LIMIT (flattened into a hash join) in the
+        // generic plan a connection keeps from when the table was empty — 8.6 ms a batch at
+        // 23,000 keys. The LIMIT keeps the subquery a parameterized index probe.
+        "SELECT i.scope, i.key, i.request_hash, i.status, i.response \
+         FROM UNNEST($1::text[], $2::text[]) AS u(scope, key) \
+         CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k \
+                             WHERE k.scope = u.scope AND k.key = u.key LIMIT 1) i",
+    )
+    .bind(&scopes)
+    .bind(&ks)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(scope, key, request_hash, status, body)| {
+            (
+                (scope, key),
+                StoredResponse {
+                    request_hash,
+                    status,
+                    body,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Stores many responses in the caller's transaction. Keys already taken (a concurrent

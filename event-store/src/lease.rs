@@ -37,6 +37,12 @@ impl Lease {
             .is_ok()
     }
 
+    /// The lease's own connection. Work done on it needs no pool round trip (sqlx pings
+    /// every connection returned to a pool), and if the session dies the lease goes with it.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
     /// Releases the lease explicitly (dropping it also releases it when the connection closes).
     pub async fn release(mut self) {
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")

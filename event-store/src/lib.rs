@@ -16,13 +16,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 pub use append::{append, append_after, stream_heads};
 pub use feed::FeedCursor;
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
-pub use idempotency::{save_idempotent_many, IdempotencyRecord, IdempotencyRow, StoredResponse};
+pub use idempotency::{
+    find_idempotent_many, save_idempotent_many, IdempotencyRecord, IdempotencyRow, StoredResponse,
+};
 pub use lease::Lease;
 
 /// The embedded schema migrations (the repository's `migrations/` folder).
@@ -271,6 +273,15 @@ impl EventStore {
         feed::read(&self.pool, after, limit).await
     }
 
+    /// [`read_feed`](Self::read_feed) on a connection of the caller's (a lease's, say).
+    pub async fn read_feed_on(
+        conn: &mut PgConnection,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        feed::read(conn, after, limit).await
+    }
+
     /// The highest position whose event is visible and below the feed's safe horizon.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         let (p,): (Option<i64>,) = sqlx::query_as("SELECT max(position) FROM events")
@@ -296,6 +307,16 @@ impl EventStore {
 
     /// Stores a named feed checkpoint.
     pub async fn save_checkpoint(&self, name: &str, cursor: FeedCursor) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::save_checkpoint_on(&mut conn, name, cursor).await
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint) on a connection of the caller's.
+    pub async fn save_checkpoint_on(
+        conn: &mut PgConnection,
+        name: &str,
+        cursor: FeedCursor,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO checkpoints (name, tx_id, position) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()",
@@ -303,7 +324,7 @@ impl EventStore {
         .bind(name)
         .bind(cursor.tx_id)
         .bind(cursor.position)
-        .execute(&self.pool)
+        .execute(conn)
         .await?;
         Ok(())
     }

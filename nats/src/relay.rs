@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use event_store::{EventStore, FeedCursor, Lease};
+use sqlx::PgConnection;
 use tokio::sync::{watch, Notify};
 
 use crate::envelope::{subject_for, Envelope};
@@ -117,7 +118,7 @@ impl Relay {
                 tracing::warn!("relay lease lost");
                 return;
             }
-            match self.publish_round(cursor).await {
+            match self.publish_round(lease.connection(), cursor).await {
                 Ok(Some(next)) => cursor = next,
                 Ok(None) => {
                     tokio::select! {
@@ -159,7 +160,8 @@ impl Relay {
             position: position - 1,
         };
         let mut sent = 0u64;
-        while let Some((next, n)) = self.publish_batch(cursor).await? {
+        let mut conn = self.store.pool().acquire().await?;
+        while let Some((next, n)) = self.publish_batch(&mut conn, cursor).await? {
             cursor = next;
             sent += n as u64;
         }
@@ -168,12 +170,14 @@ impl Relay {
 
     /// Publishes the next batch after `cursor`. Returns the new cursor, or `None` when the
     /// feed had nothing new.
-    async fn publish_round(&self, cursor: FeedCursor) -> anyhow::Result<Option<FeedCursor>> {
-        match self.publish_batch(cursor).await? {
+    async fn publish_round(
+        &self,
+        conn: &mut PgConnection,
+        cursor: FeedCursor,
+    ) -> anyhow::Result<Option<FeedCursor>> {
+        match self.publish_batch(conn, cursor).await? {
             Some((next, _)) => {
-                self.store
-                    .save_checkpoint(&self.checkpoint_name(), next)
-                    .await?;
+                EventStore::save_checkpoint_on(conn, &self.checkpoint_name(), next).await?;
                 Ok(Some(next))
             }
             None => Ok(None),
@@ -183,12 +187,10 @@ impl Relay {
     /// Publishes (and awaits the acks of) the next batch after `cursor`.
     async fn publish_batch(
         &self,
+        conn: &mut PgConnection,
         cursor: FeedCursor,
     ) -> anyhow::Result<Option<(FeedCursor, usize)>> {
-        let events = self
-            .store
-            .read_feed(cursor, self.settings.batch_events_max)
-            .await?;
+        let events = EventStore::read_feed_on(conn, cursor, self.settings.batch_events_max).await?;
         let Some(last) = events.last() else {
             return Ok(None);
         };

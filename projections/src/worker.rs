@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, consumer, AckKind};
 use escrow_nats::{Envelope, JetStreamSettings};
 use event_store::Lease;
 use futures::StreamExt;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::apply::{apply_batch, PROJECTION};
@@ -160,7 +160,7 @@ impl ProjectionWorker {
                     }
                 }
             }
-            let report = match self.apply(&envelopes).await {
+            let report = match self.apply(lease.connection(), &envelopes).await {
                 Ok(r) => r,
                 Err(e) => {
                     // Hand everything back at once rather than waiting out ack_wait.
@@ -186,7 +186,7 @@ impl ProjectionWorker {
                     .iter()
                     .filter_map(|i| envelopes.get(*i).cloned())
                     .collect();
-                match self.fill_gaps(&gapped).await {
+                match self.fill_gaps(lease.connection(), &gapped).await {
                     Ok(()) => crate::ApplyReport {
                         gaps: Vec::new(),
                         ..report
@@ -226,7 +226,7 @@ impl ProjectionWorker {
 impl ProjectionWorker {
     /// Applies, from the event store, every event of the gapped streams up to and
     /// including the gapped versions.
-    async fn fill_gaps(&self, gapped: &[Envelope]) -> anyhow::Result<()> {
+    async fn fill_gaps(&self, conn: &mut PgConnection, gapped: &[Envelope]) -> anyhow::Result<()> {
         let store = event_store::EventStore::new(self.pool.clone());
         let mut missing = Vec::new();
         let mut streams: Vec<(&str, i64)> = gapped
@@ -248,14 +248,19 @@ impl ProjectionWorker {
                 }
             }
         }
-        let report = self.apply(&missing).await?;
+        let report = self.apply(conn, &missing).await?;
         anyhow::ensure!(report.gaps.is_empty(), "the event store itself has a gap");
         tracing::info!(events = report.applied, "filled gaps from the event store");
         Ok(())
     }
 
-    async fn apply(&self, envelopes: &[Envelope]) -> anyhow::Result<crate::ApplyReport> {
-        let mut tx = self.pool.begin().await?;
+    /// Applies a batch in one transaction on the lease's connection.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        envelopes: &[Envelope],
+    ) -> anyhow::Result<crate::ApplyReport> {
+        let mut tx = conn.begin().await?;
         let report = apply_batch(&mut tx, envelopes).await?;
         tx.commit().await?;
         crate::apply::notify_applied();
