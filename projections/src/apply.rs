@@ -1,14 +1,12 @@
 //! Applying events to the read models.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use domain::codec::decode;
 use domain::Event;
 use escrow_nats::Envelope;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::Notify;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -241,59 +239,6 @@ pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx:
     .fetch_optional(pool)
     .await?;
     Ok(row.map_or(0, |(v,)| v))
-}
-
-/// Woken after every batch a worker of this process commits, so that readers waiting for
-/// their own writes check again at once instead of at their next poll.
-static APPLIED: Notify = Notify::const_new();
-
-/// Tells this process's waiters that a projection batch committed.
-pub(crate) fn notify_applied() {
-    APPLIED.notify_waiters();
-}
-
-/// Waits until the event at `position` is reflected in the read models, for at most
-/// `timeout`. Returns whether it was reached.
-///
-/// Checks once per projection batch committed in this process, and also polls (5 ms backing
-/// off to 100 ms) for a worker running in another process. Each check is one statement.
-pub async fn wait_for_position(
-    pool: &PgPool,
-    position: i64,
-    timeout: Duration,
-) -> Result<bool, sqlx::Error> {
-    // The backoff matters when the projection is far behind: many readers polling at a
-    // fixed 10 ms slowed it further (76,000 polls in 10 s during an escrow benchmark).
-    let mut poll = Duration::from_millis(5);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        // Registered before the check, so a batch committing during it is not missed.
-        let applied = APPLIED.notified();
-        tokio::pin!(applied);
-        applied.as_mut().enable();
-        let reached: Option<(bool,)> = sqlx::query_as(
-            "SELECT COALESCE((SELECT p.version >= e.version FROM projection_streams p \
-                              WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
-             FROM events e WHERE e.position = $1",
-        )
-        .bind(position)
-        .bind(PROJECTION)
-        .fetch_optional(pool)
-        .await?;
-        if let Some((true,)) = reached {
-            return Ok(true);
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
-        tokio::select! {
-            _ = applied => {}
-            _ = tokio::time::sleep(poll.min(deadline - now)) => {
-                poll = (poll * 3 / 2).min(Duration::from_millis(100));
-            }
-        }
-    }
 }
 
 /// Empties every read model (for a full rebuild).

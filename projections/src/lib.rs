@@ -7,8 +7,10 @@
 
 mod apply;
 mod escrow_rows;
+mod freshness;
 pub mod replay;
 mod worker;
 
-pub use apply::{apply_batch, reset, stream_version, wait_for_position, ApplyReport, PROJECTION};
+pub use apply::{apply_batch, reset, stream_version, ApplyReport, PROJECTION};
+pub use freshness::wait_for_position;
 pub use worker::{ProjectionWorker, WorkerSettings};

@@ -119,6 +119,8 @@ impl ProjectionWorker {
     ) -> anyhow::Result<()> {
         let consumer = self.consumer().await?;
         tracing::info!(durable = %self.settings.durable_name, "projection worker consuming");
+        crate::freshness::worker_started();
+        let _stopped = StoppedOnDrop;
         let mut rounds: u64 = 0;
         while !*shutdown.borrow() {
             rounds += 1;
@@ -263,8 +265,25 @@ impl ProjectionWorker {
         let mut tx = conn.begin().await?;
         let report = apply_batch(&mut tx, envelopes).await?;
         tx.commit().await?;
-        crate::apply::notify_applied();
+        let gaps: std::collections::HashSet<usize> = report.gaps.iter().copied().collect();
+        crate::freshness::batch_committed(
+            envelopes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !gaps.contains(i))
+                .map(|(_, e)| (e.stream_id.as_str(), e.version)),
+        );
         Ok(report)
+    }
+}
+
+/// Tells read-your-writes waiters that this process's worker stopped projecting, however
+/// `consume` ends.
+struct StoppedOnDrop;
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        crate::freshness::worker_stopped();
     }
 }
 
