@@ -12,42 +12,47 @@ pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
 
 /// Serialises JSON with object keys sorted at every level and no insignificant whitespace,
 /// so the same value always hashes the same, whatever order JSONB returns keys in.
+/// (Strings, numbers and literals are written by serde_json's own compact serializer.)
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     write_canonical(value, &mut out);
-    out
+    // serde_json writes UTF-8 only; the fallback is unreachable.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(k) {
-                    write_canonical(v, out);
-                }
+                write_compact(k, out);
+                out.push(b':');
+                write_canonical(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => write_compact(other, out),
     }
+}
+
+/// Writes a string or a scalar as compact JSON (writing to a `Vec` cannot fail).
+fn write_compact<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, v);
 }
 
 fn field(h: &mut Sha256, bytes: &[u8]) {
@@ -139,4 +144,21 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainBreak> {
         prev = e.hash.clone();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_and_keeps_numbers_and_escapes() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{ "b": [1, 2.50, {"z": null, "a": true}], "a": "x\"y\\\n\u0001é", "10": -0.0001 }"#,
+        )
+        .expect("valid JSON");
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"10":-0.0001,"a":"x\"y\\\n\u0001é","b":[1,2.50,{"a":true,"z":null}]}"#
+        );
+    }
 }
