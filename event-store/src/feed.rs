@@ -33,16 +33,119 @@ pub(crate) async fn read(
     after: FeedCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (tx_id, position) > ($1, $2) \
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-         ORDER BY tx_id, position LIMIT $3"
-    );
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events {AFTER_CURSOR}");
     Ok(sqlx::query_as::<_, RecordedEvent>(&sql)
         .bind(after.tx_id)
         .bind(after.position)
         .bind(limit)
         .fetch_all(db)
         .await?)
+}
+
+/// The feed's condition and order: after `($1, $2)`, below the oldest running
+/// transaction, at most `$3` rows.
+const AFTER_CURSOR: &str = "WHERE (tx_id, position) > ($1, $2) \
+       AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+     ORDER BY tx_id, position LIMIT $3";
+
+/// An event of the feed as the relay forwards it: `data` and `metadata` as compact JSON
+/// text, never parsed (no hash columns: the relay does not check chains).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FeedEvent {
+    /// Global position.
+    pub position: i64,
+    /// Id of the inserting transaction.
+    pub tx_id: i64,
+    /// The event id.
+    pub event_id: uuid::Uuid,
+    /// The stream.
+    pub stream_id: String,
+    /// 1-based version within the stream.
+    pub version: i64,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version of `data`.
+    pub schema_version: i32,
+    /// The event's fields, as compact JSON.
+    pub data: String,
+    /// The metadata, as compact JSON.
+    pub metadata: String,
+    /// When it was appended.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl FeedEvent {
+    /// The feed cursor just after this event.
+    pub fn cursor(&self) -> FeedCursor {
+        FeedCursor {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
+    }
+}
+
+/// Like [`read`], with the JSON columns as text: forwarding an event then costs no parse
+/// into a tree and no serialisation back (they were a third of the relay's CPU).
+pub(crate) async fn read_text(
+    db: impl PgExecutor<'_>,
+    after: FeedCursor,
+    limit: i64,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version, \
+                data::text AS data, metadata::text AS metadata, recorded_at \
+         FROM events {AFTER_CURSOR}"
+    );
+    let mut rows = sqlx::query_as::<_, FeedEvent>(&sql)
+        .bind(after.tx_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    for r in &mut rows {
+        r.data = compact(&r.data);
+        r.metadata = compact(&r.metadata);
+    }
+    Ok(rows)
+}
+
+/// Drops the whitespace Postgres puts between JSONB tokens (`{"a": 1, "b": 2}`); whatever
+/// is inside a string (escapes included) is kept as it is.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\n' | '\t' | '\r') {
+            out.push(c);
+            in_string = c == '"';
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compact_drops_whitespace_between_tokens_only() {
+        let text = r#"{"a": "x y\" ,: \\", "b": [1, 2.50, {"c": null}], "d": "é ü"}"#;
+        let out = compact(text);
+        assert_eq!(
+            out,
+            r#"{"a":"x y\" ,: \\","b":[1,2.50,{"c":null}],"d":"é ü"}"#
+        );
+        let before: serde_json::Value = serde_json::from_str(text).expect("valid");
+        let after: serde_json::Value = serde_json::from_str(&out).expect("still valid");
+        assert_eq!(before, after);
+    }
 }

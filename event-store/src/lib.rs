@@ -20,7 +20,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 pub use append::{append, append_after, stream_heads};
-pub use feed::FeedCursor;
+pub use feed::{FeedCursor, FeedEvent};
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
 pub use idempotency::{
     find_idempotent_many, save_idempotent_many, IdempotencyRecord, IdempotencyRow, StoredResponse,
@@ -273,13 +273,14 @@ impl EventStore {
         feed::read(&self.pool, after, limit).await
     }
 
-    /// [`read_feed`](Self::read_feed) on a connection of the caller's (a lease's, say).
-    pub async fn read_feed_on(
+    /// [`read_feed`](Self::read_feed) on a connection of the caller's (a lease's, say),
+    /// with `data` and `metadata` as JSON text.
+    pub async fn read_feed_text_on(
         conn: &mut PgConnection,
         after: FeedCursor,
         limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        feed::read(conn, after, limit).await
+    ) -> Result<Vec<FeedEvent>, StoreError> {
+        feed::read_text(conn, after, limit).await
     }
 
     /// The highest position whose event is visible and below the feed's safe horizon.

@@ -1,8 +1,9 @@
 //! The public message format on NATS (documented in `docs/integrations.md`).
 
 use chrono::{DateTime, Utc};
-use event_store::RecordedEvent;
+use event_store::{FeedEvent, RecordedEvent};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -54,6 +55,44 @@ impl Envelope {
     }
 }
 
+/// The envelope of a feed event as the relay writes it: the same fields in the same order
+/// as [`Envelope`], with `data` and `metadata` copied from the store's JSON text.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EnvelopeText<'a> {
+    envelope_version: u32,
+    event_id: Uuid,
+    stream_id: &'a str,
+    version: i64,
+    position: i64,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    schema_version: i32,
+    data: &'a RawValue,
+    metadata: &'a RawValue,
+    recorded_at: DateTime<Utc>,
+}
+
+impl EnvelopeText<'_> {
+    /// Serialises the envelope of `e`. Fails only if the store returned invalid JSON.
+    pub(crate) fn to_vec(e: &FeedEvent) -> serde_json::Result<Vec<u8>> {
+        let data: &RawValue = serde_json::from_str(&e.data)?;
+        let metadata: &RawValue = serde_json::from_str(&e.metadata)?;
+        serde_json::to_vec(&EnvelopeText {
+            envelope_version: ENVELOPE_VERSION,
+            event_id: e.event_id,
+            stream_id: &e.stream_id,
+            version: e.version,
+            position: e.position,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            data,
+            metadata,
+            recorded_at: e.recorded_at,
+        })
+    }
+}
+
 /// The subject of an event: `<prefix>.<category>.<aggregate id>.<EventType>`.
 pub fn subject_for(prefix: &str, stream_id: &str, event_type: &str) -> String {
     let (category, id) = stream_id.split_once('-').unwrap_or((stream_id, "_"));
@@ -63,6 +102,63 @@ pub fn subject_for(prefix: &str, stream_id: &str, event_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_writes_the_envelope_of_the_public_format() {
+        let data = serde_json::json!({"walletId": "w", "amount": "10.50", "nested": {"b": 1, "a": [true, null]}});
+        let metadata = serde_json::json!({"actor": "u", "correlationId": "c"});
+        let at: DateTime<Utc> = "2026-11-24T05:06:07.123456Z".parse().expect("valid time");
+        let feed = FeedEvent {
+            position: 7,
+            tx_id: 3,
+            event_id: Uuid::nil(),
+            stream_id: "wallet-x".into(),
+            version: 2,
+            event_type: "FundsDeposited".into(),
+            schema_version: 1,
+            data: data.to_string(),
+            metadata: metadata.to_string(),
+            recorded_at: at,
+        };
+        let written = EnvelopeText::to_vec(&feed).expect("serialises");
+        let read: Envelope = serde_json::from_slice(&written).expect("reads as an Envelope");
+        assert_eq!(
+            read,
+            Envelope {
+                envelope_version: ENVELOPE_VERSION,
+                event_id: Uuid::nil(),
+                stream_id: "wallet-x".into(),
+                version: 2,
+                position: 7,
+                event_type: "FundsDeposited".into(),
+                schema_version: 1,
+                data,
+                metadata,
+                recorded_at: at,
+            }
+        );
+        let generic: Value = serde_json::from_slice(&written).expect("JSON");
+        let keys: Vec<&str> = generic
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = vec![
+            "envelopeVersion",
+            "eventId",
+            "streamId",
+            "version",
+            "position",
+            "type",
+            "schemaVersion",
+            "data",
+            "metadata",
+            "recordedAt",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "exactly the public fields");
+    }
 
     #[test]
     fn subjects_follow_the_published_scheme() {

@@ -10,7 +10,7 @@ use event_store::{EventStore, FeedCursor, Lease};
 use sqlx::PgConnection;
 use tokio::sync::{watch, Notify};
 
-use crate::envelope::{subject_for, Envelope};
+use crate::envelope::{subject_for, EnvelopeText};
 use crate::JetStreamSettings;
 
 /// Failed publish rounds since the process started (exported as a metric).
@@ -190,21 +190,24 @@ impl Relay {
         conn: &mut PgConnection,
         cursor: FeedCursor,
     ) -> anyhow::Result<Option<(FeedCursor, usize)>> {
-        let events = EventStore::read_feed_on(conn, cursor, self.settings.batch_events_max).await?;
+        let events =
+            EventStore::read_feed_text_on(conn, cursor, self.settings.batch_events_max).await?;
         let Some(last) = events.last() else {
             return Ok(None);
         };
         let next = last.cursor();
         let mut acks = Vec::with_capacity(events.len());
         for e in &events {
-            let envelope = Envelope::from_recorded(e);
-            let payload = serde_json::to_vec(&envelope)?;
+            let payload = EnvelopeText::to_vec(e)?;
             let mut headers = HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
                 e.event_id.to_string().as_str(),
             );
-            if let Some(c) = e.metadata.get("correlationId").and_then(|v| v.as_str()) {
+            if let Ok(Correlation {
+                correlation_id: Some(c),
+            }) = serde_json::from_str(&e.metadata)
+            {
                 headers.insert("Escrow-Correlation-Id", c);
             }
             let subject = subject_for(&self.nats.subject_prefix, &e.stream_id, &e.event_type);
@@ -227,6 +230,13 @@ impl Relay {
         }
         Ok(Some((next, events.len())))
     }
+}
+
+/// The one metadata field the relay reads (for the `Escrow-Correlation-Id` header).
+#[derive(serde::Deserialize)]
+struct Correlation<'a> {
+    #[serde(rename = "correlationId", borrow)]
+    correlation_id: Option<&'a str>,
 }
 
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
