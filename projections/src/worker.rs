@@ -24,6 +24,10 @@ pub struct WorkerSettings {
     pub gap_redelivery_ms: u64,
     /// Pause after a failure before trying again.
     pub retry_backoff_ms: u64,
+    /// Pause after a batch of fewer than a quarter of `batch_messages_max` messages, so
+    /// that under steady load a transaction carries more events (each costs ~10 statements
+    /// whatever its size). Adds at most this much to projection lag.
+    pub small_batch_pause_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -34,6 +38,7 @@ impl Default for WorkerSettings {
             fetch_expires_ms: 500,
             gap_redelivery_ms: 100,
             retry_backoff_ms: 500,
+            small_batch_pause_ms: 25,
         }
     }
 }
@@ -147,6 +152,7 @@ impl ProjectionWorker {
             if messages.is_empty() {
                 continue;
             }
+            let small = messages.len() < self.settings.batch_messages_max / 4;
             let mut envelopes = Vec::with_capacity(messages.len());
             let mut decodable = Vec::with_capacity(messages.len());
             for m in &messages {
@@ -218,6 +224,10 @@ impl ProjectionWorker {
                     // Redelivery of an applied event is harmless: it will be skipped.
                     tracing::debug!(error = %e, "ack failed");
                 }
+            }
+            if small {
+                let pause = Duration::from_millis(self.settings.small_batch_pause_ms);
+                sleep_or_shutdown(pause, shutdown).await;
             }
         }
         lease.release().await;
