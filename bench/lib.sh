@@ -1,19 +1,40 @@
 # Sourced by bench/run.sh and bench/replay.sh.
 
 # start_server DATABASE_URL TAG PORT LOG: starts `escrow serve` (release build) on a
-# database of its own, with its own JetStream stream, rate limits off and a random signing
-# secret; waits until it answers; sets $server to its pid and kills it on exit.
+# database of its own, with a JetStream server of its own (store under
+# .data/bench-nats/TAG, removed on exit unless BENCH_KEEP is set, so that repeated runs do
+# not fill the project's JetStream: a full store makes JetStream refuse publishes with
+# "insufficient resources"), rate limits off and a random signing secret; waits until it
+# answers; sets $server to its pid and stops both on exit.
 start_server() {
   local url="$1" tag="$2" port="$3" log="$4"
-  DATABASE_URL="$url" NATS_STREAM="BENCH_$tag" NATS_SUBJECT_PREFIX="bench$tag.escrow.events" \
+  local nats_port=$((port + 40000)) nats_dir="$ROOT/.data/bench-nats/$tag"
+  mkdir -p "$nats_dir"
+  "$(command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server)" -js -sd "$nats_dir" \
+    -a 127.0.0.1 -p "$nats_port" >"$nats_dir.log" 2>&1 &
+  bench_nats=$!
+  for _ in $(seq 50); do
+    (echo >"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  DATABASE_URL="$url" NATS_URL="nats://127.0.0.1:$nats_port" NATS_STREAM="BENCH_$tag" \
+    NATS_SUBJECT_PREFIX="bench$tag.escrow.events" \
     PORT="$port" JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 \
     DB_MAX_CONNECTIONS="${BENCH_DB_MAX_CONNECTIONS:-20}" \
     target/release/escrow serve >"$log" 2>&1 &
   server=$!
-  trap 'kill $server 2>/dev/null || true' EXIT
+  bench_nats_dir="$nats_dir"
+  trap stop_bench EXIT
   for _ in $(seq 100); do
     target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && break
     sleep 0.1
   done
+}
+
+# Stops what start_server started; removes the run's JetStream store unless BENCH_KEEP.
+stop_bench() {
+  kill "$server" "$bench_nats" 2>/dev/null || true
+  wait "$server" "$bench_nats" 2>/dev/null || true
+  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$bench_nats_dir" "$bench_nats_dir.log"
 }

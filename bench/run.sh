@@ -9,7 +9,7 @@
 #
 #   bench/run.sh [transfers|hot|escrow|mixed] [CONCURRENCY=64] [SECONDS=20]
 #   BENCH_USERS=100 (users), BENCH_DB_MAX_CONNECTIONS=20 (server pool),
-#   BENCH_KEEP=1 keeps the run's database (e.g. to time `escrow replay` on it)
+#   BENCH_KEEP=1 keeps the run's database and JetStream store (e.g. to time `escrow replay`)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
