@@ -70,16 +70,16 @@ pub(crate) fn batch_committed<'a>(applied: impl Iterator<Item = (&'a str, i64)>)
     APPLIED.notify_waiters();
 }
 
-/// Whether this process's worker is projecting, and whether it has committed `version` of
-/// `stream`.
-fn local(stream: &str, version: i64) -> (bool, bool) {
-    match LOCAL.lock() {
-        Ok(l) => (
-            l.active,
-            l.versions.get(stream).is_some_and(|v| *v >= version),
-        ),
-        Err(_) => (false, false),
-    }
+/// Whether this process's worker is projecting.
+fn worker_active() -> bool {
+    LOCAL.lock().is_ok_and(|l| l.active)
+}
+
+/// Whether this process's worker has committed `version` of `stream`.
+fn committed_here(stream: &str, version: i64) -> bool {
+    LOCAL
+        .lock()
+        .is_ok_and(|l| l.versions.get(stream).is_some_and(|v| *v >= version))
 }
 
 /// Waits until the event at `position` is reflected in the read models, for at most
@@ -105,16 +105,11 @@ pub async fn wait_for_position(
         let applied = APPLIED.notified();
         tokio::pin!(applied);
         applied.as_mut().enable();
-        let local_active = match &target {
-            Some((stream, version)) => {
-                let (active, reached) = local(stream, *version);
-                if reached {
-                    return Ok(true);
-                }
-                active
+        if let Some((stream, version)) = &target {
+            if committed_here(stream, *version) {
+                return Ok(true);
             }
-            None => local("", 0).0,
-        };
+        }
         if ask_database || target.is_none() {
             let row: Option<(String, i64, bool)> = sqlx::query_as(
                 "SELECT e.stream_id, e.version, \
@@ -138,7 +133,7 @@ pub async fn wait_for_position(
             return Ok(false);
         }
         let (at, step) = *next_poll.get_or_insert_with(|| {
-            let first = if local_active {
+            let first = if worker_active() {
                 POLL_FIRST_LOCAL
             } else {
                 POLL_FIRST
@@ -167,27 +162,24 @@ mod tests {
     fn only_batches_of_an_active_worker_answer_and_stopping_forgets_them() {
         worker_stopped();
         batch_committed([("wallet-a", 3)].into_iter());
-        assert_eq!(
-            local("wallet-a", 3),
-            (false, false),
-            "no worker: nothing known"
-        );
+        assert!(!worker_active());
+        assert!(!committed_here("wallet-a", 3), "no worker: nothing known");
 
         worker_started();
         batch_committed([("wallet-a", 3), ("wallet-b", 1), ("wallet-a", 2)].into_iter());
-        assert_eq!(local("wallet-a", 3), (true, true));
-        assert_eq!(
-            local("wallet-a", 2),
-            (true, true),
+        assert!(worker_active());
+        assert!(committed_here("wallet-a", 3));
+        assert!(
+            committed_here("wallet-a", 2),
             "an older version is reached too"
         );
-        assert_eq!(local("wallet-a", 4), (true, false), "a newer one is not");
-        assert_eq!(local("wallet-c", 1), (true, false));
+        assert!(!committed_here("wallet-a", 4), "a newer one is not");
+        assert!(!committed_here("wallet-c", 1));
 
         worker_stopped();
-        assert_eq!(
-            local("wallet-a", 3),
-            (false, false),
+        assert!(!worker_active());
+        assert!(
+            !committed_here("wallet-a", 3),
             "a stopped worker's memory is gone"
         );
     }
