@@ -73,19 +73,24 @@ impl Hub {
     pub fn register(&self, user: Uuid, staff: bool) -> (u64, mpsc::Receiver<String>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUED_MESSAGES_MAX);
-        self.change(|m| m.entry(user).or_default().push((id, tx, staff)));
+        self.change(|m| {
+            m.entry(user).or_default().push((id, tx, staff));
+            1
+        });
         (id, rx)
     }
 
     /// Forgets a connection.
     pub fn unregister(&self, user: Uuid, id: u64) {
         self.change(|m| {
-            if let Some(v) = m.get_mut(&user) {
-                v.retain(|(i, _, _)| *i != id);
-                if v.is_empty() {
-                    m.remove(&user);
-                }
+            let Some(v) = m.get_mut(&user) else { return 0 };
+            let before = v.len();
+            v.retain(|(i, _, _)| *i != id);
+            let removed = before - v.len();
+            if v.is_empty() {
+                m.remove(&user);
             }
+            -(removed as isize)
         });
     }
 
@@ -93,24 +98,30 @@ impl Hub {
     /// is dropped: its socket task sees the channel close and says goodbye.
     pub fn send(&self, user: Uuid, message: &str) {
         self.change(|m| {
-            if let Some(v) = m.get_mut(&user) {
-                v.retain(|(_, tx, _)| tx.try_send(message.to_owned()).is_ok());
-                if v.is_empty() {
-                    m.remove(&user);
-                }
+            let Some(v) = m.get_mut(&user) else { return 0 };
+            let before = v.len();
+            v.retain(|(_, tx, _)| tx.try_send(message.to_owned()).is_ok());
+            let removed = before - v.len();
+            if v.is_empty() {
+                m.remove(&user);
             }
+            -(removed as isize)
         });
     }
 
     /// Queues a message for every staff connection whose user is not in `already`.
     pub fn send_to_staff(&self, message: &str, already: &[Uuid]) {
         self.change(|m| {
+            let mut removed = 0;
             for (user, v) in m.iter_mut() {
                 if !already.contains(user) {
+                    let before = v.len();
                     v.retain(|(_, tx, staff)| !*staff || tx.try_send(message.to_owned()).is_ok());
+                    removed += before - v.len();
                 }
             }
             m.retain(|_, v| !v.is_empty());
+            -(removed as isize)
         });
     }
 
@@ -126,12 +137,15 @@ impl Hub {
         let _ = tokio::time::timeout(SUBSCRIBE_WAIT, rx.wait_for(|s| *s)).await;
     }
 
-    fn change(&self, f: impl FnOnce(&mut HashMap<Uuid, Vec<Connection>>)) {
+    /// Applies `f` (which returns how many connections it added, negative if removed) and
+    /// keeps the count the fan-out waits on.
+    fn change(&self, f: impl FnOnce(&mut HashMap<Uuid, Vec<Connection>>) -> isize) {
         if let Ok(mut m) = self.connections.lock() {
-            f(&mut m);
-            let open: usize = m.values().map(Vec::len).sum();
-            self.open
-                .send_if_modified(|n| std::mem::replace(n, open) != open);
+            let delta = f(&mut m);
+            if delta != 0 {
+                self.open
+                    .send_modify(|n| *n = n.saturating_add_signed(delta));
+            }
         }
     }
 }
