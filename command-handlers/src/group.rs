@@ -64,8 +64,9 @@ pub(crate) enum Batched {
     Failed { transient: bool, message: String },
 }
 
-/// A held connection idle this long goes back to the pool, which pings it before handing
-/// it out again (a Postgres restart may have cut it).
+/// A held connection idle this long goes back to the pool — which pings every connection
+/// returned to it and closes one that a Postgres restart has cut — and the next batch
+/// acquires one again.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
 /// The committer's own connection, kept from one batch to the next: sqlx pings every
