@@ -39,6 +39,8 @@ pub async fn grant_role(database_url: &str, email: &str, role: &str) -> anyhow::
         )
         .await?;
     println!("{email} ({}) is now {}", login.user_id, role.as_str());
+    // The ledger's committer holds a connection until it stops: stop it first.
+    drop(ledger);
     pool.close().await;
     Ok(())
 }

@@ -66,7 +66,7 @@ pub(crate) enum Batched {
 
 /// A held connection idle this long goes back to the pool — which pings every connection
 /// returned to it and closes one that a Postgres restart has cut — and the next batch
-/// acquires one again.
+/// acquires one again. The committer hands it back when no command comes for this long.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
 /// The committer's own connection, kept from one batch to the next: sqlx pings every
@@ -97,7 +97,21 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
         conn: None,
         last_used: Instant::now(),
     };
-    while let Some(first) = rx.recv().await {
+    loop {
+        let next = if held.conn.is_some() {
+            // Idle while holding the connection: hand it back after HELD_IDLE_MAX, or a
+            // pool being closed (the admin commands) would wait for it forever.
+            match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    held.conn = None;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(first) = next else { break };
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX {
             match rx.try_recv() {

@@ -475,3 +475,51 @@ async fn admin_may_deposit_for_anyone_and_arbiter_may_read() {
         );
     }
 }
+
+/// The group committer keeps its connection between batches, and must hand it back when
+/// no command comes: an operator command (`escrow users grant-role`) closes its pool when
+/// done, which waits for every connection — it once waited forever.
+#[tokio::test]
+async fn the_committer_hands_its_connection_back_when_idle() {
+    let app = spawn_app().await;
+    let staff = app.user().await;
+    for role in ["arbiter", "admin", "user"] {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            api::admin::grant_role(&app.db_url, &staff.email, role),
+        )
+        .await
+        .expect("grant-role finished, its pool closed")
+        .expect("role granted");
+    }
+    // A ledger that stays alive: its committer's connection goes back after a second.
+    let pool = event_store::connect(
+        &app.db_url,
+        &event_store::PoolSettings {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ledger = command_handlers::Ledger::new(event_store::EventStore::new(pool.clone()));
+    let ctx = command_handlers::CommandContext::internal(command_handlers::Actor::Operator);
+    let staff_id = uuid::Uuid::parse_str(&staff.id).unwrap();
+    ledger
+        .execute(
+            &ctx,
+            command_handlers::Command::GrantRole {
+                user_id: domain::UserId(staff_id),
+                role: domain::Role::Arbiter,
+            },
+            |_: &command_handlers::Outcome, _: i64| (200u16, json!({})),
+        )
+        .await
+        .unwrap();
+    let conn = tokio::time::timeout(std::time::Duration::from_secs(5), pool.acquire()).await;
+    assert!(
+        matches!(conn, Ok(Ok(_))),
+        "the only connection is still held by an idle committer"
+    );
+    drop(ledger);
+}
