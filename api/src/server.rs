@@ -238,6 +238,31 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the ledger's reports go: commands and appends to the metrics, committed events to
+/// read-your-writes (so a `minPosition` this instance answered needs no statement).
+struct Reports {
+    metrics: Arc<crate::metrics::Metrics>,
+    freshness: Arc<projections::Freshness>,
+}
+
+impl command_handlers::Observer for Reports {
+    fn command(&self, command: &'static str, outcome: &str, seconds: f64, attempts: u32) {
+        self.metrics.command(command, outcome, seconds, attempts);
+    }
+
+    fn append(&self, commands: usize, streams: usize, events: usize) {
+        self.metrics.append(commands, streams, events);
+    }
+
+    fn committed(&self, events: &[event_store::RecordedEvent]) {
+        self.freshness.events_committed(
+            events
+                .iter()
+                .map(|e| (e.position, e.stream_id.as_str(), e.version)),
+        );
+    }
+}
+
 /// Starts the API and/or the workers and returns once the listener is bound.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     start_with_clock(config, Arc::new(SystemClock)).await
@@ -271,6 +296,7 @@ pub async fn start_with_clock(
     let js = async_nats::jetstream::new(client.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let relay_wake = Arc::new(Notify::new());
+    let freshness = Arc::new(projections::Freshness::default());
     let mut tasks = Vec::new();
 
     if config.role != WorkerRole::Api {
@@ -287,7 +313,8 @@ pub async fn start_with_clock(
             js.clone(),
             nats_settings.clone(),
             WorkerSettings::default(),
-        );
+        )
+        .with_freshness(freshness.clone());
         tasks.push(tokio::spawn(worker.run(shutdown_rx.clone())));
     }
 
@@ -303,7 +330,10 @@ pub async fn start_with_clock(
     .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
 
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let ledger = Arc::new(Ledger::new(store).with_observer(metrics.clone()));
+    let ledger = Arc::new(Ledger::new(store).with_observer(Arc::new(Reports {
+        metrics: metrics.clone(),
+        freshness: freshness.clone(),
+    })));
     if config.role != WorkerRole::Api {
         let scheduler = AutoRelease::new(
             ledger.clone(),
@@ -332,6 +362,7 @@ pub async fn start_with_clock(
         relay_wake,
         dummy_hash: Arc::new(dummy_hash),
         read_wait: Duration::from_millis(config.read_wait_ms),
+        freshness,
         clock,
         hub,
         subject_prefix: config.nats_subject_prefix.clone(),

@@ -49,6 +49,8 @@ pub struct Shared {
     pub dummy_hash: Arc<String>,
     /// How long a query with `minPosition` waits for the read models.
     pub read_wait: Duration,
+    /// What this instance knows of its read models' progress (read-your-writes).
+    pub freshness: Arc<projections::Freshness>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
     /// This process's open WebSocket connections.

@@ -364,6 +364,9 @@ impl LedgerCore {
             return Err(BatchError::Race);
         }
         tx.commit().await.map_err(StoreError::from)?;
+        if let Some(o) = &self.observer {
+            o.committed(&recorded);
+        }
         Ok(positions)
     }
 }

@@ -400,6 +400,8 @@ pub trait Observer: Send + Sync {
     fn command(&self, command: &'static str, outcome: &str, seconds: f64, attempts: u32);
     /// One append transaction committed: how many commands, streams and events it held.
     fn append(&self, commands: usize, streams: usize, events: usize);
+    /// The events of a transaction that just committed.
+    fn committed(&self, _events: &[event_store::RecordedEvent]) {}
 }
 
 /// The write side of the ledger: decides commands and commits them in groups (see
@@ -729,6 +731,7 @@ impl LedgerCore {
         tx.commit().await.map_err(|e| fail(e.into()))?;
         if let Some(o) = &self.observer {
             o.append(1, appends.len(), recorded.len());
+            o.committed(&recorded);
         }
         Ok(position)
     }

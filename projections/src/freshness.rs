@@ -1,13 +1,17 @@
 //! Read-your-writes: waiting until the read models reflect a given position.
 //!
-//! The worker of this process tells waiters which stream versions each batch it commits
-//! has applied, so a waiter whose event was in that batch answers without a statement.
-//! Only a batch's committed versions are published, so an in-memory answer is never
-//! "fresh" too early; when this process's worker is not the active one (another process
-//! holds the lease), waiters fall back to polling the database.
+//! A [`Freshness`] belongs to one running instance (its worker, its committer and its API
+//! share it; two instances in one process — the tests — must not: positions are per
+//! database). It knows two things, both only ever from committed transactions:
+//! - which `(stream, version)` the event at a recent position is, told by the committer,
+//!   so a waiter does not have to ask the database (most `minPosition`s are ones this
+//!   instance just answered);
+//! - which stream versions each batch of this instance's worker has applied, so a waiter
+//!   whose event was in that batch answers without a statement. When this instance's worker
+//!   is not the active one (another process holds the lease), waiters poll the database.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -17,6 +21,8 @@ use crate::apply::PROJECTION;
 
 /// Streams remembered at most; past that the memory starts over (waiters then poll).
 const REMEMBERED_STREAMS_MAX: usize = 100_000;
+/// Positions remembered at most, the oldest forgotten first (~5 s of peak load).
+const REMEMBERED_POSITIONS_MAX: usize = 32_768;
 /// First poll of the database while this process's worker is not projecting.
 const POLL_FIRST: Duration = Duration::from_millis(5);
 /// First poll while this process's worker is projecting (its batches wake waiters sooner).
@@ -24,131 +30,175 @@ const POLL_FIRST_LOCAL: Duration = Duration::from_millis(50);
 /// Polls back off to this.
 const POLL_MAX: Duration = Duration::from_millis(100);
 
-/// What this process's worker has committed while holding the projection lease.
+/// What one instance knows of its read models' progress; see the module documentation.
+#[derive(Default)]
+pub struct Freshness {
+    local: Mutex<Local>,
+    positions: Mutex<Positions>,
+    /// Woken after every batch this instance's worker commits.
+    applied: Notify,
+}
+
+/// What this instance's worker has committed while holding the projection lease.
 #[derive(Default)]
 struct Local {
     active: bool,
     versions: HashMap<String, i64>,
 }
 
-static LOCAL: LazyLock<Mutex<Local>> = LazyLock::new(Mutex::default);
-
-/// Woken after every batch this process's worker commits.
-static APPLIED: Notify = Notify::const_new();
-
-/// This process's worker took the lease: from now on its batches are the read models'.
-pub(crate) fn worker_started() {
-    if let Ok(mut l) = LOCAL.lock() {
-        l.active = true;
-        l.versions.clear();
-    }
+/// Recent positions committed by this instance: position → (stream, version).
+#[derive(Default)]
+struct Positions {
+    events: HashMap<i64, (Box<str>, i64)>,
+    order: VecDeque<i64>,
 }
 
-/// This process's worker stopped projecting (lease lost, shutdown, error): what it
-/// remembered may no longer be what the read models hold (a rebuild may follow).
-pub(crate) fn worker_stopped() {
-    if let Ok(mut l) = LOCAL.lock() {
-        l.active = false;
-        l.versions.clear();
+impl Freshness {
+    /// This instance's worker took the lease: from now on its batches are the read models'.
+    pub(crate) fn worker_started(&self) {
+        if let Ok(mut l) = self.local.lock() {
+            l.active = true;
+            l.versions.clear();
+        }
     }
-}
 
-/// Records the `(stream, version)`s a batch just committed (applied, or found already
-/// applied) and wakes this process's waiters.
-pub(crate) fn batch_committed<'a>(applied: impl Iterator<Item = (&'a str, i64)>) {
-    if let Ok(mut l) = LOCAL.lock() {
-        if l.active {
-            for (stream, version) in applied {
-                if l.versions.len() >= REMEMBERED_STREAMS_MAX && !l.versions.contains_key(stream) {
-                    l.versions.clear();
+    /// This instance's worker stopped projecting (lease lost, shutdown, error): what it
+    /// remembered may no longer be what the read models hold (a rebuild may follow).
+    pub(crate) fn worker_stopped(&self) {
+        if let Ok(mut l) = self.local.lock() {
+            l.active = false;
+            l.versions.clear();
+        }
+    }
+
+    /// Records the `(stream, version)`s a batch just committed (applied, or found already
+    /// applied) and wakes this instance's waiters.
+    pub(crate) fn batch_committed<'a>(&self, applied: impl Iterator<Item = (&'a str, i64)>) {
+        if let Ok(mut l) = self.local.lock() {
+            if l.active {
+                for (stream, version) in applied {
+                    if l.versions.len() >= REMEMBERED_STREAMS_MAX
+                        && !l.versions.contains_key(stream)
+                    {
+                        l.versions.clear();
+                    }
+                    let v = l.versions.entry(stream.to_owned()).or_insert(version);
+                    *v = (*v).max(version);
                 }
-                let v = l.versions.entry(stream.to_owned()).or_insert(version);
-                *v = (*v).max(version);
+            }
+        }
+        self.applied.notify_waiters();
+    }
+
+    /// Records events this instance has just committed to the event store, as
+    /// `(position, stream, version)`.
+    pub fn events_committed<'a>(&self, events: impl Iterator<Item = (i64, &'a str, i64)>) {
+        if let Ok(mut p) = self.positions.lock() {
+            for (position, stream, version) in events {
+                if p.order.len() >= REMEMBERED_POSITIONS_MAX {
+                    if let Some(old) = p.order.pop_front() {
+                        p.events.remove(&old);
+                    }
+                }
+                if p.events
+                    .insert(position, (stream.into(), version))
+                    .is_none()
+                {
+                    p.order.push_back(position);
+                }
             }
         }
     }
-    APPLIED.notify_waiters();
-}
 
-/// Whether this process's worker is projecting.
-fn worker_active() -> bool {
-    LOCAL.lock().is_ok_and(|l| l.active)
-}
+    /// Whether this instance's worker is projecting.
+    fn worker_active(&self) -> bool {
+        self.local.lock().is_ok_and(|l| l.active)
+    }
 
-/// Whether this process's worker has committed `version` of `stream`.
-fn committed_here(stream: &str, version: i64) -> bool {
-    LOCAL
-        .lock()
-        .is_ok_and(|l| l.versions.get(stream).is_some_and(|v| *v >= version))
-}
+    /// Whether this instance's worker has committed `version` of `stream`.
+    fn committed_here(&self, stream: &str, version: i64) -> bool {
+        self.local
+            .lock()
+            .is_ok_and(|l| l.versions.get(stream).is_some_and(|v| *v >= version))
+    }
 
-/// Waits until the event at `position` is reflected in the read models, for at most
-/// `timeout`. Returns whether it was reached.
-///
-/// One statement first (which also names the event's stream and version); then each batch
-/// this process's worker commits is checked in memory, and the database is polled (backing
-/// off to 100 ms) for a worker running in another process.
-pub async fn wait_for_position(
-    pool: &PgPool,
-    position: i64,
-    timeout: Duration,
-) -> Result<bool, sqlx::Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    // The polls keep their own schedule: a wake does not postpone the next one, or a
-    // waiter woken more often than it polls (by a worker that forgot what it applied, say)
-    // would never ask the database again.
-    let mut next_poll: Option<(tokio::time::Instant, Duration)> = None;
-    let mut target: Option<(String, i64)> = None;
-    let mut ask_database = true;
-    loop {
-        // Registered before the check, so a batch committing during it is not missed.
-        let applied = APPLIED.notified();
-        tokio::pin!(applied);
-        applied.as_mut().enable();
-        if let Some((stream, version)) = &target {
-            if committed_here(stream, *version) {
-                return Ok(true);
-            }
-        }
-        if ask_database || target.is_none() {
-            let row: Option<(String, i64, bool)> = sqlx::query_as(
-                "SELECT e.stream_id, e.version, \
-                        COALESCE((SELECT p.version >= e.version FROM projection_streams p \
-                                  WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
-                 FROM events e WHERE e.position = $1",
-            )
-            .bind(position)
-            .bind(PROJECTION)
-            .fetch_optional(pool)
-            .await?;
-            if let Some((stream, version, reached)) = row {
-                if reached {
+    /// The `(stream, version)` of the event at `position`, if this instance committed it
+    /// recently.
+    fn event_at(&self, position: i64) -> Option<(String, i64)> {
+        let p = self.positions.lock().ok()?;
+        p.events.get(&position).map(|(s, v)| (s.to_string(), *v))
+    }
+
+    /// Waits until the event at `position` is reflected in the read models, for at most
+    /// `timeout`. Returns whether it was reached.
+    ///
+    /// The event's stream and version come from memory when this instance committed it,
+    /// otherwise from one statement (which also says whether it is reached); then each
+    /// batch this instance's worker commits is checked in memory, and the database is
+    /// polled (backing off to 100 ms) for a worker running in another process.
+    pub async fn wait_for_position(
+        &self,
+        pool: &PgPool,
+        position: i64,
+        timeout: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // The polls keep their own schedule: a wake does not postpone the next one, or a
+        // waiter woken more often than it polls (by a worker that forgot what it applied,
+        // say) would never ask the database again.
+        let mut next_poll: Option<(tokio::time::Instant, Duration)> = None;
+        let mut target = self.event_at(position);
+        let mut ask_database = target.is_none();
+        loop {
+            // Registered before the check, so a batch committing during it is not missed.
+            let applied = self.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if let Some((stream, version)) = &target {
+                if self.committed_here(stream, *version) {
                     return Ok(true);
                 }
-                target = Some((stream, version));
             }
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
-        let (at, step) = *next_poll.get_or_insert_with(|| {
-            let first = if worker_active() {
-                POLL_FIRST_LOCAL
-            } else {
-                POLL_FIRST
-            };
-            (now + first, first)
-        });
-        tokio::select! {
-            _ = applied => ask_database = false,
-            _ = tokio::time::sleep_until(at.min(deadline)) => {
-                // The backoff matters when the projection is far behind: many readers
-                // polling at a fixed 10 ms slowed it further (76,000 polls in 10 s during
-                // an escrow benchmark).
-                let step = (step * 3 / 2).min(POLL_MAX);
-                next_poll = Some((tokio::time::Instant::now() + step, step));
-                ask_database = true;
+            if ask_database || target.is_none() {
+                let row: Option<(String, i64, bool)> = sqlx::query_as(
+                    "SELECT e.stream_id, e.version, \
+                            COALESCE((SELECT p.version >= e.version FROM projection_streams p \
+                                      WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
+                     FROM events e WHERE e.position = $1",
+                )
+                .bind(position)
+                .bind(PROJECTION)
+                .fetch_optional(pool)
+                .await?;
+                if let Some((stream, version, reached)) = row {
+                    if reached {
+                        return Ok(true);
+                    }
+                    target = Some((stream, version));
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let (at, step) = *next_poll.get_or_insert_with(|| {
+                let first = if self.worker_active() {
+                    POLL_FIRST_LOCAL
+                } else {
+                    POLL_FIRST
+                };
+                (now + first, first)
+            });
+            tokio::select! {
+                _ = applied => ask_database = false,
+                _ = tokio::time::sleep_until(at.min(deadline)) => {
+                    // The backoff matters when the projection is far behind: many readers
+                    // polling at a fixed 10 ms slowed it further (76,000 polls in 10 s
+                    // during an escrow benchmark).
+                    let step = (step * 3 / 2).min(POLL_MAX);
+                    next_poll = Some((tokio::time::Instant::now() + step, step));
+                    ask_database = true;
+                }
             }
         }
     }
@@ -160,27 +210,54 @@ mod tests {
 
     #[test]
     fn only_batches_of_an_active_worker_answer_and_stopping_forgets_them() {
-        worker_stopped();
-        batch_committed([("wallet-a", 3)].into_iter());
-        assert!(!worker_active());
-        assert!(!committed_here("wallet-a", 3), "no worker: nothing known");
+        let f = Freshness::default();
+        f.batch_committed([("wallet-a", 3)].into_iter());
+        assert!(!f.worker_active());
+        assert!(!f.committed_here("wallet-a", 3), "no worker: nothing known");
 
-        worker_started();
-        batch_committed([("wallet-a", 3), ("wallet-b", 1), ("wallet-a", 2)].into_iter());
-        assert!(worker_active());
-        assert!(committed_here("wallet-a", 3));
+        f.worker_started();
+        f.batch_committed([("wallet-a", 3), ("wallet-b", 1), ("wallet-a", 2)].into_iter());
+        assert!(f.worker_active());
+        assert!(f.committed_here("wallet-a", 3));
         assert!(
-            committed_here("wallet-a", 2),
+            f.committed_here("wallet-a", 2),
             "an older version is reached too"
         );
-        assert!(!committed_here("wallet-a", 4), "a newer one is not");
-        assert!(!committed_here("wallet-c", 1));
+        assert!(!f.committed_here("wallet-a", 4), "a newer one is not");
+        assert!(!f.committed_here("wallet-c", 1));
 
-        worker_stopped();
-        assert!(!worker_active());
+        f.worker_stopped();
+        assert!(!f.worker_active());
         assert!(
-            !committed_here("wallet-a", 3),
+            !f.committed_here("wallet-a", 3),
             "a stopped worker's memory is gone"
+        );
+    }
+
+    #[test]
+    fn two_instances_know_nothing_of_each_other() {
+        let (a, b) = (Freshness::default(), Freshness::default());
+        a.worker_started();
+        b.worker_started();
+        a.events_committed([(7, "wallet-a", 1)].into_iter());
+        a.batch_committed([("wallet-a", 1)].into_iter());
+        assert_eq!(a.event_at(7), Some(("wallet-a".into(), 1)));
+        assert_eq!(b.event_at(7), None, "position 7 of another database");
+        assert!(!b.committed_here("wallet-a", 1));
+    }
+
+    #[test]
+    fn positions_are_forgotten_oldest_first() {
+        let f = Freshness::default();
+        let n = REMEMBERED_POSITIONS_MAX as i64;
+        f.events_committed((1..=n + 10).map(|p| (p, "wallet-a", p)));
+        assert_eq!(f.event_at(10), None);
+        assert_eq!(f.event_at(11), Some(("wallet-a".into(), 11)));
+        assert_eq!(f.event_at(n + 10), Some(("wallet-a".into(), n + 10)));
+        let held = f.positions.lock().map(|p| (p.events.len(), p.order.len()));
+        assert_eq!(
+            held.ok(),
+            Some((REMEMBERED_POSITIONS_MAX, REMEMBERED_POSITIONS_MAX))
         );
     }
 }

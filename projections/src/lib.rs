@@ -12,5 +12,5 @@ pub mod replay;
 mod worker;
 
 pub use apply::{apply_batch, reset, stream_version, ApplyReport, PROJECTION};
-pub use freshness::wait_for_position;
+pub use freshness::Freshness;
 pub use worker::{ProjectionWorker, WorkerSettings};

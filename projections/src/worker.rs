@@ -1,5 +1,6 @@
 //! The live projection worker: a durable JetStream pull consumer with explicit acks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
@@ -10,6 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::apply::{apply_batch, PROJECTION};
+use crate::Freshness;
 
 /// Tuning of the worker loop.
 #[derive(Debug, Clone)]
@@ -50,6 +52,7 @@ pub struct ProjectionWorker {
     js: jetstream::Context,
     nats: JetStreamSettings,
     settings: WorkerSettings,
+    freshness: Arc<Freshness>,
 }
 
 impl ProjectionWorker {
@@ -65,7 +68,14 @@ impl ProjectionWorker {
             js,
             nats,
             settings,
+            freshness: Arc::default(),
         }
+    }
+
+    /// The same worker, telling `freshness` (its instance's) what each batch applied.
+    pub fn with_freshness(mut self, freshness: Arc<Freshness>) -> Self {
+        self.freshness = freshness;
+        self
     }
 
     /// Runs until `shutdown` turns true.
@@ -124,8 +134,8 @@ impl ProjectionWorker {
     ) -> anyhow::Result<()> {
         let consumer = self.consumer().await?;
         tracing::info!(durable = %self.settings.durable_name, "projection worker consuming");
-        crate::freshness::worker_started();
-        let _stopped = StoppedOnDrop;
+        self.freshness.worker_started();
+        let _stopped = StoppedOnDrop(&self.freshness);
         let mut rounds: u64 = 0;
         while !*shutdown.borrow() {
             rounds += 1;
@@ -276,7 +286,7 @@ impl ProjectionWorker {
         let report = apply_batch(&mut tx, envelopes).await?;
         tx.commit().await?;
         let gaps: std::collections::HashSet<usize> = report.gaps.iter().copied().collect();
-        crate::freshness::batch_committed(
+        self.freshness.batch_committed(
             envelopes
                 .iter()
                 .enumerate()
@@ -287,13 +297,13 @@ impl ProjectionWorker {
     }
 }
 
-/// Tells read-your-writes waiters that this process's worker stopped projecting, however
+/// Tells read-your-writes waiters that this instance's worker stopped projecting, however
 /// `consume` ends.
-struct StoppedOnDrop;
+struct StoppedOnDrop<'a>(&'a Freshness);
 
-impl Drop for StoppedOnDrop {
+impl Drop for StoppedOnDrop<'_> {
     fn drop(&mut self) {
-        crate::freshness::worker_stopped();
+        self.0.worker_stopped();
     }
 }
 

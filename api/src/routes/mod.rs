@@ -103,7 +103,9 @@ pub(crate) async fn await_position(
     match min_position {
         None | Some(0) => Ok(None),
         Some(p) => Ok(Some(
-            projections::wait_for_position(&st.pool, p, st.read_wait).await?,
+            st.freshness
+                .wait_for_position(&st.pool, p, st.read_wait)
+                .await?,
         )),
     }
 }

@@ -511,7 +511,8 @@ async fn lease_holder_killed_the_standby_takes_over() {
     assert_eq!(dep.0, 201, "commands never depended on the lease holder");
     let position = dep.1["position"].as_i64().unwrap();
     let took_over = loop {
-        if projections::wait_for_position(&pool, position, Duration::from_millis(100))
+        if projections::Freshness::default()
+            .wait_for_position(&pool, position, Duration::from_millis(100))
             .await
             .unwrap()
         {
