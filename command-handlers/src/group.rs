@@ -23,7 +23,7 @@ use event_store::{
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgPool, Postgres};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -64,9 +64,10 @@ pub(crate) enum Batched {
     Failed { transient: bool, message: String },
 }
 
-/// A held connection idle this long goes back to the pool — which pings every connection
-/// returned to it and closes one that a Postgres restart has cut — and the next batch
-/// acquires one again. The committer hands it back when no command comes for this long.
+/// When no command comes for this long, the committer hands its connection back to the
+/// pool — which pings every connection returned to it and closes one that a Postgres
+/// restart has cut, and lets a pool being closed finish — and the next batch acquires one
+/// again.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
 /// The committer's own connection, kept from one batch to the next: sqlx pings every
@@ -74,15 +75,10 @@ const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 /// statements.
 struct Held {
     conn: Option<PoolConnection<Postgres>>,
-    last_used: Instant,
 }
 
 impl Held {
     async fn get(&mut self, pool: &PgPool) -> Result<&mut PoolConnection<Postgres>, StoreError> {
-        if self.last_used.elapsed() >= HELD_IDLE_MAX {
-            self.conn = None;
-        }
-        self.last_used = Instant::now();
         let conn = match self.conn.take() {
             Some(c) => c,
             None => pool.acquire().await?,
@@ -93,14 +89,12 @@ impl Held {
 
 /// The committer task: takes whatever is queued (up to a batch) and commits it.
 pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
-    let mut held = Held {
-        conn: None,
-        last_used: Instant::now(),
-    };
+    let mut held = Held { conn: None };
     loop {
         let next = if held.conn.is_some() {
-            // Idle while holding the connection: hand it back after HELD_IDLE_MAX, or a
-            // pool being closed (the admin commands) would wait for it forever.
+            // Idle while holding the connection: hand it back after HELD_IDLE_MAX (the only
+            // place idleness is decided), or a pool being closed (the admin commands) would
+            // wait for it forever.
             match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
