@@ -254,12 +254,8 @@ impl command_handlers::Observer for Reports {
         self.metrics.append(commands, streams, events);
     }
 
-    fn committed(&self, events: &[event_store::RecordedEvent]) {
-        self.freshness.events_committed(
-            events
-                .iter()
-                .map(|e| (e.position, e.stream_id.as_str(), e.version)),
-        );
+    fn committed(&self, events: &[(i64, &str, i64)]) {
+        self.freshness.events_committed(events.iter().copied());
     }
 }
 

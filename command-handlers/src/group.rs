@@ -1,10 +1,12 @@
 //! Group commit: the commands of a process, decided concurrently, are committed by one task
-//! in batches — one transaction, one multi-row insert of events, one of idempotency keys,
-//! one fsync — and each command still gets its own answer and its own failure.
+//! in batches — one statement that is its own transaction inserts every event and every
+//! idempotency key, one fsync — and each command still gets its own answer and its own
+//! failure.
 //!
 //! Every command arrives with the versions of the streams it decided from. The committer
-//! reads the heads (newest version and hash) of all the batch's streams in one query and
-//! takes the commands in order: a command whose versions are current is accepted and its
+//! reads, in one statement, the heads (newest version and hash) of all the batch's streams,
+//! the answers stored under its idempotency keys and positions for its events
+//! ([`event_store::read_batch`]), and takes the commands in order: a command whose versions are current is accepted and its
 //! resulting states become the batch's overlay; a command decided from a state the batch
 //! (or another process) has since moved is decided again, in sequence, on top of the
 //! overlay — this is how a hot wallet takes many commands per batch instead of failing
@@ -17,12 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use event_store::{
-    append_after, find_idempotent_many, save_idempotent_many, stream_heads, IdempotencyRecord,
+    read_batch, reserve_positions, write_batch, BatchReads, BatchWrite, IdempotencyRecord,
     IdempotencyRow, StoreError, StreamAppend,
 };
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{Connection, PgPool, Postgres};
+use sqlx::{PgPool, Postgres};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -71,7 +73,7 @@ pub(crate) enum Batched {
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
 /// The committer's own connection, kept from one batch to the next: sqlx pings every
-/// connection returned to its pool, which was a round trip for each of a batch's three
+/// connection returned to its pool, which was a round trip for each of a batch's
 /// statements.
 struct Held {
     conn: Option<PoolConnection<Postgres>>,
@@ -170,15 +172,6 @@ impl LedgerCore {
             .filter_map(|s| s.idempotency.as_ref())
             .map(|r| (r.scope.clone(), r.key.clone()))
             .collect();
-        let stored = match find_idempotent_many(conn, &keys).await {
-            Ok(m) => m,
-            Err(e) => {
-                for s in subs {
-                    let _ = s.reply.send(failed(&e));
-                }
-                return false;
-            }
-        };
         let mut streams: Vec<String> = subs
             .iter()
             .flat_map(|s| {
@@ -190,8 +183,14 @@ impl LedgerCore {
             .collect();
         streams.sort();
         streams.dedup();
-        let heads = match stream_heads(conn, &streams).await {
-            Ok(h) => h,
+        // As many positions as the decisions have events; a re-decision that needs more
+        // reserves them before the write.
+        let events: usize = subs
+            .iter()
+            .flat_map(|s| s.plan.writes.iter().map(|w| w.events.len()))
+            .sum();
+        let mut reads = match read_batch(conn, &streams, &keys, events).await {
+            Ok(r) => r,
             Err(e) => {
                 for s in subs {
                     let _ = s.reply.send(failed(&e));
@@ -199,6 +198,7 @@ impl LedgerCore {
                 return false;
             }
         };
+        let (stored, heads) = (&reads.stored, &reads.heads);
 
         // Sequence the batch.
         let mut overlay = Overlay::new();
@@ -226,7 +226,7 @@ impl LedgerCore {
                     continue;
                 }
             }
-            if !still_valid(&sub.reads, &sub.plan, &overlay, &heads) {
+            if !still_valid(&sub.reads, &sub.plan, &overlay, heads) {
                 let mut reads = Vec::with_capacity(4);
                 // The batch's own states first; other streams from the cache (which holds
                 // every state this process committed), checked against the heads below.
@@ -236,7 +236,7 @@ impl LedgerCore {
                 };
                 match self.plan(&sub.cmd, &mut reads, how).await {
                     Ok(p)
-                        if p.credentials.is_none() && still_valid(&reads, &p, &overlay, &heads) =>
+                        if p.credentials.is_none() && still_valid(&reads, &p, &overlay, heads) =>
                     {
                         sub.plan = p;
                         sub.reads = reads;
@@ -268,7 +268,7 @@ impl LedgerCore {
             return true;
         }
 
-        match self.write_batch(conn, &mut accepted, &heads).await {
+        match self.write_batch(conn, &mut accepted, &mut reads).await {
             Ok(positions) => {
                 for a in &accepted {
                     self.remember(&a.sub.plan.after);
@@ -306,13 +306,13 @@ impl LedgerCore {
         }
     }
 
-    /// One transaction: every accepted command's events, then their idempotency keys with
-    /// the responses, then one commit. Returns each command's position.
+    /// One statement, its own transaction: every accepted command's events, and its
+    /// idempotency key with the response it gets. Returns each command's position.
     async fn write_batch(
         &self,
         conn: &mut PoolConnection<Postgres>,
         accepted: &mut [Accepted],
-        heads: &HashMap<String, (i64, Vec<u8>)>,
+        reads: &mut BatchReads,
     ) -> Result<Vec<i64>, BatchError> {
         let mut appends: Vec<StreamAppend> = Vec::new();
         for a in accepted.iter() {
@@ -321,25 +321,26 @@ impl LedgerCore {
                 ids.next().unwrap_or_else(Uuid::now_v7)
             }));
         }
-        let mut tx = conn.begin().await?;
-        let recorded = append_after(&mut tx, &appends, heads).await?;
-        let by_id: HashMap<Uuid, (i64, chrono::DateTime<chrono::Utc>)> = recorded
-            .iter()
-            .map(|e| (e.event_id, (e.position, e.recorded_at)))
-            .collect();
+        let events: usize = appends.iter().map(|w| w.events.len()).sum();
+        if reads.positions.len() < events {
+            let more = reserve_positions(conn, events - reads.positions.len()).await?;
+            reads.positions.extend(more);
+        }
+        let batch = BatchWrite::lay_out(&appends, &reads.heads, &reads.positions)?;
+        let recorded_at = batch.recorded_at();
+        let by_id: HashMap<Uuid, i64> = batch.events().map(|(id, p, _, _)| (id, p)).collect();
         let mut positions = Vec::with_capacity(accepted.len());
         let mut rows = Vec::new();
         for a in accepted.iter_mut() {
-            let mut position = 0;
-            let mut recorded_at = None;
-            for id in &a.event_ids {
-                if let Some((p, at)) = by_id.get(id) {
-                    position = position.max(*p);
-                    recorded_at.get_or_insert(*at);
-                }
-            }
-            if let Some(at) = recorded_at {
-                a.sub.plan.outcome.set_recorded_at(at);
+            let position = a
+                .event_ids
+                .iter()
+                .filter_map(|id| by_id.get(id).copied())
+                .max()
+                .unwrap_or(0);
+            if position > 0 {
+                // The response shows the stored time, so a replay answers identically.
+                a.sub.plan.outcome.set_recorded_at(recorded_at);
             }
             if let Some(rec) = &a.sub.idempotency {
                 let (status, body) = (a.sub.respond)(&a.sub.plan.outcome, position);
@@ -351,15 +352,21 @@ impl LedgerCore {
             }
             positions.push(position);
         }
-        let stored = save_idempotent_many(&mut tx, &rows).await?;
-        if stored != rows.len() {
-            // A key was taken meanwhile by another process's commit: roll everything
-            // back; each command decides again and that one replays the stored answer.
-            return Err(BatchError::Race);
+        match write_batch(conn, &batch, &rows).await {
+            Ok(()) => {}
+            // A key was taken meanwhile by another process's commit: nothing was written;
+            // each command decides again and that one replays the stored answer.
+            Err(StoreError::UniqueViolation { constraint })
+                if constraint == "idempotency_keys_pkey" =>
+            {
+                return Err(BatchError::Race)
+            }
+            Err(e) => return Err(e.into()),
         }
-        tx.commit().await.map_err(StoreError::from)?;
         if let Some(o) = &self.observer {
-            o.committed(&recorded);
+            let committed: Vec<(i64, &str, i64)> =
+                batch.events().map(|(_, p, s, v)| (p, s, v)).collect();
+            o.committed(&committed);
         }
         Ok(positions)
     }

@@ -400,8 +400,8 @@ pub trait Observer: Send + Sync {
     fn command(&self, command: &'static str, outcome: &str, seconds: f64, attempts: u32);
     /// One append transaction committed: how many commands, streams and events it held.
     fn append(&self, commands: usize, streams: usize, events: usize);
-    /// The events of a transaction that just committed.
-    fn committed(&self, _events: &[event_store::RecordedEvent]) {}
+    /// The events of a transaction that just committed: `(position, stream, version)`.
+    fn committed(&self, _events: &[(i64, &str, i64)]) {}
 }
 
 /// The write side of the ledger: decides commands and commits them in groups (see
@@ -731,7 +731,11 @@ impl LedgerCore {
         tx.commit().await.map_err(|e| fail(e.into()))?;
         if let Some(o) = &self.observer {
             o.append(1, appends.len(), recorded.len());
-            o.committed(&recorded);
+            let committed: Vec<(i64, &str, i64)> = recorded
+                .iter()
+                .map(|e| (e.position, e.stream_id.as_str(), e.version))
+                .collect();
+            o.committed(&committed);
         }
         Ok(position)
     }

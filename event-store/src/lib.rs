@@ -6,6 +6,7 @@
 //! name and a schema version.
 
 mod append;
+mod batch;
 mod feed;
 mod hash;
 mod idempotency;
@@ -19,12 +20,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-pub use append::{append, append_after, stream_heads};
+pub use append::{append, append_after};
+pub use batch::{read_batch, reserve_positions, write_batch, BatchReads, BatchWrite};
 pub use feed::{FeedCursor, FeedEvent};
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
-pub use idempotency::{
-    find_idempotent_many, save_idempotent_many, IdempotencyRecord, IdempotencyRow, StoredResponse,
-};
+pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredResponse};
 pub use lease::Lease;
 
 /// The embedded schema migrations (the repository's `migrations/` folder).
