@@ -14,17 +14,26 @@
 //! fresh state. The insert still relies on `UNIQUE (stream_id, version)`: if another
 //! process wrote one of the streams after the heads were read, the whole transaction
 //! rolls back and every command of the batch is answered `Conflict`.
+//!
+//! Two batches are in flight at most: while one is written (on the committer's write
+//! connection), the next one is read (on its read connection). The next batch is
+//! sequenced only once the previous write has finished, on top of what it committed: its
+//! streams' new heads and its stored answers are carried over (the read may have run
+//! before that commit). So every write still starts from committed state, and writes stay
+//! one at a time, in order.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use event_store::{
     read_batch, reserve_positions, write_batch, BatchReads, BatchWrite, IdempotencyRecord,
-    IdempotencyRow, StoreError, StreamAppend,
+    IdempotencyRow, StoreError, StoredResponse, StreamAppend,
 };
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::Postgres;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -66,48 +75,81 @@ pub(crate) enum Batched {
     Failed { transient: bool, message: String },
 }
 
-/// When no command comes for this long, the committer hands its connection back to the
+/// When no command comes for this long, the committer hands its connections back to the
 /// pool — which pings every connection returned to it and closes one that a Postgres
-/// restart has cut, and lets a pool being closed finish — and the next batch acquires one
+/// restart has cut, and lets a pool being closed finish — and the next batch acquires them
 /// again.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
-/// The committer's own connection, kept from one batch to the next: sqlx pings every
-/// connection returned to its pool, which was a round trip for each of a batch's
-/// statements.
-struct Held {
-    conn: Option<PoolConnection<Postgres>>,
+/// What a committed batch leaves for the next one, whose read may have run before the
+/// commit.
+struct Carry {
+    /// `stream → (version, hash)` of every stream it wrote.
+    tips: HashMap<String, (i64, Vec<u8>)>,
+    /// The answers it stored, by `(scope, key)`.
+    stored: Vec<((String, String), StoredResponse)>,
 }
 
-impl Held {
-    async fn get(&mut self, pool: &PgPool) -> Result<&mut PoolConnection<Postgres>, StoreError> {
-        let conn = match self.conn.take() {
-            Some(c) => c,
-            None => pool.acquire().await?,
-        };
-        Ok(self.conn.insert(conn))
+impl Carry {
+    /// Brings a read up to this commit. A head the read found newer (another process wrote
+    /// the stream since) is kept.
+    fn apply(self, reads: &mut BatchReads) {
+        for (stream, tip) in self.tips {
+            match reads.heads.get(&stream) {
+                Some((v, _)) if *v >= tip.0 => {}
+                _ => {
+                    reads.heads.insert(stream, tip);
+                }
+            }
+        }
+        reads.stored.extend(self.stored);
     }
 }
 
-/// The committer task: takes whatever is queued (up to a batch) and commits it.
+/// A batch being written: gives back the write connection (unless a statement failed) and,
+/// if it committed, its [`Carry`].
+type Writing =
+    Pin<Box<dyn Future<Output = (Option<PoolConnection<Postgres>>, Option<Carry>)> + Send>>;
+
+/// The committer task: takes whatever is queued (up to a batch), reads it while the
+/// previous batch is written, sequences it, and writes it.
 pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
-    let mut held = Held { conn: None };
+    let pool = core.store.pool().clone();
+    // Connections kept from one batch to the next (two at most: one reading, one writing):
+    // sqlx pings every connection returned to its pool, a round trip per statement.
+    let mut idle: Vec<PoolConnection<Postgres>> = Vec::new();
+    let mut writing: Option<Writing> = None;
     loop {
-        let next = if held.conn.is_some() {
-            // Idle while holding the connection: hand it back after HELD_IDLE_MAX (the only
+        let next = if let Some(w) = writing.as_mut() {
+            tokio::select! {
+                next = rx.recv() => next,
+                (conn, _) = w => {
+                    // Written before the next batch came: its read will see the commit.
+                    writing = None;
+                    idle.extend(conn);
+                    continue;
+                }
+            }
+        } else if !idle.is_empty() {
+            // Idle while holding connections: hand them back after HELD_IDLE_MAX (the only
             // place idleness is decided), or a pool being closed (the admin commands) would
-            // wait for it forever.
+            // wait for them forever.
             match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    held.conn = None;
+                    idle.clear();
                     continue;
                 }
             }
         } else {
             rx.recv().await
         };
-        let Some(first) = next else { break };
+        let Some(first) = next else {
+            if let Some(w) = writing.take() {
+                w.await;
+            }
+            break;
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX {
             match rx.try_recv() {
@@ -115,10 +157,84 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
                 Err(_) => break,
             }
         }
-        if !core.commit_batch(batch, &mut held).await {
-            // Whatever state the connection is in, the pool sorts it out (or closes it).
-            held.conn = None;
+
+        // Read this batch while the previous one is written, on a connection of its own if
+        // the pool has one to spare; otherwise after the write, on its connection.
+        let mut carry = None;
+        let spare = idle.pop().or_else(|| {
+            writing.as_ref()?;
+            pool.try_acquire()
+        });
+        let read = match (spare, writing.take()) {
+            (Some(conn), Some(w)) => {
+                let ((written, c), read) = tokio::join!(w, core.read(conn, &batch));
+                idle.extend(written);
+                carry = c;
+                read
+            }
+            (Some(conn), None) => core.read(conn, &batch).await,
+            (None, w) => {
+                if let Some(w) = w {
+                    let (written, c) = w.await;
+                    idle.extend(written);
+                    carry = c;
+                }
+                let conn = match idle.pop() {
+                    Some(c) => Ok(c),
+                    None => pool.acquire().await.map_err(StoreError::from),
+                };
+                match conn {
+                    Ok(conn) => core.read(conn, &batch).await,
+                    Err(e) => (None, Err(e)),
+                }
+            }
+        };
+        let mut reads = match read {
+            (conn, Ok(reads)) => {
+                idle.extend(conn);
+                reads
+            }
+            (_, Err(e)) => {
+                fail_all(batch, &e);
+                continue;
+            }
+        };
+        if let Some(c) = carry {
+            c.apply(&mut reads);
         }
+
+        let (accepted, reads) = core.sequence(batch, reads).await;
+        if accepted.is_empty() {
+            continue;
+        }
+        let conn = match idle.pop() {
+            Some(c) => c,
+            None => match pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let subs = accepted.into_iter().map(|a| a.sub).collect();
+                    fail_all(subs, &StoreError::from(e));
+                    continue;
+                }
+            },
+        };
+        let core = core.clone();
+        writing = Some(Box::pin(async move {
+            core.write_and_answer(conn, accepted, reads).await
+        }));
+    }
+}
+
+fn failed(e: &StoreError) -> Batched {
+    Batched::Failed {
+        transient: e.is_transient(),
+        message: e.to_string(),
+    }
+}
+
+fn fail_all(subs: Vec<Submission>, e: &StoreError) {
+    for s in subs {
+        let _ = s.reply.send(failed(e));
     }
 }
 
@@ -151,21 +267,16 @@ struct Accepted {
 }
 
 impl LedgerCore {
-    /// Commits a batch on the held connection; `false` if a statement failed.
-    async fn commit_batch(&self, subs: Vec<Submission>, held: &mut Held) -> bool {
-        let failed = |e: &StoreError| Batched::Failed {
-            transient: e.is_transient(),
-            message: e.to_string(),
-        };
-        let conn = match held.get(self.store.pool()).await {
-            Ok(c) => c,
-            Err(e) => {
-                for s in subs {
-                    let _ = s.reply.send(failed(&e));
-                }
-                return false;
-            }
-        };
+    /// Reads what a batch needs: heads, stored answers, positions. Gives the connection
+    /// back unless the statement failed.
+    async fn read(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        subs: &[Submission],
+    ) -> (
+        Option<PoolConnection<Postgres>>,
+        Result<BatchReads, StoreError>,
+    ) {
         // Keys answered before: replay them instead of executing again.
         let keys: Vec<(String, String)> = subs
             .iter()
@@ -189,17 +300,20 @@ impl LedgerCore {
             .iter()
             .flat_map(|s| s.plan.writes.iter().map(|w| w.events.len()))
             .sum();
-        let mut reads = match read_batch(conn, &streams, &keys, events).await {
-            Ok(r) => r,
-            Err(e) => {
-                for s in subs {
-                    let _ = s.reply.send(failed(&e));
-                }
-                return false;
-            }
-        };
-        let (stored, heads) = (&reads.stored, &reads.heads);
+        match read_batch(&mut conn, &streams, &keys, events).await {
+            Ok(reads) => (Some(conn), Ok(reads)),
+            Err(e) => (None, Err(e)),
+        }
+    }
 
+    /// Takes the commands in order (see the module's documentation): answers replays and
+    /// conflicts at once and returns the accepted ones.
+    async fn sequence(
+        &self,
+        subs: Vec<Submission>,
+        reads: BatchReads,
+    ) -> (Vec<Accepted>, BatchReads) {
+        let (stored, heads) = (&reads.stored, &reads.heads);
         // Sequence the batch.
         let mut overlay = Overlay::new();
         let mut keys_in_batch: HashSet<(String, String)> = HashSet::new();
@@ -264,12 +378,19 @@ impl LedgerCore {
                 .collect();
             accepted.push(Accepted { sub, event_ids });
         }
-        if accepted.is_empty() {
-            return true;
-        }
+        (accepted, reads)
+    }
 
-        match self.write_batch(conn, &mut accepted, &mut reads).await {
-            Ok(positions) => {
+    /// Writes the accepted commands of a batch and answers each; gives back the connection
+    /// unless a statement failed, and what the batch committed.
+    async fn write_and_answer(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        mut accepted: Vec<Accepted>,
+        mut reads: BatchReads,
+    ) -> (Option<PoolConnection<Postgres>>, Option<Carry>) {
+        match self.write_batch(&mut conn, &mut accepted, &mut reads).await {
+            Ok((positions, carry)) => {
                 for a in &accepted {
                     self.remember(&a.sub.plan.after);
                 }
@@ -287,33 +408,35 @@ impl LedgerCore {
                         outcome: Box::new(a.sub.plan.outcome),
                     });
                 }
-                true
+                (Some(conn), Some(carry))
             }
             Err(BatchError::Race) => {
                 for a in accepted {
                     let _ = a.sub.reply.send(Batched::Conflict);
                 }
-                // The connection is fine: its rolled-back transaction is cleared on next use.
-                true
+                // The connection is fine: the failed statement wrote nothing.
+                (Some(conn), None)
             }
             Err(BatchError::Store(e)) => {
                 tracing::warn!(error = %e, commands = accepted.len(), "group commit failed");
                 for a in accepted {
                     let _ = a.sub.reply.send(failed(&e));
                 }
-                false
+                // Whatever state the connection is in, the pool sorts it out (or closes it).
+                (None, None)
             }
         }
     }
 
     /// One statement, its own transaction: every accepted command's events, and its
-    /// idempotency key with the response it gets. Returns each command's position.
+    /// idempotency key with the response it gets. Returns each command's position, and
+    /// what the batch leaves for the next one.
     async fn write_batch(
         &self,
         conn: &mut PoolConnection<Postgres>,
         accepted: &mut [Accepted],
         reads: &mut BatchReads,
-    ) -> Result<Vec<i64>, BatchError> {
+    ) -> Result<(Vec<i64>, Carry), BatchError> {
         let mut appends: Vec<StreamAppend> = Vec::new();
         for a in accepted.iter() {
             let mut ids = a.event_ids.iter().copied();
@@ -352,7 +475,7 @@ impl LedgerCore {
             }
             positions.push(position);
         }
-        match write_batch(conn, &batch, &rows).await {
+        match write_batch(&mut *conn, &batch, &rows).await {
             Ok(()) => {}
             // A key was taken meanwhile by another process's commit: nothing was written;
             // each command decides again and that one replays the stored answer.
@@ -368,7 +491,22 @@ impl LedgerCore {
                 batch.events().map(|(_, p, s, v)| (p, s, v)).collect();
             o.committed(&committed);
         }
-        Ok(positions)
+        let stored = rows
+            .into_iter()
+            .map(|r| {
+                let stored = StoredResponse {
+                    request_hash: r.record.request_hash,
+                    status: r.status,
+                    body: r.body,
+                };
+                ((r.record.scope, r.record.key), stored)
+            })
+            .collect();
+        let carry = Carry {
+            tips: batch.tips(),
+            stored,
+        };
+        Ok((positions, carry))
     }
 }
 
@@ -391,5 +529,46 @@ impl From<StoreError> for BatchError {
 impl From<sqlx::Error> for BatchError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: i16) -> StoredResponse {
+        StoredResponse {
+            request_hash: vec![1],
+            status,
+            body: Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_carried_commit_brings_a_read_up_to_date_but_never_back() {
+        // The read ran before the commit: it saw a@3, b@7 (another process moved b since
+        // the batch was sequenced) and no c.
+        let mut reads = BatchReads::default();
+        reads.heads.insert("a".into(), (3, vec![3]));
+        reads.heads.insert("b".into(), (7, vec![7]));
+        reads.stored.insert(("s".into(), "k1".into()), answer(200));
+        let carry = Carry {
+            tips: HashMap::from([
+                ("a".to_owned(), (5, vec![5])),
+                ("b".to_owned(), (6, vec![6])),
+                ("c".to_owned(), (1, vec![1])),
+            ]),
+            stored: vec![(("s".into(), "k2".into()), answer(201))],
+        };
+        carry.apply(&mut reads);
+        assert_eq!(reads.heads.get("a"), Some(&(5, vec![5])), "the commit moved a");
+        assert_eq!(reads.heads.get("b"), Some(&(7, vec![7])), "b is newer than the carry");
+        assert_eq!(reads.heads.get("c"), Some(&(1, vec![1])), "c was created");
+        let statuses: Vec<i16> = ["k1", "k2"]
+            .iter()
+            .filter_map(|k| reads.stored.get(&("s".to_owned(), (*k).to_owned())))
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses, vec![200, 201], "both answers replay");
     }
 }

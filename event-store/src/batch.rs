@@ -149,6 +149,17 @@ impl BatchWrite {
         self.rows.recorded_at
     }
 
+    /// Where each stream stands once the batch is written: `stream → (version, hash)`.
+    pub fn tips(&self) -> HashMap<String, (i64, Vec<u8>)> {
+        let r = &self.rows;
+        let mut tips = HashMap::new();
+        for i in 0..r.ids.len() {
+            // Insertion order is version order within a stream: the last one wins.
+            tips.insert(r.streams[i].clone(), (r.versions[i], r.hashes[i].clone()));
+        }
+        tips
+    }
+
     /// `(event id, position, stream, version)` of each event, in insertion order.
     pub fn events(&self) -> impl Iterator<Item = (Uuid, i64, &str, i64)> {
         self.rows
