@@ -561,8 +561,16 @@ mod tests {
             stored: vec![(("s".into(), "k2".into()), answer(201))],
         };
         carry.apply(&mut reads);
-        assert_eq!(reads.heads.get("a"), Some(&(5, vec![5])), "the commit moved a");
-        assert_eq!(reads.heads.get("b"), Some(&(7, vec![7])), "b is newer than the carry");
+        assert_eq!(
+            reads.heads.get("a"),
+            Some(&(5, vec![5])),
+            "the commit moved a"
+        );
+        assert_eq!(
+            reads.heads.get("b"),
+            Some(&(7, vec![7])),
+            "b is newer than the carry"
+        );
         assert_eq!(reads.heads.get("c"), Some(&(1, vec![1])), "c was created");
         let statuses: Vec<i16> = ["k1", "k2"]
             .iter()
