@@ -159,15 +159,29 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
         }
 
         // Read this batch while the previous one is written, on a connection of its own if
-        // the pool has one to spare; otherwise after the write, on its connection.
+        // the pool has one to spare or room for one; otherwise after the write, on its
+        // connection.
         let mut carry = None;
         let spare = idle.pop().or_else(|| {
             writing.as_ref()?;
             pool.try_acquire()
         });
+        let room = pool.size() < pool.options().get_max_connections();
         let read = match (spare, writing.take()) {
             (Some(conn), Some(w)) => {
                 let ((written, c), read) = tokio::join!(w, core.read(conn, &batch));
+                idle.extend(written);
+                carry = c;
+                read
+            }
+            (None, Some(w)) if room => {
+                let read = async {
+                    match pool.acquire().await {
+                        Ok(conn) => core.read(conn, &batch).await,
+                        Err(e) => (None, Err(StoreError::from(e))),
+                    }
+                };
+                let ((written, c), read) = tokio::join!(w, read);
                 idle.extend(written);
                 carry = c;
                 read
