@@ -81,6 +81,10 @@ pub(crate) enum Batched {
 /// again.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
+/// How long the committer waits for a new second connection (the pool had room when it
+/// looked) before it reads after the write instead, on the write's connection.
+const SPARE_WAIT_MAX: Duration = Duration::from_millis(50);
+
 /// What a committed batch leaves for the next one, whose read may have run before the
 /// commit.
 struct Carry {
@@ -176,15 +180,25 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
             }
             (None, Some(w)) if room => {
                 let read = async {
-                    match pool.acquire().await {
-                        Ok(conn) => core.read(conn, &batch).await,
-                        Err(e) => (None, Err(StoreError::from(e))),
+                    match tokio::time::timeout(SPARE_WAIT_MAX, pool.acquire()).await {
+                        Ok(Ok(conn)) => Some(core.read(conn, &batch).await),
+                        // Another task took the room meanwhile.
+                        _ => None,
                     }
                 };
                 let ((written, c), read) = tokio::join!(w, read);
                 idle.extend(written);
                 carry = c;
-                read
+                match read {
+                    Some(read) => read,
+                    None => match idle.pop() {
+                        Some(conn) => core.read(conn, &batch).await,
+                        None => match pool.acquire().await {
+                            Ok(conn) => core.read(conn, &batch).await,
+                            Err(e) => (None, Err(StoreError::from(e))),
+                        },
+                    },
+                }
             }
             (Some(conn), None) => core.read(conn, &batch).await,
             (None, w) => {
