@@ -166,56 +166,35 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
         // the pool has one to spare or room for one; otherwise after the write, on its
         // connection.
         let mut carry = None;
-        let spare = idle.pop().or_else(|| {
-            writing.as_ref()?;
-            pool.try_acquire()
-        });
-        let room = pool.size() < pool.options().get_max_connections();
-        let read = match (spare, writing.take()) {
-            (Some(conn), Some(w)) => {
-                let ((written, c), read) = tokio::join!(w, core.read(conn, &batch));
-                idle.extend(written);
-                carry = c;
-                read
-            }
-            (None, Some(w)) if room => {
-                let read = async {
-                    match tokio::time::timeout(SPARE_WAIT_MAX, pool.acquire()).await {
-                        Ok(Ok(conn)) => Some(core.read(conn, &batch).await),
-                        // Another task took the room meanwhile.
-                        _ => None,
-                    }
+        let mut overlapped = None;
+        if let Some(w) = writing.take() {
+            let room = pool.size() < pool.options().get_max_connections();
+            let read = async {
+                let spare = match idle.pop().or_else(|| pool.try_acquire()) {
+                    Some(c) => Some(c),
+                    // Another task may take the room meanwhile: wait only briefly.
+                    None if room => tokio::time::timeout(SPARE_WAIT_MAX, pool.acquire())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    None => None,
                 };
-                let ((written, c), read) = tokio::join!(w, read);
-                idle.extend(written);
-                carry = c;
-                match read {
-                    Some(read) => read,
-                    None => match idle.pop() {
-                        Some(conn) => core.read(conn, &batch).await,
-                        None => match pool.acquire().await {
-                            Ok(conn) => core.read(conn, &batch).await,
-                            Err(e) => (None, Err(StoreError::from(e))),
-                        },
-                    },
+                match spare {
+                    Some(conn) => Some(core.read(conn, &batch).await),
+                    None => None,
                 }
-            }
-            (Some(conn), None) => core.read(conn, &batch).await,
-            (None, w) => {
-                if let Some(w) = w {
-                    let (written, c) = w.await;
-                    idle.extend(written);
-                    carry = c;
-                }
-                let conn = match idle.pop() {
-                    Some(c) => Ok(c),
-                    None => pool.acquire().await.map_err(StoreError::from),
-                };
-                match conn {
-                    Ok(conn) => core.read(conn, &batch).await,
-                    Err(e) => (None, Err(e)),
-                }
-            }
+            };
+            let ((written, c), read) = tokio::join!(w, read);
+            idle.extend(written);
+            carry = c;
+            overlapped = read;
+        }
+        let read = match overlapped {
+            Some(read) => read,
+            None => match connection(&mut idle, &pool).await {
+                Ok(conn) => core.read(conn, &batch).await,
+                Err(e) => (None, Err(e)),
+            },
         };
         let mut reads = match read {
             (conn, Ok(reads)) => {
@@ -235,21 +214,28 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
         if accepted.is_empty() {
             continue;
         }
-        let conn = match idle.pop() {
-            Some(c) => c,
-            None => match pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => {
-                    let subs = accepted.into_iter().map(|a| a.sub).collect();
-                    fail_all(subs, &StoreError::from(e));
-                    continue;
-                }
-            },
+        let conn = match connection(&mut idle, &pool).await {
+            Ok(c) => c,
+            Err(e) => {
+                fail_all(accepted.into_iter().map(|a| a.sub).collect(), &e);
+                continue;
+            }
         };
         let core = core.clone();
         writing = Some(Box::pin(async move {
             core.write_and_answer(conn, accepted, reads).await
         }));
+    }
+}
+
+/// One of the committer's kept connections, or one from the pool.
+async fn connection(
+    idle: &mut Vec<PoolConnection<Postgres>>,
+    pool: &sqlx::PgPool,
+) -> Result<PoolConnection<Postgres>, StoreError> {
+    match idle.pop() {
+        Some(c) => Ok(c),
+        None => Ok(pool.acquire().await?),
     }
 }
 

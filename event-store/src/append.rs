@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::hash::{canonical_json, event_hash, GENESIS_HASH};
@@ -55,31 +57,24 @@ pub async fn append_after(
     heads: &HashMap<String, (i64, Vec<u8>)>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = Rows::lay_out(writes, heads, Utc::now().trunc_subsecs(6))?;
-    let inserted: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at, prev_hash, hash) \
-         SELECT e, s, v, t, sv, d::jsonb, m::jsonb, $8, ph, h \
-         FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[], $9::bytea[], $10::bytea[]) \
-              AS u(e, s, v, t, sv, d, m, ph, h) \
-         RETURNING event_id, position, tx_id",
-    )
-    .bind(&rows.ids)
-    .bind(&rows.streams)
-    .bind(&rows.versions)
-    .bind(&rows.types)
-    .bind(&rows.schemas)
-    .bind(&rows.datas)
-    .bind(&rows.metas)
-    .bind(rows.recorded_at)
-    .bind(&rows.prevs)
-    .bind(&rows.hashes)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict { .. } => StoreError::Conflict {
-            stream_id: conflicting_stream(writes),
-        },
-        other => other,
-    })?;
+    let inserted: Vec<(Uuid, i64, i64)> = rows
+        .bind(sqlx::query_as(
+            "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
+                                 data, metadata, recorded_at, prev_hash, hash) \
+             SELECT e, s, v, t, sv, d::jsonb, m::jsonb, $8, ph, h \
+             FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], \
+                         $6::text[], $7::text[], $9::bytea[], $10::bytea[]) \
+                  AS u(e, s, v, t, sv, d, m, ph, h) \
+             RETURNING event_id, position, tx_id",
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict { .. } => StoreError::Conflict {
+                stream_id: conflicting_stream(writes),
+            },
+            other => other,
+        })?;
 
     let assigned: HashMap<Uuid, (i64, i64)> = inserted
         .into_iter()
@@ -129,6 +124,25 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    /// Binds the columns as the insert's `$1`–`$10`: event ids, streams, versions, types,
+    /// schema versions, data and metadata (text), the recorded time, previous hashes,
+    /// hashes.
+    pub(crate) fn bind<'q, O>(
+        &'q self,
+        q: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        q.bind(&self.ids)
+            .bind(&self.streams)
+            .bind(&self.versions)
+            .bind(&self.types)
+            .bind(&self.schemas)
+            .bind(&self.datas)
+            .bind(&self.metas)
+            .bind(self.recorded_at)
+            .bind(&self.prevs)
+            .bind(&self.hashes)
+    }
+
     /// The insertion order: streams are written in one global order (by name), so two
     /// transactions touching the same streams wait for each other instead of deadlocking
     /// (A→B racing B→A).

@@ -190,40 +190,32 @@ pub async fn write_batch(
         .collect();
     let statuses: Vec<i16> = keys.iter().map(|k| k.status).collect();
     let bodies: Vec<&Value> = keys.iter().map(|k| &k.body).collect();
-    let written: i64 = sqlx::query_scalar(
-        "WITH ev AS ( \
-           INSERT INTO events (position, event_id, stream_id, version, event_type, schema_version, \
-                               data, metadata, recorded_at, prev_hash, hash) \
-           OVERRIDING SYSTEM VALUE \
-           SELECT p, e, s, v, t, sv, d::jsonb, m::jsonb, $9, ph, h \
-           FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::int8[], $5::text[], $6::int[], \
-                       $7::text[], $8::text[], $10::bytea[], $11::bytea[]) \
-                AS u(p, e, s, v, t, sv, d, m, ph, h) \
-           RETURNING 1), \
-         ik AS ( \
-           INSERT INTO idempotency_keys (scope, key, request_hash, status, response) \
-           SELECT * FROM UNNEST($12::text[], $13::text[], $14::bytea[], $15::int2[], $16::jsonb[]) \
-           RETURNING 1) \
-         SELECT (SELECT count(*) FROM ev) + (SELECT count(*) FROM ik)",
-    )
-    .bind(&batch.positions)
-    .bind(&r.ids)
-    .bind(&r.streams)
-    .bind(&r.versions)
-    .bind(&r.types)
-    .bind(&r.schemas)
-    .bind(&r.datas)
-    .bind(&r.metas)
-    .bind(r.recorded_at)
-    .bind(&r.prevs)
-    .bind(&r.hashes)
-    .bind(&scopes)
-    .bind(&ks)
-    .bind(&hashes)
-    .bind(&statuses)
-    .bind(&bodies)
-    .fetch_one(conn)
-    .await?;
+    let (written,): (i64,) = r
+        .bind(sqlx::query_as(
+            "WITH ev AS ( \
+               INSERT INTO events (position, event_id, stream_id, version, event_type, \
+                                   schema_version, data, metadata, recorded_at, prev_hash, hash) \
+               OVERRIDING SYSTEM VALUE \
+               SELECT p, e, s, v, t, sv, d::jsonb, m::jsonb, $8, ph, h \
+               FROM UNNEST($11::int8[], $1::uuid[], $2::text[], $3::int8[], $4::text[], \
+                           $5::int[], $6::text[], $7::text[], $9::bytea[], $10::bytea[]) \
+                    AS u(p, e, s, v, t, sv, d, m, ph, h) \
+               RETURNING 1), \
+             ik AS ( \
+               INSERT INTO idempotency_keys (scope, key, request_hash, status, response) \
+               SELECT * FROM UNNEST($12::text[], $13::text[], $14::bytea[], $15::int2[], \
+                                    $16::jsonb[]) \
+               RETURNING 1) \
+             SELECT (SELECT count(*) FROM ev) + (SELECT count(*) FROM ik)",
+        ))
+        .bind(&batch.positions)
+        .bind(&scopes)
+        .bind(&ks)
+        .bind(&hashes)
+        .bind(&statuses)
+        .bind(&bodies)
+        .fetch_one(conn)
+        .await?;
     // INSERT … SELECT FROM UNNEST writes every row or fails.
     debug_assert_eq!(written as usize, r.ids.len() + keys.len());
     Ok(())
