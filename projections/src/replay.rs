@@ -6,7 +6,13 @@
 //! where it stopped. When it has caught up, one transaction locks the live tables, applies
 //! the last events, and swaps the shadow tables in: readers see the old read models until
 //! that commit and the new ones after it, never a mix.
+//!
+//! The shadow tables get the live tables' primary-key and unique constraints (the apply
+//! function's upserts and lookups need them) but not their other indexes: those are built
+//! once, under their live names and definitions, when the rebuild has caught up and
+//! before the swap — one sorted build per index instead of maintaining it row by row.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use escrow_nats::Envelope;
@@ -99,10 +105,15 @@ async fn prepare(conn: &mut PgConnection) -> anyhow::Result<FeedCursor> {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(&format!(
-                "CREATE TABLE {SHADOW}.{t} (LIKE public.{t} INCLUDING ALL)"
+                "CREATE TABLE {SHADOW}.{t} (LIKE public.{t} INCLUDING ALL EXCLUDING INDEXES)"
             ))
             .execute(&mut *tx)
             .await?;
+            for index in indexes(&mut tx, "public", t).await? {
+                if let Some(sql) = index.now() {
+                    sqlx::query(&sql).execute(&mut *tx).await?;
+                }
+            }
         }
         sqlx::query(&format!(
             "CREATE TABLE {SHADOW}.replay_cursor (id INT PRIMARY KEY, tx_id BIGINT NOT NULL, position BIGINT NOT NULL)"
@@ -122,6 +133,87 @@ async fn prepare(conn: &mut PgConnection) -> anyhow::Result<FeedCursor> {
     .fetch_one(&mut *conn)
     .await?;
     Ok(FeedCursor { tx_id, position })
+}
+
+/// An index of a read-model table (live or shadow), and how the shadow copy gets it.
+struct TableIndex {
+    table: &'static str,
+    /// The index's name, quoted.
+    name: String,
+    /// The constraint it backs (primary key, unique, exclusion), as
+    /// `pg_get_constraintdef` gives it.
+    constraint: Option<String>,
+    unique: bool,
+    /// Its definition from `USING` on (`btree (a, b DESC) WHERE …`).
+    using: String,
+}
+
+impl TableIndex {
+    /// What the shadow table needs while events are applied: the constraints and unique
+    /// indexes (upserts infer their conflict targets from them; they also enforce).
+    fn now(&self) -> Option<String> {
+        let (table, name) = (self.table, &self.name);
+        match (&self.constraint, self.unique) {
+            (Some(def), _) => Some(format!(
+                "ALTER TABLE {SHADOW}.{table} ADD CONSTRAINT {name} {def}"
+            )),
+            (None, true) => Some(format!(
+                "CREATE UNIQUE INDEX {name} ON {SHADOW}.{table} USING {}",
+                self.using
+            )),
+            (None, false) => None,
+        }
+    }
+
+    /// What can wait until the load is done: every other index.
+    fn deferred(&self) -> Option<String> {
+        (self.constraint.is_none() && !self.unique).then(|| {
+            format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {SHADOW}.{} USING {}",
+                self.name, self.table, self.using
+            )
+        })
+    }
+}
+
+/// The indexes of `<schema>.<table>`.
+async fn indexes(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &'static str,
+) -> anyhow::Result<Vec<TableIndex>> {
+    let rows: Vec<(String, Option<String>, bool, String)> = sqlx::query_as(
+        "SELECT quote_ident(ic.relname), pg_get_constraintdef(c.oid), i.indisunique, \
+                pg_get_indexdef(i.indexrelid) \
+         FROM pg_index i \
+         JOIN pg_class ic ON ic.oid = i.indexrelid \
+         JOIN pg_class tc ON tc.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = tc.relnamespace \
+         LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid \
+         WHERE n.nspname = $1 AND tc.relname = $2 \
+         ORDER BY ic.relname",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(name, constraint, unique, def)| {
+            // `CREATE [UNIQUE] INDEX name ON [ONLY] table USING method (…)`: a table name
+            // of ours never contains " USING ".
+            let using = def
+                .split_once(" USING ")
+                .map(|(_, rest)| rest.to_owned())
+                .ok_or_else(|| anyhow::anyhow!("unexpected index definition: {def}"))?;
+            Ok(TableIndex {
+                table,
+                name,
+                constraint,
+                unique,
+                using,
+            })
+        })
+        .collect()
 }
 
 /// Applies the next batch after `cursor` in the caller's transaction; returns the new
@@ -192,7 +284,24 @@ pub async fn replay(
         });
     }
 
-    // Caught up: swap under lock, after applying whatever committed meanwhile.
+    // Caught up: build the indexes the load went without (a resumed run may find some
+    // built, or equivalent ones under other names), then swap under lock, after applying
+    // whatever committed meanwhile.
+    for t in TABLES {
+        let built: HashSet<String> = indexes(&mut conn, SHADOW, t)
+            .await?
+            .into_iter()
+            .map(|i| i.using)
+            .collect();
+        for index in indexes(&mut conn, "public", t).await? {
+            match index.deferred() {
+                Some(sql) if !built.contains(&index.using) => {
+                    sqlx::query(&sql).execute(&mut conn).await?;
+                }
+                _ => {}
+            }
+        }
+    }
     let mut tx = conn.begin().await?;
     let live: Vec<String> = TABLES.iter().map(|t| format!("public.{t}")).collect();
     sqlx::query(&format!(

@@ -28,6 +28,22 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
     out
 }
 
+/// Every index and constraint of the read-model tables, as the database describes them.
+async fn schema(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes \
+         WHERE schemaname = 'public' AND (tablename LIKE 'rm\\_%' OR tablename LIKE 'projection\\_%') \
+         UNION ALL \
+         SELECT conname::text, pg_get_constraintdef(c.oid) FROM pg_constraint c \
+         JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = 'public' AND (t.relname LIKE 'rm\\_%' OR t.relname LIKE 'projection\\_%') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
 async fn mixed_workload(app: &TestApp) {
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     let users = futures::future::join_all((0..4).map(|_| app.user())).await;
@@ -98,6 +114,13 @@ async fn replay_equals_live_read_models_even_after_an_interruption() {
     let app = spawn_app().await;
     mixed_workload(&app).await;
     let live = snapshot(&app).await;
+    let migrated = schema(&app).await;
+    assert!(
+        migrated
+            .iter()
+            .any(|(n, _)| n == "rm_transactions_from_idx"),
+        "{migrated:?}"
+    );
 
     let stats = replay(&app.pool, &ReplayOptions::default(), |_| {})
         .await
@@ -107,6 +130,11 @@ async fn replay_equals_live_read_models_even_after_an_interruption() {
         snapshot(&app).await,
         live,
         "a full replay reproduces the read models exactly"
+    );
+    assert_eq!(
+        schema(&app).await,
+        migrated,
+        "the swapped-in tables have the migrated indexes and constraints, by name"
     );
 
     // Interrupted after two small batches, then run again: still exact.
@@ -138,6 +166,7 @@ async fn replay_equals_live_read_models_even_after_an_interruption() {
         "the rerun resumed where the first stopped"
     );
     assert_eq!(snapshot(&app).await, live);
+    assert_eq!(schema(&app).await, migrated);
 
     // The live worker keeps working on the swapped-in tables.
     let u = app.user().await;
