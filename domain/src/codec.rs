@@ -1,7 +1,11 @@
 //! Converting events to and from their stored form (type name, schema version, JSON data),
 //! including upcasting data written under an older schema version.
 
-use serde_json::{json, Value};
+use std::borrow::Cow;
+
+use serde::de::value::MapDeserializer;
+use serde::Deserialize as _;
+use serde_json::Value;
 
 use crate::event::Event;
 
@@ -39,25 +43,36 @@ pub fn encode(event: &Event) -> (&'static str, i32, Value) {
 }
 
 /// Rebuilds an event from its stored parts, upcasting older schema versions first.
+///
+/// The data is read where it lies: only an upcast copies it. (Wrapping a clone in
+/// `{"type", "data"}` for `from_value` cost a deep copy of every event read.)
 pub fn decode(event_type: &str, schema_version: i32, data: &Value) -> Result<Event, DecodeError> {
-    let data = upcast(event_type, schema_version, data.clone())?;
-    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| {
-        DecodeError::Malformed {
-            event_type: event_type.to_owned(),
-            reason: e.to_string(),
-        }
+    let data = upcast(event_type, schema_version, data)?;
+    let tag = Value::String(event_type.to_owned());
+    // The adjacently tagged form `{"type": …, "data": …}`, as a map of borrowed values
+    // (the deserializer also refuses entries left over).
+    let map = MapDeserializer::new([("type", &tag), ("data", data.as_ref())].into_iter());
+    Event::deserialize(map).map_err(|e: serde_json::Error| DecodeError::Malformed {
+        event_type: event_type.to_owned(),
+        reason: e.to_string(),
     })
 }
 
 /// Brings data of an older schema version up to the current one. Each step is a pure
-/// function from version N to N+1, so old events stay readable forever.
-fn upcast(event_type: &str, schema_version: i32, mut data: Value) -> Result<Value, DecodeError> {
+/// function from version N to N+1, so old events stay readable forever; data already at
+/// the current version is returned as it is.
+fn upcast<'a>(
+    event_type: &str,
+    schema_version: i32,
+    data: &'a Value,
+) -> Result<Cow<'a, Value>, DecodeError> {
+    let mut data = Cow::Borrowed(data);
     let mut version = schema_version;
     loop {
         match (event_type, version) {
             // v1 → v2: deposits gained `channel`; every v1 deposit came through the API.
             ("FundsDeposited", 1) => {
-                if let Value::Object(m) = &mut data {
+                if let Value::Object(m) = data.to_mut() {
                     m.entry("channel")
                         .or_insert_with(|| Value::String("API".into()));
                 }
@@ -77,6 +92,8 @@ fn upcast(event_type: &str, schema_version: i32, mut data: Value) -> Result<Valu
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::event::DepositChannel;
 

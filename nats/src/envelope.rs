@@ -40,16 +40,23 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope of a stored event.
     pub fn from_recorded(e: &RecordedEvent) -> Self {
+        Self::from(e.clone())
+    }
+}
+
+impl From<RecordedEvent> for Envelope {
+    /// The envelope of a stored event, taking its fields without copying them.
+    fn from(e: RecordedEvent) -> Self {
         Self {
             envelope_version: ENVELOPE_VERSION,
             event_id: e.event_id,
-            stream_id: e.stream_id.clone(),
+            stream_id: e.stream_id,
             version: e.version,
             position: e.position,
-            event_type: e.event_type.clone(),
+            event_type: e.event_type,
             schema_version: e.schema_version,
-            data: e.data.clone(),
-            metadata: e.metadata.clone(),
+            data: e.data,
+            metadata: e.metadata,
             recorded_at: e.recorded_at,
         }
     }

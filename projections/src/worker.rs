@@ -266,7 +266,7 @@ impl ProjectionWorker {
             let applied = crate::stream_version(&self.pool, stream).await?;
             for e in store.read_stream(stream, applied).await? {
                 if e.version <= up_to {
-                    missing.push(Envelope::from_recorded(&e));
+                    missing.push(Envelope::from(e));
                 }
             }
         }
