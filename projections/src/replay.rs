@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use escrow_nats::Envelope;
-use event_store::{EventStore, FeedCursor};
+use event_store::{EventStore, FeedCursor, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::apply::apply_batch;
@@ -225,17 +225,27 @@ async fn step(
     batch: i64,
 ) -> anyhow::Result<(FeedCursor, usize)> {
     let events = store.read_feed(cursor, batch).await?;
+    apply_step(conn, cursor, events).await
+}
+
+/// Applies `events` (the feed after `cursor`, in order) in the caller's transaction and
+/// records the new cursor there; returns it and how many events were applied.
+async fn apply_step(
+    conn: &mut PgConnection,
+    cursor: FeedCursor,
+    events: Vec<RecordedEvent>,
+) -> anyhow::Result<(FeedCursor, usize)> {
     let Some(last) = events.last() else {
         return Ok((cursor, 0));
     };
     let next = last.cursor();
-    let envelopes: Vec<Envelope> = events.iter().map(Envelope::from_recorded).collect();
+    let last_position = last.position;
+    let envelopes: Vec<Envelope> = events.into_iter().map(Envelope::from).collect();
     let report = apply_batch(conn, &envelopes).await?;
     // The feed is complete and in commit order, so a gap here is a bug, not a delay.
     anyhow::ensure!(
         report.gaps.is_empty(),
-        "replay met a version gap at position {}",
-        last.position
+        "replay met a version gap at position {last_position}"
     );
     sqlx::query(&format!(
         "UPDATE {SHADOW}.replay_cursor SET tx_id = $1, position = $2 WHERE id = 1"
@@ -244,7 +254,7 @@ async fn step(
     .bind(next.position)
     .execute(&mut *conn)
     .await?;
-    Ok((next, events.len()))
+    Ok((next, envelopes.len()))
 }
 
 /// Rebuilds every read model from the event store and swaps the result in atomically.
@@ -262,17 +272,28 @@ pub async fn replay(
         .await?;
     let mut stats = ReplayStats::default();
     let mut batches = 0usize;
+    // The next batch is read from the feed (on a pool connection) while this one is
+    // applied, so that the two halves of a step run side by side.
+    let mut fetched = store.read_feed(cursor, options.batch_events).await?;
     loop {
         if options.stop_after_batches.is_some_and(|n| batches >= n) {
             stats.elapsed = started.elapsed();
             return Ok(stats);
         }
-        let mut tx = conn.begin().await?;
-        let (next, n) = step(&store, &mut tx, cursor, options.batch_events).await?;
-        tx.commit().await?;
-        if n == 0 {
+        let Some(after) = fetched.last().map(RecordedEvent::cursor) else {
             break;
-        }
+        };
+        // A task of its own: decoding the rows is much of the work, and it should not wait
+        // for the apply's turn on this task.
+        let prefetch = tokio::spawn({
+            let store = store.clone();
+            let batch = options.batch_events;
+            async move { store.read_feed(after, batch).await }
+        });
+        let mut tx = conn.begin().await?;
+        let (next, n) = apply_step(&mut tx, cursor, std::mem::take(&mut fetched)).await?;
+        tx.commit().await?;
+        fetched = prefetch.await??;
         cursor = next;
         batches += 1;
         stats.events += n as u64;
