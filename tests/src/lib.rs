@@ -18,6 +18,7 @@ use domain::codec::decode;
 use domain::ledger::{postings, Account};
 use domain::stream::Versioned;
 use domain::{Wallet, WalletId};
+use futures::StreamExt as _;
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -78,6 +79,37 @@ pub struct AppOptions {
     pub read_wait_ms: Option<u64>,
 }
 
+/// Deletes, once per test binary, the JetStream streams that earlier runs' tests left
+/// (`T_<uuid>`, `L_<uuid>`) once they are an hour old — a running test's own are younger.
+/// `scripts/test.sh` drops their databases the same way; without this a developer's
+/// JetStream gains some fifty streams a run.
+async fn delete_stale_test_streams(nats_url: &str) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let Ok(client) = async_nats::connect(nats_url).await else {
+            return;
+        };
+        let js = async_nats::jetstream::new(client);
+        let cutoff = chrono::Utc::now().timestamp() - 3600;
+        let mut stale = Vec::new();
+        let mut streams = js.streams();
+        while let Some(Ok(info)) = streams.next().await {
+            let name = info.config.name;
+            let test_made = ["T_", "L_"].iter().any(|p| {
+                name.strip_prefix(p)
+                    .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            });
+            if test_made && info.created.unix_timestamp() < cutoff {
+                stale.push(name);
+            }
+        }
+        for name in stale {
+            let _ = js.delete_stream(&name).await;
+        }
+    })
+    .await;
+}
+
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub base: String,
@@ -107,6 +139,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         }
     };
     let nats_url = opts.nats_url.unwrap_or_else(|| env("NATS_URL"));
+    delete_stale_test_streams(&nats_url).await;
     let config = ServeConfig {
         database_url: db_url.clone(),
         nats_url: nats_url.clone(),
