@@ -788,6 +788,15 @@ mod properties {
             writes: Vec<StreamWrite>,
         ) -> Result<(), TestCaseError> {
             for w in writes {
+                // Every event the decisions produce reads back as itself from its stored
+                // form (what the projections, replay and verify see).
+                for e in &w.events {
+                    let (event_type, schema_version, data) = domain::codec::encode(e);
+                    prop_assert_eq!(
+                        domain::codec::decode(event_type, schema_version, &data),
+                        Ok(e.clone())
+                    );
+                }
                 match w.stream.category() {
                     "wallet" => {
                         let state = self.wallets.entry(w.stream.clone()).or_default();
