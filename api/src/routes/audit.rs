@@ -177,10 +177,20 @@ pub async fn for_user(
     .await?;
     let streams: Vec<String> = streams.into_iter().map(|(s,)| s).collect();
     let rows: Vec<Row> = sqlx::query_as(&format!(
+        // Each part gives only its own newest `limit` (per stream, a backward walk of
+        // (stream_id, position); the actor's, one of its expression index): taking all of
+        // them read and sorted a user's whole history for every page (1,083 ms at 200,000
+        // events, 0.6 ms now). The actor joins laterally too, so that the plan walks its
+        // index whatever share of the events one actor has: as a constant, an actor with a
+        // third of them got a backward scan of the whole store instead (135 ms).
         "SELECT {COLUMNS} FROM ( \
-           SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) AND position < $3 \
+           SELECT e.* FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL ( \
+             SELECT {COLUMNS} FROM events WHERE stream_id = s.id AND position < $3 \
+             ORDER BY position DESC LIMIT $4) e \
            UNION \
-           SELECT {COLUMNS} FROM events WHERE metadata->>'actor' = $2 AND position < $3 \
+           SELECT e.* FROM UNNEST(ARRAY[$2::text]) AS a(id) CROSS JOIN LATERAL ( \
+             SELECT {COLUMNS} FROM events WHERE metadata->>'actor' = a.id AND position < $3 \
+             ORDER BY position DESC LIMIT $4) e \
          ) e ORDER BY position DESC LIMIT $4"
     ))
     .bind(&streams)

@@ -830,3 +830,124 @@ async fn inspection_window_releases_once_with_two_servers() {
     drop(second);
     let _ = ids;
 }
+
+/// Every page (`limit` rows before a cursor) is the newest of each part of a user's
+/// history — sent and received transfers, escrow rows of their own wallet and of their
+/// counterparties — and of their contracts as buyer and as seller: walking the pages two
+/// or one at a time gives exactly the one-page list, newest first.
+#[tokio::test]
+async fn pages_are_the_newest_of_every_part_of_a_history() {
+    let app = spawn_app().await;
+    let (a, b) = funded_pair(&app, "500").await;
+    assert_eq!(app.deposit(&b, "500").await.status, StatusCode::CREATED);
+    let mut last = 0;
+    for (from, to, amount) in [(&a, &b, "1"), (&b, &a, "2"), (&a, &b, "3"), (&b, &a, "4")] {
+        let t = app.transfer(from, &to.id, amount).await;
+        assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
+    }
+    // a buys from b twice and sells to b twice; one of each is funded, b's is released.
+    let mut contracts = Vec::new();
+    for (buyer, seller) in [(&a, &b), (&b, &a), (&a, &b), (&b, &a)] {
+        let c = create(&app, buyer, buyer, seller, "10", json!({})).await;
+        assert_eq!(c.status, StatusCode::CREATED, "{:?}", c.body);
+        contracts.push(c.str("id"));
+    }
+    assert_eq!(
+        act(&app, &a, &contracts[0], "fund", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        act(&app, &b, &contracts[1], "fund", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        act(&app, &a, &contracts[1], "deliver", Some(json!({})))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = act(&app, &b, &contracts[1], "release", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    if let Some(p) = r.body["position"].as_i64() {
+        last = p;
+    }
+    let t = app.transfer(&a, &b.id, "5").await;
+    last = last.max(t.body["position"].as_i64().unwrap());
+
+    let walk = |path: String, limit: usize| {
+        let (app, a) = (&app, &a);
+        async move {
+            let mut items: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                // The audit trail reads the events themselves: no position to wait for.
+                let mut url = if path.starts_with("/audit") {
+                    format!("{path}?limit={limit}")
+                } else {
+                    format!("{path}?limit={limit}&minPosition={last}")
+                };
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&cursor={c}"));
+                }
+                let page = app.get(&url, Some(&a.token)).await;
+                assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+                let got = page.body["items"].as_array().unwrap().clone();
+                assert!(got.len() <= limit);
+                items.extend(got);
+                match page.body["nextCursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => return items,
+                }
+            }
+        }
+    };
+    let ids = |items: &[Value]| items.iter().map(|i| i["id"].clone()).collect::<Vec<_>>();
+
+    let history = format!("/wallets/{}/transactions", a.id);
+    let whole = walk(history.clone(), 100).await;
+    let kinds: std::collections::HashSet<&str> =
+        whole.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["DEPOSIT", "TRANSFER", "ESCROW_HOLD", "PAYMENT"]
+            .into_iter()
+            .collect(),
+        "{whole:?}"
+    );
+    // A deposit, five transfers, a's own hold, b's hold (a sells) and the payment to a.
+    assert_eq!(whole.len(), 9, "{whole:?}");
+    assert_eq!(ids(&walk(history.clone(), 2).await), ids(&whole));
+    assert_eq!(ids(&walk(history, 1).await), ids(&whole));
+
+    let listed = format!("/contracts/user/{}", a.id);
+    let all = walk(listed.clone(), 100).await;
+    let mut expected = contracts.clone();
+    expected.reverse();
+    assert_eq!(
+        all.iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        expected,
+        "newest first, as buyer and as seller"
+    );
+    assert_eq!(ids(&walk(listed, 1).await), ids(&all));
+
+    // The audit trail: the events of a's streams (user, wallet, contracts) and of a's
+    // commands (b's streams too, such as the transfers' receiving side).
+    let trail = format!("/audit/logs/user/{}", a.id);
+    let events = walk(trail.clone(), 100).await;
+    let positions: Vec<i64> = events
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] > w[1]), "{positions:?}");
+    assert!(events.len() > 20, "{events:?}");
+    let pos = |items: &[Value]| {
+        items
+            .iter()
+            .map(|i| i["position"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pos(&walk(trail.clone(), 3).await), pos(&events));
+    assert_eq!(pos(&walk(trail, 1).await), pos(&events));
+}
