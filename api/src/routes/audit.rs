@@ -320,21 +320,30 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
             return Err(ApiError::not_found("STREAM_NOT_FOUND", "no such stream"));
         }
     }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM events WHERE position < $1 \
-           AND ($2::text IS NULL OR event_type = $2) AND ($3::text IS NULL OR stream_id = $3) \
-           AND ($4::text IS NULL OR metadata->>'actor' = $4) \
-           AND ($5::timestamptz IS NULL OR recorded_at >= $5) AND ($6::timestamptz IS NULL OR recorded_at < $6) \
-         ORDER BY position DESC LIMIT $7"
-    ))
-    .bind(before)
-    .bind(kind)
-    .bind(stream)
-    .bind(actor)
-    .bind(from)
-    .bind(to)
-    .bind(limit + 1)
-    .fetch_all(&st.pool)
-    .await?;
+    // Only the filters given, as plain conditions: each can then be served by its index
+    // (type, stream, actor) in every plan. With `($n IS NULL OR column = $n)` for all of
+    // them, the plan a connection settles on after a few runs could use none, and a
+    // search for a rare type or stream walked the whole store.
+    let mut sql =
+        sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE position < "));
+    sql.push_bind(before);
+    if let Some(k) = kind {
+        sql.push(" AND event_type = ").push_bind(k);
+    }
+    if let Some(s) = stream {
+        sql.push(" AND stream_id = ").push_bind(s);
+    }
+    if let Some(a) = actor {
+        sql.push(" AND metadata->>'actor' = ").push_bind(a);
+    }
+    if let Some(t) = from {
+        sql.push(" AND recorded_at >= ").push_bind(t);
+    }
+    if let Some(t) = to {
+        sql.push(" AND recorded_at < ").push_bind(t);
+    }
+    sql.push(" ORDER BY position DESC LIMIT ")
+        .push_bind(limit + 1);
+    let rows: Vec<Row> = sql.build_query_as().fetch_all(&st.pool).await?;
     Ok(page(rows, limit))
 }
