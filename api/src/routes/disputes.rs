@@ -355,16 +355,42 @@ pub async fn list(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> 
     };
     let reached = await_position(&st, q.min_position()?).await?;
     let only_user: Option<Uuid> = (!caller.role.sees_everything()).then_some(caller.id.0);
-    let rows: Vec<DisputeRow> = sqlx::query_as(&format!(
-        "SELECT {DISPUTE_COLUMNS} FROM rm_disputes WHERE position < $1 AND ($2::text IS NULL OR status = $2) \
-         AND ($3::uuid IS NULL OR buyer_id = $3 OR seller_id = $3) ORDER BY position DESC LIMIT $4"
-    ))
-    .bind(before)
-    .bind(status)
-    .bind(only_user)
-    .bind(limit + 1)
-    .fetch_all(&st.pool)
-    .await?;
+    // Only the filters that apply, so that each plan can walk an index newest first: the
+    // queue by (status, position) or (position), a party's own by its side's index.
+    let status_filter = |sql: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>| {
+        if let Some(s) = &status {
+            sql.push(" AND status = ").push_bind(s.clone());
+        }
+    };
+    let mut sql = sqlx::QueryBuilder::new(format!("SELECT {DISPUTE_COLUMNS} FROM "));
+    match only_user {
+        None => {
+            sql.push("rm_disputes WHERE position < ").push_bind(before);
+            status_filter(&mut sql);
+        }
+        Some(u) => {
+            sql.push(format!(
+                "(SELECT {DISPUTE_COLUMNS} FROM rm_disputes WHERE buyer_id = "
+            ))
+            .push_bind(u)
+            .push(" AND position < ")
+            .push_bind(before);
+            status_filter(&mut sql);
+            sql.push(format!(
+                " UNION ALL SELECT {DISPUTE_COLUMNS} FROM rm_disputes WHERE seller_id = "
+            ))
+            .push_bind(u)
+            .push(" AND buyer_id <> ")
+            .push_bind(u)
+            .push(" AND position < ")
+            .push_bind(before);
+            status_filter(&mut sql);
+            sql.push(") d");
+        }
+    }
+    sql.push(" ORDER BY position DESC LIMIT ")
+        .push_bind(limit + 1);
+    let rows: Vec<DisputeRow> = sql.build_query_as().fetch_all(&st.pool).await?;
     let next_cursor =
         (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].position.to_string());
     let items = rows

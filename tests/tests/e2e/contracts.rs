@@ -233,6 +233,24 @@ async fn create_fund_dispute_split() {
         json!([]),
         "a user sees only its own disputes"
     );
+    for party in [&buyer, &seller] {
+        let mine = app.get("/disputes", Some(&party.token)).await;
+        let ids: Vec<&Value> = mine.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["id"])
+            .collect();
+        assert_eq!(
+            ids,
+            vec![&json!(dispute)],
+            "each party sees its dispute once"
+        );
+        let open = app
+            .get("/disputes?status=RESOLVED", Some(&party.token))
+            .await;
+        assert_eq!(open.body["items"], json!([]), "not resolved yet");
+    }
 
     let res = app
         .request(Method::PUT, &format!("/disputes/{dispute}/resolve"), Some(&arbiter.token),
