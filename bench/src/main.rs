@@ -7,6 +7,8 @@
 //! percentiles, non-2xx answers by status and problem code, projection lag (from a
 //! command's response until a query with `minPosition` sees it), the server's peak RSS,
 //! and checks that no money appeared or vanished. The last line is one JSON summary.
+//! `--every S` also prints a timeline to stderr — rate, latency and lag per S seconds —
+//! which tells a tail made by a few stalls from one spread through the run.
 //!
 //! `bench/run.sh` starts a server and Postgres/NATS, measures the one-transaction-per-
 //! transfer ceiling with pgbench in the same run and passes it in as `--ceiling-tps`.
@@ -73,6 +75,10 @@ struct Args {
     /// The one-transaction-per-transfer ceiling measured in the same run (pgbench TPS).
     #[arg(long)]
     ceiling_tps: Option<f64>,
+    /// Also print a timeline to stderr: commands/s, latency and lag per this many seconds
+    /// (0: none), to tell a tail made by a few stalls from one spread through the run.
+    #[arg(long, default_value_t = 0)]
+    every: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +92,8 @@ struct User {
 struct Stats {
     /// Latency of each command, in microseconds.
     commands: Vec<u64>,
+    /// When each command of `commands` was answered, in seconds into the run.
+    answered_at: Vec<f32>,
     /// Latency of each query, in microseconds.
     queries: Vec<u64>,
     /// Non-2xx answers by "status code".
@@ -96,6 +104,8 @@ struct Stats {
     lags: Vec<(f64, u64)>,
     /// Highest position a command answered with.
     max_position: i64,
+    /// When the run started, in seconds since the Unix epoch.
+    started_unix: u64,
 }
 
 struct Bench {
@@ -139,6 +149,7 @@ impl Bench {
         let micros = t0.elapsed().as_micros() as u64;
         let mut s = self.stats.lock().ok()?;
         s.commands.push(micros);
+        s.answered_at.push(self.started.elapsed().as_secs_f32());
         match answer {
             Err(_) => {
                 s.transport_errors += 1;
@@ -296,6 +307,38 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// Peak resident set size of a process, in MiB (VmHWM), if it can be read.
+/// Per interval of `every` seconds: commands/s, latency p50 / p99 / max and lag p99 (ms).
+fn print_timeline(s: &Stats, every: f64, duration: f64) {
+    let slots = (duration / every).ceil().max(1.0) as usize;
+    let slot = |t: f64| ((t / every) as usize).min(slots - 1);
+    let mut lat: Vec<Vec<u64>> = vec![Vec::new(); slots];
+    for (at, micros) in s.answered_at.iter().zip(&s.commands) {
+        lat[slot(f64::from(*at))].push(*micros);
+    }
+    let mut lag: Vec<Vec<u64>> = vec![Vec::new(); slots];
+    for (at, micros) in &s.lags {
+        lag[slot(*at)].push(*micros);
+    }
+    eprintln!(
+        "timeline from {}: (wall-clock s) s, commands/s, latency p50 / p99 / max ms, lag p99 ms",
+        s.started_unix
+    );
+    eprintln!("      s  commands/s    p50    p99      max  lag p99");
+    for (i, (l, g)) in lat.iter_mut().zip(lag.iter_mut()).enumerate() {
+        l.sort_unstable();
+        g.sort_unstable();
+        eprintln!(
+            "{:>7.0} {:>11.0} {:>6.1} {:>6.1} {:>8.1} {:>8.1}",
+            i as f64 * every,
+            l.len() as f64 / every,
+            percentile(l, 0.50),
+            percentile(l, 0.99),
+            percentile(l, 1.0),
+            percentile(g, 0.99)
+        );
+    }
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -376,7 +419,13 @@ async fn main() -> anyhow::Result<()> {
     let bench = Arc::new(Bench {
         http,
         users,
-        stats: Mutex::new(Stats::default()),
+        stats: Mutex::new(Stats {
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            ..Stats::default()
+        }),
         started: Instant::now(),
         args,
     });
@@ -440,6 +489,9 @@ async fn main() -> anyhow::Result<()> {
         percentile(&v, 0.99)
     };
     let d = bench.args.duration as f64;
+    if bench.args.every > 0 {
+        print_timeline(&s, bench.args.every as f64, d);
+    }
     let (lag_first, lag_last) = (third(0.0, d / 3.0), third(2.0 * d / 3.0, d + 10.0));
     let overdrafts = s
         .refused
