@@ -66,7 +66,7 @@ struct Args {
     /// Each user's starting balance.
     #[arg(long, default_value = "1000.00")]
     balance: Decimal,
-    /// Measure the projection lag of every Nth successful command.
+    /// Measure the projection lag of every Nth successful command (of each client).
     #[arg(long, default_value_t = 10)]
     lag_every: u64,
     /// The server's process id, to report its peak RSS (VmHWM).
@@ -223,7 +223,9 @@ impl Bench {
     /// One client's loop until the deadline.
     async fn client(self: Arc<Self>, deadline: Instant) {
         let n = self.users.len();
-        let mut done: u64 = 0;
+        // Each client starts its count at a random point, so that the probes of clients
+        // started together do not all fall in the same moments of the run.
+        let mut done: u64 = rand::thread_rng().gen_range(0..self.args.lag_every);
         while Instant::now() < deadline {
             let (a, b, roll) = {
                 let mut rng = rand::thread_rng();
@@ -405,6 +407,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.users < 2 {
         bail!("--users must be at least 2");
+    }
+    if args.lag_every == 0 {
+        bail!("--lag-every must be at least 1");
     }
     let http = Arc::new(Http::new(&args.base, Duration::from_secs(30))?);
     let t0 = Instant::now();
