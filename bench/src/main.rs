@@ -308,7 +308,6 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-/// Peak resident set size of a process, in MiB (VmHWM), if it can be read.
 /// Per interval of `every` seconds: commands/s, latency p50 / p99 / max and lag p99 (ms).
 fn print_timeline(s: &Stats, every: f64, duration: f64) {
     let slots = (duration / every).ceil().max(1.0) as usize;
@@ -322,7 +321,8 @@ fn print_timeline(s: &Stats, every: f64, duration: f64) {
         lag[slot(*at)].push(*micros);
     }
     eprintln!(
-        "timeline from {}: (wall-clock s) s, commands/s, latency p50 / p99 / max ms, lag p99 ms",
+        "timeline, per {every} s from the start of the run (Unix time {}): commands/s, \
+         latency p50 / p99 / max ms, projection lag p99 ms",
         s.started_unix
     );
     eprintln!("      s  commands/s    p50    p99      max  lag p99");
@@ -341,6 +341,7 @@ fn print_timeline(s: &Stats, every: f64, duration: f64) {
     }
 }
 
+/// Peak resident set size of a process, in MiB (VmHWM), if it can be read.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
