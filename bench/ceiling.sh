@@ -7,10 +7,25 @@
 #
 # DATABASE_URL must be a scratch database migrated with `escrow migrate` (bench/run.sh
 # makes one). fsync and synchronous_commit stay at the server's settings (on).
+#
+# The measurement starts and ends quiet, so that neither it nor the phase next to it pays
+# for the other's leftovers: first the databases named in CEILING_VACUUM (space-separated
+# URLs, e.g. the ledger's, whose load just ended) are vacuumed and analysed, which leaves
+# autovacuum nothing to start on them; then a CHECKPOINT writes out the dirty buffers and
+# `sync` the kernel's dirty pages. After pgbench, the same for this database.
 set -euo pipefail
 url="$1"; clients="$2"; seconds="$3"
-pgbench="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)/pgbench"
+bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+pgbench="$bin/pgbench"
 [ -x "$pgbench" ] || pgbench="$(command -v pgbench)"
+quiet() {
+  local db
+  for db in "$@"; do psql -X -q -v ON_ERROR_STOP=1 "$db" -c "VACUUM ANALYZE"; done
+  psql -X -q -v ON_ERROR_STOP=1 "$url" -c "CHECKPOINT"
+  sync
+}
+# shellcheck disable=SC2086 # CEILING_VACUUM is a list of URLs
+quiet ${CEILING_VACUUM:-}
 script="$(mktemp)"
 trap 'rm -f "$script"' EXIT
 # Each transaction writes a transfer's two events (payer and payee streams, new each time,
@@ -36,4 +51,5 @@ SQL
 threads=$(( clients < $(nproc) ? clients : $(nproc) ))
 out="$("$pgbench" -n -c "$clients" -j "$threads" -T "$seconds" -f "$script" "$url" 2>&1)"
 echo "$out" | grep -E "latency average|tps =" >&2
+quiet "$url"
 echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p'

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs one benchmark end to end on this machine, as in docs/performance.md:
 #   1. provisions and starts Postgres and NATS (scripts/services.sh), builds release binaries;
-#   2. measures the one-transaction-per-transfer ceiling with pgbench (bench/ceiling.sh) on
-#      a scratch database of the same Postgres, at the same concurrency;
-#   3. starts `escrow serve` on a fresh database (rate limits off) and drives it with
-#      `escrow-bench`, which prints the figures, the ratio and a JSON summary last;
-#   4. runs `escrow verify` on what the run wrote.
+#   2. starts `escrow serve` on a fresh database (rate limits off) and drives it with
+#      `escrow-bench`, which measures the one-transaction-per-transfer ceiling with pgbench
+#      (bench/ceiling.sh, on scratch databases of the same Postgres, at the same concurrency)
+#      right before its load and right after it, and prints the figures, the ratio against
+#      the ceilings' mean and a JSON summary last;
+#   3. runs `escrow verify` on what the run wrote.
 #
 #   bench/run.sh [transfers|hot|escrow|mixed] [CONCURRENCY=64] [SECONDS=20]
 #   BENCH_USERS=100 (users), BENCH_DB_MAX_CONNECTIONS=20 (server pool),
@@ -21,24 +22,29 @@ cargo build --release --locked -p api --bin escrow -p escrow-bench --bin escrow-
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" "$@"; }
 run_id="$(date +%s)_$$"
 bench_db="escrow_bench_$run_id"; ceiling_db="escrow_ceiling_$run_id"
-psql -c "CREATE DATABASE $bench_db" -c "CREATE DATABASE $ceiling_db"
+psql -c "CREATE DATABASE $bench_db" -c "CREATE DATABASE ${ceiling_db}_before" \
+  -c "CREATE DATABASE ${ceiling_db}_after"
 base_url="${DATABASE_URL%/*}"
-target/release/escrow migrate --database-url "$base_url/$ceiling_db" >/dev/null
-target/release/escrow migrate --database-url "$base_url/$bench_db" >/dev/null
-
-echo "== ceiling: one transaction per transfer, pgbench -c $clients, ${seconds} s"
-ceiling="$(bench/ceiling.sh "$base_url/$ceiling_db" "$clients" "$seconds" | tail -n 1)"
-echo "one-tx-per-transfer TPS: $ceiling"
-psql -c "DROP DATABASE $ceiling_db"
+for db in "$bench_db" "${ceiling_db}_before" "${ceiling_db}_after"; do
+  target/release/escrow migrate --database-url "$base_url/$db" >/dev/null
+done
 
 port="${BENCH_PORT:-18080}"
 log="$ROOT/.data/bench-server-$run_id.log"
 start_server "$base_url/$bench_db" "$run_id" "$port" "$log"
-echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, log $log)"
+echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, log $log)," \
+  "between two ceilings: one transaction per transfer, pgbench -c $clients, ${seconds} s"
+# The ceiling runs right before the load and right after it, each on a scratch database of
+# its own ($CEILING_ROUND is before or after); the ratio is against the mean of the two.
+# Each ceiling vacuums the ledger's database and checkpoints first, and its own after
+# itself, so that no phase pays for the autovacuum or the dirty pages of the one before.
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \
-  --server-pid "$server" --ceiling-tps "$ceiling" | tee "$ROOT/.data/bench-$workload.out"
+  --server-pid "$server" \
+  --ceiling-cmd "CEILING_VACUUM='$base_url/$bench_db' bench/ceiling.sh '$base_url/${ceiling_db}_'\"\$CEILING_ROUND\" $clients $seconds" \
+  | tee "$ROOT/.data/bench-$workload.out"
 kill "$server"; wait "$server" 2>/dev/null || true
+psql -c "DROP DATABASE ${ceiling_db}_before" -c "DROP DATABASE ${ceiling_db}_after"
 echo "== escrow verify"
 target/release/escrow verify --database-url "$base_url/$bench_db" | tail -n 3
 [ -n "${BENCH_KEEP:-}" ] || psql -c "DROP DATABASE $bench_db WITH (FORCE)"

@@ -10,8 +10,9 @@
 //! `--every S` also prints a timeline to stderr — rate, latency and lag per S seconds —
 //! which tells a tail made by a few stalls from one spread through the run.
 //!
-//! `bench/run.sh` starts a server and Postgres/NATS, measures the one-transaction-per-
-//! transfer ceiling with pgbench in the same run and passes it in as `--ceiling-tps`.
+//! `bench/run.sh` starts a server and Postgres/NATS and passes `--ceiling-cmd`, with which
+//! the one-transaction-per-transfer ceiling is measured by pgbench right before the load
+//! and right after it; the ratio is taken against their mean.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -73,8 +74,15 @@ struct Args {
     #[arg(long)]
     server_pid: Option<u32>,
     /// The one-transaction-per-transfer ceiling measured in the same run (pgbench TPS).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ceiling_cmd")]
     ceiling_tps: Option<f64>,
+    /// A shell command that measures the ceiling and prints its TPS as its last line
+    /// (`bench/ceiling.sh …`). It is run right before the load and again after it (with
+    /// `CEILING_ROUND` set to `before` or `after`), and the ratio is taken against the
+    /// mean of the two, so a drift of the machine's speed during the run shows and does
+    /// not favour either side.
+    #[arg(long)]
+    ceiling_cmd: Option<String>,
     /// Also print a timeline to stderr: commands/s, latency and lag per this many seconds
     /// (0: none), to tell a tail made by a few stalls from one spread through the run.
     #[arg(long, default_value_t = 0)]
@@ -349,6 +357,36 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The ceiling the ratio is taken against: one measurement, or the mean of one before and
+/// one after the load.
+struct Ceiling {
+    tps: f64,
+    before: Option<f64>,
+    after: Option<f64>,
+}
+
+/// Runs `--ceiling-cmd` (round `before` or `after`) and reads the TPS from its last line of
+/// output; its stderr passes through.
+fn measure_ceiling(cmd: &str, round: &str) -> anyhow::Result<f64> {
+    eprintln!("ceiling ({round} the load): {cmd}");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("CEILING_ROUND", round)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the ceiling command {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("the ceiling command failed ({})", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("").trim();
+    match last.parse::<f64>() {
+        Ok(tps) if tps.is_finite() && tps > 0.0 => Ok(tps),
+        _ => bail!("the ceiling command's last line is not a positive TPS: {last:?}"),
+    }
+}
+
 async fn setup(http: &Arc<Http>, args: &Args) -> anyhow::Result<Vec<User>> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let one = |i: usize| {
@@ -422,6 +460,10 @@ async fn main() -> anyhow::Result<()> {
         args.balance,
         t0.elapsed().as_secs_f64()
     );
+    let ceiling_before = match &args.ceiling_cmd {
+        Some(cmd) => Some(measure_ceiling(cmd, "before")?),
+        None => None,
+    };
     let bench = Arc::new(Bench {
         http,
         users,
@@ -474,6 +516,21 @@ async fn main() -> anyhow::Result<()> {
     }
     let expected = bench.args.balance * Decimal::from(bench.users.len());
     let conserved = total == expected && negative == 0;
+    let ceiling = match (&bench.args.ceiling_cmd, ceiling_before) {
+        (Some(cmd), Some(before)) => {
+            let after = measure_ceiling(cmd, "after")?;
+            Some(Ceiling {
+                tps: (before + after) / 2.0,
+                before: Some(before),
+                after: Some(after),
+            })
+        }
+        _ => bench.args.ceiling_tps.map(|tps| Ceiling {
+            tps,
+            before: None,
+            after: None,
+        }),
+    };
 
     let s = bench
         .stats
@@ -508,7 +565,7 @@ async fn main() -> anyhow::Result<()> {
     let ok_commands = lat.len() as u64 - s.refused.values().sum::<u64>() - s.transport_errors;
     let cmds_per_s = lat.len() as f64 / elapsed;
     let rss = bench.args.server_pid.and_then(peak_rss_mib);
-    let ratio = bench.args.ceiling_tps.map(|c| cmds_per_s / c);
+    let ratio = ceiling.as_ref().map(|c| cmds_per_s / c.tps);
 
     println!(
         "workload {:?}, {} clients, {} users, {:.1} s",
@@ -546,9 +603,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(r) = rss {
         println!("server peak RSS: {r:.1} MiB");
     }
-    if let (Some(c), Some(r)) = (bench.args.ceiling_tps, ratio) {
+    if let (Some(c), Some(r)) = (&ceiling, ratio) {
+        if let (Some(b), Some(a)) = (c.before, c.after) {
+            println!("one-tx-per-transfer TPS: {b:.0} before the load, {a:.0} after it");
+        }
         println!(
-            "ratio = {cmds_per_s:.0} ledger commands/s ÷ {c:.0} one-tx-per-transfer TPS = {r:.2}"
+            "ratio = {cmds_per_s:.0} ledger commands/s ÷ {:.0} one-tx-per-transfer TPS = {r:.2}",
+            c.tps
         );
     }
     println!(
@@ -578,7 +639,9 @@ async fn main() -> anyhow::Result<()> {
         "lag_p99_first_third_ms": lag_first,
         "lag_p99_last_third_ms": lag_last,
         "server_peak_rss_mib": rss,
-        "ceiling_tps": bench.args.ceiling_tps,
+        "ceiling_tps": ceiling.as_ref().map(|c| c.tps),
+        "ceiling_tps_before": ceiling.as_ref().and_then(|c| c.before),
+        "ceiling_tps_after": ceiling.as_ref().and_then(|c| c.after),
         "ratio": ratio.map(|r| (r * 100.0).round() / 100.0),
         "conservation": if conserved { "ok" } else { "broken" },
     });
@@ -587,4 +650,33 @@ async fn main() -> anyhow::Result<()> {
         bail!("money was not conserved");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ceiling_is_the_last_line_of_its_command() -> anyhow::Result<()> {
+        let tps = measure_ceiling("echo 'tps = 1.0 (progress)'; echo 2034.5", "before")?;
+        assert!((tps - 2034.5).abs() < 1e-9);
+        // The round is passed in, so one command can use a database per round.
+        let tps = measure_ceiling("[ \"$CEILING_ROUND\" = after ] && echo 7", "after")?;
+        assert!((tps - 7.0).abs() < 1e-9);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_or_meaningless_ceiling_is_refused() {
+        for cmd in [
+            "echo 2000; exit 3",
+            "echo before",
+            "echo 0",
+            "echo -5",
+            "echo inf",
+            "true",
+        ] {
+            assert!(measure_ceiling(cmd, "before").is_err(), "{cmd}");
+        }
+    }
 }
