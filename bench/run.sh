@@ -36,12 +36,17 @@ echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, 
   "between two ceilings: one transaction per transfer, pgbench -c $clients, ${seconds} s"
 # The ceiling runs right before the load and right after it, each on a scratch database of
 # its own ($CEILING_ROUND is before or after); the ratio is against the mean of the two.
-# Each ceiling vacuums the ledger's database and checkpoints first, and its own after
-# itself, so that no phase pays for the autovacuum or the dirty pages of the one before.
+# Each ceiling checkpoints first, and vacuums and checkpoints its own database after
+# itself, so that no phase pays for the autovacuum or the dirty pages of the one before;
+# the one after the load first vacuums the ledger's database too. (Not the one before:
+# statistics taken while the ledger's tables are nearly empty would give its long-lived
+# connections plans for empty tables, and the load's first seconds ran at a tenth of its
+# rate until autovacuum analysed the tables again.)
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \
   --server-pid "$server" \
-  --ceiling-cmd "CEILING_VACUUM='$base_url/$bench_db' bench/ceiling.sh '$base_url/${ceiling_db}_'\"\$CEILING_ROUND\" $clients $seconds" \
+  --ceiling-cmd "if [ \"\$CEILING_ROUND\" = after ]; then export CEILING_VACUUM='$base_url/$bench_db'; fi
+    bench/ceiling.sh '$base_url/${ceiling_db}_'\"\$CEILING_ROUND\" $clients $seconds" \
   | tee "$ROOT/.data/bench-$workload.out"
 kill "$server"; wait "$server" 2>/dev/null || true
 psql -c "DROP DATABASE ${ceiling_db}_before" -c "DROP DATABASE ${ceiling_db}_after"
