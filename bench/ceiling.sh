@@ -15,8 +15,7 @@
 # `sync` the kernel's dirty pages. After pgbench, the same for this database.
 set -euo pipefail
 url="$1"; clients="$2"; seconds="$3"
-bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-pgbench="$bin/pgbench"
+pgbench="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)/pgbench"
 [ -x "$pgbench" ] || pgbench="$(command -v pgbench)"
 quiet() {
   local db

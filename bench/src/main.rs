@@ -358,11 +358,10 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 }
 
 /// The ceiling the ratio is taken against: one measurement, or the mean of one before and
-/// one after the load.
+/// one after the load (`sides`).
 struct Ceiling {
     tps: f64,
-    before: Option<f64>,
-    after: Option<f64>,
+    sides: Option<(f64, f64)>,
 }
 
 /// Runs `--ceiling-cmd` (round `before` or `after`) and reads the TPS from its last line of
@@ -521,15 +520,13 @@ async fn main() -> anyhow::Result<()> {
             let after = measure_ceiling(cmd, "after")?;
             Some(Ceiling {
                 tps: (before + after) / 2.0,
-                before: Some(before),
-                after: Some(after),
+                sides: Some((before, after)),
             })
         }
-        _ => bench.args.ceiling_tps.map(|tps| Ceiling {
-            tps,
-            before: None,
-            after: None,
-        }),
+        _ => bench
+            .args
+            .ceiling_tps
+            .map(|tps| Ceiling { tps, sides: None }),
     };
 
     let s = bench
@@ -604,7 +601,7 @@ async fn main() -> anyhow::Result<()> {
         println!("server peak RSS: {r:.1} MiB");
     }
     if let (Some(c), Some(r)) = (&ceiling, ratio) {
-        if let (Some(b), Some(a)) = (c.before, c.after) {
+        if let Some((b, a)) = c.sides {
             println!("one-tx-per-transfer TPS: {b:.0} before the load, {a:.0} after it");
         }
         println!(
@@ -640,8 +637,8 @@ async fn main() -> anyhow::Result<()> {
         "lag_p99_last_third_ms": lag_last,
         "server_peak_rss_mib": rss,
         "ceiling_tps": ceiling.as_ref().map(|c| c.tps),
-        "ceiling_tps_before": ceiling.as_ref().and_then(|c| c.before),
-        "ceiling_tps_after": ceiling.as_ref().and_then(|c| c.after),
+        "ceiling_tps_before": ceiling.as_ref().and_then(|c| c.sides).map(|(b, _)| b),
+        "ceiling_tps_after": ceiling.as_ref().and_then(|c| c.sides).map(|(_, a)| a),
         "ratio": ratio.map(|r| (r * 100.0).round() / 100.0),
         "conservation": if conserved { "ok" } else { "broken" },
     });
