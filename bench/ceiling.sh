@@ -10,9 +10,9 @@
 #
 # The statements are prepared once per connection (`-M prepared`), as a naive design
 # written with sqlx, like this project, would have them: pgbench's default, the simple
-# protocol, parses and plans every statement of every transaction, which measured 28-40 %
-# fewer TPS (2,439 / 1,815 / 1,966 against 3,583 / 3,009 / 2,732, alternating) and so
-# flattered the ratio of every run before this change.
+# protocol, parses and plans every statement of every transaction, measured 24-40 % fewer
+# TPS, and so flattered the ratio of every run before this change (docs/performance.md,
+# "Why prepared statements").
 #
 # The measurement starts and ends quiet, so that neither it nor the phase next to it pays
 # for the other's leftovers: first the databases named in CEILING_VACUUM (space-separated
