@@ -10,7 +10,9 @@ start_server() {
   local url="$1" tag="$2" port="$3" log="$4"
   local nats_port=$((port + 40000)) nats_dir="$ROOT/.data/bench-nats/$tag"
   mkdir -p "$nats_dir"
-  "$(command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server)" -js -sd "$nats_dir" \
+  # GOMAXPROCS as scripts/services.sh sets it for its nats-server (one on two cores).
+  GOMAXPROCS="${ESCROW_NATS_GOMAXPROCS:-}" \
+    "$(command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server)" -js -sd "$nats_dir" \
     -a 127.0.0.1 -p "$nats_port" >"$nats_dir.log" 2>&1 &
   bench_nats=$!
   for _ in $(seq 50); do
