@@ -39,8 +39,8 @@ nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
 
 # nats-server's Go scheduler spins on an idle processor looking for work before it sleeps.
 # On a machine of two cores, shared with PostgreSQL and the ledger, one Go processor
-# (GOMAXPROCS=1) made nats-server spend 15-17 % less CPU per command under load
-# (docs/performance.md). With more cores Go's default stays. GOMAXPROCS set by the caller
+# (GOMAXPROCS=1) made nats-server spend 15-17 % less CPU per command under load, measured
+# against the server's in the same run (docs/performance.md). With more cores Go's default stays. GOMAXPROCS set by the caller
 # wins.
 nats_gomaxprocs() {
   if [ -n "${GOMAXPROCS:-}" ]; then echo "$GOMAXPROCS"
@@ -97,8 +97,8 @@ start_nats() {
     return
   fi
   log "starting nats-server (JetStream) on 127.0.0.1:$NATS_PORT"
-  GOMAXPROCS="$(nats_gomaxprocs)" nohup "$(nats_bin)" -js -sd "$dir/jetstream" -a 127.0.0.1 -p "$NATS_PORT" -P "$dir/nats.pid" \
-    >"$dir/nats.log" 2>&1 &
+  GOMAXPROCS="$(nats_gomaxprocs)" nohup "$(nats_bin)" -js -sd "$dir/jetstream" \
+    -a 127.0.0.1 -p "$NATS_PORT" -P "$dir/nats.pid" >"$dir/nats.log" 2>&1 &
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then return; fi
     sleep 0.1
