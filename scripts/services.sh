@@ -40,8 +40,8 @@ nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
 # nats-server's Go scheduler spins on an idle processor looking for work before it sleeps.
 # On a machine of two cores, shared with PostgreSQL and the ledger, one Go processor
 # (GOMAXPROCS=1) made nats-server spend 15-17 % less CPU per command under load, measured
-# against the server's in the same run (docs/performance.md). With more cores Go's default stays. GOMAXPROCS set by the caller
-# wins.
+# against the server's in the same run (docs/performance.md). With more cores Go's default
+# stays. GOMAXPROCS set by the caller wins.
 nats_gomaxprocs() {
   if [ -n "${GOMAXPROCS:-}" ]; then echo "$GOMAXPROCS"
   elif [ "$(nproc)" -le 2 ]; then echo 1
