@@ -27,12 +27,36 @@ pub struct ApplyReport {
     pub gaps: Vec<usize>,
 }
 
+/// Where a batch comes from, which decides how each event's place in its stream is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Deliveries, which may repeat or run ahead: checked against the versions recorded in
+    /// `projection_streams`, which the batch then brings up to date.
+    Deliveries,
+    /// The event store's feed, complete and in commit order, read by a replay that
+    /// records the versions itself once it has caught up (`replay::record_versions`):
+    /// each stream's first event in the batch follows what was applied before, and
+    /// `projection_streams` is neither read nor written.
+    Feed,
+}
+
 /// Applies a batch in the caller's transaction. Events are taken in order; each is applied
 /// only if it is exactly the next version of its stream. Turns `enable_seqscan` off for the
 /// rest of that transaction.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     batch: &[Envelope],
+) -> anyhow::Result<ApplyReport> {
+    apply(conn, batch, Source::Deliveries).await
+}
+
+/// [`apply_batch`], or for [`Source::Feed`] without reading or recording the per-stream
+/// versions: an event that does not follow the one before it in the same batch is still
+/// reported as a gap.
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    batch: &[Envelope],
+    source: Source,
 ) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport::default();
     if batch.is_empty() {
@@ -52,22 +76,10 @@ pub async fn apply_batch(
     )
     .execute(&mut *conn)
     .await?;
-    let mut streams: Vec<String> = batch.iter().map(|e| e.stream_id.clone()).collect();
-    streams.sort();
-    streams.dedup();
-    // One index probe per stream. (`stream_id = ANY($2)` let the planner scan every row of
-    // the projection and filter — 250-430 ms a batch at 25,000 streams — whenever its plan
-    // was made while the table was small; the LIMIT keeps the subquery a per-stream probe.)
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.stream_id, p.version FROM UNNEST($2::text[]) AS s(stream_id) \
-         CROSS JOIN LATERAL (SELECT version FROM projection_streams \
-                             WHERE projection = $1 AND stream_id = s.stream_id LIMIT 1) p",
-    )
-    .bind(PROJECTION)
-    .bind(&streams)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut versions: HashMap<String, i64> = rows.into_iter().collect();
+    let mut versions: HashMap<String, i64> = match source {
+        Source::Deliveries => recorded_versions(conn, batch).await?,
+        Source::Feed => HashMap::new(),
+    };
     let mut touched: HashMap<String, i64> = HashMap::new();
     let mut max_position = 0i64;
     let mut deferred = Deferred::default();
@@ -75,7 +87,11 @@ pub async fn apply_batch(
     let mut unholds = Unholds::new();
 
     for (i, env) in batch.iter().enumerate() {
-        let current = versions.get(&env.stream_id).copied().unwrap_or(0);
+        let current = match (versions.get(&env.stream_id), source) {
+            (Some(v), _) => *v,
+            (None, Source::Deliveries) => 0,
+            (None, Source::Feed) => env.version - 1,
+        };
         if env.version <= current {
             report.duplicates += 1;
             continue;
@@ -106,7 +122,9 @@ pub async fn apply_batch(
         }
         span.in_scope(|| tracing::debug!("applied"));
         versions.insert(env.stream_id.clone(), env.version);
-        touched.insert(env.stream_id.clone(), env.version);
+        if source == Source::Deliveries {
+            touched.insert(env.stream_id.clone(), env.version);
+        }
         max_position = max_position.max(env.position);
         report.applied += 1;
     }
@@ -133,7 +151,7 @@ pub async fn apply_batch(
         .execute(&mut *conn)
         .await?;
     }
-    if !touched.is_empty() {
+    if !touched.is_empty() && source == Source::Deliveries {
         let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
         sqlx::query(
             "INSERT INTO projection_streams (projection, stream_id, version) \
@@ -145,6 +163,8 @@ pub async fn apply_batch(
         .bind(&vs)
         .execute(&mut *conn)
         .await?;
+    }
+    if report.applied > 0 {
         sqlx::query(
             "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, $2) \
              ON CONFLICT (projection) DO UPDATE SET position = GREATEST(projection_checkpoints.position, EXCLUDED.position), updated_at = now()",
@@ -155,6 +175,29 @@ pub async fn apply_batch(
         .await?;
     }
     Ok(report)
+}
+
+/// The versions recorded for the streams of `batch` (streams not yet seen are absent).
+async fn recorded_versions(
+    conn: &mut PgConnection,
+    batch: &[Envelope],
+) -> anyhow::Result<HashMap<String, i64>> {
+    let mut streams: Vec<&str> = batch.iter().map(|e| e.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    // One index probe per stream. (`stream_id = ANY($2)` let the planner scan every row of
+    // the projection and filter — 250-430 ms a batch at 25,000 streams — whenever its plan
+    // was made while the table was small; the LIMIT keeps the subquery a per-stream probe.)
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.stream_id, p.version FROM UNNEST($2::text[]) AS s(stream_id) \
+         CROSS JOIN LATERAL (SELECT version FROM projection_streams \
+                             WHERE projection = $1 AND stream_id = s.stream_id LIMIT 1) p",
+    )
+    .bind(PROJECTION)
+    .bind(&streams)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 fn aggregate_uuid(stream_id: &str) -> anyhow::Result<Uuid> {

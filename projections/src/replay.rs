@@ -11,6 +11,11 @@
 //! function's upserts and lookups need them) but not their other indexes: those are built
 //! once, under their live names and definitions, when the rebuild has caught up and
 //! before the swap — one sorted build per index instead of maintaining it row by row.
+//!
+//! The per-stream versions (`projection_streams`) are recorded the same way: the feed
+//! gives each event once and in order, so its batches neither look them up nor upsert
+//! them; once caught up, one grouped read of the store records them all, after checking
+//! that no stream has a gap and that the rebuild applied as many events as the store holds.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -19,7 +24,7 @@ use escrow_nats::Envelope;
 use event_store::{EventStore, FeedCursor, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::apply::apply_batch;
+use crate::apply::{apply, Source};
 
 /// The projections this build knows (all rebuilt together: they share one version table).
 pub const PROJECTIONS: &[&str] = &[crate::PROJECTION];
@@ -115,17 +120,27 @@ async fn prepare(conn: &mut PgConnection) -> anyhow::Result<FeedCursor> {
                 }
             }
         }
+        // `applied`: events applied from the feed, counted to check, once caught up, that
+        // the feed gave every event of the store (`record_versions`).
         sqlx::query(&format!(
-            "CREATE TABLE {SHADOW}.replay_cursor (id INT PRIMARY KEY, tx_id BIGINT NOT NULL, position BIGINT NOT NULL)"
+            "CREATE TABLE {SHADOW}.replay_cursor (id INT PRIMARY KEY, tx_id BIGINT NOT NULL, \
+             position BIGINT NOT NULL, applied BIGINT)"
         ))
         .execute(&mut *tx)
         .await?;
         sqlx::query(&format!(
-            "INSERT INTO {SHADOW}.replay_cursor VALUES (1, 0, 0)"
+            "INSERT INTO {SHADOW}.replay_cursor VALUES (1, 0, 0, 0)"
         ))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+    } else {
+        // A rebuild started by a version without the count: it stays unknown (NULL).
+        sqlx::query(&format!(
+            "ALTER TABLE {SHADOW}.replay_cursor ADD COLUMN IF NOT EXISTS applied BIGINT"
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     let (tx_id, position): (i64, i64) = sqlx::query_as(&format!(
         "SELECT tx_id, position FROM {SHADOW}.replay_cursor WHERE id = 1"
@@ -216,8 +231,9 @@ async fn indexes(
         .collect()
 }
 
-/// Applies the next batch after `cursor` in the caller's transaction; returns the new
-/// cursor and how many events it applied (0: caught up).
+/// Applies the next batch after `cursor` in the caller's transaction, against the recorded
+/// per-stream versions; returns the new cursor and how many events it applied (0: caught
+/// up).
 async fn step(
     store: &EventStore,
     conn: &mut PgConnection,
@@ -225,7 +241,7 @@ async fn step(
     batch: i64,
 ) -> anyhow::Result<(FeedCursor, usize)> {
     let events = store.read_feed(cursor, batch).await?;
-    apply_step(conn, cursor, events).await
+    apply_step(conn, cursor, events, Source::Deliveries).await
 }
 
 /// Applies `events` (the feed after `cursor`, in order) in the caller's transaction and
@@ -234,6 +250,7 @@ async fn apply_step(
     conn: &mut PgConnection,
     cursor: FeedCursor,
     events: Vec<RecordedEvent>,
+    source: Source,
 ) -> anyhow::Result<(FeedCursor, usize)> {
     let Some(last) = events.last() else {
         return Ok((cursor, 0));
@@ -241,20 +258,62 @@ async fn apply_step(
     let next = last.cursor();
     let last_position = last.position;
     let envelopes: Vec<Envelope> = events.into_iter().map(Envelope::from).collect();
-    let report = apply_batch(conn, &envelopes).await?;
-    // The feed is complete and in commit order, so a gap here is a bug, not a delay.
+    let report = apply(conn, &envelopes, source).await?;
+    // The feed is complete and in commit order, so a gap or a repeat here is a bug, not a
+    // delay.
     anyhow::ensure!(
-        report.gaps.is_empty(),
-        "replay met a version gap at position {last_position}"
+        report.gaps.is_empty() && report.duplicates == 0,
+        "replay met a version gap or a repeated event at position {last_position}"
     );
     sqlx::query(&format!(
-        "UPDATE {SHADOW}.replay_cursor SET tx_id = $1, position = $2 WHERE id = 1"
+        "UPDATE {SHADOW}.replay_cursor SET tx_id = $1, position = $2, applied = applied + $3 \
+         WHERE id = 1"
     ))
     .bind(next.tx_id)
     .bind(next.position)
+    .bind(envelopes.len() as i64)
     .execute(&mut *conn)
     .await?;
     Ok((next, envelopes.len()))
+}
+
+/// Records, once the rebuild has caught up to `cursor`, every stream's version in the
+/// shadow `projection_streams` (the feed batches leave it alone: one grouped read of the
+/// store instead of a probe and an upsert per stream and batch), in one transaction, after
+/// checking what the batches could not: that every stream's versions up to the cursor run
+/// from 1 without a gap, and that the feed gave every one of those events to this rebuild.
+async fn record_versions(conn: &mut PgConnection, cursor: FeedCursor) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await?;
+    let (events, gapped, applied): (i64, Option<String>, Option<i64>) = sqlx::query_as(&format!(
+        // Versions are unique per stream and start at 1, so a stream's count of events
+        // equals its newest version exactly when none is missing.
+        "WITH s AS (SELECT stream_id, max(version) AS version, count(*) AS n \
+                    FROM public.events WHERE (tx_id, position) <= ($2, $3) \
+                    GROUP BY stream_id), \
+              w AS (INSERT INTO {SHADOW}.projection_streams AS p (projection, stream_id, version) \
+                    SELECT $1, stream_id, version FROM s \
+                    ON CONFLICT (projection, stream_id) \
+                    DO UPDATE SET version = GREATEST(p.version, EXCLUDED.version)) \
+         SELECT COALESCE((SELECT sum(n) FROM s), 0)::int8, \
+                (SELECT stream_id FROM s WHERE n <> version LIMIT 1), \
+                (SELECT applied FROM {SHADOW}.replay_cursor WHERE id = 1)"
+    ))
+    .bind(crate::PROJECTION)
+    .bind(cursor.tx_id)
+    .bind(cursor.position)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(stream) = gapped {
+        anyhow::bail!("the event store has a version gap in stream {stream}");
+    }
+    if let Some(applied) = applied {
+        anyhow::ensure!(
+            applied == events,
+            "the feed gave this rebuild {applied} events, the store holds {events} up to it"
+        );
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Rebuilds every read model from the event store and swaps the result in atomically.
@@ -291,7 +350,8 @@ pub async fn replay(
             async move { store.read_feed(after, batch).await }
         });
         let mut tx = conn.begin().await?;
-        let (next, n) = apply_step(&mut tx, cursor, std::mem::take(&mut fetched)).await?;
+        let (next, n) =
+            apply_step(&mut tx, cursor, std::mem::take(&mut fetched), Source::Feed).await?;
         tx.commit().await?;
         fetched = prefetch.await??;
         cursor = next;
@@ -305,9 +365,11 @@ pub async fn replay(
         });
     }
 
-    // Caught up: build the indexes the load went without (a resumed run may find some
+    // Caught up: record the streams' versions (the catch-up under lock below applies
+    // against them), build the indexes the load went without (a resumed run may find some
     // built, or equivalent ones under other names), then swap under lock, after applying
     // whatever committed meanwhile.
+    record_versions(&mut conn, cursor).await?;
     for t in TABLES {
         let built: HashSet<String> = indexes(&mut conn, SHADOW, t)
             .await?
