@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use escrow_nats::Envelope;
 use event_store::{EventStore, FeedCursor, RecordedEvent};
+use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::apply::{apply, Source};
@@ -366,10 +367,10 @@ pub async fn replay(
     }
 
     // Caught up: record the streams' versions (the catch-up under lock below applies
-    // against them), build the indexes the load went without (a resumed run may find some
-    // built, or equivalent ones under other names), then swap under lock, after applying
-    // whatever committed meanwhile.
-    record_versions(&mut conn, cursor).await?;
+    // against them) while the indexes the load went without are built (a resumed run may
+    // find some built, or equivalent ones under other names), two at a time on connections
+    // of their own; then swap under lock, after applying whatever committed meanwhile.
+    let mut builds = Vec::new();
     for t in TABLES {
         let built: HashSet<String> = indexes(&mut conn, SHADOW, t)
             .await?
@@ -378,13 +379,18 @@ pub async fn replay(
             .collect();
         for index in indexes(&mut conn, "public", t).await? {
             match index.deferred() {
-                Some(sql) if !built.contains(&index.using) => {
-                    sqlx::query(&sql).execute(&mut conn).await?;
-                }
+                Some(sql) if !built.contains(&index.using) => builds.push(sql),
                 _ => {}
             }
         }
     }
+    let build = futures::stream::iter(builds.into_iter().map(Ok::<_, anyhow::Error>))
+        .try_for_each_concurrent(2, |sql| async move {
+            let mut c = pool.acquire().await?;
+            sqlx::query(&sql).execute(&mut *c).await?;
+            Ok(())
+        });
+    tokio::try_join!(record_versions(&mut conn, cursor), build)?;
     let mut tx = conn.begin().await?;
     let live: Vec<String> = TABLES.iter().map(|t| format!("public.{t}")).collect();
     sqlx::query(&format!(
