@@ -109,6 +109,59 @@ pub(crate) async fn read_text(
     Ok(rows)
 }
 
+/// An event of the feed as a rebuild of read models reads it: `data` as JSON text, to be
+/// decoded straight into an event; no metadata and no hashes, which a rebuild does not use.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FeedData {
+    /// Global position.
+    pub position: i64,
+    /// Id of the inserting transaction.
+    pub tx_id: i64,
+    /// The event id.
+    pub event_id: uuid::Uuid,
+    /// The stream.
+    pub stream_id: String,
+    /// 1-based version within the stream.
+    pub version: i64,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version of `data`.
+    pub schema_version: i32,
+    /// The event's fields, as JSON text.
+    pub data: String,
+    /// When it was appended.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl FeedData {
+    /// The feed cursor just after this event.
+    pub fn cursor(&self) -> FeedCursor {
+        FeedCursor {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
+    }
+}
+
+/// Like [`read`], as [`FeedData`].
+pub(crate) async fn read_data(
+    db: impl PgExecutor<'_>,
+    after: FeedCursor,
+    limit: i64,
+) -> Result<Vec<FeedData>, StoreError> {
+    let sql = format!(
+        "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version, \
+                data::text AS data, recorded_at \
+         FROM events {AFTER_CURSOR}"
+    );
+    Ok(sqlx::query_as::<_, FeedData>(&sql)
+        .bind(after.tx_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(db)
+        .await?)
+}
+
 /// Drops the whitespace Postgres puts between JSONB tokens (`{"a": 1, "b": 2}`); whatever
 /// is inside a string (escapes included) is kept as it is.
 fn compact(json: &str) -> String {

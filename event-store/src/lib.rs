@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 pub use append::{append, append_after};
 pub use batch::{read_batch, reserve_positions, write_batch, BatchReads, BatchWrite};
-pub use feed::{FeedCursor, FeedEvent};
+pub use feed::{FeedCursor, FeedData, FeedEvent};
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
 pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredResponse};
 pub use lease::Lease;
@@ -271,6 +271,16 @@ impl EventStore {
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         feed::read(&self.pool, after, limit).await
+    }
+
+    /// [`read_feed`](Self::read_feed) as a rebuild of read models needs it (see
+    /// [`FeedData`]).
+    pub async fn read_feed_data(
+        &self,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<FeedData>, StoreError> {
+        feed::read_data(&self.pool, after, limit).await
     }
 
     /// [`read_feed`](Self::read_feed) on a connection of the caller's (a lease's, say),

@@ -28,16 +28,18 @@ pub struct ApplyReport {
 }
 
 /// Where a batch comes from, which decides how each event's place in its stream is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source<'a> {
     /// Deliveries, which may repeat or run ahead: checked against the versions recorded in
     /// `projection_streams`, which the batch then brings up to date.
     Deliveries,
     /// The event store's feed, complete and in commit order, read by a replay that
     /// records the versions itself once it has caught up (`replay::record_versions`):
     /// each stream's first event in the batch follows what was applied before, and
-    /// `projection_streams` is neither read nor written.
-    Feed,
+    /// `projection_streams` is neither read nor written. The replay has decoded the
+    /// events already, one per envelope and in the same order (the envelopes' `data` and
+    /// `metadata` are not read).
+    Feed(&'a [Event]),
 }
 
 /// Applies a batch in the caller's transaction. Events are taken in order; each is applied
@@ -56,7 +58,7 @@ pub async fn apply_batch(
 pub(crate) async fn apply(
     conn: &mut PgConnection,
     batch: &[Envelope],
-    source: Source,
+    source: Source<'_>,
 ) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport::default();
     if batch.is_empty() {
@@ -78,8 +80,17 @@ pub(crate) async fn apply(
     .await?;
     let mut versions: HashMap<String, i64> = match source {
         Source::Deliveries => recorded_versions(conn, batch).await?,
-        Source::Feed => HashMap::new(),
+        Source::Feed(events) => {
+            anyhow::ensure!(
+                events.len() == batch.len(),
+                "{} decoded events for {} envelopes",
+                events.len(),
+                batch.len()
+            );
+            HashMap::new()
+        }
     };
+    let deliveries = matches!(source, Source::Deliveries);
     let mut touched: HashMap<String, i64> = HashMap::new();
     let mut max_position = 0i64;
     let mut deferred = Deferred::default();
@@ -90,7 +101,7 @@ pub(crate) async fn apply(
         let current = match (versions.get(&env.stream_id), source) {
             (Some(v), _) => *v,
             (None, Source::Deliveries) => 0,
-            (None, Source::Feed) => env.version - 1,
+            (None, Source::Feed(_)) => env.version - 1,
         };
         if env.version <= current {
             report.duplicates += 1;
@@ -100,7 +111,14 @@ pub(crate) async fn apply(
             report.gaps.push(i);
             continue;
         }
-        let event = decode(&env.event_type, env.schema_version, &env.data)?;
+        let decoded;
+        let event = match source {
+            Source::Feed(events) => &events[i],
+            Source::Deliveries => {
+                decoded = decode(&env.event_type, env.schema_version, &env.data)?;
+                &decoded
+            }
+        };
         // The command's correlation id rides in the metadata; log lines of this event's
         // projection carry it, so a request can be followed from HTTP to the read model.
         let span = tracing::debug_span!(
@@ -115,14 +133,12 @@ pub(crate) async fn apply(
         // and dispute rows), balances and holds are sums, and the contract and dispute rows
         // are changed in memory in stream order: the effect is that of applying the events
         // one by one.
-        if !deferred.take(env, &event)? && !escrow.take(env, &event, &mut unholds)? {
-            apply_one(conn, env, &event)
-                .instrument(span.clone())
-                .await?;
+        if !deferred.take(env, event)? && !escrow.take(env, event, &mut unholds)? {
+            apply_one(conn, env, event).instrument(span.clone()).await?;
         }
         span.in_scope(|| tracing::debug!("applied"));
         versions.insert(env.stream_id.clone(), env.version);
-        if source == Source::Deliveries {
+        if deliveries {
             touched.insert(env.stream_id.clone(), env.version);
         }
         max_position = max_position.max(env.position);
@@ -151,7 +167,7 @@ pub(crate) async fn apply(
         .execute(&mut *conn)
         .await?;
     }
-    if !touched.is_empty() && source == Source::Deliveries {
+    if !touched.is_empty() && deliveries {
         let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
         sqlx::query(
             "INSERT INTO projection_streams (projection, stream_id, version) \

@@ -20,9 +20,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use escrow_nats::Envelope;
-use event_store::{EventStore, FeedCursor, RecordedEvent};
+use domain::codec::decode_text;
+use domain::Event;
+use escrow_nats::{Envelope, ENVELOPE_VERSION};
+use event_store::{EventStore, FeedCursor, FeedData, RecordedEvent};
 use futures::TryStreamExt;
+use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::apply::{apply, Source};
@@ -242,29 +245,75 @@ async fn step(
     batch: i64,
 ) -> anyhow::Result<(FeedCursor, usize)> {
     let events = store.read_feed(cursor, batch).await?;
-    apply_step(conn, cursor, events, Source::Deliveries).await
-}
-
-/// Applies `events` (the feed after `cursor`, in order) in the caller's transaction and
-/// records the new cursor there; returns it and how many events were applied.
-async fn apply_step(
-    conn: &mut PgConnection,
-    cursor: FeedCursor,
-    events: Vec<RecordedEvent>,
-    source: Source,
-) -> anyhow::Result<(FeedCursor, usize)> {
-    let Some(last) = events.last() else {
+    let Some(next) = events.last().map(RecordedEvent::cursor) else {
         return Ok((cursor, 0));
     };
-    let next = last.cursor();
-    let last_position = last.position;
     let envelopes: Vec<Envelope> = events.into_iter().map(Envelope::from).collect();
-    let report = apply(conn, &envelopes, source).await?;
+    apply_step(conn, &envelopes, next, Source::Deliveries).await?;
+    Ok((next, envelopes.len()))
+}
+
+/// A batch of the feed, read and decoded on a task of its own while the batch before it
+/// is applied: decoding is much of a replay's work, and it should not wait for the
+/// apply's turn.
+struct Fetched {
+    /// The events' places, with `data` and `metadata` left null.
+    envelopes: Vec<Envelope>,
+    /// The events, one per envelope.
+    events: Vec<Event>,
+    /// The cursor after the batch.
+    next: FeedCursor,
+}
+
+/// Reads and decodes the next batch after `after`; `None` when caught up.
+async fn fetch(
+    store: EventStore,
+    after: FeedCursor,
+    limit: i64,
+) -> anyhow::Result<Option<Fetched>> {
+    let rows = store.read_feed_data(after, limit).await?;
+    let Some(next) = rows.last().map(FeedData::cursor) else {
+        return Ok(None);
+    };
+    let mut envelopes = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        events.push(decode_text(&row.event_type, row.schema_version, &row.data)?);
+        envelopes.push(Envelope {
+            envelope_version: ENVELOPE_VERSION,
+            event_id: row.event_id,
+            stream_id: row.stream_id,
+            version: row.version,
+            position: row.position,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            data: Value::Null,
+            metadata: Value::Null,
+            recorded_at: row.recorded_at,
+        });
+    }
+    Ok(Some(Fetched {
+        envelopes,
+        events,
+        next,
+    }))
+}
+
+/// Applies `envelopes` (the feed up to `next`, in order) in the caller's transaction and
+/// records `next` as the rebuild's cursor there.
+async fn apply_step(
+    conn: &mut PgConnection,
+    envelopes: &[Envelope],
+    next: FeedCursor,
+    source: Source<'_>,
+) -> anyhow::Result<()> {
+    let report = apply(conn, envelopes, source).await?;
     // The feed is complete and in commit order, so a gap or a repeat here is a bug, not a
     // delay.
     anyhow::ensure!(
         report.gaps.is_empty() && report.duplicates == 0,
-        "replay met a version gap or a repeated event at position {last_position}"
+        "replay met a version gap or a repeated event at position {}",
+        next.position
     );
     sqlx::query(&format!(
         "UPDATE {SHADOW}.replay_cursor SET tx_id = $1, position = $2, applied = applied + $3 \
@@ -275,7 +324,7 @@ async fn apply_step(
     .bind(envelopes.len() as i64)
     .execute(&mut *conn)
     .await?;
-    Ok((next, envelopes.len()))
+    Ok(())
 }
 
 /// Records, once the rebuild has caught up to `cursor`, every stream's version in the
@@ -332,32 +381,31 @@ pub async fn replay(
         .await?;
     let mut stats = ReplayStats::default();
     let mut batches = 0usize;
-    // The next batch is read from the feed (on a pool connection) while this one is
-    // applied, so that the two halves of a step run side by side.
-    let mut fetched = store.read_feed(cursor, options.batch_events).await?;
+    // The next batch is read from the feed (on a pool connection) and decoded while this
+    // one is applied, so that the two halves of a step run side by side.
+    let mut fetched = fetch(store.clone(), cursor, options.batch_events).await?;
     loop {
         if options.stop_after_batches.is_some_and(|n| batches >= n) {
             stats.elapsed = started.elapsed();
             return Ok(stats);
         }
-        let Some(after) = fetched.last().map(RecordedEvent::cursor) else {
+        let Some(batch) = fetched.take() else {
             break;
         };
-        // A task of its own: decoding the rows is much of the work, and it should not wait
-        // for the apply's turn on this task.
-        let prefetch = tokio::spawn({
-            let store = store.clone();
-            let batch = options.batch_events;
-            async move { store.read_feed(after, batch).await }
-        });
+        let prefetch = tokio::spawn(fetch(store.clone(), batch.next, options.batch_events));
         let mut tx = conn.begin().await?;
-        let (next, n) =
-            apply_step(&mut tx, cursor, std::mem::take(&mut fetched), Source::Feed).await?;
+        apply_step(
+            &mut tx,
+            &batch.envelopes,
+            batch.next,
+            Source::Feed(&batch.events),
+        )
+        .await?;
         tx.commit().await?;
         fetched = prefetch.await??;
-        cursor = next;
+        cursor = batch.next;
         batches += 1;
-        stats.events += n as u64;
+        stats.events += batch.envelopes.len() as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         progress(Progress {
             done: stats.events,
