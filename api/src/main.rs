@@ -4,13 +4,15 @@ use clap::{Parser, Subcommand};
 
 use api::ServeConfig;
 
-/// mimalloc instead of glibc's malloc: argon2id allocates 19 MiB per password hash, and
+/// jemalloc instead of glibc's malloc: argon2id allocates 19 MiB per password hash, and
 /// glibc (whose mmap threshold rises after the first such block is freed) then serves those
 /// blocks from per-thread arenas it never returns, which took the server's peak RSS to
-/// 1.5 GiB in the benchmark's setup phase; with mimalloc it stays near the working set.
-/// See docs/performance.md.
+/// 1.5 GiB in the benchmark's setup phase. jemalloc rather than mimalloc (used until
+/// 2026-11-25): in ten alternating pairs of `transfers` loads it ran 6 % more commands/s on
+/// 7 % less server CPU per command, at a peak RSS of 56 MiB against 86-108. See
+/// docs/performance.md.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Event-sourced escrow ledger.
 #[derive(Debug, Parser)]
