@@ -33,14 +33,31 @@ pub(crate) async fn read(
     after: FeedCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events {AFTER_CURSOR}");
-    Ok(sqlx::query_as::<_, RecordedEvent>(&sql)
+    read_columns(db, EVENT_COLUMNS, after, limit).await
+}
+
+/// The feed after `after` (see [`read`]), `columns` of each event as `T`.
+async fn read_columns<T>(
+    db: impl PgExecutor<'_>,
+    columns: &str,
+    after: FeedCursor,
+    limit: i64,
+) -> Result<Vec<T>, StoreError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let sql = format!("SELECT {columns} FROM events {AFTER_CURSOR}");
+    Ok(sqlx::query_as::<_, T>(&sql)
         .bind(after.tx_id)
         .bind(after.position)
         .bind(limit)
         .fetch_all(db)
         .await?)
 }
+
+/// The columns of a [`FeedData`], and with `metadata` those of a [`FeedEvent`].
+const DATA_COLUMNS: &str = "position, tx_id, event_id, stream_id, version, event_type, \
+                            schema_version, data::text AS data, recorded_at";
 
 /// The feed's condition and order: after `($1, $2)`, below the oldest running
 /// transaction, at most `$3` rows.
@@ -52,36 +69,11 @@ const AFTER_CURSOR: &str = "WHERE (tx_id, position) > ($1, $2) \
 /// text, never parsed (no hash columns: the relay does not check chains).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FeedEvent {
-    /// Global position.
-    pub position: i64,
-    /// Id of the inserting transaction.
-    pub tx_id: i64,
-    /// The event id.
-    pub event_id: uuid::Uuid,
-    /// The stream.
-    pub stream_id: String,
-    /// 1-based version within the stream.
-    pub version: i64,
-    /// Type name.
-    pub event_type: String,
-    /// Schema version of `data`.
-    pub schema_version: i32,
-    /// The event's fields, as compact JSON.
-    pub data: String,
+    /// Everything but the metadata (`data` compacted).
+    #[sqlx(flatten)]
+    pub event: FeedData,
     /// The metadata, as compact JSON.
     pub metadata: String,
-    /// When it was appended.
-    pub recorded_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl FeedEvent {
-    /// The feed cursor just after this event.
-    pub fn cursor(&self) -> FeedCursor {
-        FeedCursor {
-            tx_id: self.tx_id,
-            position: self.position,
-        }
-    }
 }
 
 /// Like [`read`], with the JSON columns as text: forwarding an event then costs no parse
@@ -91,26 +83,18 @@ pub(crate) async fn read_text(
     after: FeedCursor,
     limit: i64,
 ) -> Result<Vec<FeedEvent>, StoreError> {
-    let sql = format!(
-        "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version, \
-                data::text AS data, metadata::text AS metadata, recorded_at \
-         FROM events {AFTER_CURSOR}"
-    );
-    let mut rows = sqlx::query_as::<_, FeedEvent>(&sql)
-        .bind(after.tx_id)
-        .bind(after.position)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
+    let columns = format!("{DATA_COLUMNS}, metadata::text AS metadata");
+    let mut rows: Vec<FeedEvent> = read_columns(db, &columns, after, limit).await?;
     for r in &mut rows {
-        r.data = compact(&r.data);
+        r.event.data = compact(&r.event.data);
         r.metadata = compact(&r.metadata);
     }
     Ok(rows)
 }
 
-/// An event of the feed as a rebuild of read models reads it: `data` as JSON text, to be
-/// decoded straight into an event; no metadata and no hashes, which a rebuild does not use.
+/// An event of the feed without its metadata and hashes, as a rebuild of read models
+/// reads it (`data` as JSON text, to be decoded straight into an event), and the part of
+/// a [`FeedEvent`] other than the metadata.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FeedData {
     /// Global position.
@@ -149,17 +133,7 @@ pub(crate) async fn read_data(
     after: FeedCursor,
     limit: i64,
 ) -> Result<Vec<FeedData>, StoreError> {
-    let sql = format!(
-        "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version, \
-                data::text AS data, recorded_at \
-         FROM events {AFTER_CURSOR}"
-    );
-    Ok(sqlx::query_as::<_, FeedData>(&sql)
-        .bind(after.tx_id)
-        .bind(after.position)
-        .bind(limit)
-        .fetch_all(db)
-        .await?)
+    read_columns(db, DATA_COLUMNS, after, limit).await
 }
 
 /// Drops the whitespace Postgres puts between JSONB tokens (`{"a": 1, "b": 2}`); whatever

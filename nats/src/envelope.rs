@@ -82,9 +82,10 @@ pub(crate) struct EnvelopeText<'a> {
 
 impl EnvelopeText<'_> {
     /// Serialises the envelope of `e`. Fails only if the store returned invalid JSON.
-    pub(crate) fn to_vec(e: &FeedEvent) -> serde_json::Result<Vec<u8>> {
+    pub(crate) fn to_vec(feed: &FeedEvent) -> serde_json::Result<Vec<u8>> {
+        let e = &feed.event;
         let data: &RawValue = serde_json::from_str(&e.data)?;
-        let metadata: &RawValue = serde_json::from_str(&e.metadata)?;
+        let metadata: &RawValue = serde_json::from_str(&feed.metadata)?;
         serde_json::to_vec(&EnvelopeText {
             envelope_version: ENVELOPE_VERSION,
             event_id: e.event_id,
@@ -108,6 +109,8 @@ pub fn subject_for(prefix: &str, stream_id: &str, event_type: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use event_store::FeedData;
+
     use super::*;
 
     #[test]
@@ -116,16 +119,18 @@ mod tests {
         let metadata = serde_json::json!({"actor": "u", "correlationId": "c"});
         let at: DateTime<Utc> = "2026-11-24T05:06:07.123456Z".parse().expect("valid time");
         let feed = FeedEvent {
-            position: 7,
-            tx_id: 3,
-            event_id: Uuid::nil(),
-            stream_id: "wallet-x".into(),
-            version: 2,
-            event_type: "FundsDeposited".into(),
-            schema_version: 1,
-            data: data.to_string(),
+            event: FeedData {
+                position: 7,
+                tx_id: 3,
+                event_id: Uuid::nil(),
+                stream_id: "wallet-x".into(),
+                version: 2,
+                event_type: "FundsDeposited".into(),
+                schema_version: 1,
+                data: data.to_string(),
+                recorded_at: at,
+            },
             metadata: metadata.to_string(),
-            recorded_at: at,
         };
         let written = EnvelopeText::to_vec(&feed).expect("serialises");
         let read: Envelope = serde_json::from_slice(&written).expect("reads as an Envelope");

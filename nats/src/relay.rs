@@ -206,10 +206,11 @@ impl Relay {
         let Some(last) = events.last() else {
             return Ok(None);
         };
-        let next = last.cursor();
+        let next = last.event.cursor();
         let mut acks = Vec::with_capacity(events.len());
-        for e in &events {
-            let payload = EnvelopeText::to_vec(e)?;
+        for feed in &events {
+            let payload = EnvelopeText::to_vec(feed)?;
+            let e = &feed.event;
             let mut headers = HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
@@ -217,7 +218,7 @@ impl Relay {
             );
             if let Ok(Correlation {
                 correlation_id: Some(c),
-            }) = serde_json::from_str(&e.metadata)
+            }) = serde_json::from_str(&feed.metadata)
             {
                 headers.insert("Escrow-Correlation-Id", c);
             }
