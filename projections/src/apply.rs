@@ -167,7 +167,7 @@ pub(crate) async fn apply(
         .execute(&mut *conn)
         .await?;
     }
-    if !touched.is_empty() && deliveries {
+    if !touched.is_empty() {
         let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
         sqlx::query(
             "INSERT INTO projection_streams (projection, stream_id, version) \
