@@ -4,32 +4,35 @@
 //! failure.
 //!
 //! Every command arrives with the versions of the streams it decided from. The committer
-//! reads, in one statement, the heads (newest version and hash) of all the batch's streams,
-//! the answers stored under its idempotency keys and positions for its events
-//! ([`event_store::read_batch`]), and takes the commands in order: a command whose versions are current is accepted and its
-//! resulting states become the batch's overlay; a command decided from a state the batch
-//! (or another process) has since moved is decided again, in sequence, on top of the
-//! overlay — this is how a hot wallet takes many commands per batch instead of failing
-//! them. A command that cannot be accepted is answered `Conflict` and decides again from
-//! fresh state. The insert still relies on `UNIQUE (stream_id, version)`: if another
-//! process wrote one of the streams after the heads were read, the whole transaction
-//! rolls back and every command of the batch is answered `Conflict`.
+//! keeps the heads (newest version and hash) of the streams it has written or read
+//! ([`Heads`]); it reads from the database only the heads of streams it does not know, or
+//! knows older than a decision did. It then takes the commands in order: a command whose
+//! versions are current is accepted and its resulting states become the batch's overlay;
+//! a command decided from a state the batch (or an earlier batch) has since moved is
+//! decided again, in sequence, on top of the overlay — this is how a hot wallet takes many
+//! commands per batch instead of failing them. A command that cannot be accepted is
+//! answered `Conflict` and decides again from fresh state.
 //!
-//! Two batches are in flight at most: while one is written (on the committer's write
-//! connection), the next one is read (on its read connection). The next batch is
-//! sequenced only once the previous write has finished, on top of what it committed: its
-//! streams' new heads and its stored answers are carried over (the read may have run
-//! before that commit). So every write still starts from committed state, and writes stay
-//! one at a time, in order.
+//! The known heads may be stale: another process may have written since. The batch's
+//! statement ([`event_store::write_batch`]) therefore checks what it relies on: a stream
+//! it writes collides on `UNIQUE (stream_id, version)` if its version was taken (the whole
+//! statement fails, every command decides again, and those streams are read afresh next
+//! time); a stream it only read is compared with its head inside the statement, and so is
+//! every idempotency key. If one of those moved, nothing is written: the commands whose
+//! keys were used are answered with the stored response, those that read a moved stream
+//! decide again, and the rest are written in another round.
+//!
+//! One batch is written at a time, and the next is taken from the queue only when it is
+//! done: everything that arrived during a write goes into the next one. (Until 2026-12 a
+//! separate read of heads, keys and positions preceded each write and overlapped the
+//! previous one; a command then waited about three writes instead of one and a half.)
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use event_store::{
-    read_batch, reserve_positions, write_batch, BatchReads, BatchWrite, IdempotencyRecord,
-    IdempotencyRow, StoreError, StoredResponse, StreamAppend,
+    read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite, IdempotencyRecord, IdempotencyRow,
+    StoreError, StreamAppend,
 };
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
@@ -45,6 +48,13 @@ use crate::{Command, Outcome};
 pub const BATCH_COMMANDS_MAX: usize = 256;
 /// Commands waiting for the committer before senders wait too.
 pub(crate) const QUEUED_COMMANDS_MAX: usize = 4096;
+/// Streams whose heads the committer remembers before it starts over (about 150 bytes
+/// each: the memory stays under ~15 MB, and every active account of a busy ledger fits).
+const KNOWN_HEADS_MAX: usize = 100_000;
+/// Rounds a batch gets when its statement refuses it (a key or a read stream moved)
+/// before the commands still waiting decide again by themselves. A round is one statement;
+/// each refusal removes at least one command, so this bounds the work a batch can cause.
+const REFUSED_ROUNDS_MAX: usize = 3;
 
 /// A decided command on its way to the committer.
 pub(crate) struct Submission {
@@ -75,73 +85,86 @@ pub(crate) enum Batched {
     Failed { transient: bool, message: String },
 }
 
-/// When no command comes for this long, the committer hands its connections back to the
+/// When no command comes for this long, the committer hands its connection back to the
 /// pool — which pings every connection returned to it and closes one that a Postgres
-/// restart has cut, and lets a pool being closed finish — and the next batch acquires them
+/// restart has cut, and lets a pool being closed finish — and the next batch acquires one
 /// again.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
-/// How long the committer waits for a new second connection (the pool had room when it
-/// looked) before it reads after the write instead, on the write's connection.
-const SPARE_WAIT_MAX: Duration = Duration::from_millis(50);
-
-/// What a committed batch leaves for the next one, whose read may have run before the
-/// commit.
-struct Carry {
-    /// `stream → (version, hash)` of every stream it wrote.
-    tips: HashMap<String, (i64, Vec<u8>)>,
-    /// The answers it stored, by `(scope, key)`.
-    stored: Vec<((String, String), StoredResponse)>,
+/// The heads (newest version and its hash) of the streams this committer has written or
+/// read. Never newer than the database; older only when another process wrote since,
+/// which the batch statement detects (see the module's documentation).
+#[derive(Default)]
+pub(crate) struct Heads {
+    known: HashMap<String, (i64, Vec<u8>)>,
 }
 
-impl Carry {
-    /// Brings a read up to this commit. A head the read found newer (another process wrote
-    /// the stream since) is kept.
-    fn apply(self, reads: &mut BatchReads) {
-        for (stream, tip) in self.tips {
-            match reads.heads.get(&stream) {
-                Some((v, _)) if *v >= tip.0 => {}
-                _ => {
-                    reads.heads.insert(stream, tip);
-                }
-            }
+impl Heads {
+    fn version(&self, stream: &str) -> Option<i64> {
+        self.known.get(stream).map(|(v, _)| *v)
+    }
+
+    fn learn(&mut self, heads: HashMap<String, (i64, Vec<u8>)>) {
+        if self.known.len() + heads.len() > KNOWN_HEADS_MAX {
+            self.known.clear();
         }
-        reads.stored.extend(self.stored);
+        self.known.extend(heads);
+    }
+
+    fn forget<'a>(&mut self, streams: impl IntoIterator<Item = &'a str>) {
+        for s in streams {
+            self.known.remove(s);
+        }
+    }
+
+    /// Whether a stream decided at `decided` must have its head read first: decided at a
+    /// version above 0 that is unknown here or newer than what is known (then another
+    /// process wrote). A stream decided at version 0 and unknown is taken to be empty; if
+    /// it is not, the insert of its first version collides.
+    fn must_read(&self, stream: &str, decided: i64) -> bool {
+        decided > 0 && self.version(stream).is_none_or(|known| known < decided)
+    }
+
+    /// The streams of `subs` whose heads must be read first ([`Heads::must_read`]).
+    fn unknown<'a>(&self, subs: &'a [Submission]) -> Vec<&'a str> {
+        let mut out: Vec<&str> = subs
+            .iter()
+            .flat_map(decided_versions)
+            .filter(|(s, v)| self.must_read(s, *v))
+            .map(|(s, _)| s)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
-/// A batch being written: gives back the write connection (unless a statement failed) and,
-/// if it committed, its [`Carry`].
-type Writing =
-    Pin<Box<dyn Future<Output = (Option<PoolConnection<Postgres>>, Option<Carry>)> + Send>>;
+/// `(stream, version)` of every stream a submission's decision read or writes.
+fn decided_versions(s: &Submission) -> impl Iterator<Item = (&str, i64)> {
+    s.reads.iter().map(|(r, v)| (r.as_str(), *v)).chain(
+        s.plan
+            .writes
+            .iter()
+            .map(|w| (w.stream.as_str(), w.expected_version as i64)),
+    )
+}
 
-/// The committer task: takes whatever is queued (up to a batch), reads it while the
-/// previous batch is written, sequences it, and writes it.
+/// The committer task: takes whatever is queued (up to a batch) and commits it; what
+/// arrives meanwhile is the next batch.
 pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
     let pool = core.store.pool().clone();
-    // Connections kept from one batch to the next (two at most: one reading, one writing):
-    // sqlx pings every connection returned to its pool, a round trip per statement.
-    let mut idle: Vec<PoolConnection<Postgres>> = Vec::new();
-    let mut writing: Option<Writing> = None;
+    // The connection is kept from one batch to the next: sqlx pings every connection
+    // returned to its pool, a round trip per statement.
+    let mut held: Option<PoolConnection<Postgres>> = None;
+    let mut heads = Heads::default();
     loop {
-        let next = if let Some(w) = writing.as_mut() {
-            tokio::select! {
-                next = rx.recv() => next,
-                (conn, _) = w => {
-                    // Written before the next batch came: its read will see the commit.
-                    writing = None;
-                    idle.extend(conn);
-                    continue;
-                }
-            }
-        } else if !idle.is_empty() {
-            // Idle while holding connections: hand them back after HELD_IDLE_MAX (the only
-            // place idleness is decided), or a pool being closed (the admin commands) would
-            // wait for them forever.
+        let next = if held.is_some() {
+            // Idle while holding the connection: hand it back after HELD_IDLE_MAX, or a
+            // pool being closed (the admin commands) would wait for it forever.
             match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    idle.clear();
+                    held = None;
                     continue;
                 }
             }
@@ -149,9 +172,6 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
             rx.recv().await
         };
         let Some(first) = next else {
-            if let Some(w) = writing.take() {
-                w.await;
-            }
             break;
         };
         let mut batch = vec![first];
@@ -161,81 +181,17 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
                 Err(_) => break,
             }
         }
-
-        // Read this batch while the previous one is written, on a connection of its own if
-        // the pool has one to spare or room for one; otherwise after the write, on its
-        // connection.
-        let mut carry = None;
-        let mut overlapped = None;
-        if let Some(w) = writing.take() {
-            let room = pool.size() < pool.options().get_max_connections();
-            let read = async {
-                let spare = match idle.pop().or_else(|| pool.try_acquire()) {
-                    Some(c) => Some(c),
-                    // Another task may take the room meanwhile: wait only briefly.
-                    None if room => tokio::time::timeout(SPARE_WAIT_MAX, pool.acquire())
-                        .await
-                        .ok()
-                        .and_then(Result::ok),
-                    None => None,
-                };
-                match spare {
-                    Some(conn) => Some(core.read(conn, &batch).await),
-                    None => None,
+        let conn = match held.take() {
+            Some(c) => c,
+            None => match pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    fail_all(batch, &e.into());
+                    continue;
                 }
-            };
-            let ((written, c), read) = tokio::join!(w, read);
-            idle.extend(written);
-            carry = c;
-            overlapped = read;
-        }
-        let read = match overlapped {
-            Some(read) => read,
-            None => match connection(&mut idle, &pool).await {
-                Ok(conn) => core.read(conn, &batch).await,
-                Err(e) => (None, Err(e)),
             },
         };
-        let mut reads = match read {
-            (conn, Ok(reads)) => {
-                idle.extend(conn);
-                reads
-            }
-            (_, Err(e)) => {
-                fail_all(batch, &e);
-                continue;
-            }
-        };
-        if let Some(c) = carry {
-            c.apply(&mut reads);
-        }
-
-        let (accepted, reads) = core.sequence(batch, reads).await;
-        if accepted.is_empty() {
-            continue;
-        }
-        let conn = match connection(&mut idle, &pool).await {
-            Ok(c) => c,
-            Err(e) => {
-                fail_all(accepted.into_iter().map(|a| a.sub).collect(), &e);
-                continue;
-            }
-        };
-        let core = core.clone();
-        writing = Some(Box::pin(async move {
-            core.write_and_answer(conn, accepted, reads).await
-        }));
-    }
-}
-
-/// One of the committer's kept connections, or one from the pool.
-async fn connection(
-    idle: &mut Vec<PoolConnection<Postgres>>,
-    pool: &sqlx::PgPool,
-) -> Result<PoolConnection<Postgres>, StoreError> {
-    match idle.pop() {
-        Some(c) => Ok(c),
-        None => Ok(pool.acquire().await?),
+        held = core.commit_batch(conn, batch, &mut heads).await;
     }
 }
 
@@ -252,26 +208,23 @@ fn fail_all(subs: Vec<Submission>, e: &StoreError) {
     }
 }
 
-/// The version a stream is at for the command being sequenced.
-fn current(stream: &str, overlay: &Overlay, heads: &HashMap<String, (i64, Vec<u8>)>) -> i64 {
+/// The version a stream is at for the command being sequenced, if known.
+fn current(stream: &str, overlay: &Overlay, heads: &Heads) -> Option<i64> {
     match overlay.get(stream) {
-        Some(s) => s.version() as i64,
-        None => heads.get(stream).map_or(0, |(v, _)| *v),
+        Some(s) => Some(s.version() as i64),
+        None => heads.version(stream),
     }
 }
 
 /// Whether a decision was made from current versions of everything it read and writes.
-fn still_valid(
-    reads: &[(String, i64)],
-    plan: &Plan,
-    overlay: &Overlay,
-    heads: &HashMap<String, (i64, Vec<u8>)>,
-) -> bool {
-    reads.iter().all(|(s, v)| current(s, overlay, heads) == *v)
+/// An unknown stream is current only at version 0 (empty; the statement checks it).
+fn still_valid(reads: &[(String, i64)], plan: &Plan, overlay: &Overlay, heads: &Heads) -> bool {
+    let at = |s: &str, v: i64| current(s, overlay, heads).unwrap_or(0) == v;
+    reads.iter().all(|(s, v)| at(s, *v))
         && plan
             .writes
             .iter()
-            .all(|w| current(w.stream.as_str(), overlay, heads) == w.expected_version as i64)
+            .all(|w| at(w.stream.as_str(), w.expected_version as i64))
 }
 
 /// A command accepted into the batch, with the ids of its events.
@@ -280,74 +233,63 @@ struct Accepted {
     event_ids: Vec<Uuid>,
 }
 
+/// What became of a round of a batch.
+enum Round {
+    /// Every command was answered.
+    Done,
+    /// The statement refused the batch; these commands were not answered yet.
+    Again(Vec<Submission>),
+    /// The statement failed; every command was answered and the connection is dropped.
+    Broken,
+}
+
 impl LedgerCore {
-    /// Reads what a batch needs: heads, stored answers, positions. Gives the connection
-    /// back unless the statement failed.
-    async fn read(
+    /// Commits a batch: reads the heads it needs, then sequences and writes it (again
+    /// after a refusal, bounded by [`REFUSED_ROUNDS_MAX`]). Gives back the connection
+    /// unless a statement failed.
+    async fn commit_batch(
         &self,
         mut conn: PoolConnection<Postgres>,
-        subs: &[Submission],
-    ) -> (
-        Option<PoolConnection<Postgres>>,
-        Result<BatchReads, StoreError>,
-    ) {
-        // Keys answered before: replay them instead of executing again.
-        let keys: Vec<(String, String)> = subs
-            .iter()
-            .filter_map(|s| s.idempotency.as_ref())
-            .map(|r| (r.scope.clone(), r.key.clone()))
-            .collect();
-        let mut streams: Vec<String> = subs
-            .iter()
-            .flat_map(|s| {
-                s.reads
-                    .iter()
-                    .map(|(r, _)| r.clone())
-                    .chain(s.plan.writes.iter().map(|w| w.stream.as_str().to_owned()))
-            })
-            .collect();
-        streams.sort();
-        streams.dedup();
-        // As many positions as the decisions have events; a re-decision that needs more
-        // reserves them before the write.
-        let events: usize = subs
-            .iter()
-            .flat_map(|s| s.plan.writes.iter().map(|w| w.events.len()))
-            .sum();
-        match read_batch(&mut conn, &streams, &keys, events).await {
-            Ok(reads) => (Some(conn), Ok(reads)),
-            Err(e) => (None, Err(e)),
+        subs: Vec<Submission>,
+        heads: &mut Heads,
+    ) -> Option<PoolConnection<Postgres>> {
+        let unknown = heads.unknown(&subs);
+        if !unknown.is_empty() {
+            match read_heads(&mut conn, &unknown).await {
+                Ok(found) => heads.learn(found),
+                Err(e) => {
+                    fail_all(subs, &e);
+                    return None;
+                }
+            }
         }
+        let mut subs = subs;
+        for _ in 0..REFUSED_ROUNDS_MAX {
+            let accepted = self.sequence(subs, heads).await;
+            if accepted.is_empty() {
+                return Some(conn);
+            }
+            match self.write_and_answer(&mut conn, accepted, heads).await {
+                Round::Done => return Some(conn),
+                Round::Again(rest) => subs = rest,
+                Round::Broken => return None,
+            }
+        }
+        for s in subs {
+            let _ = s.reply.send(Batched::Conflict);
+        }
+        Some(conn)
     }
 
-    /// Takes the commands in order (see the module's documentation): answers replays and
-    /// conflicts at once and returns the accepted ones.
-    async fn sequence(
-        &self,
-        subs: Vec<Submission>,
-        reads: BatchReads,
-    ) -> (Vec<Accepted>, BatchReads) {
-        let (stored, heads) = (&reads.stored, &reads.heads);
-        // Sequence the batch.
+    /// Takes the commands in order (see the module's documentation): answers conflicts at
+    /// once and returns the accepted ones.
+    async fn sequence(&self, subs: Vec<Submission>, heads: &Heads) -> Vec<Accepted> {
         let mut overlay = Overlay::new();
         let mut keys_in_batch: HashSet<(String, String)> = HashSet::new();
         let mut accepted: Vec<Accepted> = Vec::with_capacity(subs.len());
         for mut sub in subs {
             if let Some(rec) = &sub.idempotency {
-                let k = (rec.scope.clone(), rec.key.clone());
-                if let Some(s) = stored.get(&k) {
-                    let answer = if s.request_hash == rec.request_hash {
-                        Batched::Replayed {
-                            status: u16::try_from(s.status).unwrap_or(200),
-                            body: s.body.clone(),
-                        }
-                    } else {
-                        Batched::IdempotencyMismatch
-                    };
-                    let _ = sub.reply.send(answer);
-                    continue;
-                }
-                if !keys_in_batch.insert(k) {
+                if !keys_in_batch.insert((rec.scope.clone(), rec.key.clone())) {
                     // The same key twice in one batch: the second replays the first once
                     // it is committed.
                     let _ = sub.reply.send(Batched::Conflict);
@@ -392,157 +334,163 @@ impl LedgerCore {
                 .collect();
             accepted.push(Accepted { sub, event_ids });
         }
-        (accepted, reads)
+        accepted
     }
 
-    /// Writes the accepted commands of a batch and answers each; gives back the connection
-    /// unless a statement failed, and what the batch committed.
+    /// Writes the accepted commands of a batch in one statement and answers each, or
+    /// returns those to try again when the statement refused the batch.
     async fn write_and_answer(
         &self,
-        mut conn: PoolConnection<Postgres>,
+        conn: &mut PoolConnection<Postgres>,
         mut accepted: Vec<Accepted>,
-        mut reads: BatchReads,
-    ) -> (Option<PoolConnection<Postgres>>, Option<Carry>) {
-        match self.write_batch(&mut conn, &mut accepted, &mut reads).await {
-            Ok((positions, carry)) => {
+        heads: &mut Heads,
+    ) -> Round {
+        let mut appends: Vec<StreamAppend> = Vec::new();
+        let mut command_of: HashMap<Uuid, i32> = HashMap::new();
+        for (i, a) in accepted.iter().enumerate() {
+            let mut ids = a.event_ids.iter().copied();
+            appends.extend(stream_appends(&a.sub.plan.writes, &a.sub.metadata, || {
+                ids.next().unwrap_or_else(Uuid::now_v7)
+            }));
+            command_of.extend(a.event_ids.iter().map(|id| (*id, i as i32)));
+        }
+        let batch = match BatchWrite::lay_out(&appends, &heads.known) {
+            Ok(b) => b,
+            // Sequencing accepts only writes that start at a known head: a bug if not, and
+            // deciding again from fresh state is the safe answer.
+            Err(e) => {
+                tracing::error!(error = %e, "a sequenced batch did not chain onto its heads");
+                return self.race(accepted, heads);
+            }
+        };
+        let commands: Vec<i32> = batch
+            .events()
+            .map(|(id, _, _)| command_of.get(&id).copied().unwrap_or(-1))
+            .collect();
+        let recorded_at = batch.recorded_at();
+        let mut keys = Vec::new();
+        for (i, a) in accepted.iter_mut().enumerate() {
+            // The response shows the stored time, so a replay answers identically. Its
+            // position is set by the statement, which is where positions are assigned.
+            a.sub.plan.outcome.set_recorded_at(recorded_at);
+            if let Some(rec) = &a.sub.idempotency {
+                let (status, body) = (a.sub.respond)(&a.sub.plan.outcome, 0);
+                keys.push(BatchKey {
+                    row: IdempotencyRow {
+                        record: rec.clone(),
+                        status: status as i16,
+                        body,
+                    },
+                    command: i as i32,
+                });
+            }
+        }
+        // Streams only read: no insert collides if they moved, so the statement checks
+        // them. Each is at one version for the whole batch (sequencing checked every read
+        // against the same head).
+        let written: HashSet<&str> = appends.iter().map(|w| w.stream_id.as_str()).collect();
+        let mut checks: Vec<(&str, i64)> = accepted
+            .iter()
+            .flat_map(|a| a.sub.reads.iter())
+            .filter(|(s, _)| !written.contains(s.as_str()))
+            .map(|(s, v)| (s.as_str(), *v))
+            .collect();
+        checks.sort_unstable();
+        checks.dedup();
+        let outcome = write_batch(conn, &batch, &commands, &keys, &checks).await;
+        drop(checks);
+        match outcome {
+            Ok(BatchOutcome::Written(positions)) => {
+                heads.learn(batch.tips());
+                let reached = |a: &Accepted| {
+                    a.event_ids
+                        .iter()
+                        .filter_map(|id| positions.get(id).copied())
+                        .max()
+                        .unwrap_or(0)
+                };
                 for a in &accepted {
                     self.remember(&a.sub.plan.after);
                 }
                 if let Some(o) = &self.observer {
-                    let events: usize = accepted.iter().map(|a| a.event_ids.len()).sum();
-                    let streams: HashSet<&str> = accepted
-                        .iter()
-                        .flat_map(|a| a.sub.plan.writes.iter().map(|w| w.stream.as_str()))
+                    let streams: HashSet<&str> = batch.events().map(|(_, s, _)| s).collect();
+                    o.append(accepted.len(), streams.len(), positions.len());
+                    let committed: Vec<(i64, &str, i64)> = batch
+                        .events()
+                        .map(|(id, s, v)| (positions.get(&id).copied().unwrap_or(0), s, v))
                         .collect();
-                    o.append(accepted.len(), streams.len(), events);
+                    o.committed(&committed);
                 }
-                for (a, position) in accepted.into_iter().zip(positions) {
+                for a in accepted {
+                    let position = reached(&a);
                     let _ = a.sub.reply.send(Batched::Committed {
                         position,
                         outcome: Box::new(a.sub.plan.outcome),
                     });
                 }
-                (Some(conn), Some(carry))
+                Round::Done
             }
-            Err(BatchError::Race) => {
+            Ok(BatchOutcome::Refused { moved, taken }) => {
+                heads.forget(moved.iter().map(|(s, _)| s.as_str()));
+                let moved: HashSet<&str> = moved.iter().map(|(s, _)| s.as_str()).collect();
+                let taken: HashMap<_, _> = taken.into_iter().collect();
+                let mut again = Vec::with_capacity(accepted.len());
                 for a in accepted {
-                    let _ = a.sub.reply.send(Batched::Conflict);
+                    let sub = a.sub;
+                    let stored = sub
+                        .idempotency
+                        .as_ref()
+                        .and_then(|r| taken.get(&(r.scope.clone(), r.key.clone())));
+                    if let (Some(stored), Some(rec)) = (stored, &sub.idempotency) {
+                        let answer = if stored.request_hash == rec.request_hash {
+                            Batched::Replayed {
+                                status: u16::try_from(stored.status).unwrap_or(200),
+                                body: stored.body.clone(),
+                            }
+                        } else {
+                            Batched::IdempotencyMismatch
+                        };
+                        let _ = sub.reply.send(answer);
+                    } else if sub.reads.iter().any(|(s, _)| moved.contains(s.as_str())) {
+                        let _ = sub.reply.send(Batched::Conflict);
+                    } else {
+                        again.push(sub);
+                    }
                 }
-                // The connection is fine: the failed statement wrote nothing.
-                (Some(conn), None)
+                Round::Again(again)
             }
-            Err(BatchError::Store(e)) => {
+            // A key was taken by another process's commit after the check: nothing was
+            // written; each command decides again and that one replays the stored answer.
+            Err(StoreError::UniqueViolation { constraint })
+                if constraint == "idempotency_keys_pkey" =>
+            {
+                self.race(accepted, heads)
+            }
+            Err(e) if e.is_race() => self.race(accepted, heads),
+            Err(e) => {
                 tracing::warn!(error = %e, commands = accepted.len(), "group commit failed");
                 for a in accepted {
                     let _ = a.sub.reply.send(failed(&e));
                 }
                 // Whatever state the connection is in, the pool sorts it out (or closes it).
-                (None, None)
+                Round::Broken
             }
         }
     }
 
-    /// One statement, its own transaction: every accepted command's events, and its
-    /// idempotency key with the response it gets. Returns each command's position, and
-    /// what the batch leaves for the next one.
-    async fn write_batch(
-        &self,
-        conn: &mut PoolConnection<Postgres>,
-        accepted: &mut [Accepted],
-        reads: &mut BatchReads,
-    ) -> Result<(Vec<i64>, Carry), BatchError> {
-        let mut appends: Vec<StreamAppend> = Vec::new();
-        for a in accepted.iter() {
-            let mut ids = a.event_ids.iter().copied();
-            appends.extend(stream_appends(&a.sub.plan.writes, &a.sub.metadata, || {
-                ids.next().unwrap_or_else(Uuid::now_v7)
-            }));
-        }
-        let events: usize = appends.iter().map(|w| w.events.len()).sum();
-        if reads.positions.len() < events {
-            let more = reserve_positions(conn, events - reads.positions.len()).await?;
-            reads.positions.extend(more);
-        }
-        let batch = BatchWrite::lay_out(&appends, &reads.heads, &reads.positions)?;
-        let recorded_at = batch.recorded_at();
-        let by_id: HashMap<Uuid, i64> = batch.events().map(|(id, p, _, _)| (id, p)).collect();
-        let mut positions = Vec::with_capacity(accepted.len());
-        let mut rows = Vec::new();
-        for a in accepted.iter_mut() {
-            let position = a
-                .event_ids
+    /// Another writer got there first: nothing was written. The batch's streams are read
+    /// afresh next time, and every command decides again.
+    fn race(&self, accepted: Vec<Accepted>, heads: &mut Heads) -> Round {
+        heads.forget(
+            accepted
                 .iter()
-                .filter_map(|id| by_id.get(id).copied())
-                .max()
-                .unwrap_or(0);
-            if position > 0 {
-                // The response shows the stored time, so a replay answers identically.
-                a.sub.plan.outcome.set_recorded_at(recorded_at);
-            }
-            if let Some(rec) = &a.sub.idempotency {
-                let (status, body) = (a.sub.respond)(&a.sub.plan.outcome, position);
-                rows.push(IdempotencyRow {
-                    record: rec.clone(),
-                    status: status as i16,
-                    body,
-                });
-            }
-            positions.push(position);
+                .flat_map(|a| decided_versions(&a.sub).map(|(s, _)| s)),
+        );
+        for a in accepted {
+            let _ = a.sub.reply.send(Batched::Conflict);
         }
-        match write_batch(&mut *conn, &batch, &rows).await {
-            Ok(()) => {}
-            // A key was taken meanwhile by another process's commit: nothing was written;
-            // each command decides again and that one replays the stored answer.
-            Err(StoreError::UniqueViolation { constraint })
-                if constraint == "idempotency_keys_pkey" =>
-            {
-                return Err(BatchError::Race)
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(o) = &self.observer {
-            let committed: Vec<(i64, &str, i64)> =
-                batch.events().map(|(_, p, s, v)| (p, s, v)).collect();
-            o.committed(&committed);
-        }
-        let stored = rows
-            .into_iter()
-            .map(|r| {
-                let stored = StoredResponse {
-                    request_hash: r.record.request_hash,
-                    status: r.status,
-                    body: r.body,
-                };
-                ((r.record.scope, r.record.key), stored)
-            })
-            .collect();
-        let carry = Carry {
-            tips: batch.tips(),
-            stored,
-        };
-        Ok((positions, carry))
-    }
-}
-
-enum BatchError {
-    /// Another writer got there first: nothing was written, decide again.
-    Race,
-    Store(StoreError),
-}
-
-impl From<StoreError> for BatchError {
-    fn from(e: StoreError) -> Self {
-        if e.is_race() {
-            BatchError::Race
-        } else {
-            BatchError::Store(e)
-        }
-    }
-}
-
-impl From<sqlx::Error> for BatchError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::from(e).into()
+        // The connection is fine: the failed statement wrote nothing.
+        Round::Done
     }
 }
 
@@ -550,47 +498,26 @@ impl From<sqlx::Error> for BatchError {
 mod tests {
     use super::*;
 
-    fn answer(status: i16) -> StoredResponse {
-        StoredResponse {
-            request_hash: vec![1],
-            status,
-            body: Value::Null,
-        }
-    }
-
     #[test]
-    fn a_carried_commit_brings_a_read_up_to_date_but_never_back() {
-        // The read ran before the commit: it saw a@3, b@7 (another process moved b since
-        // the batch was sequenced) and no c.
-        let mut reads = BatchReads::default();
-        reads.heads.insert("a".into(), (3, vec![3]));
-        reads.heads.insert("b".into(), (7, vec![7]));
-        reads.stored.insert(("s".into(), "k1".into()), answer(200));
-        let carry = Carry {
-            tips: HashMap::from([
-                ("a".to_owned(), (5, vec![5])),
-                ("b".to_owned(), (6, vec![6])),
-                ("c".to_owned(), (1, vec![1])),
-            ]),
-            stored: vec![(("s".into(), "k2".into()), answer(201))],
-        };
-        carry.apply(&mut reads);
-        assert_eq!(
-            reads.heads.get("a"),
-            Some(&(5, vec![5])),
-            "the commit moved a"
+    fn heads_are_read_when_unknown_or_older_than_a_decision() {
+        let mut heads = Heads::default();
+        heads.learn(HashMap::from([
+            ("a".to_owned(), (3, vec![3])),
+            ("b".to_owned(), (7, vec![7])),
+        ]));
+        assert!(!heads.must_read("a", 3), "known at the decided version");
+        assert!(
+            !heads.must_read("b", 6),
+            "a stale decision is sequenced, not read"
         );
-        assert_eq!(
-            reads.heads.get("b"),
-            Some(&(7, vec![7])),
-            "b is newer than the carry"
+        assert!(heads.must_read("a", 4), "another process wrote a since");
+        assert!(heads.must_read("c", 1), "never seen");
+        assert!(
+            !heads.must_read("c", 0),
+            "decided empty: the insert collides if not"
         );
-        assert_eq!(reads.heads.get("c"), Some(&(1, vec![1])), "c was created");
-        let statuses: Vec<i16> = ["k1", "k2"]
-            .iter()
-            .filter_map(|k| reads.stored.get(&("s".to_owned(), (*k).to_owned())))
-            .map(|r| r.status)
-            .collect();
-        assert_eq!(statuses, vec![200, 201], "both answers replay");
+        heads.forget(["a"]);
+        assert!(heads.must_read("a", 3), "forgotten after a collision");
+        assert_eq!(heads.version("b"), Some(7));
     }
 }

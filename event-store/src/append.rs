@@ -47,7 +47,7 @@ pub async fn append(
 }
 
 /// Like [`append`], with the streams' current heads already known (`stream → (version,
-/// hash)`, as from [`crate::read_batch`]; absent means empty). Several writes may target one
+/// hash)`, as from [`crate::read_heads`]; absent means empty). Several writes may target one
 /// stream (commands decided in sequence within a group commit): each must start where the
 /// previous one ends. A head that is stale is still safe: the hash of a stream version
 /// never changes, and the insert of a taken version collides as in [`append`].

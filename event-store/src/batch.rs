@@ -1,15 +1,18 @@
-//! The two statements of a group commit (the committer is in command-handlers' `group.rs`).
+//! The statements of a group commit (the committer is in command-handlers' `group.rs`).
 //!
-//! One read: the heads of the batch's streams, the answers already stored under its
-//! idempotency keys, and positions reserved for its events. One write: the events and the
-//! idempotency keys with their responses, in a single statement that commits by itself —
-//! Postgres runs a statement outside `BEGIN` as its own transaction, so it is all or
-//! nothing and durable when it answers. Because positions are known before the write, each
-//! command's response (which carries its position) is stored by that same statement.
+//! A batch is written by **one guarded statement that is its own transaction** — Postgres
+//! runs a statement outside `BEGIN` as its own transaction, so it is all or nothing and
+//! durable when it answers. The statement first checks what no constraint protects: that
+//! every stream the batch only *read* is still at the version it was decided from, and
+//! that none of its idempotency keys has been used. If both hold it inserts the events
+//! (positions from the identity column, in insertion order) and the keys with their
+//! responses, each response given the position its command reached; otherwise it writes
+//! nothing and says which streams moved and which keys were taken. Streams the batch
+//! writes need no check: the insert of a version someone else took collides on
+//! `UNIQUE (stream_id, version)` and the statement fails as a whole.
 //!
-//! This replaced six round trips per batch (two reads, `BEGIN`, two inserts, `COMMIT`) by
-//! two. The committer is one task and every batch waits for it: under load each round trip
-//! also waits for a CPU on both sides, which had made the committer, not the CPU, the limit.
+//! The committer keeps the heads (version and hash) of the streams it wrote, so in steady
+//! state a batch costs that one statement; [`read_heads`] is for streams it does not know.
 
 use std::collections::HashMap;
 
@@ -21,126 +24,40 @@ use uuid::Uuid;
 use crate::append::Rows;
 use crate::{IdempotencyRow, StoreError, StoredResponse, StreamAppend};
 
-/// What a group commit reads before it sequences its commands.
-#[derive(Debug, Default)]
-pub struct BatchReads {
-    /// `stream → (newest version, its hash)` for the streams that exist.
-    pub heads: HashMap<String, (i64, Vec<u8>)>,
-    /// `(scope, key) → stored response` for the keys answered before.
-    pub stored: HashMap<(String, String), StoredResponse>,
-    /// Positions reserved for the batch's events, ascending. Those left unused are gaps
-    /// in the global order, as a rolled-back insert leaves.
-    pub positions: Vec<i64>,
-}
-
-/// Reads heads, stored answers and `positions` reserved positions in one statement.
-pub async fn read_batch(
+/// Reads the heads (newest version and its hash) of `streams`; a stream without events is
+/// absent from the answer.
+pub async fn read_heads(
     conn: &mut PgConnection,
-    streams: &[String],
-    keys: &[(String, String)],
-    positions: usize,
-) -> Result<BatchReads, StoreError> {
-    let (scopes, ks): (Vec<&str>, Vec<&str>) =
-        keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
-    type Row = (
-        i16,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<Vec<u8>>,
-        Option<i16>,
-        Option<Value>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        // Heads: one backward step on UNIQUE (stream_id, version) per stream (a max() over
-        // a stream's rows reads all of them). Keys: one primary-key probe each; the LIMIT
-        // keeps the LATERAL a parameterised probe in the generic plan a connection keeps
-        // from when the table was empty (without it: a hash join over a full scan, 8.6 ms
-        // a batch at 23,000 keys). Positions: the sequence of the identity column named
-        // (pg_get_serial_sequence() per row cost 4 µs a position).
-        "SELECT 0::int2, s.stream_id, NULL::text, e.version, e.hash, NULL::int2, NULL::jsonb \
+    streams: &[&str],
+) -> Result<HashMap<String, (i64, Vec<u8>)>, StoreError> {
+    // One backward step on UNIQUE (stream_id, version) per stream (a max() over a
+    // stream's rows reads all of them).
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT s.stream_id, e.version, e.hash \
          FROM UNNEST($1::text[]) AS s(stream_id) \
          CROSS JOIN LATERAL (SELECT version, hash FROM events WHERE stream_id = s.stream_id \
-                             ORDER BY version DESC LIMIT 1) e \
-         UNION ALL \
-         SELECT 1::int2, i.scope, i.key, NULL::int8, i.request_hash, i.status, i.response \
-         FROM UNNEST($2::text[], $3::text[]) AS u(scope, key) \
-         CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k \
-                             WHERE k.scope = u.scope AND k.key = u.key LIMIT 1) i \
-         UNION ALL \
-         SELECT 2::int2, NULL, NULL, nextval('events_position_seq'), NULL, NULL, NULL \
-         FROM generate_series(1, $4::int)",
+                             ORDER BY version DESC LIMIT 1) e",
     )
     .bind(streams)
-    .bind(&scopes)
-    .bind(&ks)
-    .bind(i32::try_from(positions).unwrap_or(i32::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut reads = BatchReads::default();
-    for row in rows {
-        match row {
-            (0, Some(stream), _, Some(version), Some(hash), _, _) => {
-                reads.heads.insert(stream, (version, hash));
-            }
-            (1, Some(scope), Some(key), _, Some(request_hash), Some(status), Some(body)) => {
-                reads.stored.insert(
-                    (scope, key),
-                    StoredResponse {
-                        request_hash,
-                        status,
-                        body,
-                    },
-                );
-            }
-            (2, _, _, Some(position), _, _, _) => reads.positions.push(position),
-            _ => {}
-        }
-    }
-    reads.positions.sort_unstable();
-    Ok(reads)
-}
-
-/// Reserves `n` more positions, ascending.
-pub async fn reserve_positions(conn: &mut PgConnection, n: usize) -> Result<Vec<i64>, StoreError> {
-    let mut positions: Vec<i64> = sqlx::query_scalar(
-        "SELECT nextval('events_position_seq') \
-         FROM generate_series(1, $1::int)",
-    )
-    .bind(i32::try_from(n).unwrap_or(i32::MAX))
     .fetch_all(conn)
     .await?;
-    positions.sort_unstable();
-    Ok(positions)
+    Ok(rows.into_iter().map(|(s, v, h)| (s, (v, h))).collect())
 }
 
-/// A batch's events, chained and given their positions, ready for [`write_batch`].
+/// A batch's events, chained onto their streams' heads, ready for [`write_batch`].
 pub struct BatchWrite {
     rows: Rows,
-    positions: Vec<i64>,
 }
 
 impl BatchWrite {
-    /// Chains `writes` onto `heads` as [`crate::append_after`] does and gives the events
-    /// the first of `positions` (ascending), in insertion order. A write that does not
-    /// start where its stream stands is a [`StoreError::Conflict`]; the caller reserves
-    /// enough positions (too few is refused as a [`StoreError::Database`] protocol error).
+    /// Chains `writes` onto `heads` as [`crate::append_after`] does. A write that does not
+    /// start where its stream stands (by `heads`) is a [`StoreError::Conflict`].
     pub fn lay_out(
         writes: &[StreamAppend],
         heads: &HashMap<String, (i64, Vec<u8>)>,
-        positions: &[i64],
     ) -> Result<Self, StoreError> {
-        let rows = Rows::lay_out(writes, heads, Utc::now().trunc_subsecs(6))?;
-        let Some(positions) = positions.get(..rows.ids.len()) else {
-            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                "{} events, {} positions reserved",
-                rows.ids.len(),
-                positions.len()
-            ))));
-        };
         Ok(Self {
-            positions: positions.to_vec(),
-            rows,
+            rows: Rows::lay_out(writes, heads, Utc::now().trunc_subsecs(6))?,
         })
     }
 
@@ -160,63 +77,181 @@ impl BatchWrite {
         tips
     }
 
-    /// `(event id, position, stream, version)` of each event, in insertion order.
-    pub fn events(&self) -> impl Iterator<Item = (Uuid, i64, &str, i64)> {
+    /// `(event id, stream, version)` of each event, in insertion order.
+    pub fn events(&self) -> impl Iterator<Item = (Uuid, &str, i64)> {
         self.rows
             .ids
             .iter()
-            .zip(&self.positions)
             .zip(self.rows.streams.iter().zip(&self.rows.versions))
-            .map(|((id, p), (s, v))| (*id, *p, s.as_str(), *v))
+            .map(|(id, (s, v))| (*id, s.as_str(), *v))
     }
 }
 
-/// Writes a batch's events and idempotency keys in one statement that is its own
-/// transaction. A stream version taken meanwhile is a [`StoreError::Conflict`]; a key
-/// taken meanwhile (a concurrent request with the same key committed first) is a
-/// [`StoreError::UniqueViolation`] of `idempotency_keys_pkey`. Either way nothing is
-/// written.
+/// One idempotency key of a batch, with the command it belongs to.
+#[derive(Debug, Clone)]
+pub struct BatchKey {
+    /// The key, its request and the response to store. The body's top-level `position`,
+    /// if it has one, is replaced by the position the command reached.
+    pub row: IdempotencyRow,
+    /// The command: the same number as in [`write_batch`]'s `commands`.
+    pub command: i32,
+}
+
+/// What [`write_batch`] did.
+#[derive(Debug)]
+pub enum BatchOutcome {
+    /// Everything was written: the position of each event.
+    Written(HashMap<Uuid, i64>),
+    /// Nothing was written, because of these.
+    Refused {
+        /// Streams read but not written whose head is no longer the version checked:
+        /// `(stream, its version now)`.
+        moved: Vec<(String, i64)>,
+        /// Keys already used, with what was stored under them.
+        taken: Vec<((String, String), StoredResponse)>,
+    },
+}
+
+/// Writes a batch in one statement that is its own transaction (see the module's
+/// documentation): if every stream in `checks` is at its version (0: no events) and no key
+/// of `keys` is taken, the events of `batch` and the keys; otherwise nothing.
+/// `commands` numbers the command of each event, in the order of [`BatchWrite::events`].
+///
+/// A stream version taken meanwhile is a [`StoreError::Conflict`]; a key taken between the
+/// check and the insert (by another process's commit) is a [`StoreError::UniqueViolation`]
+/// of `idempotency_keys_pkey`. Either way nothing is written.
 pub async fn write_batch(
     conn: &mut PgConnection,
     batch: &BatchWrite,
-    keys: &[IdempotencyRow],
-) -> Result<(), StoreError> {
+    commands: &[i32],
+    keys: &[BatchKey],
+    checks: &[(&str, i64)],
+) -> Result<BatchOutcome, StoreError> {
     let r = &batch.rows;
-    let scopes: Vec<&str> = keys.iter().map(|k| k.record.scope.as_str()).collect();
-    let ks: Vec<&str> = keys.iter().map(|k| k.record.key.as_str()).collect();
+    if commands.len() != r.ids.len() {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "{} events, {} command numbers",
+            r.ids.len(),
+            commands.len()
+        ))));
+    }
+    let scopes: Vec<&str> = keys.iter().map(|k| k.row.record.scope.as_str()).collect();
+    let ks: Vec<&str> = keys.iter().map(|k| k.row.record.key.as_str()).collect();
     let hashes: Vec<&[u8]> = keys
         .iter()
-        .map(|k| k.record.request_hash.as_slice())
+        .map(|k| k.row.record.request_hash.as_slice())
         .collect();
-    let statuses: Vec<i16> = keys.iter().map(|k| k.status).collect();
-    let bodies: Vec<&Value> = keys.iter().map(|k| &k.body).collect();
-    let (written,): (i64,) = r
+    let statuses: Vec<i16> = keys.iter().map(|k| k.row.status).collect();
+    let bodies: Vec<&Value> = keys.iter().map(|k| &k.row.body).collect();
+    let key_commands: Vec<i32> = keys.iter().map(|k| k.command).collect();
+    let (check_streams, check_versions): (Vec<&str>, Vec<i64>) = checks.iter().copied().unzip();
+    type Row = (
+        i16,
+        Option<Uuid>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<i16>,
+        Option<Value>,
+    );
+    let rows: Vec<Row> = r
         .bind(sqlx::query_as(
-            "WITH ev AS ( \
-               INSERT INTO events (position, event_id, stream_id, version, event_type, \
-                                   schema_version, data, metadata, recorded_at, prev_hash, hash) \
-               OVERRIDING SYSTEM VALUE \
-               SELECT p, e, s, v, t, sv, d::jsonb, m::jsonb, $8, ph, h \
-               FROM UNNEST($11::int8[], $1::uuid[], $2::text[], $3::int8[], $4::text[], \
-                           $5::int[], $6::text[], $7::text[], $9::bytea[], $10::bytea[]) \
-                    AS u(p, e, s, v, t, sv, d, m, ph, h) \
-               RETURNING 1), \
+            // moved/taken: the guard, read in the statement's snapshot (a key committed
+            // after it collides on the primary key instead). Keys: one primary-key probe
+            // each; the LIMIT keeps the LATERAL a parameterised probe in the generic plan a
+            // connection keeps from when the table was empty (without it: a hash join over
+            // a full scan, 8.6 ms a batch at 23,000 keys). The events take their positions
+            // from the identity column in insertion order; each key's response gets the
+            // highest position of its command's events.
+            "WITH moved AS ( \
+               SELECT c.s, COALESCE(h.version, 0) AS now \
+               FROM UNNEST($11::text[], $12::int8[]) AS c(s, v) \
+               LEFT JOIN LATERAL (SELECT version FROM events WHERE stream_id = c.s \
+                                  ORDER BY version DESC LIMIT 1) h ON true \
+               WHERE COALESCE(h.version, 0) <> c.v), \
+             taken AS ( \
+               SELECT k.scope, k.key, k.request_hash, k.status, k.response \
+               FROM UNNEST($13::text[], $14::text[]) AS u(scope, key) \
+               CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k \
+                                   WHERE k.scope = u.scope AND k.key = u.key LIMIT 1) k), \
+             go AS (SELECT NOT EXISTS (SELECT 1 FROM moved) \
+                           AND NOT EXISTS (SELECT 1 FROM taken) AS ok), \
+             ev AS ( \
+               INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
+                                   data, metadata, recorded_at, prev_hash, hash) \
+               SELECT e, s, v, t, sv, d::jsonb, m::jsonb, $8, ph, h \
+               FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int[], \
+                           $6::text[], $7::text[], $9::bytea[], $10::bytea[]) \
+                    AS u(e, s, v, t, sv, d, m, ph, h) \
+               WHERE (SELECT ok FROM go) \
+               RETURNING event_id, position), \
+             reached AS ( \
+               SELECT c.cmd, max(ev.position) AS position \
+               FROM ev JOIN UNNEST($1::uuid[], $15::int4[]) AS c(e, cmd) ON c.e = ev.event_id \
+               GROUP BY c.cmd), \
              ik AS ( \
                INSERT INTO idempotency_keys (scope, key, request_hash, status, response) \
-               SELECT * FROM UNNEST($12::text[], $13::text[], $14::bytea[], $15::int2[], \
-                                    $16::jsonb[]) \
+               SELECT u.scope, u.key, u.h, u.st, \
+                      CASE WHEN jsonb_typeof(u.b) = 'object' AND u.b ? 'position' \
+                           THEN jsonb_set(u.b, '{position}', to_jsonb(p.position)) ELSE u.b END \
+               FROM UNNEST($13::text[], $14::text[], $16::bytea[], $17::int2[], $18::jsonb[], \
+                           $19::int4[]) AS u(scope, key, h, st, b, cmd) \
+               JOIN reached p ON p.cmd = u.cmd \
                RETURNING 1) \
-             SELECT (SELECT count(*) FROM ev) + (SELECT count(*) FROM ik)",
+             SELECT 0::int2, event_id, position, NULL::text, NULL::text, NULL::bytea, \
+                    NULL::int2, NULL::jsonb FROM ev \
+             UNION ALL SELECT 1::int2, NULL, now, s, NULL, NULL, NULL, NULL FROM moved \
+             UNION ALL SELECT 2::int2, NULL, NULL, scope, key, request_hash, status, response \
+                       FROM taken \
+             UNION ALL SELECT 3::int2, NULL, count(*), NULL, NULL, NULL, NULL, NULL FROM ik",
         ))
-        .bind(&batch.positions)
+        .bind(&check_streams)
+        .bind(&check_versions)
         .bind(&scopes)
         .bind(&ks)
+        .bind(commands)
         .bind(&hashes)
         .bind(&statuses)
         .bind(&bodies)
-        .fetch_one(conn)
+        .bind(&key_commands)
+        .fetch_all(conn)
         .await?;
-    // INSERT … SELECT FROM UNNEST writes every row or fails.
-    debug_assert_eq!(written as usize, r.ids.len() + keys.len());
-    Ok(())
+    let mut positions = HashMap::with_capacity(r.ids.len());
+    let mut moved = Vec::new();
+    let mut taken = Vec::new();
+    let mut keys_written = 0;
+    for row in rows {
+        match row {
+            (0, Some(id), Some(position), ..) => {
+                positions.insert(id, position);
+            }
+            (1, _, Some(now), Some(stream), ..) => moved.push((stream, now)),
+            (2, _, _, Some(scope), Some(key), Some(request_hash), Some(status), Some(body)) => {
+                taken.push((
+                    (scope, key),
+                    StoredResponse {
+                        request_hash,
+                        status,
+                        body,
+                    },
+                ));
+            }
+            (3, _, Some(n), ..) => keys_written = n,
+            _ => {}
+        }
+    }
+    if !moved.is_empty() || !taken.is_empty() {
+        return Ok(BatchOutcome::Refused { moved, taken });
+    }
+    // INSERT … SELECT FROM UNNEST writes every row or fails; each key's command has events.
+    if positions.len() != r.ids.len() || keys_written as usize != keys.len() {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "batch wrote {} of {} events and {keys_written} of {} keys",
+            positions.len(),
+            r.ids.len(),
+            keys.len()
+        ))));
+    }
+    Ok(BatchOutcome::Written(positions))
 }

@@ -21,7 +21,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 pub use append::{append, append_after};
-pub use batch::{read_batch, reserve_positions, write_batch, BatchReads, BatchWrite};
+pub use batch::{read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite};
 pub use feed::{FeedCursor, FeedData, FeedEvent};
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
 pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredResponse};
