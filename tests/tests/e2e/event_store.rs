@@ -217,3 +217,144 @@ async fn hash_chain_detects_edits_and_deletions() {
     let brk = verify_chain(&store.read_stream("chain-1", 0).await.unwrap()).unwrap_err();
     assert_eq!(brk.version, 2, "{brk:?}");
 }
+
+/// The group commit's statement: it writes everything or nothing, refuses (writing
+/// nothing) when a stream it only read moved or a key is taken, gives each stored response
+/// its command's highest position, and fails as a whole on a taken stream version.
+#[tokio::test]
+async fn a_batch_statement_checks_its_reads_and_keys_and_writes_all_or_nothing() {
+    use event_store::{
+        read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite, IdempotencyRecord,
+        IdempotencyRow,
+    };
+    use std::collections::HashMap;
+
+    let (_, pool) = fresh_database().await;
+    let store = EventStore::new(pool.clone());
+    let mut tx = store.begin().await.unwrap();
+    append(&mut tx, &[write("read-1", 0, 1)]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let count = |pool: sqlx::PgPool| async move {
+        let (events, keys): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM idempotency_keys)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (events, keys)
+    };
+    let key = |k: &str, command: i32| BatchKey {
+        row: IdempotencyRow {
+            record: IdempotencyRecord {
+                scope: "user|POST /test".into(),
+                key: k.into(),
+                request_hash: vec![command as u8],
+            },
+            status: 201,
+            body: json!({"position": 0, "command": command}),
+        },
+        command,
+    };
+    // Two commands: the first writes a-1 twice, the second b-1 once.
+    let writes = [
+        StreamAppend {
+            stream_id: "a-1".into(),
+            expected_version: 0,
+            events: vec![ev(1), ev(2)],
+        },
+        write("b-1", 0, 3),
+    ];
+    let batch = BatchWrite::lay_out(&writes, &HashMap::new()).unwrap();
+    let commands: Vec<i32> = batch
+        .events()
+        .map(|(_, s, _)| i32::from(s == "b-1"))
+        .collect();
+    let keys = [key("k-0", 0), key("k-1", 1)];
+
+    // read-1 is at version 1, not 0: nothing is written.
+    match write_batch(&mut conn, &batch, &commands, &keys, &[("read-1", 0)])
+        .await
+        .unwrap()
+    {
+        BatchOutcome::Refused { moved, taken } => {
+            assert_eq!(moved, vec![("read-1".to_owned(), 1)]);
+            assert!(taken.is_empty());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        count(pool.clone()).await,
+        (1, 0),
+        "a refusal writes nothing"
+    );
+
+    // At the version read, everything is written; each response gets its position.
+    let positions = match write_batch(&mut conn, &batch, &commands, &keys, &[("read-1", 1)])
+        .await
+        .unwrap()
+    {
+        BatchOutcome::Written(p) => p,
+        other => panic!("expected a write, got {other:?}"),
+    };
+    assert_eq!(positions.len(), 3);
+    assert_eq!(count(pool.clone()).await, (4, 2));
+    let stored: Vec<(serde_json::Value,)> =
+        sqlx::query_as("SELECT response FROM idempotency_keys ORDER BY key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (command, (body,)) in stored.iter().enumerate() {
+        let highest = batch
+            .events()
+            .filter(|(_, s, _)| i32::from(*s == "b-1") == command as i32)
+            .filter_map(|(id, _, _)| positions.get(&id).copied())
+            .max()
+            .unwrap();
+        assert_eq!(
+            body,
+            &json!({"position": highest, "command": command}),
+            "command {command}'s stored response carries its position"
+        );
+    }
+    let heads = read_heads(&mut conn, &["a-1", "b-1", "none"])
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 2, "a stream without events has no head");
+    assert_eq!(heads["a-1"], batch.tips()["a-1"]);
+    assert_eq!(heads["a-1"].0, 2);
+
+    // A used key refuses the next batch and hands back what it holds.
+    let next = BatchWrite::lay_out(&[write("c-1", 0, 4)], &HashMap::new()).unwrap();
+    match write_batch(&mut conn, &next, &[0], &[key("k-1", 0)], &[])
+        .await
+        .unwrap()
+    {
+        BatchOutcome::Refused { moved, taken } => {
+            assert!(moved.is_empty());
+            assert_eq!(taken.len(), 1);
+            assert_eq!(taken[0].1.request_hash, vec![1]);
+            let b1 = batch
+                .events()
+                .find(|(_, s, _)| *s == "b-1")
+                .map(|(id, _, _)| positions[&id]);
+            assert_eq!(
+                Some(taken[0].1.body["position"].clone()),
+                b1.map(|p| json!(p))
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A taken version (a head someone else moved) fails the whole statement.
+    let stale =
+        BatchWrite::lay_out(&[write("c-1", 0, 5), write("b-1", 0, 6)], &HashMap::new()).unwrap();
+    let r = write_batch(&mut conn, &stale, &[0, 0], &[key("k-2", 0)], &[]).await;
+    assert!(matches!(r, Err(StoreError::Conflict { .. })), "{r:?}");
+    assert_eq!(
+        count(pool.clone()).await,
+        (4, 2),
+        "a collision writes nothing"
+    );
+    drop(conn);
+    assert!(verify_chain(&store.read_stream("a-1", 0).await.unwrap()).is_ok());
+}
