@@ -5,7 +5,8 @@
 # services already running are left alone.
 #
 #   scripts/services.sh start   # install if needed, start, wait until ready
-#   scripts/services.sh stop    # stop both
+#   scripts/services.sh stop [pg|nats]   # stop both (or one)
+#   scripts/services.sh running pg|nats  # exit 0 if that one is running
 #   scripts/services.sh env     # print the environment variables to reach them
 set -euo pipefail
 
@@ -79,7 +80,7 @@ start_pg() {
     log "initialising PostgreSQL in $pgdata"
     run_pg "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
-  if run_pg "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+  if pg_running; then
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
     return
   fi
@@ -92,7 +93,7 @@ start_pg() {
 start_nats() {
   local dir="$DATA/nats"
   mkdir -p "$dir"
-  if [ -f "$dir/nats.pid" ] && kill -0 "$(cat "$dir/nats.pid")" 2>/dev/null; then
+  if nats_running; then
     log "nats-server already running on 127.0.0.1:$NATS_PORT"
     return
   fi
@@ -127,18 +128,46 @@ print_env() {
   echo "export ESCROW_NATS_GOMAXPROCS=$(nats_gomaxprocs)"
 }
 
+pg_running() {
+  local bin; bin="$(pg_bin_dir)" || return 1
+  run_pg "$bin/pg_ctl" -D "$(pg_data_dir)" status >/dev/null 2>&1
+}
+
+nats_running() {
+  [ -f "$DATA/nats/nats.pid" ] && kill -0 "$(cat "$DATA/nats/nats.pid")" 2>/dev/null
+}
+
+stop_pg() {
+  local bin; bin="$(pg_bin_dir || true)"
+  [ -n "$bin" ] && run_pg "$bin/pg_ctl" -D "$(pg_data_dir)" -m fast stop >/dev/null 2>&1 || true
+}
+
+stop_nats() {
+  if [ -f "$DATA/nats/nats.pid" ]; then
+    local pid; pid="$(cat "$DATA/nats/nats.pid")"
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to exit, so an immediate `start` does not find the port still taken.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+}
+
 case "${1:-start}" in
   start) install_missing; start_pg; wait_pg; start_nats ;;
   stop)
-    bin="$(pg_bin_dir || true)"
-    [ -n "$bin" ] && run_pg "$bin/pg_ctl" -D "$(pg_data_dir)" -m fast stop >/dev/null 2>&1 || true
-    if [ -f "$DATA/nats/nats.pid" ]; then
-      pid="$(cat "$DATA/nats/nats.pid")"
-      kill "$pid" 2>/dev/null || true
-      # Wait for it to exit, so an immediate `start` does not find the port still taken.
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    fi
+    case "${2:-both}" in
+      pg) stop_pg ;;
+      nats) stop_nats ;;
+      both) stop_pg; stop_nats ;;
+      *) echo "usage: $0 stop [pg|nats]" >&2; exit 2 ;;
+    esac
+    ;;
+  running)
+    case "${2:-}" in
+      pg) pg_running ;;
+      nats) nats_running ;;
+      *) echo "usage: $0 running pg|nats" >&2; exit 2 ;;
+    esac
     ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|running|env" >&2; exit 2 ;;
 esac

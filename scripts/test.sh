@@ -5,6 +5,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs first" >&2; exit 1; }
+# Services this command starts are stopped again when it ends (so that a second checkout's
+# tests or benchmarks find their ports free); services already running are left running.
+started=()
+for svc in pg nats; do scripts/services.sh running "$svc" || started+=("$svc"); done
+stop_started() { for svc in "${started[@]}"; do scripts/services.sh stop "$svc"; done; }
+trap stop_started EXIT
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 export NATS_SERVER_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
