@@ -1,11 +1,12 @@
-# Sourced by bench/run.sh and bench/replay.sh.
+# Sourced by bench/run.sh, bench/replay.sh and bench/cpu.sh.
 
 # start_server DATABASE_URL TAG PORT LOG: starts `escrow serve` (release build) on a
 # database of its own, with a JetStream server of its own (store under
 # .data/bench-nats/TAG, removed on exit unless BENCH_KEEP is set, so that repeated runs do
 # not fill the project's JetStream: a full store makes JetStream refuse publishes with
 # "insufficient resources"), rate limits off and a random signing secret; waits until it
-# answers; sets $server to its pid and stops both on exit.
+# answers; sets $server to its pid and stops both on exit. BENCH_SERVER_BIN serves another
+# build of `escrow` (e.g. to compare two, alternating).
 start_server() {
   local url="$1" tag="$2" port="$3" log="$4"
   local nats_port=$((port + 40000)) nats_dir="$ROOT/.data/bench-nats/$tag"
@@ -24,7 +25,7 @@ start_server() {
     PORT="$port" JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 \
     DB_MAX_CONNECTIONS="${BENCH_DB_MAX_CONNECTIONS:-20}" \
-    target/release/escrow serve >"$log" 2>&1 &
+    "${BENCH_SERVER_BIN:-target/release/escrow}" serve >"$log" 2>&1 &
   server=$!
   bench_nats_dir="$nats_dir"
   trap stop_bench EXIT
