@@ -9,17 +9,29 @@
 # build of `escrow` (e.g. to compare two, alternating).
 start_server() {
   local url="$1" tag="$2" port="$3" log="$4"
-  local nats_port=$((port + 40000)) nats_dir="$ROOT/.data/bench-nats/$tag"
+  # Below 32768, outside Linux's range of ephemeral ports (32768-60999): a port in it can be
+  # held by any client socket when nats-server binds (at port + 40000 a run once found
+  # 58080 taken, its NATS never started, and the load failed), and a probe of a port
+  # nobody listens on can connect to itself.
+  local nats_port=$((port + 1000)) nats_dir="$ROOT/.data/bench-nats/$tag"
   mkdir -p "$nats_dir"
   # GOMAXPROCS as scripts/services.sh sets it for its nats-server (one on two cores).
   GOMAXPROCS="${ESCROW_NATS_GOMAXPROCS:-}" \
     "$(command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server)" -js -sd "$nats_dir" \
     -a 127.0.0.1 -p "$nats_port" >"$nats_dir.log" 2>&1 &
   bench_nats=$!
+  local up=""
   for _ in $(seq 50); do
-    (echo >"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
+    kill -0 "$bench_nats" 2>/dev/null || break
+    (echo >"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && { up=1; break; }
     sleep 0.1
   done
+  if [ -z "$up" ]; then
+    tail -n 3 "$nats_dir.log" >&2
+    echo "bench: nats-server did not start on 127.0.0.1:$nats_port (log: $nats_dir.log)" >&2
+    kill "$bench_nats" 2>/dev/null || true
+    exit 1
+  fi
   DATABASE_URL="$url" NATS_URL="nats://127.0.0.1:$nats_port" NATS_STREAM="BENCH_$tag" \
     NATS_SUBJECT_PREFIX="bench$tag.escrow.events" \
     PORT="$port" JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
@@ -30,9 +42,13 @@ start_server() {
   bench_nats_dir="$nats_dir"
   trap stop_bench EXIT
   for _ in $(seq 100); do
-    target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && break
+    kill -0 "$server" 2>/dev/null || break
+    target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && return 0
     sleep 0.1
   done
+  tail -n 5 "$log" >&2
+  echo "bench: escrow serve did not become healthy on 127.0.0.1:$port (log: $log)" >&2
+  exit 1
 }
 
 # Stops what start_server started; removes the run's JetStream store unless BENCH_KEEP.
