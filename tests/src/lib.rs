@@ -476,7 +476,25 @@ pub struct OwnNats {
     child: Option<tokio::process::Child>,
 }
 
-fn free_port() -> u16 {
+/// A port nobody listens on, for a server a test starts, stops and starts again. It is
+/// taken below the kernel's range of ephemeral ports (`ip_local_port_range`): while such a
+/// server is down, a client reconnecting to a port inside that range can be handed the
+/// same port as its own source and connect to itself, and the restarted server then cannot
+/// bind (a bench run met a port held by a client socket in the same way).
+pub fn free_port() -> u16 {
+    use rand::Rng as _;
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    if low > 11_000 {
+        for _ in 0..64 {
+            let port = rand::thread_rng().gen_range(10_000..low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escrow_tests::{fresh_database, TEST_JWT_SECRET};
+use escrow_tests::{free_port, fresh_database, TEST_JWT_SECRET};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
@@ -43,10 +43,7 @@ impl Server {
     /// logging to a temporary file named after `tag`.
     pub(crate) fn new(db: String, tag: &str) -> Server {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         Server {
             child: None,
             db,
@@ -459,20 +456,13 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
 async fn lease_holder_killed_the_standby_takes_over() {
     let (db, pool) = fresh_database().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let log = std::env::temp_dir().join(format!("escrow-lease-{id}.log"));
     let mut holder = Server {
         child: None,
         db: db.clone(),
         stream: format!("L_{id}"),
         prefix: format!("l{id}.escrow.events"),
-        port: free(),
+        port: free_port(),
         log: log.clone(),
         args: vec![],
         env: vec![],
@@ -484,7 +474,7 @@ async fn lease_holder_killed_the_standby_takes_over() {
         db,
         stream: holder.stream.clone(),
         prefix: holder.prefix.clone(),
-        port: free(),
+        port: free_port(),
         log: log.clone(),
         args: vec![],
         env: vec![],
