@@ -35,8 +35,7 @@ use event_store::{
     StoreError, StreamAppend,
 };
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::Postgres;
+use sqlx::{Connection as _, PgConnection};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -85,10 +84,9 @@ pub(crate) enum Batched {
     Failed { transient: bool, message: String },
 }
 
-/// When no command comes for this long, the committer hands its connection back to the
-/// pool — which pings every connection returned to it and closes one that a Postgres
-/// restart has cut, and lets a pool being closed finish — and the next batch acquires one
-/// again.
+/// When no command comes for this long, the committer closes its connection, so that an
+/// idle ledger holds no session of its own open (a database being dropped, a Postgres
+/// restart that cut it), and the next batch opens one again.
 const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
 /// The heads (newest version and its hash) of the streams this committer has written or
@@ -153,14 +151,17 @@ fn decided_versions(s: &Submission) -> impl Iterator<Item = (&str, i64)> {
 /// arrives meanwhile is the next batch.
 pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
     let pool = core.store.pool().clone();
-    // The connection is kept from one batch to the next: sqlx pings every connection
-    // returned to its pool, a round trip per statement.
-    let mut held: Option<PoolConnection<Postgres>> = None;
+    // A connection of the committer's own, opened with the pool's options (its session
+    // settings included) but outside it: a socket belongs to the runtime that opened it,
+    // and this task runs in a runtime of its own (see `Ledger::committer`), so a pooled
+    // connection's answers would still be noticed by the shared runtime's busy workers. It
+    // is kept from one batch to the next (a pool pings every connection returned to it, a
+    // round trip per statement) and counts beside the pool's connections, like a lease's.
+    let mut held: Option<PgConnection> = None;
     let mut heads = Heads::default();
     loop {
         let next = if held.is_some() {
-            // Idle while holding the connection: hand it back after HELD_IDLE_MAX, or a
-            // pool being closed (the admin commands) would wait for it forever.
+            // Idle while holding the connection: close it after HELD_IDLE_MAX.
             match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
@@ -183,7 +184,7 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
         }
         let conn = match held.take() {
             Some(c) => c,
-            None => match pool.acquire().await {
+            None => match PgConnection::connect_with(&pool.connect_options()).await {
                 Ok(c) => c,
                 Err(e) => {
                     fail_all(batch, &e.into());
@@ -249,10 +250,10 @@ impl LedgerCore {
     /// unless a statement failed.
     async fn commit_batch(
         &self,
-        mut conn: PoolConnection<Postgres>,
+        mut conn: PgConnection,
         subs: Vec<Submission>,
         heads: &mut Heads,
-    ) -> Option<PoolConnection<Postgres>> {
+    ) -> Option<PgConnection> {
         let unknown = heads.unknown(&subs);
         if !unknown.is_empty() {
             match read_heads(&mut conn, &unknown).await {
@@ -341,7 +342,7 @@ impl LedgerCore {
     /// returns those to try again when the statement refused the batch.
     async fn write_and_answer(
         &self,
-        conn: &mut PoolConnection<Postgres>,
+        conn: &mut PgConnection,
         mut accepted: Vec<Accepted>,
         heads: &mut Heads,
     ) -> Round {
