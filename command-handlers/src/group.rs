@@ -184,10 +184,21 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
         }
         let conn = match held.take() {
             Some(c) => c,
-            None => match PgConnection::connect_with(&pool.connect_options()).await {
-                Ok(c) => c,
-                Err(e) => {
+            // No longer than the pool would wait for one of its own (a database that does
+            // not answer fails the batch's commands as transient, as a pool would).
+            None => match tokio::time::timeout(
+                pool.options().get_acquire_timeout(),
+                PgConnection::connect_with(&pool.connect_options()),
+            )
+            .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     fail_all(batch, &e.into());
+                    continue;
+                }
+                Err(_) => {
+                    fail_all(batch, &sqlx::Error::PoolTimedOut.into());
                     continue;
                 }
             },
