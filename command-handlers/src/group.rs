@@ -165,7 +165,10 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
             match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    held = None;
+                    // Said goodbye to, so the server does not log a vanished client.
+                    if let Some(c) = held.take() {
+                        let _ = c.close().await;
+                    }
                     continue;
                 }
             }
@@ -173,6 +176,9 @@ pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission
             rx.recv().await
         };
         let Some(first) = next else {
+            if let Some(c) = held.take() {
+                let _ = c.close().await;
+            }
             break;
         };
         let mut batch = vec![first];
