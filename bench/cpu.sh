@@ -25,6 +25,8 @@ cargo build --release --locked -p api --bin escrow -p escrow-bench --bin escrow-
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" "$@"; }
 run_id="$(date +%s)_$$"
 db="escrow_cpu_$run_id"
+bench_dbs=("$db")
+trap bench_exit EXIT
 psql -c "CREATE DATABASE $db"
 url="${DATABASE_URL%/*}/$db"
 target/release/escrow migrate --database-url "$url" >/dev/null
@@ -58,9 +60,8 @@ pg_after="$(backends)"
 pg1=$(ticks "$pg_after")
 wait "$load" || true
 metrics="$(curl -s "http://127.0.0.1:$port/metrics" || true)"
-stop_bench
+bench_exit
 trap - EXIT
-[ -n "${BENCH_KEEP:-}" ] || psql -c "DROP DATABASE $db WITH (FORCE)"
 
 rate="$(grep -o '"commands_per_s":[0-9.]*' "$out" | cut -d: -f2)"
 [ -n "$rate" ] || { cat "$out" >&2; echo "bench/cpu.sh: the load did not finish" >&2; exit 1; }

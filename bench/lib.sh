@@ -40,7 +40,7 @@ start_server() {
     "${BENCH_SERVER_BIN:-target/release/escrow}" serve >"$log" 2>&1 &
   server=$!
   bench_nats_dir="$nats_dir"
-  trap stop_bench EXIT
+  trap bench_exit EXIT
   for _ in $(seq 100); do
     kill -0 "$server" 2>/dev/null || break
     target/release/escrow healthcheck --addr "127.0.0.1:$port" 2>/dev/null && return 0
@@ -53,7 +53,29 @@ start_server() {
 
 # Stops what start_server started; removes the run's JetStream store unless BENCH_KEEP.
 stop_bench() {
+  [ -n "${server:-}" ] || return 0
   kill "$server" "$bench_nats" 2>/dev/null || true
   wait "$server" "$bench_nats" 2>/dev/null || true
   [ -n "${BENCH_KEEP:-}" ] || rm -rf "$bench_nats_dir" "$bench_nats_dir.log"
+  server=""
+}
+
+# Databases a run creates: `bench_dbs` are dropped when it ends unless BENCH_KEEP is set,
+# `scratch_dbs` (the ceilings') always — when it fails or is interrupted too (a failed
+# run used to leave 200-450 MB behind each time).
+bench_dbs=(); scratch_dbs=()
+drop_bench_dbs() {
+  local db dbs=("${scratch_dbs[@]}")
+  [ -n "${BENCH_KEEP:-}" ] || dbs+=("${bench_dbs[@]}")
+  for db in "${dbs[@]}"; do
+    command psql -X -q "$TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
+      >/dev/null 2>&1 || echo "bench: could not drop database $db" >&2
+  done
+  bench_dbs=(); scratch_dbs=()
+}
+
+# The EXIT trap of every bench script: stops the run's servers, drops its databases.
+bench_exit() {
+  stop_bench
+  drop_bench_dbs
 }

@@ -22,6 +22,8 @@ cargo build --release --locked -p api --bin escrow -p escrow-bench --bin escrow-
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" "$@"; }
 run_id="$(date +%s)_$$"
 bench_db="escrow_bench_$run_id"; ceiling_db="escrow_ceiling_$run_id"
+bench_dbs=("$bench_db"); scratch_dbs=("${ceiling_db}_before" "${ceiling_db}_after")
+trap bench_exit EXIT
 psql -c "CREATE DATABASE $bench_db" -c "CREATE DATABASE ${ceiling_db}_before" \
   -c "CREATE DATABASE ${ceiling_db}_after"
 base_url="${DATABASE_URL%/*}"
@@ -48,9 +50,8 @@ target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$
   --ceiling-cmd "if [ \"\$CEILING_ROUND\" = after ]; then export CEILING_VACUUM='$base_url/$bench_db'; fi
     bench/ceiling.sh '$base_url/${ceiling_db}_'\"\$CEILING_ROUND\" $clients $seconds" \
   | tee "$ROOT/.data/bench-$workload.out"
-kill "$server"; wait "$server" 2>/dev/null || true
-psql -c "DROP DATABASE ${ceiling_db}_before" -c "DROP DATABASE ${ceiling_db}_after"
+stop_bench
 echo "== escrow verify"
 target/release/escrow verify --database-url "$base_url/$bench_db" | tail -n 3
-[ -n "${BENCH_KEEP:-}" ] || psql -c "DROP DATABASE $bench_db WITH (FORCE)"
+drop_bench_dbs
 tail -n 1 "$ROOT/.data/bench-$workload.out"
