@@ -516,9 +516,13 @@ impl Ledger {
         );
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
-        let result = self
-            .core
-            .decide_and_commit(ctx, cmd, respond, &attempts, self.committer())
+        // Boxed: the decision's future is ~4 KB, and every async caller up to the HTTP
+        // handler's own box would otherwise copy it into its state once more.
+        let result =
+            Box::pin(
+                self.core
+                    .decide_and_commit(ctx, cmd, respond, &attempts, self.committer()),
+            )
             .instrument(span.clone())
             .await;
         let outcome = match &result {

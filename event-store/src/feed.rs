@@ -137,26 +137,31 @@ pub(crate) async fn read_data(
 }
 
 /// Drops the whitespace Postgres puts between JSONB tokens (`{"a": 1, "b": 2}`); whatever
-/// is inside a string (escapes included) is kept as it is.
+/// is inside a string (escapes included) is kept as it is. Works on bytes: every byte it
+/// looks at (quote, backslash, whitespace) is ASCII, and no byte of a multi-byte UTF-8
+/// sequence is, so the text stays valid UTF-8 byte for byte.
 fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
+    let bytes = json.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
     let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
+    for &b in bytes {
         if in_string {
-            out.push(c);
+            out.push(b);
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_string = false;
             }
-        } else if !matches!(c, ' ' | '\n' | '\t' | '\r') {
-            out.push(c);
-            in_string = c == '"';
+        } else if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+            out.push(b);
+            in_string = b == b'"';
         }
     }
-    out
+    // Only ASCII whitespace outside strings was dropped, so this cannot fail; fall back to
+    // the input rather than panic if it ever did.
+    String::from_utf8(out).unwrap_or_else(|_| json.to_owned())
 }
 
 #[cfg(test)]

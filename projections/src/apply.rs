@@ -31,8 +31,10 @@ pub struct ApplyReport {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source<'a> {
     /// Deliveries, which may repeat or run ahead: checked against the versions recorded in
-    /// `projection_streams`, which the batch then brings up to date.
-    Deliveries,
+    /// `projection_streams`, which the batch then brings up to date. With the events, one
+    /// per envelope and in the same order, as the worker decoded them: an envelope whose
+    /// event is there is not decoded again (its `data` and `metadata` are not read).
+    Deliveries(Option<&'a [Option<Event>]>),
     /// The event store's feed, complete and in commit order, read by a replay that
     /// records the versions itself once it has caught up (`replay::record_versions`):
     /// each stream's first event in the batch follows what was applied before, and
@@ -49,7 +51,7 @@ pub async fn apply_batch(
     conn: &mut PgConnection,
     batch: &[Envelope],
 ) -> anyhow::Result<ApplyReport> {
-    apply(conn, batch, Source::Deliveries).await
+    apply(conn, batch, Source::Deliveries(None)).await
 }
 
 /// [`apply_batch`], or for [`Source::Feed`] without reading or recording the per-stream
@@ -79,7 +81,17 @@ pub(crate) async fn apply(
     .execute(&mut *conn)
     .await?;
     let mut versions: HashMap<String, i64> = match source {
-        Source::Deliveries => recorded_versions(conn, batch).await?,
+        Source::Deliveries(events) => {
+            if let Some(events) = events {
+                anyhow::ensure!(
+                    events.len() == batch.len(),
+                    "{} decoded events for {} envelopes",
+                    events.len(),
+                    batch.len()
+                );
+            }
+            recorded_versions(conn, batch).await?
+        }
         Source::Feed(events) => {
             anyhow::ensure!(
                 events.len() == batch.len(),
@@ -90,17 +102,23 @@ pub(crate) async fn apply(
             HashMap::new()
         }
     };
-    let deliveries = matches!(source, Source::Deliveries);
+    let deliveries = matches!(source, Source::Deliveries(_));
+    // The events decoded before the batch came here, by index.
+    let decoded_before: Vec<Option<&Event>> = match source {
+        Source::Feed(events) => events.iter().map(Some).collect(),
+        Source::Deliveries(Some(events)) => events.iter().map(Option::as_ref).collect(),
+        Source::Deliveries(None) => Vec::new(),
+    };
     let mut touched: HashMap<String, i64> = HashMap::new();
     let mut max_position = 0i64;
     let mut deferred = Deferred::default();
-    let mut escrow = EscrowRows::load(conn, batch).await?;
+    let mut escrow = EscrowRows::load(conn, batch, &decoded_before).await?;
     let mut unholds = Unholds::new();
 
     for (i, env) in batch.iter().enumerate() {
         let current = match (versions.get(&env.stream_id), source) {
             (Some(v), _) => *v,
-            (None, Source::Deliveries) => 0,
+            (None, Source::Deliveries(_)) => 0,
             (None, Source::Feed(_)) => env.version - 1,
         };
         if env.version <= current {
@@ -112,9 +130,9 @@ pub(crate) async fn apply(
             continue;
         }
         let decoded;
-        let event = match source {
-            Source::Feed(events) => &events[i],
-            Source::Deliveries => {
+        let event = match decoded_before.get(i).copied().flatten() {
+            Some(event) => event,
+            None => {
                 decoded = decode(&env.event_type, env.schema_version, &env.data)?;
                 &decoded
             }

@@ -87,21 +87,31 @@ fn millis(ms: i64) -> Time {
 impl EscrowRows {
     /// Reads the rows the batch's contract and dispute events will change (and the
     /// contracts its disputes are raised on), in one query per table.
-    pub(crate) async fn load(conn: &mut PgConnection, batch: &[Envelope]) -> anyhow::Result<Self> {
+    /// `decoded` holds, by index, the batch's events that were decoded already (their
+    /// envelopes' `data` may be null).
+    pub(crate) async fn load(
+        conn: &mut PgConnection,
+        batch: &[Envelope],
+        decoded: &[Option<&Event>],
+    ) -> anyhow::Result<Self> {
         let mut contract_ids = Vec::new();
         let mut dispute_ids = Vec::new();
-        for env in batch {
+        for (i, env) in batch.iter().enumerate() {
             if let Some(id) = stream_uuid(&env.stream_id, "contract-") {
                 contract_ids.push(id);
             } else if let Some(id) = stream_uuid(&env.stream_id, "dispute-") {
                 dispute_ids.push(id);
                 // A dispute row copies its contract's parties and currency.
-                if let Some(c) = env
-                    .data
-                    .get("contractId")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                {
+                let contract = match decoded.get(i).copied().flatten() {
+                    Some(Event::DisputeRaised { contract_id, .. }) => Some(contract_id.0),
+                    Some(_) => None,
+                    None => env
+                        .data
+                        .get("contractId")
+                        .and_then(|v| v.as_str())
+                        .and_then(|s| Uuid::parse_str(s).ok()),
+                };
+                if let Some(c) = contract {
                     contract_ids.push(c);
                 }
             }

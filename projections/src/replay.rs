@@ -249,7 +249,7 @@ async fn step(
         return Ok((cursor, 0));
     };
     let envelopes: Vec<Envelope> = events.into_iter().map(Envelope::from).collect();
-    apply_step(conn, &envelopes, next, Source::Deliveries).await?;
+    apply_step(conn, &envelopes, next, Source::Deliveries(None)).await?;
     Ok((next, envelopes.len()))
 }
 

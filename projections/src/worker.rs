@@ -4,13 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
+use chrono::{DateTime, Utc};
+use domain::codec::decode_text;
+use domain::Event;
 use escrow_nats::{Envelope, JetStreamSettings};
 use event_store::Lease;
 use futures::StreamExt;
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::apply::{apply_batch, PROJECTION};
+use crate::apply::{apply, Source, PROJECTION};
 use crate::Freshness;
 
 /// Tuning of the worker loop.
@@ -164,11 +169,13 @@ impl ProjectionWorker {
             }
             let small = messages.len() < self.settings.batch_messages_max / 4;
             let mut envelopes = Vec::with_capacity(messages.len());
+            let mut events = Vec::with_capacity(messages.len());
             let mut decodable = Vec::with_capacity(messages.len());
             for m in &messages {
-                match serde_json::from_slice::<Envelope>(&m.payload) {
-                    Ok(e) => {
-                        envelopes.push(e);
+                match read_delivery(&m.payload) {
+                    Ok((envelope, event)) => {
+                        envelopes.push(envelope);
+                        events.push(event);
                         decodable.push(true);
                     }
                     Err(e) => {
@@ -178,7 +185,10 @@ impl ProjectionWorker {
                     }
                 }
             }
-            let report = match self.apply(lease.connection(), &envelopes).await {
+            let report = match self
+                .apply(lease.connection(), &envelopes, Some(&events))
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     // Hand everything back at once rather than waiting out ack_wait.
@@ -270,20 +280,22 @@ impl ProjectionWorker {
                 }
             }
         }
-        let report = self.apply(conn, &missing).await?;
+        let report = self.apply(conn, &missing, None).await?;
         anyhow::ensure!(report.gaps.is_empty(), "the event store itself has a gap");
         tracing::info!(events = report.applied, "filled gaps from the event store");
         Ok(())
     }
 
-    /// Applies a batch in one transaction on the lease's connection.
+    /// Applies a batch in one transaction on the lease's connection; `events`, when given,
+    /// holds each envelope's event as [`read_delivery`] decoded it.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         envelopes: &[Envelope],
+        events: Option<&[Option<Event>]>,
     ) -> anyhow::Result<crate::ApplyReport> {
         let mut tx = conn.begin().await?;
-        let report = apply_batch(&mut tx, envelopes).await?;
+        let report = apply(&mut tx, envelopes, Source::Deliveries(events)).await?;
         tx.commit().await?;
         let gaps: std::collections::HashSet<usize> = report.gaps.iter().copied().collect();
         self.freshness.batch_committed(
@@ -295,6 +307,58 @@ impl ProjectionWorker {
         );
         Ok(report)
     }
+}
+
+/// A delivered envelope as the worker reads it: the public [`Envelope`]'s fields, with
+/// `data` and `metadata` left as JSON text.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Delivered<'a> {
+    envelope_version: u32,
+    event_id: uuid::Uuid,
+    stream_id: String,
+    version: i64,
+    position: i64,
+    #[serde(rename = "type")]
+    event_type: String,
+    schema_version: i32,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow)]
+    metadata: &'a RawValue,
+    recorded_at: DateTime<Utc>,
+}
+
+/// Reads a delivered message: its envelope, and its event decoded straight from the
+/// data's text (no `Value` tree in between; that and the metadata's tree were most of the
+/// worker's decoding). The envelope's `data` is left null when the event decoded, and
+/// holds the data otherwise, so that applying it fails exactly as it would have; its
+/// `metadata` is only read for debug logging, so it is only kept when that is on.
+fn read_delivery(payload: &[u8]) -> serde_json::Result<(Envelope, Option<Event>)> {
+    let d: Delivered<'_> = serde_json::from_slice(payload)?;
+    let event = decode_text(&d.event_type, d.schema_version, d.data.get()).ok();
+    let data = match event {
+        Some(_) => Value::Null,
+        None => serde_json::from_str(d.data.get())?,
+    };
+    let metadata = if tracing::enabled!(target: "projections::apply", tracing::Level::DEBUG) {
+        serde_json::from_str(d.metadata.get())?
+    } else {
+        Value::Null
+    };
+    let envelope = Envelope {
+        envelope_version: d.envelope_version,
+        event_id: d.event_id,
+        stream_id: d.stream_id,
+        version: d.version,
+        position: d.position,
+        event_type: d.event_type,
+        schema_version: d.schema_version,
+        data,
+        metadata,
+        recorded_at: d.recorded_at,
+    };
+    Ok((envelope, event))
 }
 
 /// Tells read-your-writes waiters that this instance's worker stopped projecting, however
@@ -311,5 +375,71 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(event_type: &str, schema_version: i32, data: Value) -> Envelope {
+        Envelope {
+            envelope_version: escrow_nats::ENVELOPE_VERSION,
+            event_id: uuid::Uuid::nil(),
+            stream_id: "wallet-0190c6c1-7c1e-7000-8000-000000000001".into(),
+            version: 3,
+            position: 42,
+            event_type: event_type.into(),
+            schema_version,
+            data,
+            metadata: json!({"actor": "u", "correlationId": "c"}),
+            recorded_at: "2026-12-05T05:06:07.123456Z".parse().expect("valid time"),
+        }
+    }
+
+    #[test]
+    fn a_delivery_reads_as_its_envelope_and_its_event() {
+        let data = json!({
+            "transactionId": "0190c6c1-7c1e-7000-8000-000000000002",
+            "amount": "10.50",
+            "channel": "API",
+        });
+        let sent = envelope("FundsDeposited", 2, data.clone());
+        let payload = serde_json::to_vec(&sent).expect("serialises");
+        let (read, event) = read_delivery(&payload).expect("reads");
+        let expected = domain::codec::decode("FundsDeposited", 2, &data).expect("decodes");
+        assert_eq!(event.as_ref(), Some(&expected));
+        assert_eq!(read.data, Value::Null, "decoded: the data is not kept");
+        assert_eq!(
+            Envelope {
+                data: sent.data.clone(),
+                metadata: sent.metadata.clone(),
+                ..read
+            },
+            sent
+        );
+    }
+
+    #[test]
+    fn old_schemas_are_upcast_and_undecodable_data_is_kept_for_apply_to_refuse() {
+        let v1 = json!({"transactionId": "0190c6c1-7c1e-7000-8000-000000000002", "amount": "3"});
+        let payload = serde_json::to_vec(&envelope("FundsDeposited", 1, v1.clone())).expect("ok");
+        let (_, event) = read_delivery(&payload).expect("reads");
+        let expected = domain::codec::decode("FundsDeposited", 1, &v1).expect("upcasts");
+        assert_eq!(event, Some(expected));
+
+        let bad = json!({"amount": "not money"});
+        let payload = serde_json::to_vec(&envelope("FundsDeposited", 2, bad.clone())).expect("ok");
+        let (read, event) = read_delivery(&payload).expect("the envelope itself is fine");
+        assert_eq!(event, None);
+        assert_eq!(read.data, bad);
+
+        assert!(read_delivery(br#"{"eventId": "x"}"#).is_err());
+        let mut no_version = serde_json::to_value(envelope("FundsDeposited", 1, v1)).expect("ok");
+        no_version
+            .as_object_mut()
+            .map(|o| o.remove("envelopeVersion"));
+        assert!(read_delivery(no_version.to_string().as_bytes()).is_err());
     }
 }
