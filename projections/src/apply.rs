@@ -80,27 +80,20 @@ pub(crate) async fn apply(
     )
     .execute(&mut *conn)
     .await?;
+    let given = match source {
+        Source::Feed(events) => Some(events.len()),
+        Source::Deliveries(events) => events.map(<[_]>::len),
+    };
+    if let Some(n) = given {
+        anyhow::ensure!(
+            n == batch.len(),
+            "{n} decoded events for {} envelopes",
+            batch.len()
+        );
+    }
     let mut versions: HashMap<String, i64> = match source {
-        Source::Deliveries(events) => {
-            if let Some(events) = events {
-                anyhow::ensure!(
-                    events.len() == batch.len(),
-                    "{} decoded events for {} envelopes",
-                    events.len(),
-                    batch.len()
-                );
-            }
-            recorded_versions(conn, batch).await?
-        }
-        Source::Feed(events) => {
-            anyhow::ensure!(
-                events.len() == batch.len(),
-                "{} decoded events for {} envelopes",
-                events.len(),
-                batch.len()
-            );
-            HashMap::new()
-        }
+        Source::Deliveries(_) => recorded_versions(conn, batch).await?,
+        Source::Feed(_) => HashMap::new(),
     };
     let deliveries = matches!(source, Source::Deliveries(_));
     // The events decoded before the batch came here, by index.

@@ -66,7 +66,6 @@ impl Positions {
     fn insert(&mut self, position: i64, stream: &str, version: i64) {
         let end = self.first + self.events.len() as i64;
         if self.events.is_empty() {
-            self.events.clear();
             self.first = position;
         } else if position >= end {
             if position - end >= REMEMBERED_POSITIONS_MAX as i64 {
