@@ -9,6 +9,8 @@
 #
 #   bench/cpu.sh [transfers|hot|escrow|mixed] [CONCURRENCY=64] [SECONDS=25]
 #   BENCH_SERVER_BIN=path   the `escrow` binary to serve (default target/release/escrow)
+#   BENCH_GENERATOR_BIN=path   the load generator to drive it with (default
+#                           target/release/escrow-bench)
 #   BENCH_USERS=100, BENCH_DB_MAX_CONNECTIONS=20 as for run.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +35,8 @@ target/release/escrow migrate --database-url "$url" >/dev/null
 port="${BENCH_PORT:-18084}"
 start_server "$url" "$run_id" "$port" "$ROOT/.data/cpu-server-$run_id.log"
 out="$ROOT/.data/cpu-$workload.out"
-target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
+"${BENCH_GENERATOR_BIN:-target/release/escrow-bench}" --base "http://127.0.0.1:$port/api/v1" \
+  --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \
   --server-pid "$server" >"$out" 2>&1 &
 load=$!

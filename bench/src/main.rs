@@ -25,8 +25,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 mod http;
-use http::Http;
-use hyper::Method;
+use http::{Http, Method};
 
 /// The load generator allocates on every request; with glibc's allocator that was a sixth
 /// of its CPU, which the server it shares the machine with did not get.
@@ -206,10 +205,7 @@ impl Bench {
             else {
                 return;
             };
-            let fresh = res
-                .headers
-                .get("x-read-consistency")
-                .is_some_and(|v| v == "fresh");
+            let fresh = res.header("x-read-consistency") == Some(b"fresh");
             if res.status != 200 {
                 return;
             }
@@ -440,7 +436,7 @@ async fn setup(http: &Arc<Http>, args: &Args) -> anyhow::Result<Vec<User>> {
     Ok(users)
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.users < 2 {
