@@ -305,5 +305,11 @@ pub async fn scrape(State(st): State<AppState>) -> Response {
         "escrow_jetstream_publish_errors_total {}",
         escrow_nats::publish_errors()
     );
+    let _ = writeln!(out, "# HELP escrow_read_wait_statements_total Statements run by reads waiting for minPosition (the worker's batches answer most without one).\n# TYPE escrow_read_wait_statements_total counter");
+    let _ = writeln!(
+        out,
+        "escrow_read_wait_statements_total {}",
+        st.freshness.statements()
+    );
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -9,13 +9,22 @@
 //! - which stream versions each batch of this instance's worker has applied, so a waiter
 //!   whose event was in that batch answers without a statement. When this instance's worker
 //!   is not the active one (another process holds the lease), waiters poll the database.
+//!
+//! While this instance's worker projects and cannot have applied a waiter's event yet (its
+//! position is past every position the worker has applied), the worker's batches are the
+//! only news worth waiting for: the waiter asks the database only as a rare safety net.
+//! Polling there made a projection that fell a few seconds behind stay behind: every
+//! waiting reader polled ten times a second, the polls took the CPU the projection needed
+//! to catch up, and its lag held at ~6 s for the rest of a benchmark, at half the rate.
+//! All waiters' statements together hold at most [`ASKING_MAX`] connections.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::apply::PROJECTION;
 
@@ -25,29 +34,65 @@ const REMEMBERED_STREAMS_MAX: usize = 100_000;
 const REMEMBERED_POSITIONS_MAX: usize = 32_768;
 /// First poll of the database while this process's worker is not projecting.
 const POLL_FIRST: Duration = Duration::from_millis(5);
-/// First poll while this process's worker is projecting. Its batches wake the waiters, so
-/// the poll is only a fallback (a position this instance did not commit, a memory that
-/// started over): well above the projection's lag (p99 ~110-160 ms under load), or most
-/// waits of a loaded server poll once for nothing. At 50 ms, 64 % of the benchmark's lag
-/// probes did (3,096 polls for 4,851 probes), each a statement and a pool round trip.
+/// First poll while this process's worker is projecting but memory cannot answer for the
+/// event (it may have been applied and forgotten). Its batches wake the waiters, so the
+/// poll is only a fallback (a position this instance did not commit, a memory that started
+/// over): well above the projection's lag (p99 ~110-160 ms under load), or most waits of a
+/// loaded server poll once for nothing. At 50 ms, 64 % of the benchmark's lag probes did
+/// (3,096 polls for 4,851 probes), each a statement and a pool round trip.
 const POLL_FIRST_LOCAL: Duration = Duration::from_millis(250);
 /// Polls back off to this (after a local first poll, they come at this pace).
 const POLL_MAX: Duration = Duration::from_millis(100);
+/// While memory answers (see the module documentation), the database is asked after this
+/// long, then after twice as long each time: only for a worker that lost its lease without
+/// noticing yet, whose successor's batches this instance does not see.
+const POLL_SAFETY: Duration = Duration::from_secs(1);
+/// Connections that waiters' statements hold at most, all waiters together.
+const ASKING_MAX: usize = 4;
 
 /// What one instance knows of its read models' progress; see the module documentation.
-#[derive(Default)]
 pub struct Freshness {
     local: Mutex<Local>,
     positions: Mutex<Positions>,
-    /// Woken after every batch this instance's worker commits.
+    /// Woken after every batch this instance's worker commits, and when it starts or stops.
     applied: Notify,
+    /// Permits for waiters' statements.
+    asking: Semaphore,
+    /// Statements waiters have run.
+    statements: AtomicU64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self {
+            local: Mutex::default(),
+            positions: Mutex::default(),
+            applied: Notify::new(),
+            asking: Semaphore::new(ASKING_MAX),
+            statements: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What this instance's worker has committed while holding the projection lease.
 #[derive(Default)]
 struct Local {
     active: bool,
+    /// Changes whenever `versions` starts over (the worker starts or stops, the memory is
+    /// full).
+    generation: u64,
+    /// The highest position this instance's worker has applied, in any generation.
+    newest: i64,
     versions: HashMap<String, i64>,
+}
+
+/// One look at [`Local`] for a waiter.
+struct View {
+    /// The waiter's event is applied, as far as this instance's worker knows.
+    applied: bool,
+    active: bool,
+    generation: u64,
+    newest: i64,
 }
 
 /// Recent positions committed by this instance: a window of consecutive positions, each
@@ -111,8 +156,10 @@ impl Freshness {
     pub(crate) fn worker_started(&self) {
         if let Ok(mut l) = self.local.lock() {
             l.active = true;
+            l.generation += 1;
             l.versions.clear();
         }
+        self.applied.notify_waiters();
     }
 
     /// This instance's worker stopped projecting (lease lost, shutdown, error): what it
@@ -120,23 +167,27 @@ impl Freshness {
     pub(crate) fn worker_stopped(&self) {
         if let Ok(mut l) = self.local.lock() {
             l.active = false;
+            l.generation += 1;
             l.versions.clear();
         }
+        self.applied.notify_waiters();
     }
 
-    /// Records the `(stream, version)`s a batch just committed (applied, or found already
-    /// applied) and wakes this instance's waiters.
-    pub(crate) fn batch_committed<'a>(&self, applied: impl Iterator<Item = (&'a str, i64)>) {
+    /// Records the `(stream, version, position)`s a batch just committed (applied, or found
+    /// already applied) and wakes this instance's waiters.
+    pub(crate) fn batch_committed<'a>(&self, applied: impl Iterator<Item = (&'a str, i64, i64)>) {
         if let Ok(mut l) = self.local.lock() {
             if l.active {
-                for (stream, version) in applied {
+                for (stream, version, position) in applied {
                     if l.versions.len() >= REMEMBERED_STREAMS_MAX
                         && !l.versions.contains_key(stream)
                     {
                         l.versions.clear();
+                        l.generation += 1;
                     }
                     let v = l.versions.entry(stream.to_owned()).or_insert(version);
                     *v = (*v).max(version);
+                    l.newest = l.newest.max(position);
                 }
             }
         }
@@ -153,16 +204,43 @@ impl Freshness {
         }
     }
 
+    /// Statements that waiters have run against the database since this instance started.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// One look at what this instance's worker has applied, for `target`.
+    fn view(&self, target: Option<&(String, i64)>) -> View {
+        match self.local.lock() {
+            Ok(l) => View {
+                applied: target.is_some_and(|(stream, version)| {
+                    l.versions
+                        .get(stream.as_str())
+                        .is_some_and(|v| v >= version)
+                }),
+                active: l.active,
+                generation: l.generation,
+                newest: l.newest,
+            },
+            Err(_) => View {
+                applied: false,
+                active: false,
+                generation: u64::MAX,
+                newest: i64::MAX,
+            },
+        }
+    }
+
     /// Whether this instance's worker is projecting.
+    #[cfg(test)]
     fn worker_active(&self) -> bool {
-        self.local.lock().is_ok_and(|l| l.active)
+        self.view(None).active
     }
 
     /// Whether this instance's worker has committed `version` of `stream`.
+    #[cfg(test)]
     fn committed_here(&self, stream: &str, version: i64) -> bool {
-        self.local
-            .lock()
-            .is_ok_and(|l| l.versions.get(stream).is_some_and(|v| *v >= version))
+        self.view(Some(&(stream.to_owned(), version))).applied
     }
 
     /// The `(stream, version)` of the event at `position`, if this instance committed it
@@ -172,13 +250,40 @@ impl Freshness {
         p.get(position).map(|(s, v)| (s.to_string(), *v))
     }
 
+    /// Asks the database for the event at `position` and whether the read models have
+    /// reached it, waiting for a permit until `deadline` at most (`None`: none came).
+    async fn ask(
+        &self,
+        pool: &PgPool,
+        position: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Option<(String, i64, bool)>>, sqlx::Error> {
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, self.asking.acquire()).await else {
+            return Ok(None);
+        };
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        sqlx::query_as(
+            "SELECT e.stream_id, e.version, \
+                    COALESCE((SELECT p.version >= e.version FROM projection_streams p \
+                              WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
+             FROM events e WHERE e.position = $1",
+        )
+        .bind(position)
+        .bind(PROJECTION)
+        .fetch_optional(pool)
+        .await
+        .map(Some)
+    }
+
     /// Waits until the event at `position` is reflected in the read models, for at most
     /// `timeout`. Returns whether it was reached.
     ///
     /// The event's stream and version come from memory when this instance committed it,
     /// otherwise from one statement (which also says whether it is reached); then each
-    /// batch this instance's worker commits is checked in memory, and the database is
-    /// polled (backing off to 100 ms) for a worker running in another process.
+    /// batch this instance's worker commits is checked in memory. The database is asked
+    /// again only on a schedule: rarely while memory answers (see the module
+    /// documentation), otherwise backing off to every 100 ms (a worker running in another
+    /// process, a memory that started over).
     pub async fn wait_for_position(
         &self,
         pool: &PgPool,
@@ -186,60 +291,66 @@ impl Freshness {
         timeout: Duration,
     ) -> Result<bool, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + timeout;
-        // The polls keep their own schedule: a wake does not postpone the next one, or a
+        // The polls keep their own schedules: a wake does not postpone the next one, or a
         // waiter woken more often than it polls (by a worker that forgot what it applied,
         // say) would never ask the database again.
-        let mut next_poll: Option<(tokio::time::Instant, Duration)> = None;
+        let mut polls: Option<(tokio::time::Instant, Duration)> = None;
+        let mut safety: Option<(tokio::time::Instant, Duration)> = None;
         let mut target = self.event_at(position);
         let mut ask_database = target.is_none();
+        let mut started: Option<u64> = None;
         loop {
-            // Registered before the check, so a batch committing during it is not missed.
+            // Registered before the look, so a batch committing during it is not missed.
             let applied = self.applied.notified();
             tokio::pin!(applied);
             applied.as_mut().enable();
-            if let Some((stream, version)) = &target {
-                if self.committed_here(stream, *version) {
-                    return Ok(true);
-                }
+            let view = self.view(target.as_ref());
+            if view.applied {
+                return Ok(true);
             }
-            if ask_database || target.is_none() {
-                let row: Option<(String, i64, bool)> = sqlx::query_as(
-                    "SELECT e.stream_id, e.version, \
-                            COALESCE((SELECT p.version >= e.version FROM projection_streams p \
-                                      WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
-                     FROM events e WHERE e.position = $1",
-                )
-                .bind(position)
-                .bind(PROJECTION)
-                .fetch_optional(pool)
-                .await?;
-                if let Some((stream, version, reached)) = row {
-                    if reached {
-                        return Ok(true);
-                    }
-                    target = Some((stream, version));
+            let started = *started.get_or_insert(view.generation);
+            if ask_database {
+                match self.ask(pool, position, deadline).await? {
+                    None => return Ok(false),
+                    Some(Some((_, _, true))) => return Ok(true),
+                    Some(Some((stream, version, false))) => target = Some((stream, version)),
+                    Some(None) => {}
                 }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Ok(false);
             }
-            let (at, step) = *next_poll.get_or_insert_with(|| {
-                let first = if self.worker_active() {
+            // This instance's worker, projecting since the wait began, cannot have applied
+            // the event yet: its batch will say when it does.
+            let memory_answers = view.active
+                && view.generation == started
+                && target.is_some()
+                && position > view.newest;
+            let schedule = if memory_answers {
+                &mut safety
+            } else {
+                &mut polls
+            };
+            let (at, step) = *schedule.get_or_insert_with(|| {
+                let first = if memory_answers {
+                    POLL_SAFETY
+                } else if view.active {
                     POLL_FIRST_LOCAL
                 } else {
                     POLL_FIRST
                 };
                 (now + first, first)
             });
+            ask_database = false;
             tokio::select! {
-                _ = applied => ask_database = false,
+                _ = applied => {}
                 _ = tokio::time::sleep_until(at.min(deadline)) => {
                     // The backoff matters when the projection is far behind: many readers
                     // polling at a fixed 10 ms slowed it further (76,000 polls in 10 s
                     // during an escrow benchmark).
-                    let step = (step * 3 / 2).min(POLL_MAX);
-                    next_poll = Some((tokio::time::Instant::now() + step, step));
+                    let step = if memory_answers { step * 2 } else { (step * 3 / 2).min(POLL_MAX) };
+                    *schedule = Some((tokio::time::Instant::now() + step, step));
                     ask_database = true;
                 }
             }
@@ -254,12 +365,12 @@ mod tests {
     #[test]
     fn only_batches_of_an_active_worker_answer_and_stopping_forgets_them() {
         let f = Freshness::default();
-        f.batch_committed([("wallet-a", 3)].into_iter());
+        f.batch_committed([("wallet-a", 3, 1)].into_iter());
         assert!(!f.worker_active());
         assert!(!f.committed_here("wallet-a", 3), "no worker: nothing known");
 
         f.worker_started();
-        f.batch_committed([("wallet-a", 3), ("wallet-b", 1), ("wallet-a", 2)].into_iter());
+        f.batch_committed([("wallet-a", 3, 5), ("wallet-b", 1, 6), ("wallet-a", 2, 4)].into_iter());
         assert!(f.worker_active());
         assert!(f.committed_here("wallet-a", 3));
         assert!(
@@ -283,7 +394,7 @@ mod tests {
         a.worker_started();
         b.worker_started();
         a.events_committed([(7, "wallet-a", 1)].into_iter());
-        a.batch_committed([("wallet-a", 1)].into_iter());
+        a.batch_committed([("wallet-a", 1, 7)].into_iter());
         assert_eq!(a.event_at(7), Some(("wallet-a".into(), 1)));
         assert_eq!(b.event_at(7), None, "position 7 of another database");
         assert!(!b.committed_here("wallet-a", 1));

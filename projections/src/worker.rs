@@ -303,7 +303,7 @@ impl ProjectionWorker {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !gaps.contains(i))
-                .map(|(_, e)| (e.stream_id.as_str(), e.version)),
+                .map(|(_, e)| (e.stream_id.as_str(), e.version, e.position)),
         );
         Ok(report)
     }

@@ -425,6 +425,79 @@ async fn min_position_not_reached_says_stale() {
     assert_eq!(r.headers["x-read-consistency"], "stale");
 }
 
+/// The statements reads waiting for `minPosition` have run, from the metrics.
+async fn read_wait_statements(app: &escrow_tests::TestApp) -> u64 {
+    let text = app
+        .http
+        .get(app.base.replace("/api/v1", "/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("escrow_read_wait_statements_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("escrow_read_wait_statements_total reported")
+}
+
+/// Readers waiting for an event this server committed, while its own worker projects but
+/// is held up, wait for the worker's batches rather than polling the database: a projection
+/// a few seconds behind once stayed behind because every waiting reader polled ten times a
+/// second. They still answer `stale` at the deadline, and `fresh` once the batch lands.
+#[tokio::test]
+async fn readers_waiting_on_a_held_up_projection_do_not_poll_the_database() {
+    let app = escrow_tests::spawn_app_with(escrow_tests::AppOptions {
+        read_wait_ms: Some(2_000),
+        ..Default::default()
+    })
+    .await;
+    let u = app.user().await;
+    let first = app.deposit(&u, "10.00").await;
+    let w = app
+        .get(
+            &format!("/wallets/{}?minPosition={}", u.id, position(&first)),
+            Some(&u.token),
+        )
+        .await;
+    assert_eq!(w.headers["x-read-consistency"], "fresh");
+
+    // Hold the projection's checkpoint row: the worker's next batch waits on it.
+    let mut hold = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE projection = 'read_models' FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .expect("lock the checkpoint");
+    let second = app.deposit(&u, "1.00").await;
+    let p = position(&second);
+    let before = read_wait_statements(&app).await;
+    let readers = 8;
+    let path = format!("/wallets/{}?minPosition={p}", u.id);
+    let reads = (0..readers).map(|_| app.get(&path, Some(&u.token)));
+    for r in futures::future::join_all(reads).await {
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["x-read-consistency"], "stale");
+        assert_eq!(r.str("balance"), "10.00");
+    }
+    let statements = read_wait_statements(&app).await - before;
+    // One safety poll a second at most; polling backed off to 100 ms asked ~18 times each.
+    assert!(
+        statements <= 2 * readers,
+        "{readers} readers waiting 2 s ran {statements} statements"
+    );
+
+    hold.rollback().await.expect("release the checkpoint");
+    let w = app
+        .get(
+            &format!("/wallets/{}?minPosition={p}", u.id),
+            Some(&u.token),
+        )
+        .await;
+    assert_eq!(w.headers["x-read-consistency"], "fresh");
+    assert_eq!(w.str("balance"), "11.00");
+}
+
 #[tokio::test]
 async fn admin_may_deposit_for_anyone_and_arbiter_may_read() {
     let app = spawn_app().await;
