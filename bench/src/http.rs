@@ -12,6 +12,7 @@
 //! Answers are read whole: by `Content-Length`, or chunk by chunk; a connection the server
 //! closes, or answers `Connection: close` on, is not reused.
 
+use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -162,9 +163,7 @@ impl Http {
                 let mut key_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
                 req.extend_from_slice(b"\r\ncontent-type: application/json\r\nidempotency-key: ");
                 req.extend_from_slice(key.hyphenated().encode_lower(&mut key_text).as_bytes());
-                req.extend_from_slice(
-                    format!("\r\ncontent-length: {}\r\n\r\n", p.len()).as_bytes(),
-                );
+                write!(req, "\r\ncontent-length: {}\r\n\r\n", p.len())?;
                 req.extend_from_slice(p);
             }
             None => req.extend_from_slice(b"\r\n\r\n"),
