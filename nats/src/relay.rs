@@ -141,6 +141,13 @@ impl Relay {
                     Err(e) => {
                         tracing::warn!(error = %e, "relay cannot save its checkpoint");
                         sleep_or_shutdown(backoff, shutdown).await;
+                        // The save runs on the lease's connection: if its session died (a
+                        // PostgreSQL restart), the lease is gone too, and retrying on it
+                        // would fail until the every-64-rounds check (~30 s of backoffs).
+                        if !lease.still_held().await {
+                            tracing::warn!("relay lease lost");
+                            return;
+                        }
                         continue;
                     }
                 }
