@@ -6,7 +6,9 @@
 //! * double-entry conservation: wallets + escrow accounts + world sum to zero per currency;
 //! * no wallet below zero, and each contract's escrow account equals its held amount;
 //! * every read-model row equals the state folded from its stream (streams the projection
-//!   has not reached yet are reported as lagging, not as mismatches).
+//!   has not reached yet are reported as lagging, not as mismatches);
+//! * no stream's read models are ahead of the store (the hash chain cannot see a deleted
+//!   last event; the projection's record of what it applied can).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -227,6 +229,20 @@ async fn compare_read_models(
                 *held_by_buyer.entry((b.0, cur)).or_default() += c.state.held;
             }
         }
+    }
+    // Applied further than the store goes: the stream's last events (or all of them) were
+    // deleted after they were projected.
+    let stored: HashMap<&str, i64> = folded.iter().map(|(s, v, _)| (s.as_str(), *v)).collect();
+    let mut ahead: Vec<(&String, i64, i64)> = applied
+        .iter()
+        .map(|(s, v)| (s, *v, stored.get(s.as_str()).copied().unwrap_or(0)))
+        .filter(|(_, v, at)| at < v)
+        .collect();
+    ahead.sort();
+    for (stream, v, at) in ahead {
+        report.problems.push(format!(
+            "{stream}: the read models applied version {v} but the store ends at version {at}: events are missing from the store"
+        ));
     }
     let mut lagging_wallet_owners = std::collections::HashSet::new();
     for (stream, version, _) in folded {

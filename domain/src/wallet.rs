@@ -48,11 +48,9 @@ impl Aggregate for Wallet {
             }
             _ => {}
         }
-        // A negative balance can only come from a bug in `decide`; stop loudly in tests.
-        debug_assert!(
-            self.balance >= Decimal::ZERO,
-            "wallet balance went negative"
-        );
+        // No assertion that the balance stays at or above zero: folding must take whatever
+        // a tampered store says, so that `verify` can name the wallet instead of stopping.
+        // The decisions keep it there (the property tests check every state they reach).
     }
 }
 
