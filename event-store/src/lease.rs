@@ -27,6 +27,24 @@ impl Lease {
         Ok(got.then_some(Lease { conn, key }))
     }
 
+    /// The PostgreSQL backend (`pid` in `pg_stat_activity`) of the session that holds the
+    /// lease `name` in this database, if any: which process relays or projects right now.
+    pub async fn holder(pool: &PgPool, name: &str) -> Result<Option<i32>, StoreError> {
+        // A bigint advisory key shows in `pg_locks` as its high half in `classid`, its low
+        // half in `objid`, with `objsubid` 1.
+        let key = lease_key(name) as u64;
+        let row: Option<(i32,)> = sqlx::query_as(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid::bigint = $1 AND objid::bigint = $2",
+        )
+        .bind((key >> 32) as i64)
+        .bind((key & 0xffff_ffff) as i64)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(pid,)| pid))
+    }
+
     /// Checks that the session holding the lock is still alive.
     pub async fn still_held(&mut self) -> bool {
         // Nobody can take a session lock from a live session, so a live session means the

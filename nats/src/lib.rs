@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 pub use envelope::{subject_for, Envelope, ENVELOPE_VERSION};
-pub use relay::{publish_errors, Relay, RelaySettings};
+pub use relay::{lease_name as relay_lease_name, publish_errors, Relay, RelaySettings};
 pub use tail::{export, tail, TailOptions};
 
 /// Where events go on NATS.

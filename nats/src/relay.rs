@@ -21,6 +21,11 @@ pub fn publish_errors() -> u64 {
     PUBLISH_ERRORS.load(Ordering::Relaxed)
 }
 
+/// The name of the relay's lease and checkpoint for the JetStream stream `stream_name`.
+pub fn lease_name(stream_name: &str) -> String {
+    format!("relay:{stream_name}")
+}
+
 /// Tuning of the relay loop.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -89,7 +94,7 @@ impl Relay {
     }
 
     fn checkpoint_name(&self) -> String {
-        format!("relay:{}", self.nats.stream_name)
+        lease_name(&self.nats.stream_name)
     }
 
     /// Runs until `shutdown` turns true.

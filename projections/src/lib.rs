@@ -13,4 +13,4 @@ mod worker;
 
 pub use apply::{apply_batch, reset, stream_version, ApplyReport, PROJECTION};
 pub use freshness::Freshness;
-pub use worker::{ProjectionWorker, WorkerSettings};
+pub use worker::{lease_name, ProjectionWorker, WorkerSettings};

@@ -18,6 +18,11 @@ use tokio::sync::watch;
 use crate::apply::{apply, Source, PROJECTION};
 use crate::Freshness;
 
+/// The name of the projection worker's lease for the JetStream stream `stream_name`.
+pub fn lease_name(stream_name: &str) -> String {
+    format!("projection:{PROJECTION}:{stream_name}")
+}
+
 /// Tuning of the worker loop.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -86,7 +91,7 @@ impl ProjectionWorker {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let backoff = Duration::from_millis(self.settings.retry_backoff_ms);
-        let lease_name = format!("projection:{PROJECTION}:{}", self.nats.stream_name);
+        let lease_name = lease_name(&self.nats.stream_name);
         while !*shutdown.borrow() {
             let lease = match Lease::try_acquire(&self.pool, &lease_name).await {
                 Ok(Some(l)) => l,

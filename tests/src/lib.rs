@@ -74,9 +74,13 @@ pub struct AppOptions {
     pub clock: Option<std::sync::Arc<api::clock::ManualClock>>,
     /// Requests per minute per address and per user (0: unlimited, the tests' default).
     pub rate_limits: Option<(u32, u32)>,
-    /// How long `minPosition` waits (default 10 s: tests share two cores with load tests,
-    /// and a read that gives up early fails a test for the machine's sake, not the code's).
+    /// How long `minPosition` waits (default: the documented default, 2 s).
     pub read_wait_ms: Option<u64>,
+    /// Which parts run (default: all of them; `Api` leaves the store unpublished and
+    /// unprojected, for tests that feed a worker by hand).
+    pub role: Option<WorkerRole>,
+    /// A request taking longer is answered 503 `TIMEOUT` (default 30 s, as documented).
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// Deletes, once per test binary, the JetStream streams that earlier runs' tests left
@@ -152,13 +156,13 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         dev: false,
         cors_origins: vec![],
         body_limit_bytes: 64 * 1024,
-        role: WorkerRole::All,
+        role: opts.role.unwrap_or(WorkerRole::All),
         db_max_connections: 20,
-        read_wait_ms: opts.read_wait_ms.unwrap_or(10_000),
+        read_wait_ms: opts.read_wait_ms.unwrap_or(2_000),
         auto_release_poll_ms: 50,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
-        request_timeout_ms: 30_000,
+        request_timeout_ms: opts.request_timeout_ms.unwrap_or(30_000),
         header_read_timeout_ms: 1_500,
         header_bytes_max: 32 * 1024,
     };
@@ -631,7 +635,17 @@ impl OwnPostgres {
 
     /// Stops with `mode` (`fast` or `immediate`) and starts again.
     pub fn restart(&self, mode: &str) {
+        self.stop(mode);
+        self.start_again();
+    }
+
+    /// Stops with `mode` (`fast`, or `immediate`: a crash, WAL recovery on the next start).
+    pub fn stop(&self, mode: &str) {
         self.ctl(&["stop", "-m", mode, "-w"]);
+    }
+
+    /// Starts the cluster again after [`OwnPostgres::stop`].
+    pub fn start_again(&self) {
         self.ctl(&["start", "-w", "-t", "60"]);
     }
 

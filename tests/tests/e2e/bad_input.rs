@@ -567,6 +567,10 @@ async fn registration_and_login_rules() {
     );
 }
 
+/// Registrations of one e-mail at once: one user.
+///
+/// Fails without `credentials_email_key` (`UNIQUE (email)` on `credentials`, migrations):
+/// eight registrations of one e-mail all succeed.
 #[tokio::test]
 async fn concurrent_duplicate_registrations_create_one_user() {
     let app = spawn_app().await;

@@ -662,6 +662,13 @@ async fn every_rule_and_role() {
     assert_conserved(&app).await;
 }
 
+/// Twenty fundings of one contract at once: one wins, nineteen are refused.
+///
+/// Fails only when all three of the write side's version checks are gone: the committer's
+/// (`command-handlers/src/group.rs`, `still_valid`), the batch layout's head check
+/// (`event-store/src/append.rs`, `Rows::lay_out`) and `UNIQUE (stream_id, version)` on
+/// `events` (checked with the three removed; with `still_valid` alone removed it passes:
+/// they are layers, and one process's racing commands meet the first two before the third).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_fundings_fund_once() {
     let app = spawn_app().await;
@@ -698,16 +705,25 @@ async fn twenty_concurrent_fundings_fund_once() {
     assert_conserved(&app).await;
 }
 
+/// A release, a refund and a dispute of one contract at once: exactly one wins, the others
+/// get 409; two arbiters' decisions race the same way.
+///
+/// Fails only when all three of the write side's version checks are gone: the committer's
+/// (`command-handlers/src/group.rs`, `still_valid`), the batch layout's head check
+/// (`event-store/src/append.rs`, `Rows::lay_out`) and `UNIQUE (stream_id, version)` on
+/// `events` (checked with the three removed; with `still_valid` alone removed it passes:
+/// they are layers, and one process's racing commands meet the first two before the third).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn release_refund_and_dispute_race_one_wins_each_step() {
     let app = spawn_app().await;
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     for round in 0..5 {
         let (buyer, seller) = funded_pair(&app, "100").await;
-        let id = create(&app, &buyer, &buyer, &seller, "100", json!({}))
-            .await
-            .str("id");
-        act(&app, &buyer, &id, "fund", None).await;
+        let created = create(&app, &buyer, &buyer, &seller, "100", json!({})).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let id = created.str("id");
+        let funded = act(&app, &buyer, &id, "fund", None).await;
+        assert_eq!(funded.status, StatusCode::OK, "{:?}", funded.body);
         let (rel, refd, disp) = tokio::join!(
             act(&app, &buyer, &id, "release", None),
             act(&app, &seller, &id, "refund", None),
@@ -760,6 +776,10 @@ async fn release_refund_and_dispute_race_one_wins_each_step() {
     assert_conserved(&app).await;
 }
 
+/// Two servers' schedulers release the same expired inspection windows: each once.
+///
+/// Fails without `UNIQUE (stream_id, version)` on `events` (migrations): both servers'
+/// releases are written (9 releases of 5 contracts in the run that checked it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inspection_window_releases_once_with_two_servers() {
     let clock = Arc::new(api::clock::ManualClock::default());
@@ -837,16 +857,27 @@ async fn inspection_window_releases_once_with_two_servers() {
             .await
             .unwrap();
     assert_eq!(payments, 5);
-    let p = app.event_count().await;
-    let _ = p;
+    let mut released_streams: Vec<String> = released.into_iter().map(|(s, _)| s).collect();
+    released_streams.sort();
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("contract-{id}")).collect();
+    expected.sort();
+    assert_eq!(released_streams, expected, "each contract released once");
     assert!(app.wait_for_read_models(Duration::from_secs(10)).await);
     let w = app
         .get(&format!("/wallets/{}", seller.id), Some(&seller.token))
         .await;
     assert_eq!(w.str("balance"), "250.00");
+    for id in &ids {
+        let c = second
+            .get(&format!("/contracts/{id}"), Some(&seller.token))
+            .await;
+        assert_eq!(
+            (c.str("status"), c.str("heldAmount")),
+            ("COMPLETED".into(), "0.00".into())
+        );
+    }
     assert_conserved(&app).await;
     drop(second);
-    let _ = ids;
 }
 
 /// Every page (`limit` rows before a cursor) is the newest of each part of a user's

@@ -1,9 +1,14 @@
 //! Fault tests against the real `escrow` binary: `kill -9` mid-load, then restart.
 //! Every acknowledged command must survive; retries with the same Idempotency-Key must
 //! answer the same; `verify` must pass; read models must converge.
+//!
+//! Each fault is injected after a number of acknowledged commands (a counter, not a
+//! sleep), lasts until the load has seen it (a client retry), and each test asserts that
+//! commands crossed it: retried commands that were acknowledged in the end, and
+//! acknowledgements after it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,10 +130,56 @@ async fn call(
 /// Commands acknowledged by the server: (Idempotency-Key, path, body, response).
 type Acked = Vec<(String, String, Value, Value)>;
 
+/// What the load has done so far, read by the test while it runs.
+#[derive(Default)]
+struct Progress {
+    acked: AtomicUsize,
+    /// Failed attempts (no answer, 5xx or 429), each retried with the same key.
+    retries: AtomicU64,
+    /// Commands acknowledged after at least one failed attempt: in flight across a fault.
+    retried_commands: AtomicUsize,
+}
+
+impl Progress {
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    fn retries(&self) -> u64 {
+        self.retries.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` commands were acknowledged (at most 60 s).
+    async fn until_acked(&self, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acked() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} commands acknowledged within 60 s",
+                self.acked()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the load has retried more than `before` times (at most 60 s): the
+    /// fault is one the clients met.
+    async fn until_retried(&self, before: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.retries() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no client retried within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 struct Load {
     acked: Acked,
     sent: u64,
-    retries: u64,
+    progress: Arc<Progress>,
 }
 
 /// Sends one command until it is answered (same key, same body on every try), as a careful
@@ -144,18 +195,26 @@ async fn until_answered(
 ) -> Value {
     load.sent += 1;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failed = false;
     loop {
         match call(http, &format!("{base}{path}"), Some(token), Some(key), body).await {
             Some((200 | 201, resp)) => {
                 load.acked
                     .push((key.to_owned(), path.to_owned(), body.clone(), resp.clone()));
+                if failed {
+                    load.progress
+                        .retried_commands
+                        .fetch_add(1, Ordering::SeqCst);
+                }
+                load.progress.acked.fetch_add(1, Ordering::SeqCst);
                 return resp;
             }
             Some((status, resp)) if status < 500 && status != 429 => {
                 panic!("{path} refused: {status} {resp}")
             }
             _ if Instant::now() < deadline => {
-                load.retries += 1;
+                failed = true;
+                load.progress.retries.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ => panic!("{path} never answered"),
@@ -164,7 +223,7 @@ async fn until_answered(
 }
 
 /// The load: deposits, transfers and whole escrow flows (create → fund → release), every
-/// command with its own Idempotency-Key.
+/// command with its own Idempotency-Key. `progress` counts as it goes.
 fn start_load(
     http: &reqwest::Client,
     base: &str,
@@ -172,14 +231,16 @@ fn start_load(
     payer: &str,
     payee: &str,
     stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Load> {
+) -> (tokio::task::JoinHandle<Load>, Arc<Progress>) {
     let (http, base, stop) = (http.clone(), base.to_owned(), stop.clone());
     let (token, payer, payee) = (token.to_owned(), payer.to_owned(), payee.to_owned());
-    tokio::spawn(async move {
+    let progress = Arc::new(Progress::default());
+    let shared = progress.clone();
+    let handle = tokio::spawn(async move {
         let mut load = Load {
             acked: Vec::new(),
             sent: 0,
-            retries: 0,
+            progress: shared,
         };
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -234,7 +295,22 @@ fn start_load(
             }
         }
         load
-    })
+    });
+    (handle, progress)
+}
+
+/// Asserts that commands crossed the faults: some were retried and acknowledged in the end,
+/// and every fault was followed by acknowledgements (`acked_after` holds, per fault, how many
+/// commands were acknowledged after it ended).
+fn assert_crossed(progress: &Progress, acked_after: &[(&str, usize)]) {
+    assert!(progress.retries() > 0, "the load met the fault");
+    assert!(
+        progress.retried_commands.load(Ordering::SeqCst) > 0,
+        "a command was in flight across the fault and acknowledged after it"
+    );
+    for (fault, n) in acked_after {
+        assert!(*n > 0, "commands were acknowledged after {fault}");
+    }
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str, arg: &str) -> i64 {
@@ -383,13 +459,14 @@ async fn two_users(http: &reqwest::Client, base: &str, id: &str) -> ((String, St
         )
         .await
         .unwrap();
+        assert_eq!(l.0, 200, "login: {}", l.1);
         users.push((
             r.1["id"].as_str().unwrap().to_owned(),
             l.1["access_token"].as_str().unwrap().to_owned(),
         ));
     }
     let payer = users[0].clone();
-    call(
+    let funded = call(
         http,
         &format!("{base}/wallets/deposit"),
         Some(&payer.1),
@@ -398,9 +475,13 @@ async fn two_users(http: &reqwest::Client, base: &str, id: &str) -> ((String, St
     )
     .await
     .unwrap();
+    assert_eq!(funded.0, 201, "the payer's funding: {}", funded.1);
     (payer, users[1].0.clone())
 }
 
+/// Fails when a stored answer is not the one first given (`event-store/src/batch.rs`: the
+/// `CASE` that sets the stored response's `position` to the position its command reached
+/// made `WHEN false`): a key retried against the restarted server answers position 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let (db, pool) = fresh_database().await;
@@ -413,20 +494,27 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let ((payer, payer_token), payee) = two_users(&http, &base, &id).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&http, &base, &payer_token, &payer, &payee, &stop);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (load, progress) = start_load(&http, &base, &payer_token, &payer, &payee, &stop);
+    progress.until_acked(40, "before the kill").await;
+    let retries_before = progress.retries();
     server.kill9().await;
     let killed_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Down until a client has met the crash (a command failed and will be retried).
+    progress
+        .until_retried(retries_before, "after the kill")
+        .await;
     server.start().await;
     let restarted_in = killed_at.elapsed();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acked_at_restart = progress.acked();
+    progress
+        .until_acked(acked_at_restart + 40, "after the restart")
+        .await;
     stop.store(true, Ordering::Relaxed);
-    let Load {
-        acked,
-        sent,
-        retries,
-    } = load.await.expect("load finished");
+    let Load { acked, sent, .. } = load.await.expect("load finished");
+    assert_crossed(
+        &progress,
+        &[("the restart", acked.len() - acked_at_restart)],
+    );
 
     let (lost, duplicated, converged) =
         check_exactly_once(&pool, &http, &base, &payer_token, &acked).await;
@@ -441,26 +529,62 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     );
 
     println!(
-        "kill -9: sent {sent}, acknowledged {}, lost {lost}, duplicated {duplicated}, client retries {retries}, \
-         restart {restarted_in:?}, read models converged {converged:?} after the load",
-        acked.len()
+        "kill -9: sent {sent}, acknowledged {} ({} after the restart), lost {lost}, duplicated {duplicated}, \
+         client retries {}, commands across the crash {}, restart {restarted_in:?}, read models converged {converged:?} after the load",
+        acked.len(),
+        acked.len() - acked_at_restart,
+        progress.retries(),
+        progress.retried_commands.load(Ordering::SeqCst),
     );
     assert_eq!((lost, duplicated), (0, 0));
     server.kill9().await;
-    let _ = std::fs::remove_file(&log);
+    std::fs::remove_file(&log).ok();
 }
+
+/// The backend `application_name`s of the sessions holding the relay's and the projection
+/// worker's leases for `stream` (`None` where nobody holds it).
+async fn lease_holders(pool: &sqlx::PgPool, stream: &str) -> [Option<String>; 2] {
+    let mut holders = [None, None];
+    for (slot, lease) in holders.iter_mut().zip([
+        escrow_nats::relay_lease_name(stream),
+        projections::lease_name(stream),
+    ]) {
+        if let Some(pid) = event_store::Lease::holder(pool, &lease).await.unwrap() {
+            let (name,): (String,) =
+                sqlx::query_as("SELECT application_name FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            *slot = Some(name);
+        }
+    }
+    holders
+}
+
+/// How long a standby may take to relay and project after the lease holder is killed, as
+/// docs/operations.md states it: the standby asks for each lease once a second, and then
+/// publishes and projects what the holder left.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(3);
 
 /// Two processes; the one holding the relay and projection leases is killed with -9; the
 /// other takes over and the read models keep up.
+///
+/// Fails without the lease being a session lock that dies with its connection
+/// (`event-store/src/lease.rs`: `pg_try_advisory_lock` made `pg_try_advisory_xact_lock`
+/// leaves both processes relaying, which the holder check before the kill refuses; the
+/// standby never asking again, `Ok(None)` in `Relay::run` returning, fails the takeover
+/// bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lease_holder_killed_the_standby_takes_over() {
     let (db, pool) = fresh_database().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let log = std::env::temp_dir().join(format!("escrow-lease-{id}.log"));
+    let stream = format!("L_{id}");
     let mut holder = Server {
         child: None,
-        db: db.clone(),
-        stream: format!("L_{id}"),
+        db: format!("{db}?application_name=escrow-holder"),
+        stream: stream.clone(),
         prefix: format!("l{id}.escrow.events"),
         port: free_port(),
         log: log.clone(),
@@ -468,11 +592,20 @@ async fn lease_holder_killed_the_standby_takes_over() {
         env: vec![],
     };
     holder.start().await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // it takes the leases first
+    // The holder takes both leases before the standby exists.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder_name = Some("escrow-holder".to_owned());
+    while lease_holders(&pool, &stream).await != [holder_name.clone(), holder_name.clone()] {
+        assert!(
+            Instant::now() < deadline,
+            "the first process took both leases"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut standby = Server {
         child: None,
-        db,
-        stream: holder.stream.clone(),
+        db: format!("{db}?application_name=escrow-standby"),
+        stream: stream.clone(),
         prefix: holder.prefix.clone(),
         port: free_port(),
         log: log.clone(),
@@ -485,8 +618,15 @@ async fn lease_holder_killed_the_standby_takes_over() {
     let ((payer, token), payee) = two_users(&http, &base, &id).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&http, &base, &token, &payer, &payee, &stop);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (load, progress) = start_load(&http, &base, &token, &payer, &payee, &stop);
+    progress.until_acked(30, "before the kill").await;
+    // The process about to be killed is the one relaying and projecting.
+    assert_eq!(
+        lease_holders(&pool, &stream).await,
+        [holder_name.clone(), holder_name.clone()],
+        "the holder still holds both leases while the standby serves"
+    );
+    let acked_at_kill = progress.acked();
     holder.kill9().await;
     let killed = Instant::now();
     let dep = call(
@@ -509,17 +649,27 @@ async fn lease_holder_killed_the_standby_takes_over() {
             break killed.elapsed();
         }
         assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "the standby did not take over"
+            killed.elapsed() < TAKEOVER_BOUND,
+            "the standby did not relay and project within {TAKEOVER_BOUND:?}"
         );
     };
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let standby_name = Some("escrow-standby".to_owned());
+    assert_eq!(
+        lease_holders(&pool, &stream).await,
+        [standby_name.clone(), standby_name],
+        "the standby holds both leases"
+    );
+    progress
+        .until_acked(progress.acked() + 30, "after the takeover")
+        .await;
     stop.store(true, Ordering::Relaxed);
     let Load {
-        mut acked,
-        sent,
-        retries,
+        mut acked, sent, ..
     } = load.await.expect("load finished");
+    assert!(
+        acked.len() > acked_at_kill,
+        "the load went on across the kill"
+    );
     acked.push((
         "after-kill".into(),
         "/wallets/deposit".into(),
@@ -530,17 +680,23 @@ async fn lease_holder_killed_the_standby_takes_over() {
         check_exactly_once(&pool, &http, &base, &token, &acked).await;
     assert_published_once(&standby.stream, &pool).await;
     println!(
-        "lease holder killed: the standby relayed and projected within {took_over:?}; sent {sent}, acknowledged {}, \
-         lost {lost}, duplicated {duplicated}, client retries {retries}, converged {converged:?} after the load",
-        acked.len()
+        "lease holder killed: the standby relayed and projected within {took_over:?}; sent {sent}, acknowledged {} ({} after the kill), \
+         lost {lost}, duplicated {duplicated}, client retries {}, converged {converged:?} after the load",
+        acked.len(),
+        acked.len() - acked_at_kill,
+        progress.retries(),
     );
     assert_eq!((lost, duplicated), (0, 0));
     standby.kill9().await;
-    let _ = std::fs::remove_file(&log);
+    std::fs::remove_file(&log).ok();
 }
 
 /// PostgreSQL restarted mid-load, first with a fast shutdown, then an immediate one (a
 /// crash: no checkpoint, WAL recovery on start).
+///
+/// Fails without a failed batch statement being answered as transient
+/// (`command-handlers/src/group.rs`: the committer answering a lost connection's batch as
+/// written): acknowledged commands are then missing from the store (`lost` > 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarts_mid_load_lose_nothing() {
     let pg = escrow_tests::OwnPostgres::start();
@@ -554,31 +710,41 @@ async fn postgres_restarts_mid_load_lose_nothing() {
     let ((payer, payer_token), payee) = two_users(&http, &base, &id).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&http, &base, &payer_token, &payer, &payee, &stop);
+    let (load, progress) = start_load(&http, &base, &payer_token, &payer, &payee, &stop);
     let mut outages = Vec::new();
+    let mut acked_after = Vec::new();
     for mode in ["fast", "immediate"] {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        progress
+            .until_acked(progress.acked() + 40, "before the restart")
+            .await;
+        let retries_before = progress.retries();
         let t = Instant::now();
         let pg_ref = &pg;
-        tokio::task::block_in_place(|| pg_ref.restart(mode));
+        tokio::task::block_in_place(|| pg_ref.stop(mode));
+        // Down until a client has met the outage.
+        progress.until_retried(retries_before, mode).await;
+        tokio::task::block_in_place(|| pg_ref.start_again());
         outages.push((mode, t.elapsed()));
+        let acked_at_restart = progress.acked();
+        progress
+            .until_acked(acked_at_restart + 40, "after the restart")
+            .await;
+        acked_after.push((mode, progress.acked() - acked_at_restart));
     }
-    tokio::time::sleep(Duration::from_millis(2000)).await;
     stop.store(true, Ordering::Relaxed);
-    let Load {
-        acked,
-        sent,
-        retries,
-    } = load.await.expect("load finished");
+    let Load { acked, sent, .. } = load.await.expect("load finished");
+    assert_crossed(&progress, &acked_after);
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     let (lost, duplicated, converged) =
         check_exactly_once(&pool, &http, &base, &payer_token, &acked).await;
     println!(
-        "postgres restarts {outages:?}: sent {sent}, acknowledged {}, lost {lost}, duplicated {duplicated}, \
-         client retries {retries}, read models converged {converged:?} after the load",
-        acked.len()
+        "postgres restarts {outages:?}: sent {sent}, acknowledged {} ({acked_after:?} after each), lost {lost}, duplicated {duplicated}, \
+         client retries {}, commands across the outages {}, read models converged {converged:?} after the load",
+        acked.len(),
+        progress.retries(),
+        progress.retried_commands.load(Ordering::SeqCst),
     );
     assert_eq!((lost, duplicated), (0, 0));
     server.kill9().await;
-    let _ = std::fs::remove_file(&log);
+    std::fs::remove_file(&log).ok();
 }

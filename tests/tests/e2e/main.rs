@@ -12,6 +12,7 @@ mod console;
 mod contracts;
 mod event_store;
 mod faults;
+mod guarantees;
 mod hostile;
 mod integrations;
 mod notifications;

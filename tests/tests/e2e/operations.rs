@@ -23,18 +23,29 @@ async fn metrics_count_requests_and_report_lags() {
         .await;
     assert_eq!(r.code(), "INSUFFICIENT_FUNDS");
     assert!(app.wait_for_read_models(Duration::from_secs(10)).await);
-    let res = app
-        .http
-        .get(app.base.replace("/api/v1", "/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = res.text().await.unwrap();
+    // The relay saves its checkpoint (which the lag is measured from) once it is caught
+    // up, which may be a moment after the read models are: read until both lags are 0.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let res = app
+            .http
+            .get(app.base.replace("/api/v1", "/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = res.text().await.unwrap();
+        let caught_up = text.contains("escrow_relay_lag_positions 0")
+            && text.contains("escrow_projection_lag_positions{projection=\"read_models\"} 0");
+        if caught_up || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for needle in [
         r#"escrow_http_requests_total{method="POST",route="/api/v1/wallets/deposit",status="201"} 1"#,
         r#"escrow_http_requests_total{method="POST",route="/api/v1/wallets/deposit",status="422"} 1"#,

@@ -44,6 +44,9 @@ async fn schema(app: &TestApp) -> Vec<(String, String)> {
     .unwrap()
 }
 
+/// Users, deposits in two currencies, transfers, and three contracts: one partly released,
+/// one disputed and split by an arbiter, one left funded. Every command is checked, so a
+/// replay is compared over every kind of read model.
 async fn mixed_workload(app: &TestApp) {
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     let users = futures::future::join_all((0..4).map(|_| app.user())).await;
@@ -54,43 +57,55 @@ async fn mixed_workload(app: &TestApp) {
         );
     }
     for i in 0..12 {
-        app.transfer(&users[i % 4], &users[(i + 1) % 4].id, "3.10")
+        let t = app
+            .transfer(&users[i % 4], &users[(i + 1) % 4].id, "3.10")
             .await;
+        assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
     }
-    app.post(
-        "/wallets/deposit",
-        Some(&users[0].token),
-        json!({"userId": users[0].id, "amount": "7", "currency": "EUR"}),
-    )
-    .await;
+    let eur = app
+        .post(
+            "/wallets/deposit",
+            Some(&users[0].token),
+            json!({"userId": users[0].id, "amount": "7", "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(eur.status, StatusCode::CREATED, "{:?}", eur.body);
+    let ok = |r: &escrow_tests::Resp, status: StatusCode, what: &str| {
+        assert_eq!(r.status, status, "{what}: {:?}", r.body);
+    };
     for k in 0..3 {
         let (b, s) = (&users[k], &users[k + 1]);
-        let id = app
+        let created = app
             .post(
                 "/contracts",
                 Some(&b.token),
                 json!({"sellerId": s.id, "buyerId": b.id, "title": "job", "amount": "20"}),
             )
-            .await
-            .str("id");
-        app.request(
-            Method::POST,
-            &format!("/contracts/{id}/fund"),
-            Some(&b.token),
-            None,
-            &[],
-        )
-        .await;
+            .await;
+        ok(&created, StatusCode::CREATED, "create");
+        let id = created.str("id");
+        let funded = app
+            .request(
+                Method::POST,
+                &format!("/contracts/{id}/fund"),
+                Some(&b.token),
+                None,
+                &[],
+            )
+            .await;
+        ok(&funded, StatusCode::OK, "fund");
         match k {
             0 => {
-                app.request(
-                    Method::POST,
-                    &format!("/contracts/{id}/release"),
-                    Some(&b.token),
-                    Some(&json!({"amount": "5"})),
-                    &[],
-                )
-                .await;
+                let released = app
+                    .request(
+                        Method::POST,
+                        &format!("/contracts/{id}/release"),
+                        Some(&b.token),
+                        Some(&json!({"amount": "5"})),
+                        &[],
+                    )
+                    .await;
+                ok(&released, StatusCode::OK, "partial release");
             }
             1 => {
                 let x = app
@@ -100,13 +115,27 @@ async fn mixed_workload(app: &TestApp) {
                         json!({"contractId": id, "description": "d"}),
                     )
                     .await;
-                app.request(Method::PUT, &format!("/disputes/{}/resolve", x.str("id")), Some(&arbiter.token),
+                ok(&x, StatusCode::CREATED, "dispute");
+                let resolved = app.request(Method::PUT, &format!("/disputes/{}/resolve", x.str("id")), Some(&arbiter.token),
                     Some(&json!({"resolution": "r", "outcome": "SPLIT", "sellerAmount": "12.5", "buyerAmount": "7.5"})), &[]).await;
+                ok(&resolved, StatusCode::OK, "resolve");
             }
             _ => {}
         }
     }
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
+    let (statuses,): (Vec<String>,) =
+        sqlx::query_as("SELECT array_agg(status ORDER BY status) FROM rm_contracts")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["ACTIVE", "ACTIVE", "SETTLED"]);
+    let (disputes,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM rm_disputes WHERE status = 'RESOLVED'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(disputes, 1);
 }
 
 #[tokio::test]

@@ -143,3 +143,199 @@ async fn verify_passes_on_a_real_workload_and_names_every_tampering() {
         report.problems
     );
 }
+
+/// Appends `event` to `stream` through the event store, hash chain and all: a forgery
+/// that only the books, not the chain, can give away.
+async fn forge(pool: &sqlx::PgPool, stream: &str, event: &domain::Event) {
+    let (expected_version,): (i64,) =
+        sqlx::query_as("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1")
+            .bind(stream)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let (event_type, schema_version, data) = domain::codec::encode(event);
+    let store = event_store::EventStore::new(pool.clone());
+    let mut tx = store.begin().await.unwrap();
+    event_store::append(
+        &mut tx,
+        &[event_store::StreamAppend {
+            stream_id: stream.into(),
+            expected_version,
+            events: vec![event_store::NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: event_type.into(),
+                schema_version,
+                data,
+                metadata: json!({"actor": "forger"}),
+            }],
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn problems_with(report: &api::verify::VerifyReport, needle: &str) -> bool {
+    report.problems.iter().any(|p| p.contains(needle))
+}
+
+/// `verify` names a contract's and a dispute's read model that drifted, a wallet below
+/// zero, an escrow account that differs from its contract's held amount, and a deleted
+/// last event — each on a store whose hash chains are intact.
+#[tokio::test]
+async fn verify_names_drifted_escrow_models_negative_wallets_and_deleted_last_events() {
+    let app = spawn_app().await;
+    let (buyer, seller) = (app.user().await, app.user().await);
+    assert_eq!(app.deposit(&buyer, "100").await.status, StatusCode::CREATED);
+    let c = app
+        .post(
+            "/contracts",
+            Some(&buyer.token),
+            json!({"sellerId": seller.id, "buyerId": buyer.id, "title": "t", "amount": "40"}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let contract = c.str("id");
+    let f = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/contracts/{contract}/fund"),
+            Some(&buyer.token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(f.status, StatusCode::OK);
+    let d = app
+        .post(
+            "/disputes",
+            Some(&buyer.token),
+            json!({"contractId": contract, "description": "late"}),
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::CREATED);
+    let dispute = d.str("id");
+    assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
+    assert!(api::verify::verify(&app.pool).await.unwrap().ok());
+
+    // Read models that drifted from the events.
+    for (sql, undo, stream) in [
+        (
+            "UPDATE rm_contracts SET status = 'COMPLETED' WHERE id = $1::uuid",
+            "UPDATE rm_contracts SET status = 'DISPUTED' WHERE id = $1::uuid",
+            format!("contract-{contract}"),
+        ),
+        (
+            "UPDATE rm_disputes SET status = 'RESOLVED' WHERE id = $1::uuid",
+            "UPDATE rm_disputes SET status = 'OPEN' WHERE id = $1::uuid",
+            format!("dispute-{dispute}"),
+        ),
+    ] {
+        let id = stream.split_once('-').unwrap().1.to_owned();
+        sqlx::query(sql).bind(&id).execute(&app.pool).await.unwrap();
+        let report = api::verify::verify(&app.pool).await.unwrap();
+        assert!(
+            problems_with(
+                &report,
+                &format!("read model differs from events for {stream}")
+            ),
+            "{:?}",
+            report.problems
+        );
+        sqlx::query(undo)
+            .bind(&id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        assert!(api::verify::verify(&app.pool).await.unwrap().ok());
+    }
+
+    let wallet_of = |u: &escrow_tests::TestUser| {
+        domain::WalletId::of(
+            domain::UserId(uuid::Uuid::parse_str(&u.id).unwrap()),
+            domain::Currency::USD,
+        )
+    };
+    let usd = |s: &str| domain::Amount::parse(s, domain::Currency::USD).unwrap();
+
+    // The seller's wallet paid from the contract's escrow without the contract knowing:
+    // the books balance (escrow −10, wallet +10), the escrow account does not.
+    let seller_wallet = wallet_of(&seller);
+    forge(
+        &app.pool,
+        &format!("wallet-{}", seller_wallet.0),
+        &domain::Event::EscrowPaymentReceived {
+            transaction_id: domain::TransactionId::new_v7(),
+            contract_id: domain::ContractId(uuid::Uuid::parse_str(&contract).unwrap()),
+            amount: usd("10"),
+        },
+    )
+    .await;
+    let report = api::verify::verify(&app.pool).await.unwrap();
+    assert!(
+        problems_with(
+            &report,
+            &format!("contract-{contract}: escrow account holds 30.00 but the contract says 40.00")
+        ),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        !problems_with(&report, "hash chain"),
+        "{:?}",
+        report.problems
+    );
+
+    // A withdrawal the seller's wallet could not afford (10.00 of it).
+    forge(
+        &app.pool,
+        &format!("wallet-{}", seller_wallet.0),
+        &domain::Event::FundsWithdrawn {
+            transaction_id: domain::TransactionId::new_v7(),
+            amount: usd("25"),
+            description: None,
+        },
+    )
+    .await;
+    let report = api::verify::verify(&app.pool).await.unwrap();
+    assert!(
+        problems_with(
+            &report,
+            &format!("wallet {} (USD) is negative: -15", seller_wallet.0)
+        ),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        !problems_with(&report, "hash chain"),
+        "{:?}",
+        report.problems
+    );
+
+    // The buyer's last event (projected before the forgeries) deleted: the chain of what
+    // is left is intact.
+    let buyer_stream = format!("wallet-{}", wallet_of(&buyer).0);
+    let (last,): (i64,) =
+        sqlx::query_as("DELETE FROM events WHERE stream_id = $1 AND version = (SELECT max(version) FROM events WHERE stream_id = $1) RETURNING version")
+            .bind(&buyer_stream)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let report = api::verify::verify(&app.pool).await.unwrap();
+    assert!(
+        problems_with(
+            &report,
+            &format!(
+                "{buyer_stream}: the read models applied version {last} but the store ends at version {}",
+                last - 1
+            )
+        ),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        !problems_with(&report, &format!("hash chain broken in {buyer_stream}")),
+        "{:?}",
+        report.problems
+    );
+}
