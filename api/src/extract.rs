@@ -254,7 +254,7 @@ pub fn parse_amount(v: &Value, currency: Currency) -> Result<Amount, ApiError> {
         _ => {
             return Err(ApiError::unprocessable(
                 "INVALID_AMOUNT",
-                "amount must be a JSON number or a decimal string",
+                "amount must be a plain decimal, as a JSON number or a string",
             ))
         }
     };
@@ -273,12 +273,15 @@ pub fn parse_optional_decimal(
         Some(_) => {
             return Err(ApiError::unprocessable(
                 "INVALID_AMOUNT",
-                format!("{field} must be a JSON number or a decimal string"),
+                format!("{field} must be a plain decimal, as a JSON number or a string"),
             ))
         }
     };
     domain::money::parse_decimal(&text).map(Some).map_err(|_| {
-        ApiError::unprocessable("INVALID_AMOUNT", format!("{field} is not a decimal number"))
+        ApiError::unprocessable(
+            "INVALID_AMOUNT",
+            format!("{field} is not a plain decimal number (no exponent, at most 28 decimals)"),
+        )
     })
 }
 

@@ -20,7 +20,7 @@ use crate::money::{Amount, Currency};
 use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
 use crate::text::Description;
 use crate::user::{Role, User};
-use crate::wallet::{open_if_new, require_funds, Wallet};
+use crate::wallet::{open_for_credit, require_funds, Wallet};
 
 /// Longest contract title, in characters.
 pub const TITLE_CHARS_MAX: usize = 200;
@@ -159,7 +159,8 @@ impl Aggregate for Contract {
                 self.status = ContractStatus::Draft;
             }
             Event::ContractFunded { amount, .. } => {
-                self.held += amount.value();
+                // Saturating, as `Wallet::apply` is: only a tampered store gets near it.
+                self.held = self.held.saturating_add(amount.value());
                 self.status = ContractStatus::Active;
             }
             Event::ContractDelivered {
@@ -170,14 +171,14 @@ impl Aggregate for Contract {
                 self.auto_release_at = *auto_release_at;
             }
             Event::ContractReleased { amount, .. } => {
-                self.held -= amount.value();
+                self.held = self.held.saturating_sub(amount.value());
                 if self.held.is_zero() {
                     self.status = ContractStatus::Completed;
                     self.auto_release_at = None;
                 }
             }
             Event::ContractRefunded { amount, .. } => {
-                self.held -= amount.value();
+                self.held = self.held.saturating_sub(amount.value());
                 if self.held.is_zero() {
                     self.status = ContractStatus::Refunded;
                     self.auto_release_at = None;
@@ -437,7 +438,13 @@ pub fn release(
     let currency = c.currency();
     let seller = c.seller.ok_or(DomainError::ContractNotFound)?;
     let mut wallet_events = Vec::with_capacity(2);
-    let wallet_id = open_if_new(seller_wallet, seller, currency, &mut wallet_events);
+    let wallet_id = open_for_credit(
+        seller_wallet,
+        seller,
+        currency,
+        amount.value(),
+        &mut wallet_events,
+    )?;
     wallet_events.push(Event::EscrowPaymentReceived {
         transaction_id,
         contract_id: id,
@@ -478,7 +485,13 @@ pub fn refund(
     let amount = payout_amount(c, amount)?;
     let buyer = c.buyer.ok_or(DomainError::ContractNotFound)?;
     let mut wallet_events = Vec::with_capacity(2);
-    let wallet_id = open_if_new(buyer_wallet, buyer, c.currency(), &mut wallet_events);
+    let wallet_id = open_for_credit(
+        buyer_wallet,
+        buyer,
+        c.currency(),
+        amount.value(),
+        &mut wallet_events,
+    )?;
     wallet_events.push(Event::EscrowRefundReceived {
         transaction_id,
         contract_id: id,
@@ -663,7 +676,7 @@ pub fn resolve_dispute(
                 || b < Decimal::ZERO
                 || !scale_ok(s)
                 || !scale_ok(b)
-                || s + b != held
+                || s.checked_add(b) != Some(held)
             {
                 return Err(DomainError::SplitMismatch {
                     held: currency.format(held),
@@ -712,7 +725,8 @@ pub fn resolve_dispute(
         }
         let amount = Amount::try_from(amount)?;
         let mut events = Vec::with_capacity(2);
-        let wallet_id: WalletId = open_if_new(wallet, owner, currency, &mut events);
+        let wallet_id: WalletId =
+            open_for_credit(wallet, owner, currency, amount.value(), &mut events)?;
         events.push(if to_seller {
             Event::EscrowPaymentReceived {
                 transaction_id: tx,

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Why a piece of text or a number is not valid money.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    /// The text is not a decimal number at all (`"abc"`, `"NaN"`, `"1e400"`).
-    #[error("amount is not a decimal number")]
+    /// The text is not a plain decimal number (`"abc"`, `"NaN"`, `"1e2"`, more than 28
+    /// decimal places).
+    #[error("amount is not a plain decimal number (digits with an optional sign and point, no exponent)")]
     NotANumber,
     /// Zero or below.
     #[error("amount must be greater than zero")]
@@ -158,8 +159,9 @@ impl Amount {
         Ok(Amount(v))
     }
 
-    /// Parses the exact decimal text of a JSON number or string (`"10"`, `"10.5"`,
-    /// `"1.5e2"`) without ever going through a binary float.
+    /// Parses the exact decimal text of a JSON number or string (`"10"`, `"10.5"`) without
+    /// ever going through a binary float. Exponents (`"1e2"`) are refused: a value written
+    /// so can carry more precision than it shows, which would be rounded away.
     pub fn parse(text: &str, currency: Currency) -> Result<Self, MoneyError> {
         Self::new(parse_decimal(text)?, currency)
     }
@@ -170,23 +172,22 @@ impl Amount {
     }
 }
 
-/// Parses decimal text exactly: plain (`-12.30`) or scientific (`1.5e2`) notation.
-/// Surrounding whitespace, `NaN`, infinities and out-of-range exponents are rejected.
+/// Parses plain decimal text exactly (`-12.30`): ASCII digits, an optional leading sign
+/// and one optional point. Exponents, surrounding whitespace, `NaN`, infinities, other
+/// scripts' digits, and values a `Decimal` cannot hold exactly (more than 28 decimal
+/// places, beyond about 7.9e28) are refused, never rounded.
 pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
     let t = text;
-    if t.is_empty()
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if digits.is_empty()
         || t.len() > 64
-        || !t
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+        || digits.bytes().filter(|b| *b == b'.').count() > 1
+        || !digits.bytes().any(|b| b.is_ascii_digit())
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
     {
         return Err(MoneyError::NotANumber);
     }
-    if t.contains(['e', 'E']) {
-        Decimal::from_scientific(t).map_err(|_| MoneyError::NotANumber)
-    } else {
-        Decimal::from_str_exact(t).map_err(|_| MoneyError::NotANumber)
-    }
+    Decimal::from_str_exact(t).map_err(|_| MoneyError::NotANumber)
 }
 
 impl TryFrom<Decimal> for Amount {
@@ -237,7 +238,7 @@ mod tests {
     fn parses_exact_decimals_and_keeps_two_places() {
         assert_eq!(usd("10").map(|a| a.to_string()), Ok("10.00".into()));
         assert_eq!(usd("0.01").map(|a| a.to_string()), Ok("0.01".into()));
-        assert_eq!(usd("1.5e2").map(|a| a.to_string()), Ok("150.00".into()));
+        assert_eq!(usd("+7.5").map(|a| a.to_string()), Ok("7.50".into()));
         assert_eq!(usd("10.100").map(|a| a.to_string()), Ok("10.10".into()));
         assert_eq!(
             usd("999999999.99").map(|a| a.to_string()),
@@ -254,6 +255,34 @@ mod tests {
         assert_eq!(usd("abc"), Err(MoneyError::NotANumber));
         assert_eq!(usd(" 1"), Err(MoneyError::NotANumber));
         assert_eq!(usd("1e400"), Err(MoneyError::NotANumber));
+        // Exponents are refused, also where they would hide excess precision.
+        assert_eq!(usd("1e2"), Err(MoneyError::NotANumber));
+        assert_eq!(usd("1.5E2"), Err(MoneyError::NotANumber));
+        assert_eq!(
+            usd("5.000000000000000000000000000001e0"),
+            Err(MoneyError::NotANumber)
+        );
+        assert_eq!(
+            usd("5.000000000000000000000000000001"),
+            Err(MoneyError::NotANumber)
+        );
+        assert!(matches!(
+            usd("5.0000000000000000000000000001"),
+            Err(MoneyError::TooPrecise { .. })
+        ));
+        for odd in [
+            "", "-", "+", ".", "1.2.3", "--1", "1-", "١٢", "１２", "12\u{0}", "0x10",
+        ] {
+            assert_eq!(usd(odd), Err(MoneyError::NotANumber), "{odd:?}");
+        }
+        assert!(matches!(
+            usd("79228162514264337593543950335"),
+            Err(MoneyError::TooLarge { .. })
+        ));
+        assert_eq!(
+            usd("79228162514264337593543950336"),
+            Err(MoneyError::NotANumber)
+        );
         assert!(matches!(usd("0.001"), Err(MoneyError::TooPrecise { .. })));
         assert!(matches!(
             usd("1000000000.01"),

@@ -39,12 +39,14 @@ impl Aggregate for Wallet {
             | Event::TransferReceived { amount, .. }
             | Event::EscrowPaymentReceived { amount, .. }
             | Event::EscrowRefundReceived { amount, .. } => {
-                self.balance += amount.value();
+                // Saturating: decisions keep balances at most BALANCE_MAX, so only a
+                // tampered store reaches the bound, and folding it must not panic.
+                self.balance = self.balance.saturating_add(amount.value());
             }
             Event::FundsWithdrawn { amount, .. }
             | Event::TransferSent { amount, .. }
             | Event::EscrowHeld { amount, .. } => {
-                self.balance -= amount.value();
+                self.balance = self.balance.saturating_sub(amount.value());
             }
             _ => {}
         }
@@ -117,12 +119,33 @@ pub(crate) fn require_funds(
     Ok(())
 }
 
-pub(crate) fn open_if_new(
+/// The most one wallet may hold: far below what a `Decimal` can represent, so that no
+/// balance, and no sum of balances over every wallet of a currency, can overflow.
+pub const BALANCE_MAX: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
+
+/// Opens `user`'s wallet in `currency` if it does not exist yet (the event goes first into
+/// `events`), checking that it can receive `amount` without passing [`BALANCE_MAX`].
+pub(crate) fn open_for_credit(
     wallet: &Versioned<Wallet>,
     user: UserId,
     currency: Currency,
+    amount: Decimal,
     events: &mut Vec<Event>,
-) -> WalletId {
+) -> Result<WalletId, DomainError> {
+    if wallet
+        .state
+        .balance
+        .checked_add(amount)
+        .is_none_or(|after| after > BALANCE_MAX)
+    {
+        return Err(DomainError::InvalidTransition {
+            code: "WALLET_BALANCE_LIMIT",
+            detail: format!(
+                "the wallet would hold more than {}",
+                currency.format(BALANCE_MAX)
+            ),
+        });
+    }
     let id = WalletId::of(user, currency);
     if wallet.version == 0 {
         events.push(Event::WalletOpened {
@@ -131,7 +154,7 @@ pub(crate) fn open_if_new(
             currency,
         });
     }
-    id
+    Ok(id)
 }
 
 /// Decides a deposit. `wallet` is the (possibly not yet opened) wallet
@@ -145,7 +168,13 @@ pub fn deposit(
         return Err(DomainError::UnknownUser);
     }
     let mut events = Vec::with_capacity(2);
-    let id = open_if_new(wallet, cmd.user_id, cmd.currency, &mut events);
+    let id = open_for_credit(
+        wallet,
+        cmd.user_id,
+        cmd.currency,
+        cmd.amount.value(),
+        &mut events,
+    )?;
     events.push(Event::FundsDeposited {
         transaction_id: cmd.transaction_id,
         amount: cmd.amount,
@@ -200,12 +229,13 @@ pub fn transfer(
         .ok_or(DomainError::WalletNotFound(cmd.currency))?;
     require_funds(&payer_wallet.state, cmd.amount, cmd.currency)?;
     let mut payee_events = Vec::with_capacity(2);
-    let to_id = open_if_new(
+    let to_id = open_for_credit(
         payee_wallet,
         cmd.to_user_id,
         cmd.currency,
+        cmd.amount.value(),
         &mut payee_events,
-    );
+    )?;
     payee_events.push(Event::TransferReceived {
         transaction_id: cmd.transaction_id,
         from_wallet_id: from_id,

@@ -654,6 +654,19 @@ fn resolve_rejections() {
         id: UserId::new_v7(),
         role: Role::Arbiter,
     };
+    // Parts near the largest decimal, whose sum does not fit in one: refused, not a panic.
+    let huge = "79228162514264337593543950335";
+    assert_eq!(
+        code(contract::resolve_dispute(
+            &dis,
+            &c,
+            &sw,
+            &bw,
+            arbiter,
+            &resolve(DisputeOutcome::Split, Some(huge), Some(huge))
+        )),
+        "SPLIT_MISMATCH"
+    );
     let ok = resolve(DisputeOutcome::Release, None, None);
     assert_eq!(
         code(contract::resolve_dispute(

@@ -357,3 +357,57 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn credits_that_would_pass_the_balance_limit_are_refused() {
+    let (payer, payee) = (UserId::new_v7(), UserId::new_v7());
+    // Given a wallet a million deposits of a billion short of the limit
+    let full: Versioned<Wallet> = Versioned {
+        state: Wallet {
+            balance: wallet::BALANCE_MAX - Decimal::new(5, 1),
+            ..given::<Wallet>(&[opened(payee)]).state
+        },
+        version: 1,
+    };
+    let payee_user: Versioned<User> = given(&registered(payee));
+    // When it is credited past the limit, by a deposit or a transfer
+    let deposit = wallet::deposit(
+        &payee_user,
+        &full,
+        &Deposit {
+            transaction_id: TransactionId::new_v7(),
+            user_id: payee,
+            currency: Currency::USD,
+            amount: usd("1"),
+            description: None,
+            channel: domain::DepositChannel::Api,
+        },
+    );
+    let payer_wallet: Versioned<Wallet> = given(&[opened(payer), deposited("10")]);
+    let transfer = wallet::transfer(
+        &payer_wallet,
+        &payee_user,
+        &full,
+        &transfer_cmd(payer, payee, "1"),
+    );
+    // Then both are refused, and half a unit still fits
+    for refused in [deposit, transfer] {
+        assert!(
+            matches!(
+                refused,
+                Err(DomainError::InvalidTransition {
+                    code: "WALLET_BALANCE_LIMIT",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    assert!(wallet::transfer(
+        &payer_wallet,
+        &payee_user,
+        &full,
+        &transfer_cmd(payer, payee, "0.50")
+    )
+    .is_ok());
+}

@@ -166,7 +166,7 @@ pub struct CreateContractRequest {
     pub buyer_id: String,
     /// 1 to 200 characters.
     pub title: String,
-    /// The price: a JSON number or decimal string.
+    /// The price: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
     #[schema(value_type = String, example = "1000.00")]
     pub amount: Value,
     /// ISO 4217 code; USD when absent.
@@ -181,7 +181,7 @@ pub struct CreateContractRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutRequest {
-    /// Part of the held amount, as a JSON number or decimal string.
+    /// Part of the held amount: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
     #[schema(value_type = Option<String>, example = "250.00")]
     pub amount: Option<Value>,
 }

@@ -167,10 +167,11 @@ pub struct ResolveDisputeRequest {
     /// `RELEASE`, `REFUND` or `SPLIT`.
     #[schema(value_type = String, example = "SPLIT")]
     pub outcome: String,
-    /// For `SPLIT`: paid to the seller.
+    /// For `SPLIT`: paid to the seller; a plain decimal (JSON number or string, no
+    /// exponent).
     #[schema(value_type = Option<String>, example = "600.00")]
     pub seller_amount: Option<Value>,
-    /// For `SPLIT`: returned to the buyer.
+    /// For `SPLIT`: returned to the buyer; a plain decimal.
     #[schema(value_type = Option<String>, example = "400.00")]
     pub buyer_amount: Option<Value>,
 }

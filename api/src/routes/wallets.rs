@@ -90,7 +90,7 @@ pub struct TransactionPage {
 pub struct MoneyRequest {
     /// Whose wallet: the caller's own (admins: anyone's).
     pub user_id: String,
-    /// A JSON number or decimal string; > 0, at most the currency's decimals.
+    /// A plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent; > 0, at most the currency's decimals.
     #[schema(value_type = String, example = "500.00")]
     pub amount: Value,
     /// ISO 4217 code; USD when absent.
@@ -105,7 +105,7 @@ pub struct MoneyRequest {
 pub struct TransferRequest {
     /// The payee.
     pub to_user_id: String,
-    /// A JSON number or decimal string.
+    /// A plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
     #[schema(value_type = String, example = "25.00")]
     pub amount: Value,
     /// ISO 4217 code; USD when absent.

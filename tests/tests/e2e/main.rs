@@ -3,6 +3,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod amounts;
 mod api_flow;
 mod audit;
 mod auth;
