@@ -62,7 +62,8 @@ read -r _ u1 n1 s1 i1 w1 q1 sq1 _ </proc/stat
 pg_after="$(backends)"
 pg1=$(ticks "$pg_after")
 wait "$load" || true
-metrics="$(curl -s "http://127.0.0.1:$port/metrics" || true)"
+# METRICS_ADDR as bench/lib.sh sets it; builds from before it served /metrics on the API port.
+metrics="$(curl -sf "http://127.0.0.1:$((port + 2000))/metrics" || curl -s "http://127.0.0.1:$port/metrics" || true)"
 bench_exit
 trap - EXIT
 

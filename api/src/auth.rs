@@ -18,10 +18,6 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Issuer claim of every token we mint.
-const ISSUER: &str = "escrow-ledger";
-/// Audience claim of every token we mint.
-const AUDIENCE: &str = "escrow-api";
 /// Longest bearer token accepted, in bytes: ours are ~300; anything far larger is abuse.
 const TOKEN_BYTES_MAX: usize = 4096;
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
@@ -53,6 +49,10 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// `iss` of the tokens minted here (`JWT_ISSUER`).
+    issuer: String,
+    /// `aud` of the tokens minted here (`JWT_AUDIENCE`).
+    audience: String,
     /// Tokens whose signature and claims were checked, with what they say: a client sends
     /// the same token with every request, and checking it again (HMAC, base64, JSON) was
     /// ~5 % of the server's CPU under load. Only the expiry can change its answer, and it
@@ -78,11 +78,16 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
-    /// Keys from a shared secret.
+    /// Keys from a shared secret, with the default issuer and audience.
     pub fn new(secret: &[u8], ttl_seconds: i64) -> Self {
+        Self::with_claims(secret, ttl_seconds, "escrow-ledger", "escrow-api")
+    }
+
+    /// Keys from a shared secret that mint and accept only `issuer` and `audience`.
+    pub fn with_claims(secret: &[u8], ttl_seconds: i64, issuer: &str, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS as u64;
@@ -90,6 +95,8 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
             verified: Default::default(),
             ttl_seconds,
         }
@@ -101,8 +108,8 @@ impl TokenKeys {
         let claims = Claims {
             sub: user.to_string(),
             role: role.as_str().to_owned(),
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             iat: now,
             nbf: now,
             exp: now + self.ttl_seconds,
@@ -202,6 +209,27 @@ impl AuthUser {
     }
 }
 
+/// The bearer token of a request's `Authorization` header: `None` without the header. The
+/// scheme is case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` count as `Bearer`.
+/// Authentication and the per-user rate limit both read the token here, so that no form
+/// of the header passes one and escapes the other.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(header) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be 'Bearer <token>'",
+        ));
+    }
+    Ok(Some(token))
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -209,20 +237,9 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
+        let token = bearer_token(&parts.headers)?
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        state.tokens.verify(token.trim())
+        state.tokens.verify(token)
     }
 }
 
@@ -318,6 +335,25 @@ mod tests {
             .issue(UserId(Uuid::now_v7()), Role::Admin)
             .expect("issue");
         assert!(keys.verify(&other).is_err());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_the_configured_ones() {
+        let secret = b"a test secret of thirty-two bytes!";
+        let ours = TokenKeys::with_claims(secret, 60, "shop-ledger", "shop-api");
+        let token = ours
+            .issue(UserId(Uuid::now_v7()), Role::User)
+            .expect("issue");
+        assert!(ours.verify(&token).is_ok());
+        // Same secret, other issuer or audience: refused both ways.
+        for (iss, aud) in [("escrow-ledger", "shop-api"), ("shop-ledger", "escrow-api")] {
+            let other = TokenKeys::with_claims(secret, 60, iss, aud);
+            assert!(other.verify(&token).is_err(), "{iss} {aud}");
+            let theirs = other
+                .issue(UserId(Uuid::now_v7()), Role::Admin)
+                .expect("issue");
+            assert!(ours.verify(&theirs).is_err(), "{iss} {aud}");
+        }
     }
 
     #[test]

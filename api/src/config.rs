@@ -59,6 +59,12 @@ pub struct ServeConfig {
     /// Lifetime of an access token, in seconds.
     #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 900)]
     pub jwt_ttl_seconds: i64,
+    /// `iss` of the tokens this ledger signs, and the only one it accepts.
+    #[arg(long, env = "JWT_ISSUER", default_value = "escrow-ledger")]
+    pub jwt_issuer: String,
+    /// `aud` of the tokens this ledger signs, and the only one it accepts.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "escrow-api")]
+    pub jwt_audience: String,
     /// Development mode: accept a missing or weak JWT_SECRET (with a warning).
     #[arg(long, env = "ESCROW_DEV")]
     pub dev: bool,
@@ -95,6 +101,10 @@ pub struct ServeConfig {
     /// Largest request head (request line and headers) accepted, in bytes; larger gets 431.
     #[arg(long, env = "HEADER_BYTES_MAX", default_value_t = 32 * 1024)]
     pub header_bytes_max: usize,
+    /// Where `GET /metrics` (Prometheus text) is served: a listener of its own, apart from
+    /// the API, so that it is not public with it. Empty: not served.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    pub metrics_addr: String,
 }
 
 /// Secrets that appear in examples and tutorials; a ledger must never run with one.
@@ -106,6 +116,53 @@ const PLACEHOLDER_SECRETS: &[&str] = &[
     "jwt-secret",
     "development",
 ];
+
+/// Phrases of examples and tutorials: a secret containing one was typed by a person.
+const PLACEHOLDER_PHRASES: &[&str] = &[
+    "changeme",
+    "change-me",
+    "change_me",
+    "your-super-secret",
+    "your_super_secret",
+    "supersecret",
+    "super-secret",
+    "placeholder",
+    "example",
+    "password",
+    "secret-key",
+    "secretkey",
+    "replace-me",
+    "replaceme",
+];
+
+/// The least entropy a signing secret must show, in bits, estimated from its characters'
+/// frequencies. 32 random hex characters (128 bits) show about 115; 64 show about 250.
+pub const JWT_SECRET_BITS_MIN: f64 = 96.0;
+
+/// The entropy a string shows, in bits: its length times the Shannon entropy of its
+/// characters' frequencies. An estimate from the text alone: it cannot see a secret that
+/// is random-looking but known (only its source can), but it refuses the typed ones.
+fn shown_entropy_bits(s: &str) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    for b in s.bytes() {
+        *counts.entry(b).or_insert(0usize) += 1;
+    }
+    let n = s.len() as f64;
+    let per_char: f64 = counts
+        .values()
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_char * n
+}
+
+/// Whether `s` is one shorter string written several times over.
+fn is_repeated_pattern(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=b.len() / 2).any(|p| b.len() % p == 0 && b.chunks(p).all(|c| c == &b[..p]))
+}
 
 /// Shortest acceptable signing secret, in bytes (HS256 wants 256 bits of key).
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
@@ -127,6 +184,17 @@ pub fn weak_secret_reason(secret: Option<&str>) -> Option<&'static str> {
         Some(s) if s.bytes().all(|b| b == s.as_bytes()[0]) => {
             Some("JWT_SECRET is one repeated character")
         }
+        Some(s) if is_repeated_pattern(s) => Some("JWT_SECRET is a repeated pattern"),
+        Some(s)
+            if PLACEHOLDER_PHRASES
+                .iter()
+                .any(|p| s.to_ascii_lowercase().contains(p)) =>
+        {
+            Some("JWT_SECRET contains a placeholder phrase")
+        }
+        Some(s) if shown_entropy_bits(s) < JWT_SECRET_BITS_MIN => {
+            Some("JWT_SECRET has too little entropy (too few different characters for its length)")
+        }
         Some(_) => None,
     }
 }
@@ -142,6 +210,29 @@ mod tests {
         assert!(weak_secret_reason(Some("your-super-secret-jwt-key-here")).is_some());
         assert!(weak_secret_reason(Some("short-secret")).is_some());
         assert!(weak_secret_reason(Some(&"a".repeat(64))).is_some());
+        // Low entropy shown by the text: patterns, phrases, few characters.
+        assert!(weak_secret_reason(Some(&"ab".repeat(32))).is_some());
+        assert!(weak_secret_reason(Some(&"secret1".repeat(6))).is_some());
+        assert!(
+            weak_secret_reason(Some("my-super-secret-jwt-token-for-production-2024")).is_some()
+        );
+        assert!(weak_secret_reason(Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab")).is_some());
+        assert!(weak_secret_reason(Some("0101010110101010011010100101101011")).is_some());
+        // Random ones pass: 32 hex characters (128 bits), 64, and base64.
+        assert_eq!(
+            weak_secret_reason(Some("3f9a0c7e51d2b8846e0fa1c39d7b2e65")),
+            None
+        );
+        assert_eq!(
+            weak_secret_reason(Some(
+                "c1e5a7f09b3d2e4681f7a0c9d3b5e7f1a2c4e6081b3d5f7092a4c6e8f0b1d3e5"
+            )),
+            None
+        );
+        assert_eq!(
+            weak_secret_reason(Some("q8Zt1nVx+3KpLw9RfYc/2HmGd7Ue0sBa")),
+            None
+        );
         assert_eq!(
             weak_secret_reason(Some("9f2c1e7b4a5d6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9")),
             None

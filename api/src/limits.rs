@@ -1,68 +1,91 @@
 //! Abuse limits: per-user and per-IP request rates (429 + `Retry-After`) and a bound on how
 //! long any request may take.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Buckets kept before idle ones are swept: bounds memory under an address-spraying attack.
-const BUCKETS_MAX: usize = 100_000;
+/// Keys kept before those whose budget is full again are forgotten: bounds memory under
+/// an address-spraying attack.
+const KEYS_MAX: usize = 100_000;
 
-/// A token bucket per key: `per_minute` requests a minute, with bursts up to the same.
+/// A budget per key (governor's GCRA): `per_minute` requests a minute, in bursts of up to
+/// as many. Its keys live in a sharded map, so checks of different keys do not wait for
+/// each other and forgetting idle keys locks one shard at a time, never the whole map.
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    clock: DefaultClock,
+    /// When idle keys were last forgotten (milliseconds since `started`).
+    swept_ms: AtomicU64,
+    started: Instant,
 }
 
 impl RateLimiter {
     /// A limiter allowing `per_minute` requests a minute per key (0: unlimited).
     pub fn new(per_minute: u32) -> Self {
         Self {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            limiter: NonZeroU32::new(per_minute)
+                .map(|n| governor::RateLimiter::keyed(Quota::per_minute(n))),
+            clock: DefaultClock::default(),
+            swept_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
     /// Whether this limiter limits anything (a limit of 0 is none). Callers skip working
     /// out a key when it does not: the per-user key means verifying the bearer token.
     pub fn enabled(&self) -> bool {
-        self.per_minute > 0
+        self.limiter.is_some()
     }
 
-    /// Takes one token for `key`. `Err(seconds)` says how long until one is available.
+    /// Takes one request from `key`'s budget. `Err(seconds)` says how long until the next
+    /// is allowed.
     pub fn check(&self, key: &str) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let capacity = f64::from(self.per_minute);
-        let refill_per_sec = capacity / 60.0;
-        let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        if buckets.len() >= BUCKETS_MAX {
-            buckets.retain(|_, (_, seen)| now.duration_since(*seen) < Duration::from_secs(60));
+        if limiter.len() >= KEYS_MAX {
+            self.sweep(limiter);
         }
-        let (tokens, seen) = buckets.entry(key.to_owned()).or_insert((capacity, now));
-        *tokens =
-            (*tokens + now.duration_since(*seen).as_secs_f64() * refill_per_sec).min(capacity);
-        *seen = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / refill_per_sec).ceil().max(1.0) as u64)
+        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+        })
+    }
+
+    /// Forgets the keys whose budget is full again, at most once a second (a flood of new
+    /// keys must not make every request walk the map).
+    fn sweep(&self, limiter: &DefaultKeyedRateLimiter<String>) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000
+            || self
+                .swept_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
         }
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+
+    /// Keys held now.
+    pub fn keys(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.len())
     }
 }
 
@@ -104,12 +127,10 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
         }
     }
     if limits.per_user.enabled() {
-        let user = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|t| st.tokens.verify(t.trim()).ok());
+        let user = crate::auth::bearer_token(req.headers())
+            .ok()
+            .flatten()
+            .and_then(|t| st.tokens.verify(t).ok());
         if let Some(u) = user {
             if let Err(s) = limits.per_user.check(&u.id.to_string()) {
                 return too_many(s, "user");
@@ -142,5 +163,17 @@ mod tests {
         assert!((1..=20).contains(&retry), "{retry}");
         assert!(l.check("b").is_ok(), "keys are independent");
         assert!(RateLimiter::new(0).check("a").is_ok(), "0 disables");
+    }
+
+    #[test]
+    fn keys_whose_budget_is_full_again_are_forgotten() {
+        let l = RateLimiter::new(6_000);
+        for n in 0..super::KEYS_MAX + 10 {
+            assert!(l.check(&format!("address-{n}")).is_ok());
+        }
+        // A budget of 6,000 a minute refills one request in 10 ms.
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        assert!(l.check("one more").is_ok());
+        assert!(l.keys() < 10, "{} keys kept", l.keys());
     }
 }

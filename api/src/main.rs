@@ -135,8 +135,11 @@ enum UsersCmd {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
         /// The user's e-mail address.
+        #[arg(long, required_unless_present = "user_id", conflicts_with = "user_id")]
+        email: Option<String>,
+        /// The user's id, instead of the e-mail address.
         #[arg(long)]
-        email: String,
+        user_id: Option<String>,
         /// `arbiter`, `admin` or `user`.
         #[arg(long)]
         role: String,
@@ -229,8 +232,18 @@ async fn main() -> std::process::ExitCode {
         Cmd::Users(UsersCmd::GrantRole {
             database_url,
             email,
+            user_id,
             role,
-        }) => api::admin::grant_role(&database_url, &email, &role).await,
+        }) => {
+            let who = match (email, user_id) {
+                (Some(e), _) => Some(api::admin::UserRef::Email(e)),
+                (None, id) => id.map(api::admin::UserRef::Id),
+            };
+            match who {
+                Some(who) => api::admin::grant_role_to(&database_url, &who, &role).await,
+                None => Err(anyhow::anyhow!("name the user with --email or --user-id")),
+            }
+        }
         Cmd::Healthcheck { addr } => healthcheck(&addr).await,
     };
     match result {

@@ -18,7 +18,7 @@ use projections::{ProjectionWorker, WorkerSettings};
 use rand::RngCore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
 use crate::auth::TokenKeys;
@@ -34,6 +34,8 @@ use crate::state::AppState;
 pub struct Running {
     /// Where the API listens (when it runs one).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (unless `METRICS_ADDR` is empty).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -60,8 +62,49 @@ impl Running {
     }
 }
 
+/// The CORS layer `CORS_ORIGINS` asks for: none when empty; any origin for `*` alone (no
+/// credentials are ever allowed, so a wildcard exposes nothing a page could not fetch
+/// itself); otherwise the listed origins. `*` among other origins, or an origin that is
+/// not a valid header value, is refused.
+pub fn cors_layer(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins == ["*"] {
+        AllowOrigin::any()
+    } else {
+        anyhow::ensure!(
+            !origins.contains(&"*"),
+            "CORS_ORIGINS: `*` allows every origin and must be given alone"
+        );
+        let mut list = Vec::with_capacity(origins.len());
+        for o in origins {
+            list.push(
+                HeaderValue::from_str(o)
+                    .with_context(|| format!("CORS_ORIGINS: {o:?} is not a valid origin"))?,
+            );
+        }
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderName::from_static("idempotency-key"),
+            ]),
+    ))
+}
+
 /// The router for a state and config.
-pub fn router(state: AppState, config: &ServeConfig) -> Router {
+pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) -> Router {
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -97,7 +140,6 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         ));
     let mut app = Router::new()
         .nest("/api/v1", api)
-        .route("/metrics", get(crate::metrics::scrape))
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -114,22 +156,8 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
-    let origins: Vec<HeaderValue> = config
-        .cors_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
-        .collect();
-    if !origins.is_empty() {
-        app = app.layer(
-            CorsLayer::new()
-                .allow_origin(origins)
-                .allow_methods([Method::GET, Method::POST, Method::PUT])
-                .allow_headers([
-                    axum::http::header::AUTHORIZATION,
-                    axum::http::header::CONTENT_TYPE,
-                    axum::http::HeaderName::from_static("idempotency-key"),
-                ]),
-        );
+    if let Some(cors) = cors {
+        app = app.layer(cors);
     }
     app
 }
@@ -156,6 +184,27 @@ fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
                 }
             }
         }
+    }
+}
+
+/// Serves `GET /metrics` on a listener of its own until shutdown.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/metrics", get(crate::metrics::scrape))
+        .fallback(|| async { ApiError::not_found("NOT_FOUND", "only /metrics is served here") })
+        .with_state(state);
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::warn!(error = %e, "the metrics listener stopped");
     }
 }
 
@@ -270,6 +319,7 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Running> {
     let secret = signing_secret(&config)?;
+    let cors = cors_layer(&config.cors_origins)?;
     let pool = event_store::connect(
         &config.database_url,
         &PoolSettings {
@@ -353,7 +403,12 @@ pub async fn start_with_clock(
     let state = AppState::new(crate::state::Shared {
         ledger,
         pool,
-        tokens: Arc::new(TokenKeys::new(&secret, config.jwt_ttl_seconds)),
+        tokens: Arc::new(TokenKeys::with_claims(
+            &secret,
+            config.jwt_ttl_seconds,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        )),
         nats: Some(client),
         relay_wake,
         dummy_hash: Arc::new(dummy_hash),
@@ -371,6 +426,25 @@ pub async fn start_with_clock(
         shutdown: shutdown_rx.clone(),
     });
 
+    let metrics_addr = match config.metrics_addr.trim() {
+        "" => None,
+        given => {
+            let at: SocketAddr = given
+                .parse()
+                .with_context(|| format!("METRICS_ADDR {given:?} is not an address:port"))?;
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding METRICS_ADDR {at}"))?;
+            let bound = listener.local_addr()?;
+            tasks.push(tokio::spawn(serve_metrics(
+                listener,
+                state.clone(),
+                shutdown_rx.clone(),
+            )));
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(bound)
+        }
+    };
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
         .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
@@ -379,7 +453,7 @@ pub async fn start_with_clock(
             .await
             .with_context(|| format!("binding {addr}"))?;
         addr = listener.local_addr()?;
-        let app = router(state, &config);
+        let app = router(state, &config, cors);
         let limits = ConnectionLimits {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(100)),
             header_bytes_max: config.header_bytes_max.max(8 * 1024),
@@ -394,6 +468,7 @@ pub async fn start_with_clock(
     }
     Ok(Running {
         addr,
+        metrics_addr,
         shutdown: shutdown_tx,
         tasks,
     })

@@ -117,6 +117,8 @@ async fn delete_stale_test_streams(nats_url: &str) {
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub base: String,
+    /// `http://<METRICS_ADDR>/metrics`.
+    pub metrics_url: String,
     pub http: reqwest::Client,
     pub db_url: String,
     pub pool: PgPool,
@@ -153,6 +155,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         port: 0,
         jwt_secret: Some(api::config::Secret(TEST_JWT_SECRET.into())),
         jwt_ttl_seconds: 900,
+        jwt_issuer: "escrow-ledger".into(),
+        jwt_audience: "escrow-api".into(),
         dev: false,
         cors_origins: vec![],
         body_limit_bytes: 64 * 1024,
@@ -165,6 +169,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         request_timeout_ms: opts.request_timeout_ms.unwrap_or(30_000),
         header_read_timeout_ms: 1_500,
         header_bytes_max: 32 * 1024,
+        metrics_addr: "127.0.0.1:0".into(),
     };
     let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
         Some(c) => c,
@@ -175,6 +180,10 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .expect("server starts");
     TestApp {
         base: format!("http://{}/api/v1", running.addr),
+        metrics_url: format!(
+            "http://{}/metrics",
+            running.metrics_addr.expect("metrics are served")
+        ),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -36,11 +36,7 @@ pub async fn ws(
     q: QueryMap,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let bearer = crate::auth::bearer_token(&headers)?.map(str::to_owned);
     let token = bearer
         .or_else(|| q.0.get("access_token").cloned())
         .ok_or_else(|| {

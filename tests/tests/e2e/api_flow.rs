@@ -435,7 +435,7 @@ async fn min_position_not_reached_says_stale() {
 async fn read_wait_statements(app: &escrow_tests::TestApp) -> u64 {
     let text = app
         .http
-        .get(app.base.replace("/api/v1", "/metrics"))
+        .get(&app.metrics_url)
         .send()
         .await
         .expect("metrics answer")

@@ -136,6 +136,8 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         port: 0,
         jwt_secret: None,
         jwt_ttl_seconds: 900,
+        jwt_issuer: "escrow-ledger".into(),
+        jwt_audience: "escrow-api".into(),
         dev: false,
         cors_origins: vec![],
         body_limit_bytes: 1024,
@@ -148,16 +150,46 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         request_timeout_ms: 30_000,
         header_read_timeout_ms: 10_000,
         header_bytes_max: 32 * 1024,
+        metrics_addr: "127.0.0.1:0".into(),
     };
     for secret in [
         None,
         Some("your-super-secret-jwt-key-here"),
         Some("too-short"),
+        // Long enough, but typed or patterned: too little entropy.
+        Some("my-super-secret-jwt-token-for-production-2024"),
+        Some("abcdabcdabcdabcdabcdabcdabcdabcdabcd"),
+        Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"),
     ] {
         config.jwt_secret = secret.map(|s| api::config::Secret(s.into()));
         let err = api::start(config.clone()).await.err().expect("refused");
         assert!(err.to_string().contains("JWT_SECRET"), "{err}");
     }
+    // CORS: `*` alone is any origin (no credentials); among other origins it is refused
+    // at start, with a clear error instead of a panic.
+    config.jwt_secret = Some(api::config::Secret(escrow_tests::TEST_JWT_SECRET.into()));
+    config.cors_origins = vec!["https://shop.example".into(), "*".into()];
+    let err = api::start(config.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("CORS_ORIGINS"), "{err}");
+    config.cors_origins = vec!["*".into()];
+    let running = api::start(config.clone()).await.expect("`*` alone starts");
+    let preflight = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/api/v1/health", running.addr),
+        )
+        .header("origin", "https://anywhere.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert!(preflight
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    running.stop().await;
+    config.cors_origins = vec![];
     config.jwt_secret = None;
     config.dev = true;
     let running = api::start(config)

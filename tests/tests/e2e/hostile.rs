@@ -308,6 +308,25 @@ async fn rate_limits_answer_429_with_retry_after() {
         StatusCode::OK
     );
 
+    // The scheme in another case is the same token, and counts against the same budget.
+    let w = app.user().await;
+    let mut answers = Vec::new();
+    for n in 0..8 {
+        let scheme = ["bearer", "BEARER", "Bearer"][n % 3];
+        let r = app
+            .http
+            .get(format!("{}/wallets/{}", app.base, w.id))
+            .header("authorization", format!("{scheme} {}", w.token))
+            .send()
+            .await
+            .unwrap();
+        answers.push(r.status().as_u16());
+    }
+    assert!(
+        answers.iter().filter(|s| **s == 200).count() <= 5 && answers.contains(&429),
+        "every spelling of the scheme is counted: {answers:?}"
+    );
+
     let by_ip = spawn_app_with(AppOptions {
         rate_limits: Some((3, 0)),
         ..Default::default()

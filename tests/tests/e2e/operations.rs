@@ -27,12 +27,7 @@ async fn metrics_count_requests_and_report_lags() {
     // up, which may be a moment after the read models are: read until both lags are 0.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let res = app
-            .http
-            .get(app.base.replace("/api/v1", "/metrics"))
-            .send()
-            .await
-            .unwrap();
+        let res = app.http.get(&app.metrics_url).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert!(res.headers()["content-type"]
             .to_str()
@@ -46,6 +41,14 @@ async fn metrics_count_requests_and_report_lags() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Not on the API's port: that one is public.
+    let public = app
+        .http
+        .get(app.base.replace("/api/v1", "/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
     for needle in [
         r#"escrow_http_requests_total{method="POST",route="/api/v1/wallets/deposit",status="201"} 1"#,
         r#"escrow_http_requests_total{method="POST",route="/api/v1/wallets/deposit",status="422"} 1"#,
@@ -213,4 +216,49 @@ async fn json_logs_follow_a_request_from_http_to_the_read_model() {
     assert!(!text.contains(&password), "the password is never logged");
     assert!(!text.contains(&token), "the token is never logged");
     let _ = std::fs::remove_file(&log);
+}
+
+/// `escrow users grant-role` names a user by id as well as by e-mail; an unknown id is
+/// refused with a non-zero exit and writes nothing.
+#[tokio::test]
+async fn grant_role_names_a_user_by_id() {
+    let app = spawn_app().await;
+    let u = app.user().await;
+    let run = |args: Vec<String>| {
+        std::process::Command::new(crate::faults::binary())
+            .args(["users", "grant-role"])
+            .args(args)
+            .env("DATABASE_URL", &app.db_url)
+            .output()
+            .expect("escrow runs")
+    };
+    let events = app.event_count().await;
+    let unknown = run(vec![
+        "--user-id".into(),
+        uuid::Uuid::now_v7().to_string(),
+        "--role".into(),
+        "arbiter".into(),
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user with id"));
+    assert_eq!(app.event_count().await, events, "nothing written");
+    let granted = run(vec![
+        "--user-id".into(),
+        u.id.clone(),
+        "--role".into(),
+        "arbiter".into(),
+    ]);
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    let login = app
+        .post(
+            "/auth/login",
+            None,
+            serde_json::json!({"email": u.email, "password": "password123"}),
+        )
+        .await;
+    assert_eq!(login.body["user"]["role"], "arbiter");
 }
