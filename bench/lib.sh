@@ -35,7 +35,7 @@ start_server() {
   DATABASE_URL="$url" NATS_URL="nats://127.0.0.1:$nats_port" NATS_STREAM="BENCH_$tag" \
     NATS_SUBJECT_PREFIX="bench$tag.escrow.events" \
     PORT="$port" JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-    RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 \
+    RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 RATE_LIMIT_AUTH_PER_IP_PER_MINUTE=0 \
     METRICS_ADDR="127.0.0.1:$((port + 2000))" \
     DB_MAX_CONNECTIONS="${BENCH_DB_MAX_CONNECTIONS:-20}" \
     "${BENCH_SERVER_BIN:-target/release/escrow}" serve >"$log" 2>&1 &

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod login_guard;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;

@@ -94,6 +94,9 @@ impl RateLimiter {
 pub struct Limits {
     /// Per client address.
     pub per_ip: RateLimiter,
+    /// Per client address, for logins and registrations only (each costs an argon2id
+    /// computation, and logins are how passwords are guessed).
+    pub per_ip_auth: RateLimiter,
     /// Per authenticated user.
     pub per_user: RateLimiter,
     /// Longest a request may take.
@@ -123,6 +126,20 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
         if let Some(ip) = ip {
             if let Err(s) = limits.per_ip.check(&ip.to_string()) {
                 return too_many(s, "address");
+            }
+        }
+    }
+    if limits.per_ip_auth.enabled() && req.method() == axum::http::Method::POST {
+        let path = req.uri().path();
+        if path == "/api/v1/auth/login" || path == "/api/v1/auth/register" {
+            let ip = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            if let Some(ip) = ip {
+                if let Err(s) = limits.per_ip_auth.check(&ip.to_string()) {
+                    return too_many(s, "address");
+                }
             }
         }
     }

@@ -420,6 +420,7 @@ pub async fn start_with_clock(
         limits: Arc::new(crate::limits::Limits {
             per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),
             per_user: crate::limits::RateLimiter::new(config.rate_limit_per_user_per_minute),
+            per_ip_auth: crate::limits::RateLimiter::new(config.rate_limit_auth_per_ip_per_minute),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         }),
         metrics,

@@ -74,6 +74,8 @@ pub struct AppOptions {
     pub clock: Option<std::sync::Arc<api::clock::ManualClock>>,
     /// Requests per minute per address and per user (0: unlimited, the tests' default).
     pub rate_limits: Option<(u32, u32)>,
+    /// Logins and registrations per minute per address (0: unlimited, the tests' default).
+    pub auth_rate_limit: Option<u32>,
     /// How long `minPosition` waits (default: the documented default, 2 s).
     pub read_wait_ms: Option<u64>,
     /// Which parts run (default: all of them; `Api` leaves the store unpublished and
@@ -166,6 +168,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         auto_release_poll_ms: 50,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
+        rate_limit_auth_per_ip_per_minute: opts.auth_rate_limit.unwrap_or(0),
         request_timeout_ms: opts.request_timeout_ms.unwrap_or(30_000),
         header_read_timeout_ms: 1_500,
         header_bytes_max: 32 * 1024,

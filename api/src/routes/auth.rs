@@ -108,7 +108,8 @@ fn respond_registered(outcome: &Outcome, position: i64) -> (u16, Value) {
         (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED (per client address)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn register(
     State(st): State<AppState>,
     meta: RequestMeta,
@@ -150,13 +151,15 @@ pub async fn register(
         (status = 200, body = LoginResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "LOGIN_THROTTLED (after 5 failed logins for the address, attempts wait 1 s, doubling, at most 15 min) or RATE_LIMITED (per client address)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<LoginResponse>> {
     let req: Credentials = body.parse()?;
     let denied = || ApiError::unauthorized("invalid email or password");
     if req.password.chars().count() > PASSWORD_CHARS_MAX {
         return Err(denied());
     }
+    crate::login_guard::attempt(&st.pool, &req.email).await?;
     let email = Email::parse(&req.email).ok();
     let record = match &email {
         Some(e) => st.ledger.find_login(e).await?,
@@ -171,6 +174,7 @@ pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<Lo
     let (Some(record), Some(email), true) = (record, email, ok) else {
         return Err(denied());
     };
+    crate::login_guard::succeeded(&st.pool, &req.email).await?;
     let user = st.ledger.user(record.user_id).await?;
     let role = user.state.role;
     let token = st.tokens.issue(record.user_id, role)?;

@@ -80,6 +80,7 @@ impl Server {
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("RATE_LIMIT_PER_IP_PER_MINUTE", "0")
             .env("RATE_LIMIT_PER_USER_PER_MINUTE", "0")
+            .env("RATE_LIMIT_AUTH_PER_IP_PER_MINUTE", "0")
             .env("METRICS_ADDR", "127.0.0.1:0")
             .stdout(out)
             .stderr(log)

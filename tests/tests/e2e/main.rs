@@ -16,6 +16,7 @@ mod faults;
 mod guarantees;
 mod hostile;
 mod integrations;
+mod logins;
 mod notifications;
 mod operations;
 mod relay;
