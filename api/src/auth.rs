@@ -121,9 +121,16 @@ impl TokenKeys {
     /// and audience, not expired, not before its time.
     pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
         self.verify_at(token, Utc::now().timestamp())
+            .map(|(user, _)| user)
     }
 
-    fn verify_at(&self, token: &str, now: i64) -> Result<AuthUser, ApiError> {
+    /// [`TokenKeys::verify`], with the token's expiry (`exp`, seconds since the epoch): a
+    /// connection that outlives a request (a WebSocket) ends when its token does.
+    pub fn verify_until(&self, token: &str) -> Result<(AuthUser, i64), ApiError> {
+        self.verify_at(token, Utc::now().timestamp())
+    }
+
+    fn verify_at(&self, token: &str, now: i64) -> Result<(AuthUser, i64), ApiError> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(ApiError::unauthorized("the bearer token is too large"));
         }
@@ -131,7 +138,7 @@ impl TokenKeys {
             // The test `decode` makes of `exp` (signed, so a remembered one is the token's
             // own); `nbf` was passed already and time only moves on.
             return if v.exp >= now - LEEWAY_SECONDS {
-                Ok(v.user)
+                Ok((v.user, v.exp))
             } else {
                 Err(ApiError::unauthorized("invalid bearer token: expired"))
             };
@@ -155,7 +162,7 @@ impl TokenKeys {
             },
             now,
         );
-        Ok(user)
+        Ok((user, data.claims.exp))
     }
 
     fn remembered(&self, token: &str) -> Option<Verified> {
@@ -310,7 +317,10 @@ mod tests {
         let user = UserId(Uuid::now_v7());
         let token = keys.issue(user, Role::User).expect("issue");
         let now = Utc::now().timestamp();
-        assert_eq!(keys.verify_at(&token, now).map(|u| u.id).ok(), Some(user));
+        assert_eq!(
+            keys.verify_at(&token, now).map(|(u, _)| u.id).ok(),
+            Some(user)
+        );
         assert!(
             keys.remembered(&token).is_some(),
             "remembered after one check"

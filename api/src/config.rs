@@ -104,6 +104,9 @@ pub struct ServeConfig {
     /// Largest request head (request line and headers) accepted, in bytes; larger gets 431.
     #[arg(long, env = "HEADER_BYTES_MAX", default_value_t = 32 * 1024)]
     pub header_bytes_max: usize,
+    /// Most WebSockets one user may hold open on one server; more are refused with 429.
+    #[arg(long, env = "WS_CONNECTIONS_PER_USER_MAX", default_value_t = 10)]
+    pub ws_connections_per_user_max: usize,
     /// Where `GET /metrics` (Prometheus text) is served: a listener of its own, apart from
     /// the API, so that it is not public with it. Empty: not served.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]

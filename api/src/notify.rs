@@ -80,6 +80,29 @@ impl Hub {
         (id, rx)
     }
 
+    /// [`Hub::register`], unless `user` has `max` connections open on this process already
+    /// (`None`).
+    pub fn try_register(
+        &self,
+        user: Uuid,
+        staff: bool,
+        max: usize,
+    ) -> Option<(u64, mpsc::Receiver<String>)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUED_MESSAGES_MAX);
+        let mut admitted = false;
+        self.change(|m| {
+            let open = m.entry(user).or_default();
+            if open.len() >= max {
+                return 0;
+            }
+            open.push((id, tx, staff));
+            admitted = true;
+            1
+        });
+        admitted.then_some((id, rx))
+    }
+
     /// Forgets a connection.
     pub fn unregister(&self, user: Uuid, id: u64) {
         self.change(|m| {

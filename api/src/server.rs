@@ -416,6 +416,7 @@ pub async fn start_with_clock(
         freshness,
         clock,
         hub,
+        ws_connections_per_user_max: config.ws_connections_per_user_max,
         subject_prefix: config.nats_subject_prefix.clone(),
         limits: Arc::new(crate::limits::Limits {
             per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),

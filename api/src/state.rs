@@ -55,6 +55,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// This process's open WebSocket connections.
     pub hub: Arc<crate::notify::Hub>,
+    /// Most WebSockets one user may hold open on this process.
+    pub ws_connections_per_user_max: usize,
     /// The NATS event subject prefix (notifications are published beside it).
     pub subject_prefix: String,
     /// Rate limits and the request timeout.

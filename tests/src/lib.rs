@@ -76,6 +76,10 @@ pub struct AppOptions {
     pub rate_limits: Option<(u32, u32)>,
     /// Logins and registrations per minute per address (0: unlimited, the tests' default).
     pub auth_rate_limit: Option<u32>,
+    /// Lifetime of the tokens it signs (default 900 s, as documented).
+    pub jwt_ttl_seconds: Option<i64>,
+    /// WebSockets per user (default 10, as documented).
+    pub ws_per_user: Option<usize>,
     /// How long `minPosition` waits (default: the documented default, 2 s).
     pub read_wait_ms: Option<u64>,
     /// Which parts run (default: all of them; `Api` leaves the store unpublished and
@@ -156,7 +160,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         host: "127.0.0.1".into(),
         port: 0,
         jwt_secret: Some(api::config::Secret(TEST_JWT_SECRET.into())),
-        jwt_ttl_seconds: 900,
+        jwt_ttl_seconds: opts.jwt_ttl_seconds.unwrap_or(900),
         jwt_issuer: "escrow-ledger".into(),
         jwt_audience: "escrow-api".into(),
         dev: false,
@@ -173,6 +177,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         header_read_timeout_ms: 1_500,
         header_bytes_max: 32 * 1024,
         metrics_addr: "127.0.0.1:0".into(),
+        ws_connections_per_user_max: opts.ws_per_user.unwrap_or(10),
     };
     let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
         Some(c) => c,

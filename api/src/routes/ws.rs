@@ -22,6 +22,25 @@ use crate::state::AppState;
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A connection that has not answered for this long is closed.
 const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest message a client may send (clients only answer pings; nothing they send is
+/// read): a larger one closes the connection with 1009.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024;
+/// Close code when the token the connection was opened with expires.
+const TOKEN_EXPIRED: u16 = 4001;
+
+/// A connection registered with the hub, forgotten when dropped: also when the upgrade
+/// never completes and the callback that owns it is dropped unrun.
+struct Registered {
+    st: AppState,
+    user: uuid::Uuid,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.st.hub.unregister(self.user, self.id);
+    }
+}
 
 /// Open a WebSocket for live notifications. Authenticate with `Authorization: Bearer` or,
 /// for browsers, `?access_token=`; a missing or invalid token is refused before upgrade.
@@ -42,16 +61,48 @@ pub async fn ws(
         .ok_or_else(|| {
             ApiError::unauthorized("missing token: send Authorization: Bearer or ?access_token=")
         })?;
-    let user = st.tokens.verify(token.trim())?;
+    let (user, exp) = st.tokens.verify_until(token.trim())?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::bad_request("NOT_A_WEBSOCKET", "this endpoint speaks WebSocket only")
     })?;
-    Ok(upgrade.on_upgrade(move |socket| serve(st, user, socket)))
+    let staff = matches!(user.role, domain::Role::Arbiter | domain::Role::Admin);
+    let Some((id, rx)) = st
+        .hub
+        .try_register(user.id.0, staff, st.ws_connections_per_user_max)
+    else {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_CONNECTIONS",
+            format!(
+                "at most {} WebSockets per user on this server; close one first",
+                st.ws_connections_per_user_max
+            ),
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    let registered = Registered {
+        st: st.clone(),
+        user: user.id.0,
+        id,
+    };
+    // Seconds from now until the token's `exp` (already past: at once).
+    let left = u64::try_from(exp - Utc::now().timestamp()).unwrap_or(0);
+    let expires = tokio::time::Instant::now() + Duration::from_secs(left);
+    Ok(upgrade
+        .max_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_frame_size(CLIENT_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| serve(st, user, registered, rx, expires, socket)))
 }
 
-async fn serve(st: AppState, user: AuthUser, mut socket: WebSocket) {
-    let staff = matches!(user.role, domain::Role::Arbiter | domain::Role::Admin);
-    let (id, mut rx) = st.hub.register(user.id.0, staff);
+async fn serve(
+    st: AppState,
+    user: AuthUser,
+    registered: Registered,
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+    expires: tokio::time::Instant,
+    mut socket: WebSocket,
+) {
     st.hub.wait_subscribed().await;
     let hello = json!({"type": "hello", "userId": user.id.to_string()}).to_string();
     let _ = socket.send(Message::Text(hello.into())).await;
@@ -77,9 +128,19 @@ async fn serve(st: AppState, user: AuthUser, mut socket: WebSocket) {
                 }
             },
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // Most often a message over CLIENT_MESSAGE_BYTES_MAX.
+                    tracing::debug!(error = %e, "closing a WebSocket on a bad client message");
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1009, reason: "message too big or malformed".into() }))).await;
+                    break;
+                }
                 Some(Ok(_)) => last_seen = Instant::now(),
             },
+            _ = tokio::time::sleep_until(expires) => {
+                let _ = socket.send(Message::Close(Some(CloseFrame { code: TOKEN_EXPIRED, reason: "token expired".into() }))).await;
+                break;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > PONG_TIMEOUT || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                     break;
@@ -87,7 +148,7 @@ async fn serve(st: AppState, user: AuthUser, mut socket: WebSocket) {
             }
         }
     }
-    st.hub.unregister(user.id.0, id);
+    drop(registered);
 }
 
 /// Body of `POST /notifications`.

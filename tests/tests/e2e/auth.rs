@@ -152,6 +152,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         header_read_timeout_ms: 10_000,
         header_bytes_max: 32 * 1024,
         metrics_addr: "127.0.0.1:0".into(),
+        ws_connections_per_user_max: 10,
     };
     for secret in [
         None,

@@ -21,5 +21,6 @@ mod notifications;
 mod operations;
 mod relay;
 mod replay;
+mod sockets;
 mod upcasting;
 mod verify;
