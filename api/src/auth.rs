@@ -42,6 +42,10 @@ pub struct Claims {
     pub nbf: i64,
     /// Expiry.
     pub exp: i64,
+    /// The login session the token belongs to (ended by a logout). Tokens minted before
+    /// sessions existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Signs and checks tokens. The secret never leaves this struct and is never printed.
@@ -102,8 +106,18 @@ impl TokenKeys {
         }
     }
 
-    /// Mints a token for a user.
+    /// Mints a token for a user, outside any session (tests, tools).
     pub fn issue(&self, user: UserId, role: Role) -> Result<String, ApiError> {
+        self.issue_in(user, role, None)
+    }
+
+    /// Mints a token for a user in login session `sid`.
+    pub fn issue_in(
+        &self,
+        user: UserId,
+        role: Role,
+        sid: Option<Uuid>,
+    ) -> Result<String, ApiError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user.to_string(),
@@ -113,6 +127,7 @@ impl TokenKeys {
             iat: now,
             nbf: now,
             exp: now + self.ttl_seconds,
+            sid: sid.map(|s| s.to_string()),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }
@@ -150,9 +165,17 @@ impl TokenKeys {
             .map_err(|_| ApiError::unauthorized("invalid bearer token: bad subject"))?;
         let role = Role::parse(&data.claims.role)
             .ok_or_else(|| ApiError::unauthorized("invalid bearer token: bad role"))?;
+        let sid = match &data.claims.sid {
+            None => None,
+            Some(s) => Some(
+                Uuid::parse_str(s)
+                    .map_err(|_| ApiError::unauthorized("invalid bearer token: bad session"))?,
+            ),
+        };
         let user = AuthUser {
             id: UserId(id),
             role,
+            sid,
         };
         self.remember(
             token,
@@ -200,8 +223,35 @@ fn token_error(e: &jsonwebtoken::errors::Error) -> &'static str {
 pub struct AuthUser {
     /// Who.
     pub id: UserId,
-    /// With which role.
+    /// With which role: the account's stored one once [`current`] has checked it.
     pub role: Role,
+    /// The login session the token belongs to, if it names one.
+    pub sid: Option<Uuid>,
+}
+
+/// The caller as the store says it stands now: refused (401) if its session was ended by
+/// a logout, refused (403 `ACCOUNT_SUSPENDED`) if the account is suspended, and with the
+/// account's stored role, not the one the token was minted with.
+pub async fn current(state: &AppState, user: AuthUser) -> Result<AuthUser, ApiError> {
+    if let Some(sid) = user.sid {
+        if state.sessions.ended(&state.pool, sid).await? {
+            return Err(ApiError::unauthorized(
+                "the session has ended: log in again",
+            ));
+        }
+    }
+    let standing = state.sessions.standing(&state.ledger, user.id).await?;
+    if standing.suspended {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "ACCOUNT_SUSPENDED",
+            "the account is suspended",
+        ));
+    }
+    Ok(AuthUser {
+        role: standing.role,
+        ..user
+    })
 }
 
 impl AuthUser {
@@ -246,7 +296,8 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers)?
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        state.tokens.verify(token)
+        let user = state.tokens.verify(token)?;
+        current(state, user).await
     }
 }
 

@@ -17,6 +17,7 @@ pub mod pages;
 pub mod routes;
 pub mod scheduler;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod telemetry;
 pub mod verify;

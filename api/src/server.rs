@@ -111,6 +111,9 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/admin/users/{id}/suspend", post(users::suspend))
+        .route("/admin/users/{id}/reactivate", post(users::reactivate))
         .route("/users/me", get(users::me))
         .route("/users/{id}", get(users::by_id))
         .route("/wallets/deposit", post(wallets::deposit))
@@ -417,6 +420,7 @@ pub async fn start_with_clock(
         clock,
         hub,
         ws_connections_per_user_max: config.ws_connections_per_user_max,
+        sessions: Arc::default(),
         subject_prefix: config.nats_subject_prefix.clone(),
         limits: Arc::new(crate::limits::Limits {
             per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),

@@ -53,6 +53,8 @@ pub struct Shared {
     pub freshness: Arc<projections::Freshness>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// Whether tokens still speak for their holders (sessions, suspensions, roles).
+    pub sessions: Arc<crate::sessions::Sessions>,
     /// This process's open WebSocket connections.
     pub hub: Arc<crate::notify::Hub>,
     /// Most WebSockets one user may hold open on this process.

@@ -87,6 +87,18 @@ pub enum Command {
         /// The role.
         role: Role,
     },
+    /// Suspend an account (an admin).
+    SuspendUser {
+        /// The user.
+        user_id: UserId,
+        /// Why.
+        reason: domain::Description,
+    },
+    /// Lift an account's suspension (an admin).
+    ReactivateUser {
+        /// The user.
+        user_id: UserId,
+    },
     /// Draft an escrow contract.
     CreateContract(CreateContract),
     /// The buyer funds the contract: its price moves into escrow.
@@ -170,6 +182,8 @@ impl Command {
             Command::Withdraw(_) => "Withdraw",
             Command::Transfer(_) => "Transfer",
             Command::GrantRole { .. } => "GrantRole",
+            Command::SuspendUser { .. } => "SuspendUser",
+            Command::ReactivateUser { .. } => "ReactivateUser",
             Command::CreateContract(_) => "CreateContract",
             Command::FundContract { .. } => "FundContract",
             Command::DeliverContract { .. } => "DeliverContract",
@@ -191,6 +205,21 @@ pub struct Registered {
     pub email: Email,
     /// Its role.
     pub role: Role,
+    /// When the events were recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A user whose suspension changed.
+#[derive(Debug, Clone)]
+pub struct UserStatusChange {
+    /// The id.
+    pub user_id: UserId,
+    /// The normalised address.
+    pub email: Email,
+    /// Its role.
+    pub role: Role,
+    /// Why it is suspended, while it is.
+    pub suspended: Option<domain::Description>,
     /// When the events were recorded.
     pub recorded_at: DateTime<Utc>,
 }
@@ -231,6 +260,8 @@ pub enum Outcome {
     Wallet(WalletChange),
     /// From [`Command::GrantRole`].
     RoleGranted(Registered),
+    /// From [`Command::SuspendUser`] and [`Command::ReactivateUser`].
+    UserStatus(UserStatusChange),
     /// From a contract command: the contract as it is after the command.
     Contract(ContractChange),
     /// From a dispute command: the dispute and its contract after the command.
@@ -244,6 +275,7 @@ impl Outcome {
         match self {
             Outcome::Wallet(w) => w.recorded_at = at,
             Outcome::Registered(r) | Outcome::RoleGranted(r) => r.recorded_at = at,
+            Outcome::UserStatus(u) => u.recorded_at = at,
             Outcome::Contract(c) => c.recorded_at = at,
             Outcome::Dispute(d) => d.recorded_at = at,
         }
@@ -959,6 +991,36 @@ impl LedgerCore {
                             .clone()
                             .ok_or(DomainError::UnknownUser)?,
                         role: *role,
+                        recorded_at: Utc::now(),
+                    }),
+                })
+            }
+            Command::SuspendUser { user_id, .. } | Command::ReactivateUser { user_id } => {
+                let current = self
+                    .load_tracked(&self.users, &StreamId::user(*user_id), reads, how)
+                    .await?;
+                let writes = match cmd {
+                    Command::SuspendUser { reason, .. } => user::suspend(&current, reason)?,
+                    _ => user::reactivate(&current)?,
+                };
+                let after = after_states(
+                    &writes,
+                    vec![(StreamId::user(*user_id), State::User(current.clone()))],
+                );
+                let mut changed = current.state.clone();
+                writes
+                    .iter()
+                    .flat_map(|w| &w.events)
+                    .for_each(|e| domain::stream::Aggregate::apply(&mut changed, e));
+                Ok(Plan {
+                    after,
+                    writes,
+                    credentials: None,
+                    outcome: Outcome::UserStatus(UserStatusChange {
+                        user_id: *user_id,
+                        email: changed.email.clone().ok_or(DomainError::UnknownUser)?,
+                        role: changed.role,
+                        suspended: changed.suspended,
                         recorded_at: Utc::now(),
                     }),
                 })

@@ -13,7 +13,8 @@ mod ledger;
 pub use context::{Actor, CommandContext};
 pub use ledger::{
     is_money_event, Command, CommandError, ContractChange, DisputeChange, Executed, Ledger,
-    LedgerCore, LoginRecord, Observer, Outcome, Registered, Respond, WalletChange,
+    LedgerCore, LoginRecord, Observer, Outcome, Registered, Respond, UserStatusChange,
+    WalletChange,
 };
 
 /// How many times one command is re-decided after a stream version conflict before giving

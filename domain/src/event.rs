@@ -47,6 +47,21 @@ pub enum Event {
         /// The new role.
         role: Role,
     },
+    /// An admin suspended the account (stream `user-<id>`): it cannot log in, and its
+    /// tokens stop working.
+    UserSuspended {
+        /// The user.
+        #[serde(rename = "userId")]
+        user_id: UserId,
+        /// Why, as the admin wrote it.
+        reason: Description,
+    },
+    /// An admin lifted the account's suspension (stream `user-<id>`).
+    UserReactivated {
+        /// The user.
+        #[serde(rename = "userId")]
+        user_id: UserId,
+    },
     /// A wallet came into existence with a zero balance (stream `wallet-<id>`).
     WalletOpened {
         /// The wallet.
@@ -298,6 +313,8 @@ impl Event {
         match self {
             Event::UserRegistered { .. } => "UserRegistered",
             Event::RoleGranted { .. } => "RoleGranted",
+            Event::UserSuspended { .. } => "UserSuspended",
+            Event::UserReactivated { .. } => "UserReactivated",
             Event::WalletOpened { .. } => "WalletOpened",
             Event::FundsDeposited { .. } => "FundsDeposited",
             Event::FundsWithdrawn { .. } => "FundsWithdrawn",

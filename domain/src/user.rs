@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::ids::{UserId, WalletId};
 use crate::money::Currency;
 use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
+use crate::text::Description;
 
 /// What a user may see and do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +58,8 @@ pub struct User {
     pub email: Option<Email>,
     /// Current role.
     pub role: Role,
+    /// Why the account is suspended, while it is.
+    pub suspended: Option<Description>,
 }
 
 impl User {
@@ -79,6 +82,8 @@ impl Aggregate for User {
                 self.role = *role;
             }
             Event::RoleGranted { role, .. } => self.role = *role,
+            Event::UserSuspended { reason, .. } => self.suspended = Some(reason.clone()),
+            Event::UserReactivated { .. } => self.suspended = None,
             _ => {}
         }
     }
@@ -136,5 +141,44 @@ pub fn grant_role(user: &Versioned<User>, role: Role) -> Result<Vec<StreamWrite>
         stream: StreamId::user(id),
         expected_version: user.version,
         events: vec![Event::RoleGranted { user_id: id, role }],
+    }])
+}
+
+/// Decides a suspension, made by an admin: the account cannot log in and its tokens stop
+/// working until it is reactivated.
+pub fn suspend(
+    user: &Versioned<User>,
+    reason: &Description,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = user.state.id.ok_or(DomainError::UnknownUser)?;
+    if user.state.suspended.is_some() {
+        return Err(DomainError::InvalidTransition {
+            code: "USER_ALREADY_SUSPENDED",
+            detail: "the account is suspended already".into(),
+        });
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::user(id),
+        expected_version: user.version,
+        events: vec![Event::UserSuspended {
+            user_id: id,
+            reason: reason.clone(),
+        }],
+    }])
+}
+
+/// Decides lifting a suspension, made by an admin.
+pub fn reactivate(user: &Versioned<User>) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = user.state.id.ok_or(DomainError::UnknownUser)?;
+    if user.state.suspended.is_none() {
+        return Err(DomainError::InvalidTransition {
+            code: "USER_NOT_SUSPENDED",
+            detail: "the account is not suspended".into(),
+        });
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::user(id),
+        expected_version: user.version,
+        events: vec![Event::UserReactivated { user_id: id }],
     }])
 }

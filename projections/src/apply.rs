@@ -259,6 +259,15 @@ async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> an
                 .execute(&mut *conn)
                 .await?;
         }
+        // An account's status is read from its stream where it is enforced (each request
+        // checks it, cached for a second); the user read model shows identity and role.
+        Event::UserSuspended { user_id, .. } | Event::UserReactivated { user_id } => {
+            sqlx::query("UPDATE rm_users SET updated_at = $2 WHERE id = $1")
+                .bind(user_id.0)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
         Event::WalletOpened {
             wallet_id,
             user_id,

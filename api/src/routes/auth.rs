@@ -151,6 +151,7 @@ pub async fn register(
         (status = 200, body = LoginResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_SUSPENDED (the password was right)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "LOGIN_THROTTLED (after 5 failed logins for the address, attempts wait 1 s, doubling, at most 15 min) or RATE_LIMITED (per client address)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<LoginResponse>> {
@@ -176,8 +177,18 @@ pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<Lo
     };
     crate::login_guard::succeeded(&st.pool, &req.email).await?;
     let user = st.ledger.user(record.user_id).await?;
+    if user.state.suspended.is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "ACCOUNT_SUSPENDED",
+            "the account is suspended",
+        ));
+    }
     let role = user.state.role;
-    let token = st.tokens.issue(record.user_id, role)?;
+    st.sessions.forget_account(record.user_id);
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(st.tokens.ttl_seconds);
+    let sid = crate::sessions::Sessions::start(&st.pool, record.user_id, expires).await?;
+    let token = st.tokens.issue_in(record.user_id, role, Some(sid))?;
     Ok(Json(LoginResponse {
         access_token: token,
         token_type: "Bearer",
@@ -188,4 +199,25 @@ pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<Lo
             role: role.as_str().into(),
         },
     }))
+}
+
+/// End the session of the presented token: it, and every token of the same login, stop
+/// working on every server within a second or two.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "The session has ended"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "SESSION_UNKNOWN: a token minted before sessions existed; it ends at its expiry", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn logout(
+    State(st): State<AppState>,
+    caller: crate::auth::AuthUser,
+) -> Result<axum::http::StatusCode> {
+    let sid = caller.sid.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "SESSION_UNKNOWN",
+            "this token belongs to no session; it ends at its expiry",
+        )
+    })?;
+    st.sessions.end(&st.pool, sid).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

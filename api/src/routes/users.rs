@@ -90,3 +90,148 @@ pub async fn by_id(
     let id = parse_id(&id, "user id")?;
     show(&st, caller, id, q).await
 }
+
+/// Body of a suspension.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    /// Why (1 to 500 characters; recorded in the event and the audit trail).
+    pub reason: String,
+}
+
+/// An account after its suspension changed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountStatus {
+    /// User id.
+    pub id: String,
+    /// E-mail.
+    pub email: String,
+    /// Role.
+    pub role: String,
+    /// `ACTIVE` or `SUSPENDED`.
+    pub status: String,
+    /// Why it is suspended, while it is.
+    pub suspended_reason: Option<String>,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+    /// Global position of the change.
+    pub position: i64,
+}
+
+fn respond_status(outcome: &command_handlers::Outcome, position: i64) -> (u16, serde_json::Value) {
+    match outcome {
+        command_handlers::Outcome::UserStatus(u) => (
+            200,
+            serde_json::json!(AccountStatus {
+                id: u.user_id.to_string(),
+                email: u.email.to_string(),
+                role: u.role.as_str().into(),
+                status: if u.suspended.is_some() {
+                    "SUSPENDED"
+                } else {
+                    "ACTIVE"
+                }
+                .into(),
+                suspended_reason: u.suspended.as_ref().map(|r| r.as_str().to_owned()),
+                updated_at: crate::rfc3339(u.recorded_at),
+                position,
+            }),
+        ),
+        other => crate::routes::unexpected(other),
+    }
+}
+
+fn admin_only(caller: &AuthUser) -> Result<()> {
+    if caller.role != domain::Role::Admin {
+        return Err(ApiError::forbidden(
+            "only an admin may suspend or reactivate accounts",
+        ));
+    }
+    Ok(())
+}
+
+/// Suspend an account (admins): it cannot log in, and its tokens and WebSockets stop
+/// working on every server within a second or two.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/suspend", tag = "users", security(("bearer" = [])),
+    request_body = SuspendRequest,
+    params(("id" = String, Path, description = "User id (UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, body = AccountStatus),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "USER_ALREADY_SUSPENDED", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn suspend(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(id): PathParam,
+    meta: crate::extract::RequestMeta,
+    key: crate::extract::IdempotencyKey,
+    body: crate::extract::JsonBody,
+) -> Result<Response> {
+    let id = parse_id(&id, "user id")?;
+    admin_only(&caller)?;
+    let req: SuspendRequest = body.parse()?;
+    let reason = crate::extract::parse_description(Some(&req.reason))?.ok_or_else(|| {
+        ApiError::unprocessable("INVALID_REASON", "reason must be 1 to 500 characters")
+    })?;
+    let ctx =
+        crate::routes::user_context(&caller, "POST /admin/users/{id}/suspend", &meta, key, &body);
+    let executed = st
+        .ledger
+        .execute(
+            &ctx,
+            command_handlers::Command::SuspendUser {
+                user_id: UserId(id),
+                reason,
+            },
+            respond_status,
+        )
+        .await?;
+    st.sessions.forget_account(UserId(id));
+    Ok(crate::routes::render(&st, executed, &respond_status))
+}
+
+/// Lift an account's suspension (admins).
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reactivate", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, body = AccountStatus),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "USER_NOT_SUSPENDED", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn reactivate(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    PathParam(id): PathParam,
+    meta: crate::extract::RequestMeta,
+    key: crate::extract::IdempotencyKey,
+    body: crate::extract::JsonBody,
+) -> Result<Response> {
+    let id = parse_id(&id, "user id")?;
+    admin_only(&caller)?;
+    let ctx = crate::routes::user_context(
+        &caller,
+        "POST /admin/users/{id}/reactivate",
+        &meta,
+        key,
+        &body,
+    );
+    let executed = st
+        .ledger
+        .execute(
+            &ctx,
+            command_handlers::Command::ReactivateUser {
+                user_id: UserId(id),
+            },
+            respond_status,
+        )
+        .await?;
+    st.sessions.forget_account(UserId(id));
+    Ok(crate::routes::render(&st, executed, &respond_status))
+}

@@ -62,6 +62,7 @@ pub async fn ws(
             ApiError::unauthorized("missing token: send Authorization: Bearer or ?access_token=")
         })?;
     let (user, exp) = st.tokens.verify_until(token.trim())?;
+    let user = crate::auth::current(&st, user).await?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::bad_request("NOT_A_WEBSOCKET", "this endpoint speaks WebSocket only")
     })?;
@@ -107,6 +108,7 @@ async fn serve(
     let hello = json!({"type": "hello", "userId": user.id.to_string()}).to_string();
     let _ = socket.send(Message::Text(hello.into())).await;
     let mut ping = tokio::time::interval(PING_EVERY);
+    let mut standing = tokio::time::interval(crate::sessions::FRESH_FOR);
     let mut last_seen = Instant::now();
     let mut shutdown = st.shutdown.clone();
     loop {
@@ -137,6 +139,21 @@ async fn serve(
                 }
                 Some(Ok(_)) => last_seen = Instant::now(),
             },
+            _ = standing.tick() => {
+                // A logout, a suspension or a role change ends the socket too.
+                let code = match crate::auth::current(&st, user).await {
+                    Ok(now) if now.role == user.role => None,
+                    Ok(_) => Some((TOKEN_EXPIRED, "role changed: reconnect")),
+                    Err(e) if e.code == "ACCOUNT_SUSPENDED" => Some((1008, "account suspended")),
+                    Err(e) if e.status == StatusCode::UNAUTHORIZED => Some((TOKEN_EXPIRED, "session ended")),
+                    // The store did not answer: keep the socket, ask again next time.
+                    Err(_) => None,
+                };
+                if let Some((code, reason)) = code {
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+            }
             _ = tokio::time::sleep_until(expires) => {
                 let _ = socket.send(Message::Close(Some(CloseFrame { code: TOKEN_EXPIRED, reason: "token expired".into() }))).await;
                 break;

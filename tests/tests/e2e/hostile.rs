@@ -99,6 +99,18 @@ async fn authorization_matrix() {
             [401, 403, 200, 403, 200, 200],
         ),
         (
+            Method::POST,
+            format!("/admin/users/{b}/reactivate"),
+            None,
+            [401, 403, 403, 403, 403, 409],
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{}/suspend", uuid::Uuid::now_v7()),
+            Some(json!({"reason": "fraud"})),
+            [401, 403, 403, 403, 403, 404],
+        ),
+        (
             Method::GET,
             format!("/wallets/{b}"),
             None,

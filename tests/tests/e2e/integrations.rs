@@ -216,6 +216,21 @@ async fn asyncapi_document_matches_the_code() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let admin = app.grant(&app.user().await, "admin").await;
+    let suspended = app.user().await;
+    for (verb, body) in [
+        ("suspend", json!({"reason": "chargebacks"})),
+        ("reactivate", json!({})),
+    ] {
+        let r = app
+            .post(
+                &format!("/admin/users/{}/{verb}", suspended.id),
+                Some(&admin.token),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
+    }
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
 
     let schemas = &doc["components"]["schemas"];

@@ -21,6 +21,7 @@ mod notifications;
 mod operations;
 mod relay;
 mod replay;
+mod sessions;
 mod sockets;
 mod upcasting;
 mod verify;

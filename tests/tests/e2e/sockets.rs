@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(
+pub(crate) async fn open(
     app: &TestApp,
     u: &TestUser,
 ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
@@ -36,7 +36,7 @@ async fn open(
 }
 
 /// Reads until the server closes; returns its close code (None: closed without a frame).
-async fn closed_with(socket: &mut Socket, within: Duration) -> Option<CloseCode> {
+pub(crate) async fn closed_with(socket: &mut Socket, within: Duration) -> Option<CloseCode> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, socket.next()).await {
