@@ -59,6 +59,9 @@ pub struct ServeConfig {
     /// Lifetime of an access token, in seconds.
     #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 900)]
     pub jwt_ttl_seconds: i64,
+    /// Lifetime of a refresh token (single use, rotated by `POST /auth/refresh`), seconds.
+    #[arg(long, env = "JWT_REFRESH_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub jwt_refresh_ttl_seconds: i64,
     /// `iss` of the tokens this ledger signs, and the only one it accepts.
     #[arg(long, env = "JWT_ISSUER", default_value = "escrow-ledger")]
     pub jwt_issuer: String,

@@ -131,7 +131,10 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
     }
     if limits.per_ip_auth.enabled() && req.method() == axum::http::Method::POST {
         let path = req.uri().path();
-        if path == "/api/v1/auth/login" || path == "/api/v1/auth/register" {
+        if matches!(
+            path,
+            "/api/v1/auth/login" | "/api/v1/auth/register" | "/api/v1/auth/refresh"
+        ) {
             let ip = req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()

@@ -29,7 +29,7 @@ impl Modify for BearerAuth {
     info(title = "Escrow ledger API", description = "Event-sourced escrow ledger: wallets, transfers, escrow contracts, disputes, audit."),
     paths(
         health::health, health::ready,
-        auth::register, auth::login, auth::logout,
+        auth::register, auth::login, auth::logout, auth::refresh,
         users::me, users::by_id, users::suspend, users::reactivate,
         wallets::get_wallet, wallets::deposit, wallets::withdraw, wallets::transfer, wallets::transactions,
         contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,

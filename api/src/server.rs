@@ -112,6 +112,7 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/refresh", post(auth::refresh))
         .route("/admin/users/{id}/suspend", post(users::suspend))
         .route("/admin/users/{id}/reactivate", post(users::reactivate))
         .route("/users/me", get(users::me))
@@ -421,6 +422,7 @@ pub async fn start_with_clock(
         hub,
         ws_connections_per_user_max: config.ws_connections_per_user_max,
         sessions: Arc::default(),
+        refresh_ttl_seconds: config.jwt_refresh_ttl_seconds,
         subject_prefix: config.nats_subject_prefix.clone(),
         limits: Arc::new(crate::limits::Limits {
             per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),

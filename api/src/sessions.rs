@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use command_handlers::Ledger;
 use domain::{Role, UserId};
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -81,20 +82,33 @@ impl Sessions {
         Ok(ended)
     }
 
-    /// Records a new session for `user`, whose tokens live until `expires_at`.
+    /// Records a new session for `user` with its first refresh token (returned), which
+    /// lives until `expires_at`.
     pub async fn start(
         pool: &PgPool,
         user: UserId,
         expires_at: DateTime<Utc>,
-    ) -> Result<Uuid, ApiError> {
+    ) -> Result<(Uuid, String), ApiError> {
         let sid = Uuid::now_v7();
+        let (refresh, hash) = new_refresh_token();
+        let mut tx = pool.begin().await.map_err(ApiError::internal)?;
         sqlx::query("INSERT INTO sessions (id, user_id, expires_at) VALUES ($1, $2, $3)")
             .bind(sid)
             .bind(user.0)
             .bind(expires_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(ApiError::internal)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&hash)
+        .bind(sid)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+        tx.commit().await.map_err(ApiError::internal)?;
         // Sessions whose tokens have all expired can go.
         sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
@@ -103,7 +117,86 @@ impl Sessions {
         .execute(pool)
         .await
         .map_err(ApiError::internal)?;
-        Ok(sid)
+        Ok((sid, refresh))
+    }
+
+    /// Spends a refresh token: the next one of its session (returned), valid until
+    /// `expires_at`, with the session's user and id. Presenting a spent token again ends
+    /// the whole session — someone holds a copy — and is refused like an unknown one.
+    pub async fn refresh(
+        &self,
+        pool: &PgPool,
+        token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(UserId, Uuid, String), ApiError> {
+        let refused = |why: &str| {
+            ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "INVALID_REFRESH_TOKEN",
+                format!("the refresh token {why}: log in again"),
+            )
+        };
+        let hash = Sha256::digest(token.trim().as_bytes()).to_vec();
+        let mut tx = pool.begin().await.map_err(ApiError::internal)?;
+        type Found = (
+            Uuid,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Uuid,
+            Option<DateTime<Utc>>,
+        );
+        let found: Option<Found> = sqlx::query_as(
+            "SELECT r.session_id, r.expires_at, r.spent_at, s.user_id, s.ended_at \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+             WHERE r.token_hash = $1 FOR UPDATE OF r, s",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+        let Some((sid, expires, spent, user, ended)) = found else {
+            return Err(refused("is unknown"));
+        };
+        if spent.is_some() {
+            sqlx::query("UPDATE sessions SET ended_at = now() WHERE id = $1 AND ended_at IS NULL")
+                .bind(sid)
+                .execute(&mut *tx)
+                .await
+                .map_err(ApiError::internal)?;
+            tx.commit().await.map_err(ApiError::internal)?;
+            remember(&self.ended, sid, true);
+            tracing::warn!(session = %sid, "a spent refresh token was presented again; the session is ended");
+            return Err(refused("was used already, so its session has been ended"));
+        }
+        if ended.is_some() {
+            return Err(refused("belongs to an ended session"));
+        }
+        if expires <= Utc::now() {
+            return Err(refused("has expired"));
+        }
+        let (next, next_hash) = new_refresh_token();
+        sqlx::query("UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = $1")
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::internal)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&next_hash)
+        .bind(sid)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+        sqlx::query("UPDATE sessions SET expires_at = greatest(expires_at, $2) WHERE id = $1")
+            .bind(sid)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::internal)?;
+        tx.commit().await.map_err(ApiError::internal)?;
+        Ok((UserId(user), sid, next))
     }
 
     /// Ends a session: its tokens stop working on every server within [`FRESH_FOR`].
@@ -116,6 +209,16 @@ impl Sessions {
         remember(&self.ended, sid, true);
         Ok(())
     }
+}
+
+/// A new refresh token (32 random bytes as hex) and the SHA-256 it is stored as.
+fn new_refresh_token() -> (String, Vec<u8>) {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = Sha256::digest(token.as_bytes()).to_vec();
+    (token, hash)
 }
 
 fn remembered<K: std::hash::Hash + Eq, V: Copy>(

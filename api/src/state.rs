@@ -55,6 +55,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Whether tokens still speak for their holders (sessions, suspensions, roles).
     pub sessions: Arc<crate::sessions::Sessions>,
+    /// Lifetime of a refresh token, in seconds.
+    pub refresh_ttl_seconds: i64,
     /// This process's open WebSocket connections.
     pub hub: Arc<crate::notify::Hub>,
     /// Most WebSockets one user may hold open on this process.

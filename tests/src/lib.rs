@@ -161,6 +161,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         port: 0,
         jwt_secret: Some(api::config::Secret(TEST_JWT_SECRET.into())),
         jwt_ttl_seconds: opts.jwt_ttl_seconds.unwrap_or(900),
+        jwt_refresh_ttl_seconds: 30 * 24 * 3600,
         jwt_issuer: "escrow-ledger".into(),
         jwt_audience: "escrow-api".into(),
         dev: false,

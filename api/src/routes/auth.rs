@@ -68,6 +68,11 @@ pub struct LoginResponse {
     pub token_type: &'static str,
     /// Seconds until the token expires.
     pub expires_in: i64,
+    /// Single use: `POST /auth/refresh` trades it for a new access token and the next
+    /// refresh token. Presented a second time, it ends the whole session.
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: i64,
     /// Who logged in.
     pub user: LoginUser,
 }
@@ -186,13 +191,16 @@ pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<Lo
     }
     let role = user.state.role;
     st.sessions.forget_account(record.user_id);
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(st.tokens.ttl_seconds);
-    let sid = crate::sessions::Sessions::start(&st.pool, record.user_id, expires).await?;
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(st.refresh_ttl_seconds);
+    let (sid, refresh_token) =
+        crate::sessions::Sessions::start(&st.pool, record.user_id, expires).await?;
     let token = st.tokens.issue_in(record.user_id, role, Some(sid))?;
     Ok(Json(LoginResponse {
         access_token: token,
         token_type: "Bearer",
         expires_in: st.tokens.ttl_seconds,
+        refresh_token,
+        refresh_expires_in: st.refresh_ttl_seconds,
         user: LoginUser {
             id: record.user_id.to_string(),
             email: email.to_string(),
@@ -220,4 +228,60 @@ pub async fn logout(
     })?;
     st.sessions.end(&st.pool, sid).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /auth/refresh`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token of the last login or refresh.
+    pub refresh_token: String,
+}
+
+/// Trade a refresh token for a new access token and the next refresh token (the one given
+/// is spent: presenting it again ends the session everywhere).
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = LoginResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "INVALID_REFRESH_TOKEN: unknown, expired, spent (the session is then ended) or of an ended session", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_SUSPENDED", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED (per client address)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn refresh(State(st): State<AppState>, body: JsonBody) -> Result<Json<LoginResponse>> {
+    let req: RefreshRequest = body.parse()?;
+    if req.refresh_token.len() > 256 {
+        return Err(ApiError::unauthorized("the refresh token is unknown"));
+    }
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(st.refresh_ttl_seconds);
+    let (user_id, sid, refresh_token) = st
+        .sessions
+        .refresh(&st.pool, &req.refresh_token, expires)
+        .await?;
+    st.sessions.forget_account(user_id);
+    let user = st.ledger.user(user_id).await?;
+    if user.state.suspended.is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "ACCOUNT_SUSPENDED",
+            "the account is suspended",
+        ));
+    }
+    let email = user
+        .state
+        .email
+        .clone()
+        .ok_or_else(|| ApiError::unauthorized("the refresh token's user does not exist"))?;
+    let role = user.state.role;
+    Ok(Json(LoginResponse {
+        access_token: st.tokens.issue_in(user_id, role, Some(sid))?,
+        token_type: "Bearer",
+        expires_in: st.tokens.ttl_seconds,
+        refresh_token,
+        refresh_expires_in: st.refresh_ttl_seconds,
+        user: LoginUser {
+            id: user_id.to_string(),
+            email: email.to_string(),
+            role: role.as_str().into(),
+        },
+    }))
 }

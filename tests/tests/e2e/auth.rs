@@ -136,6 +136,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         port: 0,
         jwt_secret: None,
         jwt_ttl_seconds: 900,
+        jwt_refresh_ttl_seconds: 30 * 24 * 3600,
         jwt_issuer: "escrow-ledger".into(),
         jwt_audience: "escrow-api".into(),
         dev: false,

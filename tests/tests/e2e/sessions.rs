@@ -241,3 +241,62 @@ async fn logout_ends_that_session_on_every_server() {
         "another login's session goes on"
     );
 }
+
+/// Fails when a spent refresh token is not treated as stolen (`api/src/sessions.rs`,
+/// `refresh`: the `spent.is_some()` branch removed): the first refresh token is taken a
+/// second time, and the session goes on.
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
+    let (one, two) = two_servers().await;
+    let u = one.user().await;
+    let login = one
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": u.email, "password": "password123"}),
+        )
+        .await;
+    let (a1, r1) = (login.str("access_token"), login.str("refresh_token"));
+    assert_eq!(login.body["refresh_expires_in"], json!(30 * 24 * 3600));
+    // Rotation: each refresh spends its token and hands out the next, on any server.
+    let second = refresh(&two, &r1).await;
+    assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
+    let (a2, r2) = (second.str("access_token"), second.str("refresh_token"));
+    assert_ne!(r2, r1);
+    assert_eq!(second.body["user"]["id"], json!(u.id));
+    assert_eq!(one.get("/users/me", Some(&a2)).await.status, StatusCode::OK);
+    let third = refresh(&one, &r2).await;
+    assert_eq!(third.status, StatusCode::OK);
+    let (a3, r3) = (third.str("access_token"), third.str("refresh_token"));
+
+    // Bad input: refused, nothing spent.
+    for (body, status) in [
+        (json!({"refresh_token": "garbage"}), 401),
+        (json!({}), 422),
+        (json!({"refresh_token": r3, "extra": 1}), 422),
+    ] {
+        let r = one.post("/auth/refresh", None, body.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {:?}", r.body);
+    }
+
+    // The first token again: someone kept a copy. Refused, and the session ends.
+    let reused = refresh(&two, &r1).await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (StatusCode::UNAUTHORIZED, "INVALID_REFRESH_TOKEN")
+    );
+    for (app, token) in [(&one, &a1), (&two, &a2), (&one, &a3)] {
+        until_status(app, "/users/me", token, StatusCode::UNAUTHORIZED).await;
+    }
+    let last = refresh(&one, &r3).await;
+    assert_eq!(
+        last.status,
+        StatusCode::UNAUTHORIZED,
+        "the latest refresh token died with its session"
+    );
+}
+
+async fn refresh(app: &TestApp, token: &str) -> escrow_tests::Resp {
+    app.post("/auth/refresh", None, json!({ "refresh_token": token }))
+        .await
+}
