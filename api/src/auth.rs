@@ -242,11 +242,7 @@ pub async fn current(state: &AppState, user: AuthUser) -> Result<AuthUser, ApiEr
     }
     let standing = state.sessions.standing(&state.ledger, user.id).await?;
     if standing.suspended {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "ACCOUNT_SUSPENDED",
-            "the account is suspended",
-        ));
+        return Err(ApiError::suspended());
     }
     Ok(AuthUser {
         role: standing.role,

@@ -75,6 +75,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, detail)
     }
 
+    /// 403 `ACCOUNT_SUSPENDED`: an admin suspended the account.
+    pub fn suspended() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "ACCOUNT_SUSPENDED",
+            "the account is suspended",
+        )
+    }
+
     /// 500: the cause is logged here and hidden from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -118,29 +118,22 @@ fn too_many(retry_after: u64, who: &str) -> Response {
 /// already committed stays committed, and its `Idempotency-Key` makes the retry safe.
 pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let limits: &Arc<Limits> = &st.limits;
-    if limits.per_ip.enabled() {
-        let ip: Option<IpAddr> = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(ip) = ip {
-            if let Err(s) = limits.per_ip.check(&ip.to_string()) {
-                return too_many(s, "address");
-            }
-        }
-    }
-    if limits.per_ip_auth.enabled() && req.method() == axum::http::Method::POST {
-        let path = req.uri().path();
-        if matches!(
-            path,
+    let auth_route = req.method() == axum::http::Method::POST
+        && matches!(
+            req.uri().path(),
             "/api/v1/auth/login" | "/api/v1/auth/register" | "/api/v1/auth/refresh"
-        ) {
-            let ip = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
-            if let Some(ip) = ip {
-                if let Err(s) = limits.per_ip_auth.check(&ip.to_string()) {
+        );
+    let by_address = limits.per_ip.enabled() || (auth_route && limits.per_ip_auth.enabled());
+    let ip: Option<IpAddr> = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .filter(|_| by_address);
+    if let Some(ip) = ip {
+        let key = ip.to_string();
+        for (limiter, applies) in [(&limits.per_ip, true), (&limits.per_ip_auth, auth_route)] {
+            if applies && limiter.enabled() {
+                if let Err(s) = limiter.check(&key) {
                     return too_many(s, "address");
                 }
             }

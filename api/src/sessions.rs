@@ -99,15 +99,7 @@ impl Sessions {
             .execute(&mut *tx)
             .await
             .map_err(ApiError::internal)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&hash)
-        .bind(sid)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?;
+        store_refresh_token(&mut tx, &hash, sid, expires_at).await?;
         tx.commit().await.map_err(ApiError::internal)?;
         // Sessions whose tokens have all expired can go.
         sqlx::query(
@@ -180,15 +172,7 @@ impl Sessions {
             .execute(&mut *tx)
             .await
             .map_err(ApiError::internal)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&next_hash)
-        .bind(sid)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?;
+        store_refresh_token(&mut tx, &next_hash, sid, expires_at).await?;
         sqlx::query("UPDATE sessions SET expires_at = greatest(expires_at, $2) WHERE id = $1")
             .bind(sid)
             .bind(expires_at)
@@ -209,6 +193,25 @@ impl Sessions {
         remember(&self.ended, sid, true);
         Ok(())
     }
+}
+
+/// Stores a refresh token of session `sid` by its hash.
+async fn store_refresh_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    hash: &[u8],
+    sid: Uuid,
+    expires_at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(hash)
+    .bind(sid)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(())
 }
 
 /// A new refresh token (32 random bytes as hex) and the SHA-256 it is stored as.

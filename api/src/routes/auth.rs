@@ -183,11 +183,7 @@ pub async fn login(State(st): State<AppState>, body: JsonBody) -> Result<Json<Lo
     crate::login_guard::succeeded(&st.pool, &req.email).await?;
     let user = st.ledger.user(record.user_id).await?;
     if user.state.suspended.is_some() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "ACCOUNT_SUSPENDED",
-            "the account is suspended",
-        ));
+        return Err(ApiError::suspended());
     }
     let role = user.state.role;
     st.sessions.forget_account(record.user_id);
@@ -260,11 +256,7 @@ pub async fn refresh(State(st): State<AppState>, body: JsonBody) -> Result<Json<
     st.sessions.forget_account(user_id);
     let user = st.ledger.user(user_id).await?;
     if user.state.suspended.is_some() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "ACCOUNT_SUSPENDED",
-            "the account is suspended",
-        ));
+        return Err(ApiError::suspended());
     }
     let email = user
         .state

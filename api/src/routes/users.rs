@@ -180,19 +180,24 @@ pub async fn suspend(
     })?;
     let ctx =
         crate::routes::user_context(&caller, "POST /admin/users/{id}/suspend", &meta, key, &body);
-    let executed = st
-        .ledger
-        .execute(
-            &ctx,
-            command_handlers::Command::SuspendUser {
-                user_id: UserId(id),
-                reason,
-            },
-            respond_status,
-        )
-        .await?;
-    st.sessions.forget_account(UserId(id));
-    Ok(crate::routes::render(&st, executed, &respond_status))
+    let cmd = command_handlers::Command::SuspendUser {
+        user_id: UserId(id),
+        reason,
+    };
+    change_status(&st, &ctx, UserId(id), cmd).await
+}
+
+/// Executes a suspension or reactivation, and forgets this server's remembered reading of
+/// the account so that its next request here sees the change at once.
+async fn change_status(
+    st: &AppState,
+    ctx: &command_handlers::CommandContext,
+    user: UserId,
+    cmd: command_handlers::Command,
+) -> Result<Response> {
+    let executed = st.ledger.execute(ctx, cmd, respond_status).await?;
+    st.sessions.forget_account(user);
+    Ok(crate::routes::render(st, executed, &respond_status))
 }
 
 /// Lift an account's suspension (admins).
@@ -222,16 +227,8 @@ pub async fn reactivate(
         key,
         &body,
     );
-    let executed = st
-        .ledger
-        .execute(
-            &ctx,
-            command_handlers::Command::ReactivateUser {
-                user_id: UserId(id),
-            },
-            respond_status,
-        )
-        .await?;
-    st.sessions.forget_account(UserId(id));
-    Ok(crate::routes::render(&st, executed, &respond_status))
+    let cmd = command_handlers::Command::ReactivateUser {
+        user_id: UserId(id),
+    };
+    change_status(&st, &ctx, UserId(id), cmd).await
 }

@@ -37,15 +37,21 @@ async fn until_consumed(js: &jetstream::Context, app: &TestApp, name: &str) {
     loop {
         let stream = js.get_stream(&app.stream).await.unwrap();
         let last = stream.get_info().await.unwrap().state.last_sequence;
-        let c = stream.consumer_info(name).await.unwrap();
-        if c.delivered.stream_sequence >= last && c.num_ack_pending == 0 && c.num_pending == 0 {
+        // The worker creates its durable consumer once it holds its lease.
+        let (delivered, unacked, pending) = match stream.consumer_info(name).await {
+            Ok(c) => (
+                c.delivered.stream_sequence,
+                c.num_ack_pending,
+                c.num_pending,
+            ),
+            Err(_) => (0, 0, 1),
+        };
+        if delivered >= last && unacked == 0 && pending == 0 {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "consumer {name}: delivered {} of {last}, {} unacknowledged",
-            c.delivered.stream_sequence,
-            c.num_ack_pending
+            "consumer {name}: delivered {delivered} of {last}, {unacked} unacknowledged"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
