@@ -1,4 +1,7 @@
 //! Given events → when command → then events (or a rejection), for contracts and disputes.
+//!
+//! One file past 600 lines: every contract rule's given/when/then, and the property test
+//! that drives them all together, against the same helpers.
 
 use domain::contract::{self, CreateContract, ResolveDispute};
 use domain::stream::Aggregate;

@@ -4,6 +4,9 @@
 //!
 //! Needs `TEST_DATABASE_URL` (a database the tests may `CREATE DATABASE` from) and
 //! `NATS_URL`; `scripts/test.sh` provides both.
+//!
+//! One file past 600 lines: it is the whole harness every test binary links, and a reader
+//! looking for how a test gets its server, clients or folds finds it here.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 

@@ -6,6 +6,9 @@
 //! sleep), lasts until the load has seen it (a client retry), and each test asserts that
 //! commands crossed it: retried commands that were acknowledged in the end, and
 //! acknowledgements after it.
+//!
+//! One file past 600 lines: the three tests share the real binary's harness, the load, its
+//! counters and the exactly-once check, and read best beside them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
