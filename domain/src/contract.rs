@@ -1,5 +1,8 @@
 //! The escrow contract aggregate and every decision that moves its money.
 //!
+//! Past 600 lines: the aggregate, its fold and every transition's decision are one
+//! state machine, read best in one place (the disputes' decisions move contract money).
+//!
 //! Lifecycle: `DRAFT` → fund (buyer) → `ACTIVE` → release (buyer, or the system when the
 //! inspection window expires) → `COMPLETED`; refund (seller) → `REFUNDED`; cancel (a party,
 //! draft only) → `CANCELLED`; dispute (a party, active) → `DISPUTED` → resolve (arbiter or
