@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use command_handlers::{Actor, Command, CommandContext, Ledger};
-use domain::{Email, Role, UserId};
+use domain::{Description, Email, Role, UserId};
 use event_store::{EventStore, PoolSettings};
 use serde_json::json;
 
@@ -26,6 +26,49 @@ pub enum UserRef {
 pub async fn grant_role_to(database_url: &str, who: &UserRef, role: &str) -> anyhow::Result<()> {
     let role = Role::parse(role)
         .with_context(|| format!("unknown role {role:?}: use user, arbiter or admin"))?;
+    let user_id = on_user(database_url, who, |user_id| Command::GrantRole {
+        user_id,
+        role,
+    })
+    .await?;
+    println!("user {user_id} is now {}", role.as_str());
+    Ok(())
+}
+
+/// Suspends the account named by `who`, as a `UserSuspended` event whose actor is
+/// `operator`: it can no longer log in, and its tokens stop working within the sessions'
+/// cache lifetime on every server.
+pub async fn suspend(database_url: &str, who: &UserRef, reason: &str) -> anyhow::Result<()> {
+    let reason = Description::parse(reason)
+        .map_err(|e| anyhow::anyhow!("reason: {}", domain::DomainError::from(e)))?
+        .context("a reason is required: 1 to 500 characters")?;
+    let user_id = on_user(database_url, who, |user_id| Command::SuspendUser {
+        user_id,
+        reason,
+    })
+    .await?;
+    println!("user {user_id} is suspended");
+    Ok(())
+}
+
+/// Lifts the suspension of the account named by `who` (a `UserReactivated` event).
+pub async fn reactivate(database_url: &str, who: &UserRef) -> anyhow::Result<()> {
+    let user_id = on_user(database_url, who, |user_id| Command::ReactivateUser {
+        user_id,
+    })
+    .await?;
+    println!("user {user_id} is active");
+    Ok(())
+}
+
+/// Finds the user named by `who` and executes the command `build` makes for it, as the
+/// operator. Safe on a running ledger: its relay publishes the event and its projections
+/// apply it like any other.
+async fn on_user(
+    database_url: &str,
+    who: &UserRef,
+    build: impl FnOnce(UserId) -> Command,
+) -> anyhow::Result<UserId> {
     let pool = event_store::connect(
         database_url,
         &PoolSettings {
@@ -36,14 +79,30 @@ pub async fn grant_role_to(database_url: &str, who: &UserRef, role: &str) -> any
     .await
     .context("connecting to Postgres")?;
     let ledger = Ledger::new(EventStore::new(pool.clone()));
-    let user_id = match who {
+    let done = async {
+        let user_id = find(&ledger, who).await?;
+        let ctx = CommandContext::internal(Actor::Operator);
+        ledger
+            .execute(&ctx, build(user_id), |_, _| (200, json!({})))
+            .await?;
+        anyhow::Ok(user_id)
+    }
+    .await;
+    // The ledger's committer holds a connection until it stops: stop it first.
+    drop(ledger);
+    pool.close().await;
+    done
+}
+
+async fn find(ledger: &Ledger, who: &UserRef) -> anyhow::Result<UserId> {
+    match who {
         UserRef::Email(email) => {
             let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
-            ledger
+            Ok(ledger
                 .find_login(&email)
                 .await?
                 .with_context(|| format!("no user with email {email}"))?
-                .user_id
+                .user_id)
         }
         UserRef::Id(id) => {
             let id = UserId(
@@ -54,18 +113,7 @@ pub async fn grant_role_to(database_url: &str, who: &UserRef, role: &str) -> any
                 ledger.user(id).await?.state.exists(),
                 "no user with id {id}"
             );
-            id
+            Ok(id)
         }
-    };
-    let ctx = CommandContext::internal(Actor::Operator);
-    ledger
-        .execute(&ctx, Command::GrantRole { user_id, role }, |_, _| {
-            (200, json!({}))
-        })
-        .await?;
-    println!("user {user_id} is now {}", role.as_str());
-    // The ledger's committer holds a connection until it stops: stop it first.
-    drop(ledger);
-    pool.close().await;
-    Ok(())
+    }
 }

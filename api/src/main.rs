@@ -131,19 +131,50 @@ enum EventsCmd {
 enum UsersCmd {
     /// Give a user the arbiter or admin role (recorded as a RoleGranted event by `operator`).
     GrantRole {
-        /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-        /// The user's e-mail address.
-        #[arg(long, required_unless_present = "user_id", conflicts_with = "user_id")]
-        email: Option<String>,
-        /// The user's id, instead of the e-mail address.
-        #[arg(long)]
-        user_id: Option<String>,
+        #[command(flatten)]
+        who: WhoArgs,
         /// `arbiter`, `admin` or `user`.
         #[arg(long)]
         role: String,
     },
+    /// Suspend an account (a UserSuspended event by `operator`): it cannot log in, and its
+    /// tokens and sockets stop working within 5 seconds on every server.
+    Suspend {
+        #[command(flatten)]
+        who: WhoArgs,
+        /// Why (kept in the event and shown to admins).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift an account's suspension (a UserReactivated event by `operator`).
+    Reactivate {
+        #[command(flatten)]
+        who: WhoArgs,
+    },
+}
+
+/// The database, and the user a `users` command acts on.
+#[derive(Debug, clap::Args)]
+struct WhoArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// The user's e-mail address.
+    #[arg(long, required_unless_present = "user_id", conflicts_with = "user_id")]
+    email: Option<String>,
+    /// The user's id, instead of the e-mail address.
+    #[arg(long)]
+    user_id: Option<String>,
+}
+
+impl WhoArgs {
+    fn user(&self) -> anyhow::Result<api::admin::UserRef> {
+        match (&self.email, &self.user_id) {
+            (Some(e), _) => Ok(api::admin::UserRef::Email(e.clone())),
+            (None, Some(id)) => Ok(api::admin::UserRef::Id(id.clone())),
+            (None, None) => Err(anyhow::anyhow!("name the user with --email or --user-id")),
+        }
+    }
 }
 
 /// Logs to stdout (text or JSON), plus OpenTelemetry export when built with the `otel`
@@ -229,21 +260,18 @@ async fn main() -> std::process::ExitCode {
             database_url,
             stream,
         }) => events_export(&database_url, stream.as_deref()).await,
-        Cmd::Users(UsersCmd::GrantRole {
-            database_url,
-            email,
-            user_id,
-            role,
-        }) => {
-            let who = match (email, user_id) {
-                (Some(e), _) => Some(api::admin::UserRef::Email(e)),
-                (None, id) => id.map(api::admin::UserRef::Id),
-            };
-            match who {
-                Some(who) => api::admin::grant_role_to(&database_url, &who, &role).await,
-                None => Err(anyhow::anyhow!("name the user with --email or --user-id")),
-            }
-        }
+        Cmd::Users(UsersCmd::GrantRole { who, role }) => match who.user() {
+            Ok(user) => api::admin::grant_role_to(&who.database_url, &user, &role).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Users(UsersCmd::Suspend { who, reason }) => match who.user() {
+            Ok(user) => api::admin::suspend(&who.database_url, &user, &reason).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Users(UsersCmd::Reactivate { who }) => match who.user() {
+            Ok(user) => api::admin::reactivate(&who.database_url, &user).await,
+            Err(e) => Err(e),
+        },
         Cmd::Healthcheck { addr } => healthcheck(&addr).await,
     };
     match result {

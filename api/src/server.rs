@@ -212,6 +212,18 @@ async fn serve_metrics(
     }
 }
 
+/// Folds histogram samples into their buckets every few seconds until shutdown, whether or
+/// not anyone scrapes.
+async fn keep_metrics(metrics: Arc<crate::metrics::Metrics>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(crate::metrics::UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => metrics.upkeep(),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// Limits applied to every HTTP connection before a request reaches the router.
 #[derive(Debug, Clone, Copy)]
 struct ConnectionLimits {
@@ -380,6 +392,10 @@ pub async fn start_with_clock(
     .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
 
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    tasks.push(tokio::spawn(keep_metrics(
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
     let ledger = Arc::new(Ledger::new(store).with_observer(Arc::new(Reports {
         metrics: metrics.clone(),
         freshness: freshness.clone(),

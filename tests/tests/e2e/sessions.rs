@@ -300,3 +300,57 @@ async fn refresh(app: &TestApp, token: &str) -> escrow_tests::Resp {
     app.post("/auth/refresh", None, json!({ "refresh_token": token }))
         .await
 }
+
+/// Fails when the command line does not suspend (`api/src/main.rs`, the `Suspend` arm made to
+/// grant the `user` role instead): the token keeps working.
+///
+/// `escrow users suspend` (by id or by e-mail) ends a running session within 5 s and
+/// refuses the next login; `escrow users reactivate` lets the user back in. A suspension
+/// without a reason is refused and writes nothing.
+#[tokio::test]
+async fn an_operator_suspends_and_reactivates_from_the_command_line() {
+    let app = spawn_app().await;
+    let u = app.user().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::faults::binary())
+            .arg("users")
+            .args(args)
+            .env("DATABASE_URL", &app.db_url)
+            .output()
+            .expect("escrow runs")
+    };
+    let me = format!("/users/{}", u.id);
+    assert_eq!(app.get(&me, Some(&u.token)).await.status, StatusCode::OK);
+    let events = app.event_count().await;
+    let reasonless = run(&["suspend", "--user-id", &u.id, "--reason", ""]);
+    assert!(!reasonless.status.success());
+    assert_eq!(app.event_count().await, events, "nothing written");
+
+    let suspended = run(&["suspend", "--user-id", &u.id, "--reason", "chargeback"]);
+    assert!(
+        suspended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&suspended.stderr)
+    );
+    until_status(&app, &me, &u.token, StatusCode::FORBIDDEN).await;
+    let login = json!({"email": u.email, "password": "password123"});
+    let refused = app.post("/auth/login", None, login.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.body["code"], "ACCOUNT_SUSPENDED");
+
+    let again = run(&["suspend", "--email", &u.email, "--reason", "twice"]);
+    assert!(
+        !again.status.success(),
+        "a suspended user is not suspended twice"
+    );
+    let back = run(&["reactivate", "--email", &u.email]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(
+        app.post("/auth/login", None, login).await.status,
+        StatusCode::OK
+    );
+}
