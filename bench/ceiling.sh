@@ -52,9 +52,9 @@ VALUES (gen_random_uuid(), 'wallet-' || gen_random_uuid(), 1, 'TransferReceived'
         jsonb_build_object('transactionId', gen_random_uuid(), 'fromWalletId', gen_random_uuid(), 'fromUserId', gen_random_uuid(), 'amount', (:cents / 100.0)::text),
         jsonb_build_object('actor', gen_random_uuid(), 'command', 'Transfer', 'correlationId', gen_random_uuid(), 'requestId', gen_random_uuid()),
         now(), sha256(random()::text::bytea), sha256(random()::text::bytea));
-INSERT INTO idempotency_keys (scope, key, request_hash, status, response)
-VALUES (gen_random_uuid()::text || '|POST /transfers', gen_random_uuid()::text, sha256(random()::text::bytea), 201,
-        jsonb_build_object('balance', '1.00', 'position', 1));
+INSERT INTO idempotency_keys (scope, key, request_hash, answer, position)
+VALUES (gen_random_uuid()::text || '|POST /transfers', gen_random_uuid()::text, sha256(random()::text::bytea),
+        jsonb_build_object('outcome', jsonb_build_object('balance', '1.00')), 1);
 COMMIT;
 SQL
 threads=$(( clients < $(nproc) ? clients : $(nproc) ))

@@ -4,7 +4,6 @@ use anyhow::Context;
 use command_handlers::{Actor, Command, CommandContext, Ledger};
 use domain::{Description, Email, Role, UserId};
 use event_store::{EventStore, PoolSettings};
-use serde_json::json;
 
 /// Grants `role` to the user with `email`, as a `RoleGranted` event whose actor is
 /// `operator`. Safe on a running ledger: the running relay publishes it and the
@@ -82,14 +81,12 @@ async fn on_user(
     let done = async {
         let user_id = find(&ledger, who).await?;
         let ctx = CommandContext::internal(Actor::Operator);
-        ledger
-            .execute(&ctx, build(user_id), |_, _| (200, json!({})))
-            .await?;
+        ledger.execute(&ctx, build(user_id)).await?;
         anyhow::Ok(user_id)
     }
     .await;
-    // The ledger's committer holds a connection until it stops: stop it first.
-    drop(ledger);
+    // The ledger's committer holds a connection of its own until it stops: stop it first.
+    ledger.shutdown().await;
     pool.close().await;
     done
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use command_handlers::{Actor, Command, CommandContext, CommandError, Ledger};
 use domain::{ContractId, DomainError, TransactionId};
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -81,11 +80,7 @@ impl AutoRelease {
                 now: self.clock.timestamp(),
                 transaction_id: TransactionId::new_v7(),
             };
-            match self
-                .ledger
-                .execute(&ctx, cmd, |_, _| (200, json!({})))
-                .await
-            {
+            match self.ledger.execute(&ctx, cmd).await {
                 Ok(_) => {
                     released += 1;
                     self.relay_wake.notify_one();

@@ -38,22 +38,27 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ledger: Arc<Ledger>,
 }
 
 impl Running {
     /// Stops accepting, lets workers finish their current round, and waits (bounded).
+    /// The committer stops last: requests still being answered may need it.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        self.ledger.shutdown().await;
     }
 
-    /// Waits until the process stops by itself (it does not, short of a crash).
+    /// Waits until the process stops (its shutdown handle was sent `true`), then stops
+    /// the committer.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.ledger.shutdown().await;
     }
 
     /// A handle that makes the process stop when sent `true`.
@@ -396,10 +401,13 @@ pub async fn start_with_clock(
         metrics.clone(),
         shutdown_rx.clone(),
     )));
-    let ledger = Arc::new(Ledger::new(store).with_observer(Arc::new(Reports {
-        metrics: metrics.clone(),
-        freshness: freshness.clone(),
-    })));
+    let ledger = Arc::new(Ledger::observed(
+        store,
+        Arc::new(Reports {
+            metrics: metrics.clone(),
+            freshness: freshness.clone(),
+        }),
+    ));
     if config.role != WorkerRole::Api {
         let scheduler = AutoRelease::new(
             ledger.clone(),
@@ -420,6 +428,7 @@ pub async fn start_with_clock(
             shutdown_rx.clone(),
         )));
     }
+    let kept = ledger.clone();
     let state = AppState::new(crate::state::Shared {
         ledger,
         pool,
@@ -495,5 +504,6 @@ pub async fn start_with_clock(
         metrics_addr,
         shutdown: shutdown_tx,
         tasks,
+        ledger: kept,
     })
 }

@@ -93,7 +93,7 @@ impl ContractStatus {
 }
 
 /// State of one contract, folded from its stream.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Contract {
     /// Set once created.
     pub id: Option<ContractId>,

@@ -52,7 +52,7 @@ impl DisputeStatus {
 }
 
 /// State of one dispute, folded from its stream.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dispute {
     /// Set once raised.
     pub id: Option<DisputeId>,

@@ -1,4 +1,4 @@
-//! The statements of a group commit (the committer is in command-handlers' `group.rs`).
+//! The statements of a group commit (the committer is in command-handlers' `committer/`).
 //!
 //! A batch is written by **one guarded statement that is its own transaction** — Postgres
 //! runs a statement outside `BEGIN` as its own transaction, so it is all or nothing and
@@ -22,7 +22,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::append::Rows;
-use crate::{IdempotencyRow, StoreError, StoredResponse, StreamAppend};
+use crate::{IdempotencyRow, StoreError, StoredAnswer, StreamAppend};
 
 /// Reads the heads (newest version and its hash) of `streams`; a stream without events is
 /// absent from the answer.
@@ -108,7 +108,7 @@ pub enum BatchOutcome {
         /// `(stream, its version now)`.
         moved: Vec<(String, i64)>,
         /// Keys already used, with what was stored under them.
-        taken: Vec<((String, String), StoredResponse)>,
+        taken: Vec<((String, String), StoredAnswer)>,
     },
 }
 
@@ -141,8 +141,7 @@ pub async fn write_batch(
         .iter()
         .map(|k| k.row.record.request_hash.as_slice())
         .collect();
-    let statuses: Vec<i16> = keys.iter().map(|k| k.row.status).collect();
-    let bodies: Vec<&Value> = keys.iter().map(|k| &k.row.body).collect();
+    let answers: Vec<&Value> = keys.iter().map(|k| &k.row.answer).collect();
     let key_commands: Vec<i32> = keys.iter().map(|k| k.command).collect();
     let (check_streams, check_versions): (Vec<&str>, Vec<i64>) = checks.iter().copied().unzip();
     type Row = (
@@ -152,7 +151,6 @@ pub async fn write_batch(
         Option<String>,
         Option<String>,
         Option<Vec<u8>>,
-        Option<i16>,
         Option<Value>,
     );
     let rows: Vec<Row> = r
@@ -162,8 +160,8 @@ pub async fn write_batch(
             // each; the LIMIT keeps the LATERAL a parameterised probe in the generic plan a
             // connection keeps from when the table was empty (without it: a hash join over
             // a full scan, 8.6 ms a batch at 23,000 keys). The events take their positions
-            // from the identity column in insertion order; each key's response gets the
-            // highest position of its command's events.
+            // from the identity column in insertion order; each key gets the highest
+            // position of its command's events.
             "WITH moved AS ( \
                SELECT c.s, COALESCE(h.version, 0) AS now \
                FROM UNNEST($11::text[], $12::int8[]) AS c(s, v) \
@@ -171,7 +169,7 @@ pub async fn write_batch(
                                   ORDER BY version DESC LIMIT 1) h ON true \
                WHERE COALESCE(h.version, 0) <> c.v), \
              taken AS ( \
-               SELECT k.scope, k.key, k.request_hash, k.status, k.response \
+               SELECT k.scope, k.key, k.request_hash, k.answer, k.position \
                FROM UNNEST($13::text[], $14::text[]) AS u(scope, key) \
                CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k \
                                    WHERE k.scope = u.scope AND k.key = u.key LIMIT 1) k), \
@@ -191,20 +189,18 @@ pub async fn write_batch(
                FROM ev JOIN UNNEST($1::uuid[], $15::int4[]) AS c(e, cmd) ON c.e = ev.event_id \
                GROUP BY c.cmd), \
              ik AS ( \
-               INSERT INTO idempotency_keys (scope, key, request_hash, status, response) \
-               SELECT u.scope, u.key, u.h, u.st, \
-                      CASE WHEN jsonb_typeof(u.b) = 'object' AND u.b ? 'position' \
-                           THEN jsonb_set(u.b, '{position}', to_jsonb(p.position)) ELSE u.b END \
-               FROM UNNEST($13::text[], $14::text[], $16::bytea[], $17::int2[], $18::jsonb[], \
-                           $19::int4[]) AS u(scope, key, h, st, b, cmd) \
+               INSERT INTO idempotency_keys (scope, key, request_hash, answer, position) \
+               SELECT u.scope, u.key, u.h, u.a, p.position \
+               FROM UNNEST($13::text[], $14::text[], $16::bytea[], $17::jsonb[], $18::int4[]) \
+                    AS u(scope, key, h, a, cmd) \
                JOIN reached p ON p.cmd = u.cmd \
                RETURNING 1) \
              SELECT 0::int2, event_id, position, NULL::text, NULL::text, NULL::bytea, \
-                    NULL::int2, NULL::jsonb FROM ev \
-             UNION ALL SELECT 1::int2, NULL, now, s, NULL, NULL, NULL, NULL FROM moved \
-             UNION ALL SELECT 2::int2, NULL, NULL, scope, key, request_hash, status, response \
+                    NULL::jsonb FROM ev \
+             UNION ALL SELECT 1::int2, NULL, now, s, NULL, NULL, NULL FROM moved \
+             UNION ALL SELECT 2::int2, NULL, position, scope, key, request_hash, answer \
                        FROM taken \
-             UNION ALL SELECT 3::int2, NULL, count(*), NULL, NULL, NULL, NULL, NULL FROM ik",
+             UNION ALL SELECT 3::int2, NULL, count(*), NULL, NULL, NULL, NULL FROM ik",
         ))
         .bind(&check_streams)
         .bind(&check_versions)
@@ -212,8 +208,7 @@ pub async fn write_batch(
         .bind(&ks)
         .bind(commands)
         .bind(&hashes)
-        .bind(&statuses)
-        .bind(&bodies)
+        .bind(&answers)
         .bind(&key_commands)
         .fetch_all(conn)
         .await?;
@@ -227,13 +222,13 @@ pub async fn write_batch(
                 positions.insert(id, position);
             }
             (1, _, Some(now), Some(stream), ..) => moved.push((stream, now)),
-            (2, _, _, Some(scope), Some(key), Some(request_hash), Some(status), Some(body)) => {
+            (2, _, position, Some(scope), Some(key), Some(request_hash), Some(answer)) => {
                 taken.push((
                     (scope, key),
-                    StoredResponse {
+                    StoredAnswer {
                         request_hash,
-                        status,
-                        body,
+                        answer,
+                        position,
                     },
                 ));
             }

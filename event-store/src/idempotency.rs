@@ -1,19 +1,22 @@
-//! Idempotency records, written in the same transaction as a command's events.
+//! Idempotency records, written in the same transaction as a command's events. The store
+//! keeps what the command produced as opaque JSON (its writer decides the form) and the
+//! position its events reached; it knows nothing of how an answer is rendered.
 
 use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::{EventStore, StoreError};
 
-/// What was answered the first time a key was used.
+/// What the first use of a key produced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredResponse {
+pub struct StoredAnswer {
     /// SHA-256 of the request (method, route and body) that first used the key.
     pub request_hash: Vec<u8>,
-    /// The HTTP status that was returned.
-    pub status: i16,
-    /// The JSON body that was returned.
-    pub body: Value,
+    /// What the command produced, as its writer serialized it.
+    pub answer: Value,
+    /// The highest position of the command's events (absent on keys stored before
+    /// positions were kept beside the answer).
+    pub position: Option<i64>,
 }
 
 /// A key to be recorded with a command's effect.
@@ -28,57 +31,57 @@ pub struct IdempotencyRecord {
 }
 
 impl EventStore {
-    /// Looks up a key's stored response.
+    /// Looks up what a key's first use produced.
     pub async fn find_idempotent(
         &self,
         scope: &str,
         key: &str,
-    ) -> Result<Option<StoredResponse>, StoreError> {
-        let row: Option<(Vec<u8>, i16, Value)> =
-            sqlx::query_as("SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
-                .bind(scope)
-                .bind(key)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.map(|(request_hash, status, body)| StoredResponse {
+    ) -> Result<Option<StoredAnswer>, StoreError> {
+        let row: Option<(Vec<u8>, Value, Option<i64>)> = sqlx::query_as(
+            "SELECT request_hash, answer, position FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(request_hash, answer, position)| StoredAnswer {
             request_hash,
-            status,
-            body,
+            answer,
+            position,
         }))
     }
 }
 
 impl IdempotencyRecord {
-    /// Stores the key with its response inside the command's transaction. A concurrent
-    /// request with the same key makes this fail with a unique violation on
-    /// `idempotency_keys_pkey`; the loser then reads the winner's stored answer.
+    /// Stores the key with what the command produced and its position, inside the
+    /// command's transaction. A concurrent request with the same key makes this fail with
+    /// a unique violation on `idempotency_keys_pkey`; the loser then reads the winner's.
     pub async fn save(
         &self,
         conn: &mut PgConnection,
-        status: i16,
-        body: &Value,
+        answer: &Value,
+        position: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, request_hash, status, response) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO idempotency_keys (scope, key, request_hash, answer, position) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&self.scope)
         .bind(&self.key)
         .bind(&self.request_hash)
-        .bind(status)
-        .bind(body)
+        .bind(answer)
+        .bind(position)
         .execute(conn)
         .await?;
         Ok(())
     }
 }
 
-/// One response to store under its key (a group commit stores many at once).
+/// One answer to store under its key (a group commit stores many at once; the statement
+/// gives each the highest position of its command's events).
 #[derive(Debug, Clone)]
 pub struct IdempotencyRow {
     /// The key and request it answers.
     pub record: IdempotencyRecord,
-    /// HTTP status of the response.
-    pub status: i16,
-    /// The response body.
-    pub body: Value,
+    /// What the command produced.
+    pub answer: Value,
 }

@@ -24,7 +24,7 @@ pub use append::{append, append_after};
 pub use batch::{read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite};
 pub use feed::{FeedCursor, FeedData, FeedEvent};
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
-pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredResponse};
+pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredAnswer};
 pub use lease::Lease;
 
 /// The embedded schema migrations (the repository's `migrations/` folder).
@@ -246,6 +246,16 @@ impl EventStore {
     /// Starts a transaction for an append (plus any side writes that must commit with it).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// The newest version of each of `streams` that has events (an empty stream is absent).
+    pub async fn stream_versions(
+        &self,
+        streams: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let heads = crate::batch::read_heads(&mut conn, streams).await?;
+        Ok(heads.into_iter().map(|(s, (v, _))| (s, v)).collect())
     }
 
     /// Reads a stream's events with a version above `after_version`, in order.

@@ -130,6 +130,12 @@ fn paging(q: &QueryMap) -> Result<(i64, i64)> {
     Ok((limit, before))
 }
 
+/// `minPosition` on a read straight from the event store: any position a client was given
+/// is committed, so the read is fresh at it.
+fn always_fresh(q: &QueryMap) -> Result<Option<bool>> {
+    Ok(q.min_position()?.filter(|p| *p > 0).map(|_| true))
+}
+
 fn page(rows: Vec<Row>, limit: i64) -> Response {
     let next_cursor = (rows.len() as i64 > limit)
         .then(|| format!("{CURSOR_TAG}{}", rows[limit as usize - 1].position));
@@ -146,7 +152,8 @@ fn page(rows: Vec<Row>, limit: i64) -> Response {
 #[utoipa::path(get, path = "/api/v1/audit/logs/user/{userId}", tag = "audit", security(("bearer" = [])),
     params(("userId" = String, Path, description = "User id"),
         ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
     responses((status = 200, body = AuditPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -158,13 +165,17 @@ pub async fn for_user(
     q: QueryMap,
 ) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
-    q.only(&["limit", "cursor"])?;
+    q.only(&["limit", "cursor", "minPosition"])?;
+    let min_position = q.min_position()?;
     let (limit, before) = paging(&q)?;
     if !caller.can_see(user) {
         return Err(ApiError::forbidden(
             "you may only read your own audit trail",
         ));
     }
+    // Which streams are the user's comes from the read models: wait for them as other
+    // reads do.
+    let reached = crate::routes::await_position(&st, min_position).await?;
     // The user's streams: its own, its wallets', its contracts' and their disputes'.
     let streams: Vec<(String,)> = sqlx::query_as(
         "SELECT 'user-' || $1::text UNION ALL \
@@ -199,12 +210,13 @@ pub async fn for_user(
     .bind(limit + 1)
     .fetch_all(&st.pool)
     .await?;
-    Ok(page(rows, limit))
+    Ok(crate::routes::with_consistency(page(rows, limit), reached))
 }
 
 /// A contract's stream and its disputes' events, in order (parties, arbiters, admins).
 #[utoipa::path(get, path = "/api/v1/contracts/{id}/history", tag = "audit", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Contract id")),
+    params(("id" = String, Path, description = "Contract id"),
+        ("minPosition" = Option<i64>, Query, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
     responses((status = 200, body = AuditPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -216,7 +228,8 @@ pub async fn contract_history(
     q: QueryMap,
 ) -> Result<Response> {
     let id = parse_id(&id, "contract id")?;
-    q.only(&[])?;
+    q.only(&["minPosition"])?;
+    let fresh = always_fresh(&q)?;
     // Parties come from the contract's own first event, not from a read model.
     let created: Option<(Value,)> =
         sqlx::query_as("SELECT data FROM events WHERE stream_id = $1 AND version = 1 AND event_type = 'ContractCreated'")
@@ -252,11 +265,12 @@ pub async fn contract_history(
     .fetch_all(&st.pool)
     .await?;
     let items = rows.into_iter().map(Row::entry).collect();
-    Ok(Json(AuditPage {
+    let res = Json(AuditPage {
         items,
         next_cursor: None,
     })
-    .into_response())
+    .into_response();
+    Ok(crate::routes::with_consistency(res, fresh))
 }
 
 /// The whole audit log, newest first, with filters (admins only).
@@ -267,13 +281,24 @@ pub async fn contract_history(
         ("from" = Option<String>, Query, description = "Recorded at or after (RFC 3339)"),
         ("to" = Option<String>, Query, description = "Recorded before (RFC 3339)"),
         ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
     responses((status = 200, body = AuditPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Result<Response> {
-    q.only(&["type", "stream", "actor", "from", "to", "limit", "cursor"])?;
+    q.only(&[
+        "type",
+        "stream",
+        "actor",
+        "from",
+        "to",
+        "limit",
+        "cursor",
+        "minPosition",
+    ])?;
+    let fresh = always_fresh(&q)?;
     if caller.role != domain::Role::Admin {
         return Err(ApiError::forbidden("the full audit log is for admins"));
     }
@@ -345,5 +370,5 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
     sql.push(" ORDER BY position DESC LIMIT ")
         .push_bind(limit + 1);
     let rows: Vec<Row> = sql.build_query_as().fetch_all(&st.pool).await?;
-    Ok(page(rows, limit))
+    Ok(crate::routes::with_consistency(page(rows, limit), fresh))
 }

@@ -144,7 +144,6 @@ pub async fn register(
                 email,
                 password_hash,
             },
-            respond_registered,
         )
         .await?;
     Ok(render(&st, executed, &respond_registered))

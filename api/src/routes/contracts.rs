@@ -243,7 +243,7 @@ pub async fn create(
         inspection_period_hours: req.inspection_period_hours,
         now: st.clock.timestamp(),
     });
-    let executed = st.ledger.execute(&ctx, cmd, respond_created).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(&st, executed, &respond_created))
 }
 
@@ -406,7 +406,7 @@ async fn contract_command(
         key,
         &body,
     );
-    let executed = st.ledger.execute(&ctx, cmd, respond_contract).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(st, executed, &respond_contract))
 }
 

@@ -220,7 +220,7 @@ pub async fn raise(
         description: req.description,
         now: st.clock.timestamp(),
     };
-    let executed = st.ledger.execute(&ctx, cmd, respond_raised).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(&st, executed, &respond_raised))
 }
 
@@ -295,7 +295,7 @@ pub async fn resolve(
             now: st.clock.timestamp(),
         },
     };
-    let executed = st.ledger.execute(&ctx, cmd, respond_resolved).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(&st, executed, &respond_resolved))
 }
 

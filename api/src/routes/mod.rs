@@ -67,8 +67,10 @@ pub(crate) fn user_context(
     )
 }
 
-/// Turns an executed command into the HTTP response: the fresh rendering, or the stored
-/// one for a replay.
+/// Turns an executed command into the HTTP response. A replay is rendered by the same
+/// `respond` from the same outcome and position as the first answer, so it is the same
+/// answer (marked replayed); a key stored before outcomes were kept answers its stored
+/// response.
 pub(crate) fn render(
     st: &AppState,
     executed: Executed,
@@ -80,7 +82,11 @@ pub(crate) fn render(
             let (status, body) = respond(&outcome, position);
             json_response(status, body, false)
         }
-        Executed::Replayed { status, body } => json_response(status, body, true),
+        Executed::Replayed { outcome, position } => {
+            let (status, body) = respond(&outcome, position);
+            json_response(status, body, true)
+        }
+        Executed::ReplayedResponse { status, body } => json_response(status, body, true),
     }
 }
 

@@ -195,7 +195,7 @@ async fn change_status(
     user: UserId,
     cmd: command_handlers::Command,
 ) -> Result<Response> {
-    let executed = st.ledger.execute(ctx, cmd, respond_status).await?;
+    let executed = st.ledger.execute(ctx, cmd).await?;
     st.sessions.forget_account(user);
     Ok(crate::routes::render(st, executed, &respond_status))
 }

@@ -141,7 +141,7 @@ fn money_response(w: &WalletChange, position: i64) -> MoneyResponse {
             to_wallet_id: w.to_wallet_id.map(|x| x.to_string()),
             amount: c.format(w.amount),
             currency: c.code().into(),
-            kind: w.kind.into(),
+            kind: w.kind.clone(),
             description: w.description.clone(),
             contract_id: None,
             created_at: crate::rfc3339(w.recorded_at),
@@ -270,7 +270,7 @@ pub async fn deposit(
         description: input.description,
         channel: domain::DepositChannel::Api,
     });
-    let executed = st.ledger.execute(&ctx, cmd, respond_money).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(&st, executed, &respond_money))
 }
 
@@ -302,7 +302,7 @@ pub async fn withdraw(
         amount: input.amount,
         description: input.description,
     });
-    let executed = st.ledger.execute(&ctx, cmd, respond_money).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(&st, executed, &respond_money))
 }
 
@@ -338,7 +338,7 @@ pub async fn transfer(
         amount,
         description,
     });
-    let executed = st.ledger.execute(&ctx, cmd, respond_money).await?;
+    let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(&st, executed, &respond_money))
 }
 

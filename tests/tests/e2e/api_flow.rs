@@ -353,7 +353,7 @@ async fn a_refused_command_does_not_burn_its_idempotency_key() {
 /// Ten requests with one Idempotency-Key at once: one deposit, ten identical answers.
 ///
 /// Fails only when all three key checks are gone: the committer's within a batch
-/// (`command-handlers/src/group.rs`, `keys_in_batch`), the batch statement's `taken` guard
+/// (`command-handlers/src/committer/batch.rs`, `keys_in_batch`), the batch statement's `taken` guard
 /// (`event-store/src/batch.rs`) and the primary key of `idempotency_keys`. Without the
 /// primary key alone, or with the committer's check, it still passes.
 #[tokio::test]
@@ -517,7 +517,6 @@ async fn admin_may_deposit_for_anyone_and_arbiter_may_read() {
         let ledger = command_handlers::Ledger::new(event_store::EventStore::new(app.pool.clone()));
         let role = domain::Role::parse(role).unwrap();
         let ctx = command_handlers::CommandContext::internal(command_handlers::Actor::Operator);
-        let respond = |_: &command_handlers::Outcome, _: i64| (200u16, json!({}));
         // Staff start as users; an operator grants the role (as `escrow users grant-role` will).
         ledger
             .execute(
@@ -526,7 +525,6 @@ async fn admin_may_deposit_for_anyone_and_arbiter_may_read() {
                     user_id: domain::UserId(staff_id),
                     role,
                 },
-                respond,
             )
             .await
             .unwrap();
@@ -588,7 +586,6 @@ async fn the_committer_hands_its_connection_back_when_idle() {
                 user_id: domain::UserId(staff_id),
                 role: domain::Role::Arbiter,
             },
-            |_: &command_handlers::Outcome, _: i64| (200u16, json!({})),
         )
         .await
         .unwrap();

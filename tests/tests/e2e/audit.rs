@@ -257,3 +257,47 @@ async fn audit_queries_per_role() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
     }
 }
+
+/// Every read accepts `minPosition`, the audit reads too: a user's trail (whose streams
+/// come from the read models) waits for them and says `fresh`; a contract's history and
+/// the admin log are read from the store and are fresh at any position. A position that
+/// is not a non-negative integer is refused with 400.
+#[tokio::test]
+async fn audit_reads_accept_min_position() {
+    let app = spawn_app().await;
+    let (a, b) = (app.user().await, app.user().await);
+    let admin = app.grant(&app.user().await, "admin").await;
+    app.deposit(&a, "50").await;
+    let c = app
+        .post(
+            "/contracts",
+            Some(&b.token),
+            json!({"sellerId": b.id, "buyerId": a.id, "title": "t", "amount": "20"}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let at = c.body["position"]
+        .as_i64()
+        .expect("commands answer their position");
+    let id = c.str("id");
+    for (path, token) in [
+        (format!("/audit/logs/user/{}", a.id), &a.token),
+        (format!("/contracts/{id}/history"), &a.token),
+        ("/audit/logs".to_owned(), &admin.token),
+    ] {
+        let r = app
+            .get(&format!("{path}?minPosition={at}"), Some(token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        assert_eq!(r.headers["x-read-consistency"], "fresh", "{path}");
+        assert!(
+            types(&r).iter().any(|t| t == "ContractCreated"),
+            "{path}: {:?}",
+            types(&r)
+        );
+        let bad = app
+            .get(&format!("{path}?minPosition=-1"), Some(token))
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+}

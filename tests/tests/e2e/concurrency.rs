@@ -15,7 +15,7 @@ const FUNDING: &str = "100.00";
 /// Twenty clients, 2,000 random transfers out of fifty wallets, many overdrawing.
 ///
 /// Fails only when all three of the write side's version checks are gone: the committer's
-/// (`command-handlers/src/group.rs`, `still_valid`), the batch layout's head check
+/// (`command-handlers/src/committer/batch.rs`, `still_valid`), the batch layout's head check
 /// (`event-store/src/append.rs`, `Rows::lay_out`) and `UNIQUE (stream_id, version)` on
 /// `events` (checked with the three removed; with `still_valid` alone removed it passes:
 /// they are layers, and one process's racing commands meet the first two before the third).

@@ -665,7 +665,7 @@ async fn every_rule_and_role() {
 /// Twenty fundings of one contract at once: one wins, nineteen are refused.
 ///
 /// Fails only when all three of the write side's version checks are gone: the committer's
-/// (`command-handlers/src/group.rs`, `still_valid`), the batch layout's head check
+/// (`command-handlers/src/committer/batch.rs`, `still_valid`), the batch layout's head check
 /// (`event-store/src/append.rs`, `Rows::lay_out`) and `UNIQUE (stream_id, version)` on
 /// `events` (checked with the three removed; with `still_valid` alone removed it passes:
 /// they are layers, and one process's racing commands meet the first two before the third).
@@ -709,7 +709,7 @@ async fn twenty_concurrent_fundings_fund_once() {
 /// get 409; two arbiters' decisions race the same way.
 ///
 /// Fails only when all three of the write side's version checks are gone: the committer's
-/// (`command-handlers/src/group.rs`, `still_valid`), the batch layout's head check
+/// (`command-handlers/src/committer/batch.rs`, `still_valid`), the batch layout's head check
 /// (`event-store/src/append.rs`, `Rows::lay_out`) and `UNIQUE (stream_id, version)` on
 /// `events` (checked with the three removed; with `still_valid` alone removed it passes:
 /// they are layers, and one process's racing commands meet the first two before the third).

@@ -251,8 +251,7 @@ async fn a_batch_statement_checks_its_reads_and_keys_and_writes_all_or_nothing()
                 key: k.into(),
                 request_hash: vec![command as u8],
             },
-            status: 201,
-            body: json!({"position": 0, "command": command}),
+            answer: json!({"command": command}),
         },
         command,
     };
@@ -289,7 +288,7 @@ async fn a_batch_statement_checks_its_reads_and_keys_and_writes_all_or_nothing()
         "a refusal writes nothing"
     );
 
-    // At the version read, everything is written; each response gets its position.
+    // At the version read, everything is written; each key gets its command's position.
     let positions = match write_batch(&mut conn, &batch, &commands, &keys, &[("read-1", 1)])
         .await
         .unwrap()
@@ -299,22 +298,22 @@ async fn a_batch_statement_checks_its_reads_and_keys_and_writes_all_or_nothing()
     };
     assert_eq!(positions.len(), 3);
     assert_eq!(count(pool.clone()).await, (4, 2));
-    let stored: Vec<(serde_json::Value,)> =
-        sqlx::query_as("SELECT response FROM idempotency_keys ORDER BY key")
+    let stored: Vec<(serde_json::Value, i64)> =
+        sqlx::query_as("SELECT answer, position FROM idempotency_keys ORDER BY key")
             .fetch_all(&pool)
             .await
             .unwrap();
-    for (command, (body,)) in stored.iter().enumerate() {
+    for (command, (answer, position)) in stored.iter().enumerate() {
         let highest = batch
             .events()
             .filter(|(_, s, _)| i32::from(*s == "b-1") == command as i32)
             .filter_map(|(id, _, _)| positions.get(&id).copied())
             .max()
             .unwrap();
+        assert_eq!(answer, &json!({"command": command}));
         assert_eq!(
-            body,
-            &json!({"position": highest, "command": command}),
-            "command {command}'s stored response carries its position"
+            *position, highest,
+            "command {command}'s key carries its position"
         );
     }
     let heads = read_heads(&mut conn, &["a-1", "b-1", "none"])
@@ -338,10 +337,8 @@ async fn a_batch_statement_checks_its_reads_and_keys_and_writes_all_or_nothing()
                 .events()
                 .find(|(_, s, _)| *s == "b-1")
                 .map(|(id, _, _)| positions[&id]);
-            assert_eq!(
-                Some(taken[0].1.body["position"].clone()),
-                b1.map(|p| json!(p))
-            );
+            assert_eq!(taken[0].1.position, b1);
+            assert_eq!(taken[0].1.answer, json!({"command": 1}));
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

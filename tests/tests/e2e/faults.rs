@@ -700,7 +700,7 @@ async fn lease_holder_killed_the_standby_takes_over() {
 /// crash: no checkpoint, WAL recovery on start).
 ///
 /// Fails without a failed batch statement being answered as transient
-/// (`command-handlers/src/group.rs`: the committer answering a lost connection's batch as
+/// (`command-handlers/src/committer/batch.rs`: the committer answering a lost connection's batch as
 /// written): acknowledged commands are then missing from the store (`lost` > 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarts_mid_load_lose_nothing() {

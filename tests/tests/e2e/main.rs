@@ -25,3 +25,4 @@ mod sessions;
 mod sockets;
 mod upcasting;
 mod verify;
+mod write_side;

@@ -23,30 +23,25 @@
 //! decide again, and the rest are written in another round.
 //!
 //! One batch is written at a time, and the next is taken from the queue only when it is
-//! done: everything that arrived during a write goes into the next one. (Until 2026-12 a
-//! separate read of heads, keys and positions preceded each write and overlapped the
-//! previous one; a command then waited about three writes instead of one and a half.)
+//! done: everything that arrived during a write goes into the next one, so a command waits
+//! about one and a half writes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use event_store::{
-    read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite, IdempotencyRecord, IdempotencyRow,
-    StoreError, StreamAppend,
+    read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite, IdempotencyRow, StoreError,
+    StreamAppend,
 };
-use serde_json::Value;
-use sqlx::{Connection as _, PgConnection};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::ledger::{stream_appends, LedgerCore, Overlay, Plan, Planning, Respond};
-use crate::{Command, Outcome};
+use super::{fail_all, failed, stream_appends, Batched, Shared, Submission};
+use crate::command::stored_answer;
+use crate::decide::{decide, Plan};
+use crate::load::{Overlaid, Overlay};
 
 /// Commands committed in one transaction at most.
 pub const BATCH_COMMANDS_MAX: usize = 256;
-/// Commands waiting for the committer before senders wait too.
-pub(crate) const QUEUED_COMMANDS_MAX: usize = 4096;
 /// Streams whose heads the committer remembers before it starts over (about 150 bytes
 /// each: the memory stays under ~15 MB, and every active account of a busy ledger fits).
 const KNOWN_HEADS_MAX: usize = 100_000;
@@ -54,40 +49,6 @@ const KNOWN_HEADS_MAX: usize = 100_000;
 /// before the commands still waiting decide again by themselves. A round is one statement;
 /// each refusal removes at least one command, so this bounds the work a batch can cause.
 const REFUSED_ROUNDS_MAX: usize = 3;
-
-/// A decided command on its way to the committer.
-pub(crate) struct Submission {
-    pub(crate) metadata: Value,
-    pub(crate) idempotency: Option<IdempotencyRecord>,
-    pub(crate) cmd: Command,
-    /// `(stream, version)` of every stream the decision read.
-    pub(crate) reads: Vec<(String, i64)>,
-    pub(crate) plan: Plan,
-    pub(crate) respond: Respond,
-    pub(crate) reply: oneshot::Sender<Batched>,
-}
-
-/// The committer's answer to one command.
-pub(crate) enum Batched {
-    /// Committed; its events end at `position`.
-    Committed {
-        position: i64,
-        outcome: Box<Outcome>,
-    },
-    /// Its idempotency key already holds this answer.
-    Replayed { status: u16, body: Value },
-    /// Its idempotency key was used with another request.
-    IdempotencyMismatch,
-    /// Nothing was written: decide again from fresh state.
-    Conflict,
-    /// The batch's transaction failed.
-    Failed { transient: bool, message: String },
-}
-
-/// When no command comes for this long, the committer closes its connection, so that an
-/// idle ledger holds no session of its own open (a database being dropped, a Postgres
-/// restart that cut it), and the next batch opens one again.
-const HELD_IDLE_MAX: Duration = Duration::from_secs(1);
 
 /// The heads (newest version and its hash) of the streams this committer has written or
 /// read. Never newer than the database; older only when another process wrote since,
@@ -109,7 +70,7 @@ impl Heads {
         self.known.extend(heads);
     }
 
-    fn forget<'a>(&mut self, streams: impl IntoIterator<Item = &'a str>) {
+    pub(super) fn forget<'a>(&mut self, streams: impl IntoIterator<Item = &'a str>) {
         for s in streams {
             self.known.remove(s);
         }
@@ -147,85 +108,6 @@ fn decided_versions(s: &Submission) -> impl Iterator<Item = (&str, i64)> {
     )
 }
 
-/// The committer task: takes whatever is queued (up to a batch) and commits it; what
-/// arrives meanwhile is the next batch.
-pub(crate) async fn run(core: Arc<LedgerCore>, mut rx: mpsc::Receiver<Submission>) {
-    let pool = core.store.pool().clone();
-    // A connection of the committer's own, opened with the pool's options (its session
-    // settings included) but outside it: a socket belongs to the runtime that opened it,
-    // and this task runs in a runtime of its own (see `Ledger::committer`), so a pooled
-    // connection's answers would still be noticed by the shared runtime's busy workers. It
-    // is kept from one batch to the next (a pool pings every connection returned to it, a
-    // round trip per statement) and counts beside the pool's connections, like a lease's.
-    let mut held: Option<PgConnection> = None;
-    let mut heads = Heads::default();
-    loop {
-        let next = if held.is_some() {
-            // Idle while holding the connection: close it after HELD_IDLE_MAX.
-            match tokio::time::timeout(HELD_IDLE_MAX, rx.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    // Said goodbye to, so the server does not log a vanished client.
-                    if let Some(c) = held.take() {
-                        let _ = c.close().await;
-                    }
-                    continue;
-                }
-            }
-        } else {
-            rx.recv().await
-        };
-        let Some(first) = next else {
-            if let Some(c) = held.take() {
-                let _ = c.close().await;
-            }
-            break;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
-        }
-        let conn = match held.take() {
-            Some(c) => c,
-            // No longer than the pool would wait for one of its own (a database that does
-            // not answer fails the batch's commands as transient, as a pool would).
-            None => match tokio::time::timeout(
-                pool.options().get_acquire_timeout(),
-                PgConnection::connect_with(&pool.connect_options()),
-            )
-            .await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    fail_all(batch, &e.into());
-                    continue;
-                }
-                Err(_) => {
-                    fail_all(batch, &sqlx::Error::PoolTimedOut.into());
-                    continue;
-                }
-            },
-        };
-        held = core.commit_batch(conn, batch, &mut heads).await;
-    }
-}
-
-fn failed(e: &StoreError) -> Batched {
-    Batched::Failed {
-        transient: e.is_transient(),
-        message: e.to_string(),
-    }
-}
-
-fn fail_all(subs: Vec<Submission>, e: &StoreError) {
-    for s in subs {
-        let _ = s.reply.send(failed(e));
-    }
-}
-
 /// The version a stream is at for the command being sequenced, if known.
 fn current(stream: &str, overlay: &Overlay, heads: &Heads) -> Option<i64> {
     match overlay.get(stream) {
@@ -261,11 +143,11 @@ enum Round {
     Broken,
 }
 
-impl LedgerCore {
+impl Shared {
     /// Commits a batch: reads the heads it needs, then sequences and writes it (again
     /// after a refusal, bounded by [`REFUSED_ROUNDS_MAX`]). Gives back the connection
     /// unless a statement failed.
-    async fn commit_batch(
+    pub(super) async fn commit_batch(
         &self,
         mut conn: PgConnection,
         subs: Vec<Submission>,
@@ -318,11 +200,11 @@ impl LedgerCore {
                 let mut reads = Vec::with_capacity(4);
                 // The batch's own states first; other streams from the cache (which holds
                 // every state this process committed), checked against the heads below.
-                let how = Planning {
-                    fresh: false,
-                    overlay: Some(&overlay),
+                let from = Overlaid {
+                    overlay: &overlay,
+                    states: &self.states,
                 };
-                match self.plan(&sub.cmd, &mut reads, how).await {
+                match decide(&sub.cmd, from, &mut reads).await {
                     Ok(p)
                         if p.credentials.is_none() && still_valid(&reads, &p, &overlay, heads) =>
                     {
@@ -388,16 +270,14 @@ impl LedgerCore {
         let recorded_at = batch.recorded_at();
         let mut keys = Vec::new();
         for (i, a) in accepted.iter_mut().enumerate() {
-            // The response shows the stored time, so a replay answers identically. Its
+            // The answer shows the stored time, so a replay answers identically. Its
             // position is set by the statement, which is where positions are assigned.
             a.sub.plan.outcome.set_recorded_at(recorded_at);
             if let Some(rec) = &a.sub.idempotency {
-                let (status, body) = (a.sub.respond)(&a.sub.plan.outcome, 0);
                 keys.push(BatchKey {
                     row: IdempotencyRow {
                         record: rec.clone(),
-                        status: status as i16,
-                        body,
+                        answer: stored_answer(&a.sub.plan.outcome),
                     },
                     command: i as i32,
                 });
@@ -428,7 +308,7 @@ impl LedgerCore {
                         .unwrap_or(0)
                 };
                 for a in &accepted {
-                    self.remember(&a.sub.plan.after);
+                    self.states.remember(&a.sub.plan.after);
                 }
                 if let Some(o) = &self.observer {
                     let streams: HashSet<&str> = batch.events().map(|(_, s, _)| s).collect();
@@ -461,10 +341,7 @@ impl LedgerCore {
                         .and_then(|r| taken.get(&(r.scope.clone(), r.key.clone())));
                     if let (Some(stored), Some(rec)) = (stored, &sub.idempotency) {
                         let answer = if stored.request_hash == rec.request_hash {
-                            Batched::Replayed {
-                                status: u16::try_from(stored.status).unwrap_or(200),
-                                body: stored.body.clone(),
-                            }
+                            Batched::Replayed(stored.clone())
                         } else {
                             Batched::IdempotencyMismatch
                         };

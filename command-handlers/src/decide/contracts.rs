@@ -1,0 +1,139 @@
+//! An escrow contract's life: drafted, funded (money held), delivered, released, refunded
+//! or cancelled. Each moves money only between the contract's escrow and a party's wallet.
+
+use chrono::Utc;
+use domain::contract::{self, CreateContract};
+use domain::{
+    Actor, Amount, Contract, ContractId, Currency, DomainError, StreamId, StreamWrite, Timestamp,
+    TransactionId, User, UserId, Versioned, Wallet, WalletId,
+};
+use rust_decimal::Decimal;
+
+use super::{after_states, state_after, Plan, Reader};
+use crate::command::{CommandError, ContractChange, Outcome};
+use crate::load::{Load, State};
+
+pub(super) async fn create<L: Load>(
+    r: &mut Reader<'_, L>,
+    c: &CreateContract,
+) -> Result<Plan, CommandError> {
+    let existing = r.get::<Contract>(StreamId::contract(c.contract_id)).await?;
+    let buyer = r.get::<User>(StreamId::user(c.buyer_id)).await?;
+    let seller = r.get::<User>(StreamId::user(c.seller_id)).await?;
+    let writes = contract::create(&existing, &buyer, &seller, c)?;
+    Ok(plan(writes, vec![], c.contract_id))
+}
+
+pub(super) async fn fund<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    actor: UserId,
+    transaction_id: TransactionId,
+) -> Result<Plan, CommandError> {
+    let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.buyer).await?;
+    let writes = contract::fund(&c, &w, actor, transaction_id)?;
+    Ok(plan(writes, loaded(id, c, wallet_id, w), id))
+}
+
+pub(super) async fn deliver<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    actor: UserId,
+    now: Timestamp,
+) -> Result<Plan, CommandError> {
+    let c = r.get::<Contract>(StreamId::contract(id)).await?;
+    let writes = contract::deliver(&c, actor, now)?;
+    Ok(plan(
+        writes,
+        vec![(StreamId::contract(id), State::Contract(c))],
+        id,
+    ))
+}
+
+pub(super) async fn release<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    actor: Actor,
+    amount: Option<Decimal>,
+    now: Timestamp,
+    transaction_id: TransactionId,
+) -> Result<Plan, CommandError> {
+    let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.seller).await?;
+    let amount = payout(amount, &c.state)?;
+    let writes = contract::release(&c, &w, actor, amount, now, transaction_id)?;
+    Ok(plan(writes, loaded(id, c, wallet_id, w), id))
+}
+
+pub(super) async fn refund<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    actor: UserId,
+    amount: Option<Decimal>,
+    transaction_id: TransactionId,
+) -> Result<Plan, CommandError> {
+    let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.buyer).await?;
+    let amount = payout(amount, &c.state)?;
+    let writes = contract::refund(&c, &w, actor, amount, transaction_id)?;
+    Ok(plan(writes, loaded(id, c, wallet_id, w), id))
+}
+
+pub(super) async fn cancel<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    actor: UserId,
+) -> Result<Plan, CommandError> {
+    let c = r.get::<Contract>(StreamId::contract(id)).await?;
+    let writes = contract::cancel(&c, actor)?;
+    Ok(plan(
+        writes,
+        vec![(StreamId::contract(id), State::Contract(c))],
+        id,
+    ))
+}
+
+/// Loads a contract and the wallet (in the contract's currency) of one of its parties.
+async fn with_party_wallet<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    party: fn(&Contract) -> Option<UserId>,
+) -> Result<(Versioned<Contract>, WalletId, Versioned<Wallet>), CommandError> {
+    let c = r.get::<Contract>(StreamId::contract(id)).await?;
+    let owner = party(&c.state).ok_or(DomainError::ContractNotFound)?;
+    let wallet_id = WalletId::of(owner, c.state.currency.unwrap_or(Currency::USD));
+    let w = r.get::<Wallet>(StreamId::wallet(wallet_id)).await?;
+    Ok((c, wallet_id, w))
+}
+
+/// The loaded states of a contract and one wallet, for [`after_states`].
+fn loaded(
+    id: ContractId,
+    c: Versioned<Contract>,
+    wallet_id: WalletId,
+    w: Versioned<Wallet>,
+) -> Vec<(StreamId, State)> {
+    vec![
+        (StreamId::contract(id), State::Contract(c)),
+        (StreamId::wallet(wallet_id), State::Wallet(w)),
+    ]
+}
+
+fn plan(writes: Vec<StreamWrite>, loaded: Vec<(StreamId, State)>, id: ContractId) -> Plan {
+    let after = after_states(&writes, loaded);
+    Plan {
+        outcome: Outcome::Contract(ContractChange {
+            contract: state_after::<Contract>(&after, &StreamId::contract(id)).unwrap_or_default(),
+            recorded_at: Utc::now(),
+        }),
+        writes,
+        credentials: None,
+        after,
+    }
+}
+
+/// Checks an optional payout amount against the contract's currency.
+fn payout(amount: Option<Decimal>, c: &Contract) -> Result<Option<Amount>, DomainError> {
+    match amount {
+        None => Ok(None),
+        Some(d) => Ok(Some(Amount::new(d, c.currency.unwrap_or(Currency::USD))?)),
+    }
+}

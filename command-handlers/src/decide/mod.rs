@@ -1,0 +1,146 @@
+//! Deciding a command: read the streams it needs through a [`Load`], let `domain` decide,
+//! and describe the writes, the resulting states and the outcome as a [`Plan`]. One module
+//! per command family; nothing here writes.
+
+mod contracts;
+mod disputes;
+mod users;
+mod wallets;
+
+use domain::{Email, StreamId, StreamWrite, UserId, Versioned};
+
+use crate::command::{Command, CommandError, Outcome};
+use crate::load::{Aggregated, Load, State};
+
+/// A decided command: what to write, and what it produces once written.
+pub(crate) struct Plan {
+    pub(crate) writes: Vec<StreamWrite>,
+    /// A registration's credentials row, written in the same transaction.
+    pub(crate) credentials: Option<(UserId, Email, String)>,
+    pub(crate) outcome: Outcome,
+    /// The state of every written stream once the writes commit (for the cache).
+    pub(crate) after: Vec<(StreamId, State)>,
+}
+
+/// `(stream, version)` of every stream a decision read.
+pub(crate) type Reads = Vec<(String, i64)>;
+
+/// A [`Load`] that notes the version of every stream it reads, so that a rejection can be
+/// checked against a consistent view and the committer can check an acceptance.
+pub(crate) struct Reader<'r, L> {
+    from: L,
+    reads: &'r mut Reads,
+}
+
+impl<L: Load> Reader<'_, L> {
+    pub(crate) async fn get<T: Aggregated>(
+        &mut self,
+        stream: StreamId,
+    ) -> Result<Versioned<T>, CommandError> {
+        let v = self.from.load::<T>(&stream).await?;
+        self.reads
+            .push((stream.as_str().to_owned(), v.version as i64));
+        Ok(v)
+    }
+}
+
+/// Decides `cmd` from the states `from` gives, noting every stream read in `reads`.
+pub(crate) async fn decide<L: Load>(
+    cmd: &Command,
+    from: L,
+    reads: &mut Reads,
+) -> Result<Plan, CommandError> {
+    let mut r = Reader { from, reads };
+    match cmd {
+        Command::Register {
+            user_id,
+            email,
+            password_hash,
+        } => users::register(&mut r, *user_id, email, password_hash).await,
+        Command::GrantRole { user_id, role } => users::grant_role(&mut r, *user_id, *role).await,
+        Command::SuspendUser { user_id, reason } => {
+            users::change_status(&mut r, *user_id, Some(reason)).await
+        }
+        Command::ReactivateUser { user_id } => users::change_status(&mut r, *user_id, None).await,
+        Command::Deposit(d) => wallets::deposit(&mut r, d).await,
+        Command::Withdraw(w) => wallets::withdraw(&mut r, w).await,
+        Command::Transfer(t) => wallets::transfer(&mut r, t).await,
+        Command::CreateContract(c) => contracts::create(&mut r, c).await,
+        Command::FundContract {
+            contract_id,
+            actor,
+            transaction_id,
+        } => contracts::fund(&mut r, *contract_id, *actor, *transaction_id).await,
+        Command::DeliverContract {
+            contract_id,
+            actor,
+            now,
+        } => contracts::deliver(&mut r, *contract_id, *actor, *now).await,
+        Command::ReleaseContract {
+            contract_id,
+            actor,
+            amount,
+            now,
+            transaction_id,
+        } => contracts::release(&mut r, *contract_id, *actor, *amount, *now, *transaction_id).await,
+        Command::RefundContract {
+            contract_id,
+            actor,
+            amount,
+            transaction_id,
+        } => contracts::refund(&mut r, *contract_id, *actor, *amount, *transaction_id).await,
+        Command::CancelContract { contract_id, actor } => {
+            contracts::cancel(&mut r, *contract_id, *actor).await
+        }
+        Command::RaiseDispute {
+            dispute_id,
+            contract_id,
+            actor,
+            description,
+            now,
+        } => disputes::raise(&mut r, *dispute_id, *contract_id, *actor, description, *now).await,
+        Command::ResolveDispute {
+            dispute_id,
+            actor,
+            decision,
+        } => disputes::resolve(&mut r, *dispute_id, *actor, decision).await,
+    }
+}
+
+/// The state each written stream will have once the writes commit: the loaded state the
+/// decision was based on (matched by stream), plus the new events.
+pub(crate) fn after_states(
+    writes: &[StreamWrite],
+    loaded: Vec<(StreamId, State)>,
+) -> Vec<(StreamId, State)> {
+    writes
+        .iter()
+        .map(|w| {
+            let mut state = loaded
+                .iter()
+                .find(|(s, _)| *s == w.stream)
+                .map_or_else(|| State::empty_for(&w.stream), |(_, st)| st.clone());
+            debug_assert_eq!(
+                state.version(),
+                w.expected_version,
+                "decided from the loaded version"
+            );
+            for e in &w.events {
+                state.apply(e);
+            }
+            (w.stream.clone(), state)
+        })
+        .collect()
+}
+
+/// One stream's state among `after`, if it is there.
+pub(crate) fn state_after<T: Aggregated>(
+    after: &[(StreamId, State)],
+    stream: &StreamId,
+) -> Option<T> {
+    after
+        .iter()
+        .find(|(k, _)| k == stream)
+        .and_then(|(_, s)| T::from_state(s))
+        .map(|v| v.state)
+}
