@@ -11,8 +11,7 @@
 # The statements are prepared once per connection (`-M prepared`), as a naive design
 # written with sqlx, like this project, would have them: pgbench's default, the simple
 # protocol, parses and plans every statement of every transaction, measured 24-40 % fewer
-# TPS, and so flattered the ratio of every run before this change (docs/performance.md,
-# "Why prepared statements").
+# TPS, and so would flatter the ratio (docs/performance.md, "How to run it").
 #
 # The measurement starts and ends quiet, so that neither it nor the phase next to it pays
 # for the other's leftovers: first the databases named in CEILING_VACUUM (space-separated
@@ -36,9 +35,8 @@ trap 'rm -f "$script"' EXIT
 # Each transaction writes a transfer's two events (payer and payee streams, new each time,
 # so no conflicts) with realistic JSON, a 32-byte hash chain, and the idempotency record:
 # three INSERT statements, one per row, as the issue describes the naive design ("2 event
-# inserts + 1 idempotency insert") and as a naive event store appends, event by event.
-# (Until 2026-11-25 both events went into one multi-row INSERT, a technique the issue lists
-# among those of the faster write path; docs/performance.md, "Why three inserts".)
+# inserts + 1 idempotency insert") and as a naive event store appends, event by event
+# (one multi-row INSERT for both events is a technique of the faster write path).
 cat > "$script" <<'SQL'
 \set cents random(1, 100)
 BEGIN;

@@ -6,11 +6,10 @@ use api::ServeConfig;
 
 /// jemalloc instead of glibc's malloc: argon2id allocates 19 MiB per password hash, and
 /// glibc (whose mmap threshold rises after the first such block is freed) then serves those
-/// blocks from per-thread arenas it never returns, which took the server's peak RSS to
-/// 1.5 GiB in the benchmark's setup phase. jemalloc rather than mimalloc (used until
-/// 2026-11-25): in ten alternating pairs of `transfers` loads it ran 6 % more commands/s on
-/// 7 % less server CPU per command, at a peak RSS of 56 MiB against 86-108. See
-/// docs/performance.md.
+/// blocks from per-thread arenas it never returns, so the server's memory grows with every
+/// burst of logins. jemalloc rather than mimalloc: its thread cache keeps free blocks in an
+/// array instead of in the blocks themselves, which cost fewer cache misses per command and
+/// a smaller peak RSS (docs/performance.md, "Tried and not kept").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -5,7 +5,7 @@
 //!
 //! It runs on a thread of its own, in a runtime of its own, on a connection of its own: the
 //! answer to its statement then wakes it at once, where on the shared runtime it waited
-//! behind the HTTP tasks queued on both workers (docs/performance.md, "Group commit").
+//! behind the HTTP tasks queued on both workers (docs/performance.md, "What the write path does").
 //! [`Committer::start`] starts it and returns its handle; [`Committer::stop`] lets it
 //! commit what is queued, refuses what comes after, and joins the thread.
 
