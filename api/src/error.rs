@@ -198,3 +198,9 @@ impl From<sqlx::Error> for ApiError {
         store_error(event_store::StoreError::from(e))
     }
 }
+
+impl From<event_store::StoreError> for ApiError {
+    fn from(e: event_store::StoreError) -> Self {
+        store_error(e)
+    }
+}

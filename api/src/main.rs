@@ -389,12 +389,11 @@ async fn republish(
         },
     )
     .await?;
-    let client = escrow_nats::connect(&nats.url).await?;
-    let js = async_nats::jetstream::new(client);
-    escrow_nats::ensure_stream(&js, &nats).await?;
+    let client = escrow_nats::Nats::connect(&nats.url).await?;
+    escrow_nats::ensure_stream(client.jetstream(), &nats).await?;
     let relay = escrow_nats::Relay::new(
         event_store::EventStore::new(pool),
-        js,
+        client.jetstream().clone(),
         nats,
         escrow_nats::RelaySettings::default(),
         std::sync::Arc::new(tokio::sync::Notify::new()),
@@ -408,10 +407,9 @@ async fn events_tail(
     settings: escrow_nats::JetStreamSettings,
     options: escrow_nats::TailOptions,
 ) -> anyhow::Result<()> {
-    let client = async_nats::connect(&settings.url).await?;
-    let js = async_nats::jetstream::new(client);
+    let client = escrow_nats::Nats::connect_once(&settings.url).await?;
     let mut out = std::io::stdout();
-    escrow_nats::tail(&js, &settings, &options, &mut out).await?;
+    escrow_nats::tail(client.jetstream(), &settings, &options, &mut out).await?;
     Ok(())
 }
 

@@ -150,7 +150,7 @@ fn describe() {
     );
     describe_counter!(
         "escrow_read_wait_statements_total",
-        "Statements run by reads waiting for minPosition (the worker's batches answer most without one)."
+        "Database checks (where the event is, whether it is applied) run by reads waiting for minPosition (the worker's batches answer most without one)."
     );
 }
 
@@ -190,37 +190,37 @@ pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Res
     res
 }
 
-/// Lags read from Postgres: the newest position, and how far the relay and each projection
-/// are behind it, in positions and in seconds.
+/// Lags read from the store: the newest position, and how far the relay and each
+/// projection are behind it, in positions and in seconds.
 struct Lags {
     head: i64,
-    relayed: i64,
-    relay_seconds: f64,
-    projections: Vec<(String, i64, f64)>,
+    relay: event_store::Lag,
+    projections: Vec<(String, event_store::Lag)>,
 }
 
-async fn lags(pool: &sqlx::PgPool) -> Result<Lags, sqlx::Error> {
-    let (head, relayed, relay_seconds): (i64, i64, f64) = sqlx::query_as(
-        "SELECT coalesce((SELECT max(position) FROM events), 0), \
-                coalesce((SELECT max(position) FROM checkpoints WHERE name LIKE 'relay:%'), 0), \
-                coalesce(extract(epoch FROM now() - (SELECT recorded_at FROM events WHERE position = \
-                    (SELECT min(position) FROM events WHERE position > coalesce((SELECT max(position) FROM checkpoints WHERE name LIKE 'relay:%'), 0))))::float8, 0)",
-    )
-    .fetch_one(pool)
-    .await?;
-    let projections = sqlx::query_as(
-        "SELECT p.projection, greatest(h.head - p.position, 0), \
-                coalesce(extract(epoch FROM now() - (SELECT recorded_at FROM events WHERE position = \
-                    (SELECT min(position) FROM events WHERE position > p.position)))::float8, 0) \
-         FROM projection_checkpoints p, (SELECT coalesce(max(position), 0) AS head FROM events) h \
-         ORDER BY p.projection",
-    )
-    .fetch_all(pool)
-    .await?;
+async fn lags(st: &AppState) -> Result<Lags, event_store::StoreError> {
+    let store = st.store();
+    let head = store.head_position().await?;
+    let relayed = store
+        .checkpoints_named(escrow_nats::RELAY_LEASE_PREFIX)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .max()
+        .unwrap_or(0);
+    let projected = projections::checkpoints(&st.pool).await?;
+    let mut at = vec![relayed];
+    at.extend(projected.iter().map(|(_, p)| *p));
+    let mut lags = store.lags(&at).await?.into_iter();
+    let relay = lags.next().unwrap_or_default();
+    let projections = projected
+        .into_iter()
+        .map(|(name, _)| name)
+        .zip(lags)
+        .collect();
     Ok(Lags {
         head,
-        relayed,
-        relay_seconds,
+        relay,
         projections,
     })
 }
@@ -228,19 +228,19 @@ async fn lags(pool: &sqlx::PgPool) -> Result<Lags, sqlx::Error> {
 /// `GET /metrics`.
 pub async fn scrape(State(st): State<AppState>) -> Response {
     // A failed lag query leaves the gauges at their last reading; the counters still answer.
-    let lags = lags(&st.pool).await;
+    let lags = lags(&st).await;
     let idle = st.pool.num_idle() as u32;
     let used = st.pool.size().saturating_sub(idle);
     st.metrics.with(|| {
         if let Ok(l) = &lags {
             gauge!("escrow_event_store_head_position").set(l.head as f64);
-            gauge!("escrow_relay_lag_positions").set((l.head - l.relayed).max(0) as f64);
-            gauge!("escrow_relay_lag_seconds").set(l.relay_seconds.max(0.0));
-            for (name, positions, seconds) in &l.projections {
+            gauge!("escrow_relay_lag_positions").set(l.relay.positions as f64);
+            gauge!("escrow_relay_lag_seconds").set(l.relay.seconds);
+            for (name, lag) in &l.projections {
                 gauge!("escrow_projection_lag_positions", "projection" => name.clone())
-                    .set(*positions as f64);
+                    .set(lag.positions as f64);
                 gauge!("escrow_projection_lag_seconds", "projection" => name.clone())
-                    .set(seconds.max(0.0));
+                    .set(lag.seconds);
             }
         }
         gauge!("escrow_db_pool_connections", "state" => "idle").set(f64::from(idle));

@@ -181,15 +181,12 @@ struct Parties {
 
 impl Parties {
     async fn first_event_data(&self, stream: &str) -> Option<Value> {
-        sqlx::query_as::<_, (Value,)>(
-            "SELECT data FROM events WHERE stream_id = $1 AND version = 1",
-        )
-        .bind(stream)
-        .fetch_optional(&self.pool)
-        .await
-        .ok()
-        .flatten()
-        .map(|(d,)| d)
+        event_store::EventStore::new(self.pool.clone())
+            .first_event(stream)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.data)
     }
 
     async fn of(&mut self, stream: &str) -> Vec<Uuid> {
@@ -238,7 +235,7 @@ impl Parties {
 /// While connections are open, subscribes to events and custom notifications and pushes
 /// them to the hub; until shutdown.
 pub async fn fan_out(
-    client: async_nats::Client,
+    client: escrow_nats::Nats,
     pool: PgPool,
     hub: std::sync::Arc<Hub>,
     event_prefix: String,
@@ -267,7 +264,7 @@ pub async fn fan_out(
         // NATS handles a connection's operations in order: once this comes back, both
         // subscriptions are in place.
         let ready = custom_subject.replace('*', READY_TOKEN);
-        if client.publish(ready.clone(), "{}".into()).await.is_err() {
+        if client.publish(ready.clone(), b"{}".to_vec()).await.is_err() {
             hub.subscribed.send_replace(true);
         }
         let mut idle_since: Option<Instant> = None;

@@ -8,7 +8,6 @@ use command_handlers::{Actor, Command, CommandContext, CommandError, Ledger};
 use domain::{ContractId, DomainError, TransactionId};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
-use uuid::Uuid;
 
 use crate::clock::Clock;
 
@@ -62,16 +61,10 @@ impl AutoRelease {
     /// Releases every contract due now. Returns how many this process released.
     pub async fn scan(&self) -> anyhow::Result<usize> {
         let now = self.clock.now();
-        let due: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT id FROM rm_contracts WHERE status = 'ACTIVE' AND auto_release_at IS NOT NULL AND auto_release_at <= $1 \
-             ORDER BY auto_release_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(DUE_CONTRACTS_PER_SCAN_MAX)
-        .fetch_all(&self.pool)
-        .await?;
+        let due =
+            projections::read::due_for_release(&self.pool, now, DUE_CONTRACTS_PER_SCAN_MAX).await?;
         let mut released = 0;
-        for (id,) in due {
+        for id in due {
             let ctx = CommandContext::internal(Actor::System);
             let cmd = Command::ReleaseContract {
                 contract_id: ContractId(id),

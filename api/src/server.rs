@@ -357,10 +357,10 @@ pub async fn start_with_clock(
         stream_name: config.nats_stream.clone(),
         subject_prefix: config.nats_subject_prefix.clone(),
     };
-    let client = escrow_nats::connect(&config.nats_url)
+    let nats = escrow_nats::Nats::connect(&config.nats_url)
         .await
         .context("configuring the NATS client")?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = nats.jetstream().clone();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let relay_wake = Arc::new(Notify::new());
     let freshness = Arc::new(projections::Freshness::default());
@@ -421,7 +421,7 @@ pub async fn start_with_clock(
     let hub = Arc::new(crate::notify::Hub::default());
     if config.role != WorkerRole::Workers {
         tasks.push(tokio::spawn(crate::notify::fan_out(
-            client.clone(),
+            nats.clone(),
             pool.clone(),
             hub.clone(),
             config.nats_subject_prefix.clone(),
@@ -438,7 +438,7 @@ pub async fn start_with_clock(
             &config.jwt_issuer,
             &config.jwt_audience,
         )),
-        nats: Some(client),
+        nats: Some(nats),
         relay_wake,
         dummy_hash: Arc::new(dummy_hash),
         read_wait: Duration::from_millis(config.read_wait_ms),

@@ -41,7 +41,7 @@ pub struct Shared {
     /// Token signing and checking.
     pub tokens: Arc<TokenKeys>,
     /// The NATS connection, for readiness.
-    pub nats: Option<async_nats::Client>,
+    pub nats: Option<escrow_nats::Nats>,
     /// Wakes the relay after a command commits, so publication does not wait for a poll.
     pub relay_wake: Arc<Notify>,
     /// An argon2id hash of a random password, verified against when an e-mail is unknown

@@ -59,9 +59,8 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
     let mut folded: Vec<(String, i64, Folded)> = Vec::new();
     let mut wallet_currency: HashMap<Uuid, Currency> = HashMap::new();
 
-    let sql = "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version, data, metadata, \
-               recorded_at, prev_hash, hash FROM events ORDER BY stream_id, version";
-    let mut rows = sqlx::query_as::<_, RecordedEvent>(sql).fetch(pool);
+    let store = event_store::EventStore::new(pool.clone());
+    let mut rows = store.scan_by_stream();
     let mut current: Vec<RecordedEvent> = Vec::new();
     loop {
         let next = rows.try_next().await?;

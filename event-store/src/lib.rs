@@ -11,6 +11,7 @@ mod feed;
 mod hash;
 mod idempotency;
 mod lease;
+mod reads;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub use feed::{FeedCursor, FeedData, FeedEvent};
 pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
 pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredAnswer};
 pub use lease::Lease;
+pub use reads::{AuditFilter, Lag};
 
 /// The embedded schema migrations (the repository's `migrations/` folder).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

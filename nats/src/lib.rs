@@ -1,6 +1,7 @@
 //! Everything that knows JetStream: the stream's setup, the public envelope and subject
 //! scheme, the outbox relay (Postgres feed → JetStream), and subscriber helpers.
 
+mod connection;
 mod envelope;
 mod relay;
 mod tail;
@@ -9,8 +10,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+pub use connection::{durable_consumer, Nats, PullConsumer, Subscription};
 pub use envelope::{subject_for, Envelope, ENVELOPE_VERSION};
-pub use relay::{lease_name as relay_lease_name, publish_errors, Relay, RelaySettings};
+pub use relay::{
+    lease_name as relay_lease_name, publish_errors, Relay, RelaySettings,
+    LEASE_PREFIX as RELAY_LEASE_PREFIX,
+};
 pub use tail::{export, tail, TailOptions};
 
 /// Where events go on NATS.
@@ -37,20 +42,6 @@ impl Default for JetStreamSettings {
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish. Two minutes
 /// is JetStream's default; consumers are idempotent by stream version beyond it.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-/// Connects to NATS. The connection is made in the background and retried forever, so a
-/// server that starts while NATS is down still serves commands (the relay catches up).
-pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::connect_with_options(
-        url,
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2))
-            .name("escrow-ledger"),
-    )
-    .await
-}
 
 /// Creates the events stream if it does not exist yet.
 pub async fn ensure_stream(

@@ -21,9 +21,12 @@ pub fn publish_errors() -> u64 {
     PUBLISH_ERRORS.load(Ordering::Relaxed)
 }
 
+/// How the names of relay leases and checkpoints start.
+pub const LEASE_PREFIX: &str = "relay:";
+
 /// The name of the relay's lease and checkpoint for the JetStream stream `stream_name`.
 pub fn lease_name(stream_name: &str) -> String {
-    format!("relay:{stream_name}")
+    format!("{LEASE_PREFIX}{stream_name}")
 }
 
 /// Tuning of the relay loop.
@@ -208,12 +211,12 @@ impl Relay {
     /// duplicate window, and consumers are idempotent by stream version beyond it.
     /// Returns how many events were sent.
     pub async fn republish_from(&self, position: i64) -> anyhow::Result<u64> {
-        let located: Option<(i64,)> =
-            sqlx::query_as("SELECT tx_id FROM events WHERE position = $1")
-                .bind(position)
-                .fetch_optional(self.store.pool())
-                .await?;
-        let (tx_id,) = located.ok_or_else(|| anyhow::anyhow!("no event at position {position}"))?;
+        let tx_id = self
+            .store
+            .event_at(position)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no event at position {position}"))?
+            .tx_id;
         let mut cursor = FeedCursor {
             tx_id,
             position: position - 1,

@@ -320,6 +320,13 @@ pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx:
     Ok(row.map_or(0, |(v,)| v))
 }
 
+/// The position each projection has applied up to, by name.
+pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT projection, position FROM projection_checkpoints ORDER BY projection")
+        .fetch_all(pool)
+        .await
+}
+
 /// Empties every read model (for a full rebuild).
 pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
     sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions, rm_contracts, rm_disputes")

@@ -26,8 +26,6 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::apply::PROJECTION;
-
 /// Streams remembered at most; past that the memory starts over (waiters then poll).
 const REMEMBERED_STREAMS_MAX: usize = 100_000;
 /// Positions remembered at most, the oldest forgotten first (~5 s of peak load).
@@ -262,17 +260,18 @@ impl Freshness {
             return Ok(None);
         };
         self.statements.fetch_add(1, Ordering::Relaxed);
-        sqlx::query_as(
-            "SELECT e.stream_id, e.version, \
-                    COALESCE((SELECT p.version >= e.version FROM projection_streams p \
-                              WHERE p.projection = $2 AND p.stream_id = e.stream_id), false) \
-             FROM events e WHERE e.position = $1",
-        )
-        .bind(position)
-        .bind(PROJECTION)
-        .fetch_optional(pool)
-        .await
-        .map(Some)
+        let located = event_store::EventStore::new(pool.clone())
+            .locate(position)
+            .await
+            .map_err(|e| match e {
+                event_store::StoreError::Database(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+        let Some((stream, version)) = located else {
+            return Ok(Some(None));
+        };
+        let applied = crate::apply::stream_version(pool, &stream).await? >= version;
+        Ok(Some(Some((stream, version, applied))))
     }
 
     /// Waits until the event at `position` is reflected in the read models, for at most

@@ -8,9 +8,10 @@
 mod apply;
 mod escrow_rows;
 mod freshness;
+pub mod read;
 pub mod replay;
 mod worker;
 
-pub use apply::{apply_batch, reset, stream_version, ApplyReport, PROJECTION};
+pub use apply::{apply_batch, checkpoints, reset, stream_version, ApplyReport, PROJECTION};
 pub use freshness::Freshness;
 pub use worker::{lease_name, ProjectionWorker, WorkerSettings};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, AckKind};
+use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use domain::codec::decode_text;
 use domain::Event;
@@ -112,29 +112,8 @@ impl ProjectionWorker {
         }
     }
 
-    async fn consumer(&self) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
-        let stream = escrow_nats::ensure_stream(&self.js, &self.nats).await?;
-        let c = stream
-            .get_or_create_consumer(
-                &self.settings.durable_name,
-                consumer::pull::Config {
-                    durable_name: Some(self.settings.durable_name.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    // Far longer than a batch transaction takes (~0.1 s for 256 events), and
-                    // short enough that a crashed worker's unacked messages come back within
-                    // seconds. Later events of the same streams don't wait even that long:
-                    // their gaps are filled from the event store (see `fill_gaps`).
-                    ack_wait: Duration::from_secs(5),
-                    // A pull consumer silently stops delivering at this many unacked
-                    // messages; keep it well above one batch.
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("creating consumer: {e}"))?;
-        Ok(c)
+    async fn consumer(&self) -> anyhow::Result<escrow_nats::PullConsumer> {
+        escrow_nats::durable_consumer(&self.js, &self.nats, &self.settings.durable_name).await
     }
 
     async fn consume(

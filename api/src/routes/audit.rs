@@ -5,10 +5,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::UserId;
+use event_store::RecordedEvent;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Result};
@@ -62,49 +62,27 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    position: i64,
-    event_id: Uuid,
-    stream_id: String,
-    version: i64,
-    event_type: String,
-    schema_version: i32,
-    data: Value,
-    metadata: Value,
-    recorded_at: DateTime<Utc>,
-    hash: Vec<u8>,
-}
-
-impl Row {
-    fn entry(self) -> AuditEntry {
-        let meta = |k: &str| {
-            self.metadata
-                .get(k)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        AuditEntry {
-            position: self.position,
-            event_id: self.event_id.to_string(),
-            actor: meta("actor"),
-            correlation_id: meta("correlationId"),
-            stream_id: self.stream_id,
-            version: self.version,
-            event_type: self.event_type,
-            schema_version: self.schema_version,
-            data: self.data,
-            recorded_at: crate::rfc3339(self.recorded_at),
-            hash: hex_string(&self.hash),
-        }
+/// One stored event as an audit entry.
+fn entry(e: RecordedEvent) -> AuditEntry {
+    let meta = |k: &str| e.metadata.get(k).and_then(Value::as_str).map(str::to_owned);
+    AuditEntry {
+        position: e.position,
+        event_id: e.event_id.to_string(),
+        actor: meta("actor"),
+        correlation_id: meta("correlationId"),
+        stream_id: e.stream_id,
+        version: e.version,
+        event_type: e.event_type,
+        schema_version: e.schema_version,
+        data: e.data,
+        recorded_at: crate::rfc3339(e.recorded_at),
+        hash: hex_string(&e.hash),
     }
 }
 
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at, hash";
 
 fn paging(q: &QueryMap) -> Result<(i64, i64)> {
     let limit = match q.int("limit", PAGE_ITEMS_MAX)? {
@@ -136,14 +114,10 @@ fn always_fresh(q: &QueryMap) -> Result<Option<bool>> {
     Ok(q.min_position()?.filter(|p| *p > 0).map(|_| true))
 }
 
-fn page(rows: Vec<Row>, limit: i64) -> Response {
+fn page(rows: Vec<RecordedEvent>, limit: i64) -> Response {
     let next_cursor = (rows.len() as i64 > limit)
         .then(|| format!("{CURSOR_TAG}{}", rows[limit as usize - 1].position));
-    let items = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(Row::entry)
-        .collect();
+    let items = rows.into_iter().take(limit as usize).map(entry).collect();
     Json(AuditPage { items, next_cursor }).into_response()
 }
 
@@ -177,39 +151,11 @@ pub async fn for_user(
     // reads do.
     let reached = crate::routes::await_position(&st, min_position).await?;
     // The user's streams: its own, its wallets', its contracts' and their disputes'.
-    let streams: Vec<(String,)> = sqlx::query_as(
-        "SELECT 'user-' || $1::text UNION ALL \
-         SELECT 'wallet-' || id FROM rm_wallets WHERE user_id = $1 UNION ALL \
-         SELECT 'contract-' || id FROM rm_contracts WHERE buyer_id = $1 OR seller_id = $1 UNION ALL \
-         SELECT 'dispute-' || id FROM rm_disputes WHERE buyer_id = $1 OR seller_id = $1",
-    )
-    .bind(user.0)
-    .fetch_all(&st.pool)
-    .await?;
-    let streams: Vec<String> = streams.into_iter().map(|(s,)| s).collect();
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        // Each part gives only its own newest `limit` (per stream, a backward walk of
-        // (stream_id, position); the actor's, one of its expression index): taking all of
-        // them read and sorted a user's whole history for every page (1,083 ms at 200,000
-        // events, 0.6 ms now). The actor joins laterally too, so that the plan walks its
-        // index whatever share of the events one actor has: as a constant, an actor with a
-        // third of them got a backward scan of the whole store instead (135 ms).
-        "SELECT {COLUMNS} FROM ( \
-           SELECT e.* FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL ( \
-             SELECT {COLUMNS} FROM events WHERE stream_id = s.id AND position < $3 \
-             ORDER BY position DESC LIMIT $4) e \
-           UNION \
-           SELECT e.* FROM UNNEST(ARRAY[$2::text]) AS a(id) CROSS JOIN LATERAL ( \
-             SELECT {COLUMNS} FROM events WHERE metadata->>'actor' = a.id AND position < $3 \
-             ORDER BY position DESC LIMIT $4) e \
-         ) e ORDER BY position DESC LIMIT $4"
-    ))
-    .bind(&streams)
-    .bind(user.0.to_string())
-    .bind(before)
-    .bind(limit + 1)
-    .fetch_all(&st.pool)
-    .await?;
+    let streams = projections::read::streams_of(&st.pool, user.0).await?;
+    let rows = st
+        .store()
+        .trail(&streams, &user.0.to_string(), before, limit + 1)
+        .await?;
     Ok(crate::routes::with_consistency(page(rows, limit), reached))
 }
 
@@ -231,17 +177,20 @@ pub async fn contract_history(
     q.only(&["minPosition"])?;
     let fresh = always_fresh(&q)?;
     // Parties come from the contract's own first event, not from a read model.
-    let created: Option<(Value,)> =
-        sqlx::query_as("SELECT data FROM events WHERE stream_id = $1 AND version = 1 AND event_type = 'ContractCreated'")
-            .bind(format!("contract-{id}"))
-            .fetch_optional(&st.pool)
-            .await?;
+    let stream = format!("contract-{id}");
+    let created = st
+        .store()
+        .first_event(&stream)
+        .await?
+        .filter(|e| e.event_type == "ContractCreated");
     let party = |k: &str, d: &Value| {
         d.get(k).and_then(Value::as_str) == Some(caller.id.0.to_string().as_str())
     };
     match &created {
-        Some((d,))
-            if caller.role.sees_everything() || party("buyerId", d) || party("sellerId", d) => {}
+        Some(e)
+            if caller.role.sees_everything()
+                || party("buyerId", &e.data)
+                || party("sellerId", &e.data) => {}
         _ => {
             return Err(ApiError::not_found(
                 "CONTRACT_NOT_FOUND",
@@ -249,22 +198,20 @@ pub async fn contract_history(
             ))
         }
     }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        // The contract's stream, read once by its index, and the disputes its own events
-        // name (`ContractDisputed` is written with each `DisputeRaised`). `stream_id = $1
-        // OR stream_id IN (every DisputeRaised naming this contract)` could use no index:
-        // it walked the whole store, 304 ms at 600,000 events (0.08 ms now).
-        "WITH c AS MATERIALIZED (SELECT {COLUMNS} FROM events WHERE stream_id = $1) \
-         SELECT {COLUMNS} FROM c \
-         UNION ALL \
-         SELECT {COLUMNS} FROM events WHERE stream_id IN ( \
-           SELECT 'dispute-' || (data->>'disputeId') FROM c WHERE event_type = 'ContractDisputed') \
-         ORDER BY position"
-    ))
-    .bind(format!("contract-{id}"))
-    .fetch_all(&st.pool)
-    .await?;
-    let items = rows.into_iter().map(Row::entry).collect();
+    // The contract's stream, then the disputes its own events name (`ContractDisputed` is
+    // written with each `DisputeRaised`): two reads by the stream index.
+    let mut rows = st.store().read_stream(&stream, 0).await?;
+    let disputes: Vec<String> = rows
+        .iter()
+        .filter(|e| e.event_type == "ContractDisputed")
+        .filter_map(|e| e.data.get("disputeId").and_then(Value::as_str))
+        .map(|d| format!("dispute-{d}"))
+        .collect();
+    if !disputes.is_empty() {
+        rows.extend(st.store().read_streams(&disputes).await?);
+        rows.sort_by_key(|e| e.position);
+    }
+    let items = rows.into_iter().map(entry).collect();
     let res = Json(AuditPage {
         items,
         next_cursor: None,
@@ -336,39 +283,17 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
     let (kind, stream, actor) = (text("type", 64)?, text("stream", 80)?, text("actor", 64)?);
     let (from, to) = (time("from")?, time("to")?);
     if let Some(s) = &stream {
-        let exists: Option<(i64,)> =
-            sqlx::query_as("SELECT version FROM events WHERE stream_id = $1 AND version = 1")
-                .bind(s)
-                .fetch_optional(&st.pool)
-                .await?;
-        if exists.is_none() {
+        if st.store().first_event(s).await?.is_none() {
             return Err(ApiError::not_found("STREAM_NOT_FOUND", "no such stream"));
         }
     }
-    // Only the filters given, as plain conditions: each can then be served by its index
-    // (type, stream, actor) in every plan. With `($n IS NULL OR column = $n)` for all of
-    // them, the plan a connection settles on after a few runs could use none, and a
-    // search for a rare type or stream walked the whole store.
-    let mut sql =
-        sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE position < "));
-    sql.push_bind(before);
-    if let Some(k) = kind {
-        sql.push(" AND event_type = ").push_bind(k);
-    }
-    if let Some(s) = stream {
-        sql.push(" AND stream_id = ").push_bind(s);
-    }
-    if let Some(a) = actor {
-        sql.push(" AND metadata->>'actor' = ").push_bind(a);
-    }
-    if let Some(t) = from {
-        sql.push(" AND recorded_at >= ").push_bind(t);
-    }
-    if let Some(t) = to {
-        sql.push(" AND recorded_at < ").push_bind(t);
-    }
-    sql.push(" ORDER BY position DESC LIMIT ")
-        .push_bind(limit + 1);
-    let rows: Vec<Row> = sql.build_query_as().fetch_all(&st.pool).await?;
+    let filter = event_store::AuditFilter {
+        event_type: kind,
+        stream,
+        actor,
+        from,
+        to,
+    };
+    let rows = st.store().audit_page(&filter, before, limit + 1).await?;
     Ok(crate::routes::with_consistency(page(rows, limit), fresh))
 }

@@ -3,11 +3,10 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use command_handlers::{Command, DisputeChange, Outcome};
 use domain::contract::ResolveDispute;
 use domain::{ContractId, Currency, DisputeId, DisputeOutcome, DisputeStatus, TransactionId};
-use rust_decimal::Decimal;
+use projections::read::DisputeRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -88,54 +87,29 @@ fn view_of(d: &DisputeChange, position: i64) -> DisputeView {
     }
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct DisputeRow {
-    id: Uuid,
-    contract_id: Uuid,
-    buyer_id: Uuid,
-    seller_id: Uuid,
-    raised_by: Uuid,
-    description: String,
-    status: String,
-    outcome: Option<String>,
-    seller_amount: Option<Decimal>,
-    buyer_amount: Option<Decimal>,
-    currency: String,
-    resolution: Option<String>,
-    resolved_by: Option<Uuid>,
-    resolved_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    position: i64,
+/// A dispute as its parties and the arbiters see it.
+fn dispute_view(r: &DisputeRow) -> DisputeView {
+    let c = Currency::parse(&r.currency).unwrap_or(Currency::USD);
+    DisputeView {
+        id: r.id.to_string(),
+        contract_id: r.contract_id.to_string(),
+        raised_by: r.raised_by.to_string(),
+        description: r.description.clone(),
+        status: r.status.clone(),
+        outcome: r.outcome.clone(),
+        seller_amount: r.seller_amount.map(|a| c.format(a)),
+        buyer_amount: r.buyer_amount.map(|a| c.format(a)),
+        resolution: r.resolution.clone(),
+        resolved_by: r.resolved_by.map(|u| u.to_string()),
+        resolved_at: r.resolved_at.map(crate::rfc3339),
+        created_at: crate::rfc3339(r.created_at),
+        updated_at: crate::rfc3339(r.updated_at),
+        position: None,
+    }
 }
 
-const DISPUTE_COLUMNS: &str = "id, contract_id, buyer_id, seller_id, raised_by, description, status, outcome, seller_amount, \
-    buyer_amount, currency, resolution, resolved_by, resolved_at, created_at, updated_at, position";
-
-impl DisputeRow {
-    fn view(&self) -> DisputeView {
-        let c = Currency::parse(&self.currency).unwrap_or(Currency::USD);
-        DisputeView {
-            id: self.id.to_string(),
-            contract_id: self.contract_id.to_string(),
-            raised_by: self.raised_by.to_string(),
-            description: self.description.clone(),
-            status: self.status.clone(),
-            outcome: self.outcome.clone(),
-            seller_amount: self.seller_amount.map(|a| c.format(a)),
-            buyer_amount: self.buyer_amount.map(|a| c.format(a)),
-            resolution: self.resolution.clone(),
-            resolved_by: self.resolved_by.map(|u| u.to_string()),
-            resolved_at: self.resolved_at.map(crate::rfc3339),
-            created_at: crate::rfc3339(self.created_at),
-            updated_at: crate::rfc3339(self.updated_at),
-            position: None,
-        }
-    }
-
-    fn visible_to(&self, u: &AuthUser) -> bool {
-        u.role.sees_everything() || self.buyer_id == u.id.0 || self.seller_id == u.id.0
-    }
+fn dispute_visible_to(r: &DisputeRow, u: &AuthUser) -> bool {
+    u.role.sees_everything() || r.buyer_id == u.id.0 || r.seller_id == u.id.0
 }
 
 /// A page of disputes, newest first.
@@ -315,16 +289,12 @@ pub async fn get(
     let id = parse_id(&id, "dispute id")?;
     q.only(&["minPosition"])?;
     let reached = await_position(&st, q.min_position()?).await?;
-    let row: Option<DisputeRow> = sqlx::query_as(&format!(
-        "SELECT {DISPUTE_COLUMNS} FROM rm_disputes WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&st.pool)
-    .await?;
+    let row = projections::read::dispute(&st.pool, id).await?;
     match row {
-        Some(r) if r.visible_to(&caller) => {
-            Ok(with_consistency(Json(r.view()).into_response(), reached))
-        }
+        Some(r) if dispute_visible_to(&r, &caller) => Ok(with_consistency(
+            Json(dispute_view(&r)).into_response(),
+            reached,
+        )),
         _ => Err(ApiError::not_found(
             "DISPUTE_NOT_FOUND",
             "dispute not found",
@@ -356,49 +326,12 @@ pub async fn list(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> 
     };
     let reached = await_position(&st, q.min_position()?).await?;
     let only_user: Option<Uuid> = (!caller.role.sees_everything()).then_some(caller.id.0);
-    // Only the filters that apply, so that each plan can walk an index newest first: the
-    // queue by (status, position) or (position), a party's own by its side's index.
-    let status_filter = |sql: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>| {
-        if let Some(s) = &status {
-            sql.push(" AND status = ").push_bind(s.clone());
-        }
-    };
-    let mut sql = sqlx::QueryBuilder::new(format!("SELECT {DISPUTE_COLUMNS} FROM "));
-    match only_user {
-        None => {
-            sql.push("rm_disputes WHERE position < ").push_bind(before);
-            status_filter(&mut sql);
-        }
-        Some(u) => {
-            sql.push(format!(
-                "(SELECT {DISPUTE_COLUMNS} FROM rm_disputes WHERE buyer_id = "
-            ))
-            .push_bind(u)
-            .push(" AND position < ")
-            .push_bind(before);
-            status_filter(&mut sql);
-            sql.push(format!(
-                " UNION ALL SELECT {DISPUTE_COLUMNS} FROM rm_disputes WHERE seller_id = "
-            ))
-            .push_bind(u)
-            .push(" AND buyer_id <> ")
-            .push_bind(u)
-            .push(" AND position < ")
-            .push_bind(before);
-            status_filter(&mut sql);
-            sql.push(") d");
-        }
-    }
-    sql.push(" ORDER BY position DESC LIMIT ")
-        .push_bind(limit + 1);
-    let rows: Vec<DisputeRow> = sql.build_query_as().fetch_all(&st.pool).await?;
+    let rows =
+        projections::read::disputes(&st.pool, only_user, status.as_deref(), before, limit + 1)
+            .await?;
     let next_cursor =
         (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].position.to_string());
-    let items = rows
-        .iter()
-        .take(limit as usize)
-        .map(DisputeRow::view)
-        .collect();
+    let items = rows.iter().take(limit as usize).map(dispute_view).collect();
     Ok(with_consistency(
         Json(DisputePage { items, next_cursor }).into_response(),
         reached,

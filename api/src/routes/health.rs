@@ -37,11 +37,11 @@ pub async fn health() -> Json<Health> {
     (status = 200, body = Readiness),
     (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn ready(State(st): State<AppState>) -> Response {
-    let pg = sqlx::query("SELECT 1").execute(&st.pool).await.is_ok();
+    let pg = st.store().ping().await;
     let nats = st
         .nats
         .as_ref()
-        .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
+        .is_some_and(escrow_nats::Nats::is_connected);
     if pg && nats {
         (
             StatusCode::OK,

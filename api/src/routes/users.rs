@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use domain::UserId;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -31,21 +30,14 @@ pub struct UserView {
     pub updated_at: String,
 }
 
-type UserRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
-
 async fn load(st: &AppState, id: Uuid) -> Result<Option<UserView>> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, email, role, created_at, updated_at FROM rm_users WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&st.pool)
-    .await?;
-    Ok(row.map(|(id, email, role, c, u)| UserView {
-        id: id.to_string(),
-        email,
-        role,
-        created_at: crate::rfc3339(c),
-        updated_at: crate::rfc3339(u),
+    let row = projections::read::user(&st.pool, id).await?;
+    Ok(row.map(|r| UserView {
+        id: r.id.to_string(),
+        email: r.email,
+        role: r.role,
+        created_at: crate::rfc3339(r.created_at),
+        updated_at: crate::rfc3339(r.updated_at),
     }))
 }
 

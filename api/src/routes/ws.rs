@@ -232,7 +232,7 @@ pub async fn notify(
     });
     nats.publish(
         crate::notify::notification_subject(&st.subject_prefix, Some(user)),
-        payload.to_string().into(),
+        payload.to_string().into_bytes(),
     )
     .await
     .map_err(ApiError::unavailable)?;

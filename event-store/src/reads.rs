@@ -1,0 +1,184 @@
+//! Reads of the store for readers other than the write side: the audit trail, a stream's
+//! first event, where a position is, and how far the relay and other readers are behind
+//! the newest event. Every statement here is a walk of one of the `events` indexes.
+
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+use crate::{EventStore, RecordedEvent, StoreError, EVENT_COLUMNS};
+
+/// Filters of the whole audit log; each given one is a plain condition its own index
+/// serves.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Only events of this stream.
+    pub stream: Option<String>,
+    /// Only events whose metadata names this actor.
+    pub actor: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// How far a reader is behind the newest event.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Lag {
+    /// Events after the reader's position.
+    pub positions: i64,
+    /// Age of the oldest of them, in seconds (0 when there is none).
+    pub seconds: f64,
+}
+
+impl EventStore {
+    /// Events matching `filter` below position `before`, newest first, at most `limit`.
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // Only the filters given, as plain conditions: each can then be served by its index
+        // (type, stream, actor) in every plan. With `($n IS NULL OR column = $n)` for all of
+        // them, the plan a connection settles on after a few runs could use none, and a
+        // search for a rare type or stream walked the whole store.
+        let mut sql = sqlx::QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position < "
+        ));
+        sql.push_bind(before);
+        if let Some(k) = &filter.event_type {
+            sql.push(" AND event_type = ").push_bind(k.clone());
+        }
+        if let Some(s) = &filter.stream {
+            sql.push(" AND stream_id = ").push_bind(s.clone());
+        }
+        if let Some(a) = &filter.actor {
+            sql.push(" AND metadata->>'actor' = ").push_bind(a.clone());
+        }
+        if let Some(t) = filter.from {
+            sql.push(" AND recorded_at >= ").push_bind(t);
+        }
+        if let Some(t) = filter.to {
+            sql.push(" AND recorded_at < ").push_bind(t);
+        }
+        sql.push(" ORDER BY position DESC LIMIT ").push_bind(limit);
+        Ok(sql.build_query_as().fetch_all(self.pool()).await?)
+    }
+
+    /// Events of `streams`, or whose metadata names `actor`, below position `before`,
+    /// newest first, at most `limit`.
+    pub async fn trail(
+        &self,
+        streams: &[String],
+        actor: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            // Each part gives only its own newest `limit` (per stream, a backward walk of
+            // (stream_id, position); the actor's, one of its expression index): taking all
+            // of them read and sorted a user's whole history for every page (1,083 ms at
+            // 200,000 events, 0.6 ms this way). The actor joins laterally too, so that the
+            // plan walks its index whatever share of the events one actor has: as a
+            // constant, an actor with a third of them got a backward scan of the whole
+            // store instead (135 ms).
+            "SELECT {EVENT_COLUMNS} FROM ( \
+               SELECT e.* FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL ( \
+                 SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = s.id AND position < $3 \
+                 ORDER BY position DESC LIMIT $4) e \
+               UNION \
+               SELECT e.* FROM UNNEST(ARRAY[$2::text]) AS a(id) CROSS JOIN LATERAL ( \
+                 SELECT {EVENT_COLUMNS} FROM events WHERE metadata->>'actor' = a.id AND position < $3 \
+                 ORDER BY position DESC LIMIT $4) e \
+             ) e ORDER BY position DESC LIMIT $4"
+        ))
+        .bind(streams)
+        .bind(actor)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The events of several streams, in position order.
+    pub async fn read_streams(&self, streams: &[String]) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY position"
+        ))
+        .bind(streams)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// A stream's first event, if the stream exists.
+    pub async fn first_event(&self, stream: &str) -> Result<Option<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version = 1"
+        ))
+        .bind(stream)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// The event at `position`, if any.
+    pub async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position = $1"
+        ))
+        .bind(position)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Every event, stream by stream, each stream in version order (for `verify`).
+    pub fn scan_by_stream(&self) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
+        use futures::StreamExt as _;
+        sqlx::query_as::<_, RecordedEvent>(SCAN_BY_STREAM.as_str())
+            .fetch(self.pool())
+            .map(|r| r.map_err(StoreError::from))
+            .boxed()
+    }
+
+    /// Positions of the feed checkpoints whose name starts with `prefix`.
+    pub async fn checkpoints_named(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT name, position FROM checkpoints WHERE starts_with(name, $1) ORDER BY name",
+        )
+        .bind(prefix)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Whether PostgreSQL answers a statement now.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(self.pool()).await.is_ok()
+    }
+
+    /// How far a reader at each of `positions` is behind the newest event.
+    pub async fn lags(&self, positions: &[i64]) -> Result<Vec<Lag>, StoreError> {
+        let rows: Vec<(i64, f64)> = sqlx::query_as(
+            "SELECT greatest(h.head - p.at, 0), \
+                    coalesce(extract(epoch FROM now() - (SELECT recorded_at FROM events WHERE position = \
+                        (SELECT min(position) FROM events WHERE position > p.at)))::float8, 0) \
+             FROM UNNEST($1::int8[]) WITH ORDINALITY AS p(at, n), \
+                  (SELECT coalesce(max(position), 0) AS head FROM events) h \
+             ORDER BY p.n",
+        )
+        .bind(positions)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(positions, seconds)| Lag {
+                positions,
+                seconds: seconds.max(0.0),
+            })
+            .collect())
+    }
+}
+
+static SCAN_BY_STREAM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version")
+});
