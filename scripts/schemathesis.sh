@@ -26,6 +26,13 @@ curl -sf -X POST "$B/auth/register" -H 'Content-Type: application/json' -d '{"em
 target/debug/escrow users grant-role --email fuzz@example.com --role admin >/dev/null
 TOKEN=$(curl -sf -X POST "$B/auth/login" -H 'Content-Type: application/json' \
   -d '{"email":"fuzz@example.com","password":"password123"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
-st run "$B/openapi.json" -H "Authorization: Bearer $TOKEN" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing --max-examples "${ST_MAX_EXAMPLES:-50}"
+# Left out: /auth/logout (it would end the session every later request uses) and /ws (a
+# WebSocket upgrade, which schemathesis does not speak). Every check runs but
+# positive_data_acceptance (ST_CHECKS=all runs it too): three rules the document cannot
+# state yet refuse schema-valid requests with 422 (buyer and seller the same user, an
+# Idempotency-Key reused with another body, a SPLIT without both amounts).
+exclude_checks=()
+[ "${ST_CHECKS:-}" = all ] || exclude_checks=(--exclude-checks positive_data_acceptance)
+st run "$B/openapi.json" --exclude-path /api/v1/auth/logout --exclude-path /api/v1/ws "${exclude_checks[@]}" -H "Authorization: Bearer $TOKEN" \
+  --checks all --phases examples,coverage,fuzzing,stateful \
+  --max-examples "${ST_MAX_EXAMPLES:-50}" "$@"

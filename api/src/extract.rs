@@ -63,8 +63,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 impl JsonBody {
     /// Parses the body: malformed JSON is a 400, a well-formed body of the wrong shape a 422.
+    /// A body of JSON `null` is taken as `{}`, as an absent body is.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.0).map_err(|e| {
+        let bytes: &[u8] = if self.0.trim_ascii() == b"null" {
+            b"{}"
+        } else {
+            &self.0
+        };
+        serde_json::from_slice(bytes).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
                 Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(

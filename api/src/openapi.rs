@@ -43,3 +43,54 @@ impl Modify for BearerAuth {
     tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"))
 )]
 pub struct ApiDoc;
+
+/// An amount as the server accepts it: a plain decimal string, or a JSON number, greater
+/// than zero, at most 1000000000 (`domain::Amount::MAX`), with at most two decimal places
+/// (none for JPY).
+pub fn amount_schema() -> utoipa::openapi::schema::Schema {
+    money_schema(
+        "^([1-9][0-9]{0,8}(\\.[0-9]{1,2})?|1000000000(\\.00?)?|0\\.(0[1-9]|[1-9][0-9]?))$",
+        false,
+        "500.00",
+        "A plain decimal (no exponent) as a string or a JSON number: greater than 0, at most 1000000000, at most two decimal places (none for JPY).",
+    )
+}
+
+/// One side of an arbiter's split: as [`amount_schema`], zero allowed.
+pub fn split_schema() -> utoipa::openapi::schema::Schema {
+    money_schema(
+        "^([0-9]{1,9}(\\.[0-9]{1,2})?|1000000000(\\.00?)?)$",
+        true,
+        "400.00",
+        "A plain decimal (no exponent) as a string or a JSON number: 0 to 1000000000, at most two decimal places; the two sides add up to what the contract holds.",
+    )
+}
+
+/// A decimal as a string matching `pattern`, or a number above 0 (from 0 with
+/// `zero_allowed`) up to 1000000000 in steps of 0.01.
+fn money_schema(
+    pattern: &str,
+    zero_allowed: bool,
+    example: &str,
+    description: &str,
+) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .examples([example]);
+    let number = ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .maximum(Some(1_000_000_000))
+        .multiple_of(Some(0.01));
+    let number = if zero_allowed {
+        number.minimum(Some(0))
+    } else {
+        number.exclusive_minimum(Some(0))
+    };
+    OneOfBuilder::new()
+        .item(text)
+        .item(number)
+        .description(Some(description))
+        .into()
+}

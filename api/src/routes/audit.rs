@@ -124,10 +124,10 @@ fn page(rows: Vec<RecordedEvent>, limit: i64) -> Response {
 /// Every event where the user is the actor or a party: its user and wallet streams, its
 /// contracts and their disputes (self, arbiters, admins).
 #[utoipa::path(get, path = "/api/v1/audit/logs/user/{userId}", tag = "audit", security(("bearer" = [])),
-    params(("userId" = String, Path, description = "User id"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
+    params(("userId" = String, Path, format = Uuid, description = "User id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^p1\\.[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
     responses((status = 200, body = AuditPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -161,8 +161,8 @@ pub async fn for_user(
 
 /// A contract's stream and its disputes' events, in order (parties, arbiters, admins).
 #[utoipa::path(get, path = "/api/v1/contracts/{id}/history", tag = "audit", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Contract id"),
-        ("minPosition" = Option<i64>, Query, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
+    params(("id" = String, Path, format = Uuid, description = "Contract id"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
     responses((status = 200, body = AuditPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -222,18 +222,19 @@ pub async fn contract_history(
 
 /// The whole audit log, newest first, with filters (admins only).
 #[utoipa::path(get, path = "/api/v1/audit/logs", tag = "audit", security(("bearer" = [])),
-    params(("type" = Option<String>, Query, description = "Event type, such as FundsDeposited"),
-        ("stream" = Option<String>, Query, description = "Stream id, such as wallet-<uuid>"),
-        ("actor" = Option<String>, Query, description = "A user id, system or operator"),
-        ("from" = Option<String>, Query, description = "Recorded at or after (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "Recorded before (RFC 3339)"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
+    params(("type" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "Event type, such as FundsDeposited"),
+        ("stream" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]{1,80}$", description = "Stream id, such as wallet-<uuid>"),
+        ("actor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "A user id, system or operator"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Recorded at or after (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Recorded before (RFC 3339)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^p1\\.[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
     responses((status = 200, body = AuditPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "STREAM_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Result<Response> {
     q.only(&[
         "type",

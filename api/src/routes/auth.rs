@@ -25,10 +25,10 @@ const PASSWORD_CHARS_MAX: usize = 128;
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// E-mail address (trimmed and lower-cased).
-    #[schema(example = "user@example.com")]
+    #[schema(example = "user@example.com", format = Email, max_length = 254)]
     pub email: String,
     /// 8 to 128 characters.
-    #[schema(example = "password123")]
+    #[schema(example = "password123", min_length = 8, max_length = 128)]
     pub password: String,
 }
 
@@ -106,7 +106,7 @@ fn respond_registered(outcome: &Outcome, position: i64) -> (u16, Value) {
 
 /// Register a user; also opens the user's USD wallet.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses(
         (status = 201, body = RegisteredUser),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),

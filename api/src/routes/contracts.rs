@@ -135,19 +135,34 @@ pub struct ContractPage {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateContractRequest {
     /// Who gets paid.
+    #[schema(format = Uuid)]
     pub seller_id: String,
     /// Who pays.
+    #[schema(format = Uuid)]
     pub buyer_id: String,
     /// 1 to 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub title: String,
     /// The price: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
-    #[schema(value_type = String, example = "1000.00")]
+    #[schema(schema_with = crate::openapi::amount_schema)]
     pub amount: Value,
     /// ISO 4217 code; USD when absent.
+    #[schema(
+        pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$"
+    )]
     pub currency: Option<String>,
     /// Terms, at most 500 characters.
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: Option<String>,
     /// Hours the buyer has after delivery before funds release by themselves (1 to 8784).
+    #[schema(minimum = 1, maximum = 8784)]
     pub inspection_period_hours: Option<u32>,
 }
 
@@ -156,7 +171,7 @@ pub struct CreateContractRequest {
 #[serde(deny_unknown_fields)]
 pub struct PayoutRequest {
     /// Part of the held amount: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
-    #[schema(value_type = Option<String>, example = "250.00")]
+    #[schema(schema_with = crate::openapi::amount_schema, nullable)]
     pub amount: Option<Value>,
 }
 
@@ -182,7 +197,7 @@ fn respond_created(outcome: &Outcome, position: i64) -> (u16, Value) {
 
 /// Create a contract between a buyer and a seller (the caller is one of them).
 #[utoipa::path(post, path = "/api/v1/contracts", tag = "contracts", security(("bearer" = [])), request_body = CreateContractRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 201, body = ContractView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -223,7 +238,7 @@ pub async fn create(
 
 /// A contract (parties, arbiters, admins; 404 for anyone else).
 #[utoipa::path(get, path = "/api/v1/contracts/{id}", tag = "contracts", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Contract id"), ("minPosition" = Option<i64>, Query, description = "Wait for the read models")),
+    params(("id" = String, Path, format = Uuid, description = "Contract id"), ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
     responses((status = 200, body = ContractView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -252,11 +267,11 @@ pub async fn get(
 
 /// Contracts where the user is buyer or seller, newest first (self, arbiters, admins).
 #[utoipa::path(get, path = "/api/v1/contracts/user/{userId}", tag = "contracts", security(("bearer" = [])),
-    params(("userId" = String, Path, description = "User id"),
-        ("status" = Option<String>, Query, description = "Only this status"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, description = "Wait for the read models")),
+    params(("userId" = String, Path, format = Uuid, description = "User id"),
+        ("status" = Option<String>, Query, pattern = "^(DRAFT|ACTIVE|DISPUTED|COMPLETED|REFUNDED|SETTLED|CANCELLED)$", description = "Only this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
     responses((status = 200, body = ContractPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -374,8 +389,8 @@ macro_rules! contract_action {
     ($(#[$doc:meta])* $name:ident, $action:literal, $path:literal, $body:ty) => {
         $(#[$doc])*
         #[utoipa::path(post, path = $path, tag = "contracts", security(("bearer" = [])), request_body(content = Option<$body>),
-            params(("id" = String, Path, description = "Contract id"),
-                ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+            params(("id" = String, Path, format = Uuid, description = "Contract id"),
+                ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
             responses((status = 200, body = ContractView),
                 (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
                 (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),

@@ -127,8 +127,14 @@ pub struct DisputePage {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RaiseDisputeRequest {
     /// The contract (must be `ACTIVE`; the caller a party).
+    #[schema(format = Uuid)]
     pub contract_id: String,
     /// What is wrong (1 to 2000 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: String,
 }
 
@@ -137,16 +143,21 @@ pub struct RaiseDisputeRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResolveDisputeRequest {
     /// The reasoning (1 to 2000 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub resolution: String,
     /// `RELEASE`, `REFUND` or `SPLIT`.
-    #[schema(value_type = String, example = "SPLIT")]
+    #[schema(value_type = String, example = "SPLIT", pattern = "^(RELEASE|REFUND|SPLIT)$")]
     pub outcome: String,
     /// For `SPLIT`: paid to the seller; a plain decimal (JSON number or string, no
     /// exponent).
-    #[schema(value_type = Option<String>, example = "600.00")]
+    #[schema(schema_with = crate::openapi::split_schema, nullable)]
     pub seller_amount: Option<Value>,
     /// For `SPLIT`: returned to the buyer; a plain decimal.
-    #[schema(value_type = Option<String>, example = "400.00")]
+    #[schema(schema_with = crate::openapi::split_schema, nullable)]
     pub buyer_amount: Option<Value>,
 }
 
@@ -167,7 +178,7 @@ fn respond_resolved(outcome: &Outcome, position: i64) -> (u16, Value) {
 
 /// Raise a dispute on an active contract (a party); freezes release, refund and auto-release.
 #[utoipa::path(post, path = "/api/v1/disputes", tag = "disputes", security(("bearer" = [])), request_body = RaiseDisputeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 201, body = DisputeView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -200,8 +211,8 @@ pub async fn raise(
 
 /// Resolve a dispute (arbiter or admin, never a party): the held money moves in the same transaction.
 #[utoipa::path(put, path = "/api/v1/disputes/{id}/resolve", tag = "disputes", security(("bearer" = [])), request_body = ResolveDisputeRequest,
-    params(("id" = String, Path, description = "Dispute id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("id" = String, Path, format = Uuid, description = "Dispute id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 200, body = DisputeView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -275,7 +286,7 @@ pub async fn resolve(
 
 /// A dispute (parties, arbiters, admins; 404 for anyone else).
 #[utoipa::path(get, path = "/api/v1/disputes/{id}", tag = "disputes", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Dispute id"), ("minPosition" = Option<i64>, Query, description = "Wait for the read models")),
+    params(("id" = String, Path, format = Uuid, description = "Dispute id"), ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
     responses((status = 200, body = DisputeView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -304,10 +315,10 @@ pub async fn get(
 
 /// Disputes, newest first: every dispute for arbiters and admins (the queue), a party's own otherwise.
 #[utoipa::path(get, path = "/api/v1/disputes", tag = "disputes", security(("bearer" = [])),
-    params(("status" = Option<String>, Query, description = "OPEN or RESOLVED"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, description = "Wait for the read models")),
+    params(("status" = Option<String>, Query, pattern = "^(OPEN|RESOLVED)$", description = "OPEN or RESOLVED"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
     responses((status = 200, body = DisputePage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json")))]

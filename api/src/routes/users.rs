@@ -55,7 +55,7 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
 
 /// The caller's own user.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
-    params(("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
     responses((status = 200, body = UserView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -66,8 +66,8 @@ pub async fn me(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Re
 
 /// A user by id (self, arbiter or admin).
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = String, Path, description = "User id (UUID)"),
-        ("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("id" = String, Path, format = Uuid, description = "User id (UUID)"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
     responses((status = 200, body = UserView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -88,6 +88,11 @@ pub async fn by_id(
 #[serde(deny_unknown_fields)]
 pub struct SuspendRequest {
     /// Why (1 to 500 characters; recorded in the event and the audit trail).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -147,14 +152,14 @@ fn admin_only(caller: &AuthUser) -> Result<()> {
 /// working on every server within a second or two.
 #[utoipa::path(post, path = "/api/v1/admin/users/{id}/suspend", tag = "users", security(("bearer" = [])),
     request_body = SuspendRequest,
-    params(("id" = String, Path, description = "User id (UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("id" = String, Path, format = Uuid, description = "User id (UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 200, body = AccountStatus),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "USER_ALREADY_SUSPENDED", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "USER_ALREADY_SUSPENDED, or CANNOT_SUSPEND_SELF (an admin's own account)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn suspend(
     State(st): State<AppState>,
@@ -166,6 +171,14 @@ pub async fn suspend(
 ) -> Result<Response> {
     let id = parse_id(&id, "user id")?;
     admin_only(&caller)?;
+    if caller.id == UserId(id) {
+        // An admin who locks themselves out may leave nobody able to undo it.
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "CANNOT_SUSPEND_SELF",
+            "an admin cannot suspend their own account",
+        ));
+    }
     let req: SuspendRequest = body.parse()?;
     let reason = crate::extract::parse_description(Some(&req.reason))?.ok_or_else(|| {
         ApiError::unprocessable("INVALID_REASON", "reason must be 1 to 500 characters")
@@ -194,8 +207,8 @@ async fn change_status(
 
 /// Lift an account's suspension (admins).
 #[utoipa::path(post, path = "/api/v1/admin/users/{id}/reactivate", tag = "users", security(("bearer" = [])),
-    params(("id" = String, Path, description = "User id (UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("id" = String, Path, format = Uuid, description = "User id (UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 200, body = AccountStatus),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),

@@ -87,13 +87,21 @@ pub struct TransactionPage {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MoneyRequest {
     /// Whose wallet: the caller's own (admins: anyone's).
+    #[schema(format = Uuid)]
     pub user_id: String,
     /// A plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent; > 0, at most the currency's decimals.
-    #[schema(value_type = String, example = "500.00")]
+    #[schema(schema_with = crate::openapi::amount_schema)]
     pub amount: Value,
     /// ISO 4217 code; USD when absent.
+    #[schema(
+        pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$"
+    )]
     pub currency: Option<String>,
     /// Statement text, at most 500 characters.
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -102,13 +110,21 @@ pub struct MoneyRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TransferRequest {
     /// The payee.
+    #[schema(format = Uuid)]
     pub to_user_id: String,
     /// A plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
-    #[schema(value_type = String, example = "25.00")]
+    #[schema(schema_with = crate::openapi::amount_schema)]
     pub amount: Value,
     /// ISO 4217 code; USD when absent.
+    #[schema(
+        pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$"
+    )]
     pub currency: Option<String>,
-    /// Statement text.
+    /// Statement text, at most 500 characters.
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -167,9 +183,9 @@ fn body_user(text: &str, field: &str) -> Result<UserId> {
 
 /// A user's wallet (owner, arbiter or admin).
 #[utoipa::path(get, path = "/api/v1/wallets/{userId}", tag = "wallets", security(("bearer" = [])),
-    params(("userId" = String, Path, description = "Owner (UUID)"),
-        ("currency" = Option<String>, Query, description = "ISO 4217 code, default USD"),
-        ("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("userId" = String, Path, format = Uuid, description = "Owner (UUID)"),
+        ("currency" = Option<String>, Query, pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$", description = "ISO 4217 code, default USD"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
     responses((status = 200, body = WalletView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -237,7 +253,7 @@ fn money_input(caller: &AuthUser, body: &JsonBody) -> Result<MoneyInput> {
 
 /// Deposit money into a wallet (own; admins: any). Opens the currency's wallet if needed.
 #[utoipa::path(post, path = "/api/v1/wallets/deposit", tag = "wallets", security(("bearer" = [])), request_body = MoneyRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 201, body = MoneyResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -269,7 +285,7 @@ pub async fn deposit(
 
 /// Withdraw money from a wallet (own; admins: any). Never below zero.
 #[utoipa::path(post, path = "/api/v1/wallets/withdraw", tag = "wallets", security(("bearer" = [])), request_body = MoneyRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 201, body = MoneyResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -301,7 +317,7 @@ pub async fn withdraw(
 
 /// Transfer from the caller's wallet to another user's wallet of the same currency.
 #[utoipa::path(post, path = "/api/v1/transfers", tag = "wallets", security(("bearer" = [])), request_body = TransferRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 201, body = MoneyResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -337,11 +353,11 @@ pub async fn transfer(
 
 /// A user's transaction history across its wallets (or one currency's), newest first.
 #[utoipa::path(get, path = "/api/v1/wallets/{userId}/transactions", tag = "wallets", security(("bearer" = [])),
-    params(("userId" = String, Path, description = "Owner (UUID)"),
-        ("currency" = Option<String>, Query, description = "Only this currency's wallet"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("userId" = String, Path, format = Uuid, description = "Owner (UUID)"),
+        ("currency" = Option<String>, Query, pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$", description = "Only this currency's wallet"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
     responses((status = 200, body = TransactionPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),

@@ -173,11 +173,14 @@ async fn serve(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NotificationRequest {
     /// The recipient.
+    #[schema(format = Uuid)]
     pub user_id: String,
-    /// A short type for clients to switch on (1 to 64 characters).
+    /// A short type for clients to switch on (1 to 64 characters, not only spaces).
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^\\s*\\S[\\s\\S]*$")]
     pub kind: String,
-    /// The text (1 to 2000 characters).
+    /// The text (1 to 2000 characters, not only spaces).
+    #[schema(min_length = 1, max_length = 2000, pattern = "^\\s*\\S[\\s\\S]*$")]
     pub message: String,
 }
 

@@ -1000,3 +1000,32 @@ async fn pages_are_the_newest_of_every_part_of_a_history() {
     assert_eq!(pos(&walk(trail.clone(), 3).await), pos(&events));
     assert_eq!(pos(&walk(trail, 1).await), pos(&events));
 }
+
+/// The OpenAPI document lets the optional bodies of contract actions be JSON `null`, and
+/// the server takes `null` as it takes an absent body: a funding sent as `null` funds.
+///
+/// Fails when `JsonBody::parse` (`api/src/extract.rs`) reads `null` as it is: 422
+/// `INVALID_BODY`.
+#[tokio::test]
+async fn a_null_body_is_an_absent_body() {
+    let app = spawn_app().await;
+    let (buyer, seller) = (app.user().await, app.user().await);
+    app.deposit(&buyer, "100").await;
+    let c = app
+        .post(
+            "/contracts",
+            Some(&buyer.token),
+            serde_json::json!({"sellerId": seller.id, "buyerId": buyer.id, "title": "t", "amount": "40"}),
+        )
+        .await;
+    let funded = app
+        .raw_post(
+            &format!("/contracts/{}/fund", c.str("id")),
+            Some(&buyer.token),
+            "application/json",
+            b"null".to_vec(),
+        )
+        .await;
+    assert_eq!(funded.status, reqwest::StatusCode::OK, "{:?}", funded.body);
+    assert_eq!(funded.body["status"], "ACTIVE");
+}

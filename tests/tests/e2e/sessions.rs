@@ -354,3 +354,21 @@ async fn an_operator_suspends_and_reactivates_from_the_command_line() {
         StatusCode::OK
     );
 }
+
+/// An admin cannot suspend their own account (nobody might be left to lift it): 409
+/// `CANNOT_SUSPEND_SELF`, nothing written, and the admin's token keeps working.
+///
+/// Fails without the check in `api/src/routes/users.rs` (`suspend`): the admin is
+/// suspended and its next request answers 403.
+#[tokio::test]
+async fn an_admin_cannot_suspend_themselves() {
+    let app = spawn_app().await;
+    let admin = app.grant(&app.user().await, "admin").await;
+    let events = app.event_count().await;
+    let r = suspend(&app, &admin, &admin.id, "oops").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.body["code"], "CANNOT_SUSPEND_SELF");
+    assert_eq!(app.event_count().await, events, "nothing written");
+    let me = app.get("/users/me", Some(&admin.token)).await;
+    assert_eq!(me.status, StatusCode::OK);
+}
