@@ -65,6 +65,35 @@ fn names_events_table(text: &str) -> bool {
         })
 }
 
+/// Fails when the domain gains a way to do IO (seen with `tokio` added to
+/// `domain/Cargo.toml`'s dependencies).
+#[test]
+fn the_domain_does_no_io() {
+    let manifest = std::fs::read_to_string(root().join("domain/Cargo.toml")).expect("a manifest");
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|d| d.split("\n[").next())
+        .unwrap_or_default();
+    let io = ["sqlx", "tokio", "axum", "async-nats", "reqwest", "hyper"];
+    let named: Vec<_> = io
+        .iter()
+        .filter(|c| deps.lines().any(|l| l.trim_start().starts_with(**c)))
+        .collect();
+    assert!(named.is_empty(), "the domain depends on {named:?}");
+    let offenders: Vec<_> = sources(&root().join("domain/src"))
+        .into_iter()
+        .filter(|(_, text)| {
+            let code = production_part(text);
+            ["std::fs", "std::net", "std::process", "tokio::", "sqlx::"]
+                .iter()
+                .any(|p| code.contains(p))
+        })
+        .map(|(p, _)| p)
+        .collect();
+    assert!(offenders.is_empty(), "IO in the domain: {offenders:?}");
+}
+
 /// Fails when a crate queries `events` itself (seen with `JOIN events` added to
 /// `find_login`'s statement in `command-handlers/src/ledger.rs`).
 #[test]
