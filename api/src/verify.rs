@@ -178,48 +178,18 @@ fn check_stream(
     folded.push((name, version, state));
 }
 
-type WalletRow = (Uuid, Decimal, Decimal);
-
 async fn compare_read_models(
     pool: &PgPool,
     folded: &[(String, i64, Folded)],
     report: &mut VerifyReport,
 ) -> anyhow::Result<()> {
-    let applied: HashMap<String, i64> =
-        sqlx::query_as("SELECT stream_id, version FROM projection_streams WHERE projection = $1")
-            .bind(projections::PROJECTION)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
-    let users: HashMap<Uuid, (String, String)> =
-        sqlx::query_as::<_, (Uuid, String, String)>("SELECT id, email, role FROM rm_users")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|(id, e, r)| (id, (e, r)))
-            .collect();
-    let wallets: HashMap<Uuid, (Decimal, Decimal)> =
-        sqlx::query_as::<_, WalletRow>("SELECT id, balance, held_in_escrow FROM rm_wallets")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|(id, b, h)| (id, (b, h)))
-            .collect();
-    let contracts: HashMap<Uuid, (String, Decimal)> = sqlx::query_as::<_, (Uuid, String, Decimal)>(
-        "SELECT id, status, held_amount FROM rm_contracts",
-    )
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|(id, s, h)| (id, (s, h)))
-    .collect();
-    let disputes: HashMap<Uuid, String> =
-        sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM rm_disputes")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
+    let projections::read::Snapshot {
+        applied,
+        users,
+        wallets,
+        contracts,
+        disputes,
+    } = projections::read::snapshot(pool).await?;
     // What each buyer has held in escrow, per currency, folded from the contracts.
     let mut held_by_buyer: HashMap<(Uuid, Currency), Decimal> = HashMap::new();
     for (_, _, f) in folded {

@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use domain::codec::decode;
 use domain::Event;
-use escrow_nats::Envelope;
+use event_store::RecordedEvent;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
@@ -44,12 +45,51 @@ pub(crate) enum Source<'a> {
     Feed(&'a [Event]),
 }
 
+/// One event as the projections take it, whether the live worker received it from
+/// JetStream or replay read it from the feed: where it sits, what it is, and when it was
+/// recorded. `data` holds the event's JSON when the event was not decoded already (null
+/// otherwise); `metadata` is kept only for debug logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    /// The stream.
+    pub stream_id: String,
+    /// Its version within the stream.
+    pub version: i64,
+    /// Its global position.
+    pub position: i64,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version of `data`.
+    pub schema_version: i32,
+    /// The event's fields, or null when decoded already.
+    pub data: serde_json::Value,
+    /// Who and why, or null.
+    pub metadata: serde_json::Value,
+    /// When it was appended.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<RecordedEvent> for Incoming {
+    fn from(e: RecordedEvent) -> Self {
+        Incoming {
+            stream_id: e.stream_id,
+            version: e.version,
+            position: e.position,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            data: e.data,
+            metadata: e.metadata,
+            recorded_at: e.recorded_at,
+        }
+    }
+}
+
 /// Applies a batch in the caller's transaction. Events are taken in order; each is applied
 /// only if it is exactly the next version of its stream. Turns `enable_seqscan` off for the
 /// rest of that transaction.
 pub async fn apply_batch(
     conn: &mut PgConnection,
-    batch: &[Envelope],
+    batch: &[Incoming],
 ) -> anyhow::Result<ApplyReport> {
     apply(conn, batch, Source::Deliveries(None)).await
 }
@@ -59,7 +99,7 @@ pub async fn apply_batch(
 /// reported as a gap.
 pub(crate) async fn apply(
     conn: &mut PgConnection,
-    batch: &[Envelope],
+    batch: &[Incoming],
     source: Source<'_>,
 ) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport::default();
@@ -207,7 +247,7 @@ pub(crate) async fn apply(
 /// The versions recorded for the streams of `batch` (streams not yet seen are absent).
 async fn recorded_versions(
     conn: &mut PgConnection,
-    batch: &[Envelope],
+    batch: &[Incoming],
 ) -> anyhow::Result<HashMap<String, i64>> {
     let mut streams: Vec<&str> = batch.iter().map(|e| e.stream_id.as_str()).collect();
     streams.sort_unstable();
@@ -235,7 +275,7 @@ fn aggregate_uuid(stream_id: &str) -> anyhow::Result<Uuid> {
     Ok(Uuid::parse_str(id)?)
 }
 
-async fn apply_one(conn: &mut PgConnection, env: &Envelope, event: &Event) -> anyhow::Result<()> {
+async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> anyhow::Result<()> {
     let at = env.recorded_at;
     match event {
         Event::UserRegistered {
@@ -371,7 +411,7 @@ struct Deferred {
 
 impl Deferred {
     /// Takes a wallet movement; returns false for any other event.
-    fn take(&mut self, env: &Envelope, event: &Event) -> anyhow::Result<bool> {
+    fn take(&mut self, env: &Incoming, event: &Event) -> anyhow::Result<bool> {
         use Event as E;
         // (transaction, amount, credit?, counterparty wallet, kind, description, contract).
         // Both legs of a transfer carry both wallet ids: whichever comes first writes the

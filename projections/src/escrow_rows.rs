@@ -10,9 +10,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::apply::Incoming;
 use chrono::{DateTime, Utc};
 use domain::{ContractStatus, DisputeStatus, Event};
-use escrow_nats::Envelope;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -91,7 +91,7 @@ impl EscrowRows {
     /// envelopes' `data` may be null).
     pub(crate) async fn load(
         conn: &mut PgConnection,
-        batch: &[Envelope],
+        batch: &[Incoming],
         decoded: &[Option<&Event>],
     ) -> anyhow::Result<Self> {
         let mut contract_ids = Vec::new();
@@ -177,7 +177,7 @@ impl EscrowRows {
     /// Takes a contract or dispute event; returns false for any other event.
     pub(crate) fn take(
         &mut self,
-        env: &Envelope,
+        env: &Incoming,
         event: &Event,
         unholds: &mut Unholds,
     ) -> anyhow::Result<bool> {

@@ -12,6 +12,8 @@ pub mod read;
 pub mod replay;
 mod worker;
 
-pub use apply::{apply_batch, checkpoints, reset, stream_version, ApplyReport, PROJECTION};
+pub use apply::{
+    apply_batch, checkpoints, reset, stream_version, ApplyReport, Incoming, PROJECTION,
+};
 pub use freshness::Freshness;
 pub use worker::{lease_name, ProjectionWorker, WorkerSettings};

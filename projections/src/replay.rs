@@ -20,9 +20,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::apply::Incoming;
 use domain::codec::decode_text;
 use domain::Event;
-use escrow_nats::{Envelope, ENVELOPE_VERSION};
 use event_store::{EventStore, FeedCursor, FeedData, RecordedEvent};
 use futures::TryStreamExt;
 use serde_json::Value;
@@ -248,7 +248,7 @@ async fn step(
     let Some(next) = events.last().map(RecordedEvent::cursor) else {
         return Ok((cursor, 0));
     };
-    let envelopes: Vec<Envelope> = events.into_iter().map(Envelope::from).collect();
+    let envelopes: Vec<Incoming> = events.into_iter().map(Incoming::from).collect();
     apply_step(conn, &envelopes, next, Source::Deliveries(None)).await?;
     Ok((next, envelopes.len()))
 }
@@ -258,7 +258,7 @@ async fn step(
 /// apply's turn.
 struct Fetched {
     /// The events' places, with `data` and `metadata` left null.
-    envelopes: Vec<Envelope>,
+    envelopes: Vec<Incoming>,
     /// The events, one per envelope.
     events: Vec<Event>,
     /// The cursor after the batch.
@@ -279,9 +279,7 @@ async fn fetch(
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         events.push(decode_text(&row.event_type, row.schema_version, &row.data)?);
-        envelopes.push(Envelope {
-            envelope_version: ENVELOPE_VERSION,
-            event_id: row.event_id,
+        envelopes.push(Incoming {
             stream_id: row.stream_id,
             version: row.version,
             position: row.position,
@@ -303,7 +301,7 @@ async fn fetch(
 /// records `next` as the rebuild's cursor there.
 async fn apply_step(
     conn: &mut PgConnection,
-    envelopes: &[Envelope],
+    envelopes: &[Incoming],
     next: FeedCursor,
     source: Source<'_>,
 ) -> anyhow::Result<()> {

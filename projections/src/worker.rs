@@ -7,7 +7,9 @@ use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use domain::codec::decode_text;
 use domain::Event;
-use escrow_nats::{Envelope, JetStreamSettings};
+use escrow_nats::JetStreamSettings;
+
+use crate::apply::Incoming;
 use event_store::Lease;
 use futures::StreamExt;
 use serde_json::value::RawValue;
@@ -193,7 +195,7 @@ impl ProjectionWorker {
             let report = if report.gaps.is_empty() {
                 report
             } else {
-                let gapped: Vec<Envelope> = report
+                let gapped: Vec<Incoming> = report
                     .gaps
                     .iter()
                     .filter_map(|i| envelopes.get(*i).cloned())
@@ -242,7 +244,7 @@ impl ProjectionWorker {
 impl ProjectionWorker {
     /// Applies, from the event store, every event of the gapped streams up to and
     /// including the gapped versions.
-    async fn fill_gaps(&self, conn: &mut PgConnection, gapped: &[Envelope]) -> anyhow::Result<()> {
+    async fn fill_gaps(&self, conn: &mut PgConnection, gapped: &[Incoming]) -> anyhow::Result<()> {
         let store = event_store::EventStore::new(self.pool.clone());
         let mut missing = Vec::new();
         let mut streams: Vec<(&str, i64)> = gapped
@@ -260,7 +262,7 @@ impl ProjectionWorker {
             let applied = crate::stream_version(&self.pool, stream).await?;
             for e in store.read_stream(stream, applied).await? {
                 if e.version <= up_to {
-                    missing.push(Envelope::from(e));
+                    missing.push(Incoming::from(e));
                 }
             }
         }
@@ -275,7 +277,7 @@ impl ProjectionWorker {
     async fn apply(
         &self,
         conn: &mut PgConnection,
-        envelopes: &[Envelope],
+        envelopes: &[Incoming],
         events: Option<&[Option<Event>]>,
     ) -> anyhow::Result<crate::ApplyReport> {
         let mut tx = conn.begin().await?;
@@ -293,7 +295,7 @@ impl ProjectionWorker {
     }
 }
 
-/// A delivered envelope as the worker reads it: the public [`Envelope`]'s fields, with
+/// A delivered envelope as the worker reads it: the public `escrow_nats::Envelope`'s fields, with
 /// `data` and `metadata` left as JSON text.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -318,7 +320,7 @@ struct Delivered<'a> {
 /// worker's decoding). The envelope's `data` is left null when the event decoded, and
 /// holds the data otherwise, so that applying it fails exactly as it would have; its
 /// `metadata` is only read for debug logging, so it is only kept when that is on.
-fn read_delivery(payload: &[u8]) -> serde_json::Result<(Envelope, Option<Event>)> {
+fn read_delivery(payload: &[u8]) -> serde_json::Result<(Incoming, Option<Event>)> {
     let d: Delivered<'_> = serde_json::from_slice(payload)?;
     let event = decode_text(&d.event_type, d.schema_version, d.data.get()).ok();
     let data = match event {
@@ -330,9 +332,9 @@ fn read_delivery(payload: &[u8]) -> serde_json::Result<(Envelope, Option<Event>)
     } else {
         Value::Null
     };
-    let envelope = Envelope {
-        envelope_version: d.envelope_version,
-        event_id: d.event_id,
+    // Read, not kept: an envelope without them is not one of ours and is refused.
+    let _ = (d.envelope_version, d.event_id);
+    let envelope = Incoming {
         stream_id: d.stream_id,
         version: d.version,
         position: d.position,
@@ -367,8 +369,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn envelope(event_type: &str, schema_version: i32, data: Value) -> Envelope {
-        Envelope {
+    fn envelope(event_type: &str, schema_version: i32, data: Value) -> escrow_nats::Envelope {
+        escrow_nats::Envelope {
             envelope_version: escrow_nats::ENVELOPE_VERSION,
             event_id: uuid::Uuid::nil(),
             stream_id: "wallet-0190c6c1-7c1e-7000-8000-000000000001".into(),
@@ -396,12 +398,21 @@ mod tests {
         assert_eq!(event.as_ref(), Some(&expected));
         assert_eq!(read.data, Value::Null, "decoded: the data is not kept");
         assert_eq!(
-            Envelope {
+            Incoming {
                 data: sent.data.clone(),
                 metadata: sent.metadata.clone(),
                 ..read
             },
-            sent
+            Incoming {
+                stream_id: sent.stream_id.clone(),
+                version: sent.version,
+                position: sent.position,
+                event_type: sent.event_type.clone(),
+                schema_version: sent.schema_version,
+                data: sent.data.clone(),
+                metadata: sent.metadata.clone(),
+                recorded_at: sent.recorded_at,
+            }
         );
     }
 

@@ -1,14 +1,16 @@
 //! The read side's queries: the rows of the `rm_*` tables as typed structs, and every
-//! query the API and the scheduler run on them. The projections write these tables, so the
+//! query the API, the scheduler and `verify` run on them. The projections write these tables, so the
 //! queries live beside the code that defines what the rows mean; the API turns rows into
 //! views and never writes SQL of its own.
 
 mod contracts;
 mod disputes;
+mod snapshot;
 mod users;
 mod wallets;
 
 pub use contracts::{contract, contracts_of, due_for_release, ContractRow};
 pub use disputes::{dispute, disputes, DisputeRow};
+pub use snapshot::{snapshot, Snapshot};
 pub use users::{streams_of, user, UserRow};
 pub use wallets::{history, wallet, TransactionRow, WalletRow};
