@@ -58,9 +58,10 @@ pub struct TokenKeys {
     /// `aud` of the tokens minted here (`JWT_AUDIENCE`).
     audience: String,
     /// Tokens whose signature and claims were checked, with what they say: a client sends
-    /// the same token with every request, and checking it again (HMAC, base64, JSON) was
-    /// ~5 % of the server's CPU under load. Only the expiry can change its answer, and it
-    /// is checked on every use; nothing else about a token depends on time or state.
+    /// the same token with every request, and checking it again (HMAC, base64, JSON) costs
+    /// every request a visible share of the server's CPU. Only the expiry can change its
+    /// answer, and it is checked on every use; nothing else about a token depends on time
+    /// or state.
     verified: std::sync::Mutex<std::collections::HashMap<Box<str>, Verified>>,
     /// Lifetime of a token in seconds.
     pub ttl_seconds: i64,

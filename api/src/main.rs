@@ -191,7 +191,7 @@ fn init_logs(format: &str) -> api::otel::Guard {
             .init();
     } else {
         // Colour only for a terminal: escape codes in a log file are noise, and painting
-        // every span field cost ~1.5 % of the server's CPU under load.
+        // every span field costs CPU on every request.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
         registry
             .with(tracing_subscriber::fmt::layer().with_ansi(ansi))

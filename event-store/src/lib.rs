@@ -211,8 +211,8 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx:
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
-        // sqlx pings every connection it hands out: a round trip per acquire, which under
-        // load was ~1,600 pings/s (10 % of the server's CPU samples). Only connections idle
+        // sqlx pings every connection it hands out: a round trip per acquire, paid by every
+        // statement under load. Only connections idle
         // long enough to have been cut (a Postgres restart) are checked; a busy one that
         // broke fails its statement, which callers treat as transient.
         .test_before_acquire(false)

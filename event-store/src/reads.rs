@@ -79,11 +79,10 @@ impl EventStore {
         Ok(sqlx::query_as(&format!(
             // Each part gives only its own newest `limit` (per stream, a backward walk of
             // (stream_id, position); the actor's, one of its expression index): taking all
-            // of them read and sorted a user's whole history for every page (1,083 ms at
-            // 200,000 events, 0.6 ms this way). The actor joins laterally too, so that the
-            // plan walks its index whatever share of the events one actor has: as a
-            // constant, an actor with a third of them got a backward scan of the whole
-            // store instead (135 ms).
+            // of them would read and sort a user's whole history for every page. The actor
+            // joins laterally too, so that the plan walks its index whatever share of the
+            // events one actor has: as a constant, an actor with a large share gets a
+            // backward scan of the whole store instead.
             "SELECT {EVENT_COLUMNS} FROM ( \
                SELECT e.* FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL ( \
                  SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = s.id AND position < $3 \

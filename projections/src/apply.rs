@@ -252,9 +252,9 @@ async fn recorded_versions(
     let mut streams: Vec<&str> = batch.iter().map(|e| e.stream_id.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
-    // One index probe per stream. (`stream_id = ANY($2)` let the planner scan every row of
-    // the projection and filter — 250-430 ms a batch at 25,000 streams — whenever its plan
-    // was made while the table was small; the LIMIT keeps the subquery a per-stream probe.)
+    // One index probe per stream. (`stream_id = ANY($2)` lets the planner scan every row of
+    // the projection and filter whenever its plan was made while the table was small; the
+    // LIMIT keeps the subquery a per-stream probe.)
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT s.stream_id, p.version FROM UNNEST($2::text[]) AS s(stream_id) \
          CROSS JOIN LATERAL (SELECT version FROM projection_streams \

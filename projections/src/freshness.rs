@@ -15,7 +15,7 @@
 //! only news worth waiting for: the waiter asks the database only as a rare safety net.
 //! Polling there made a projection that fell a few seconds behind stay behind: every
 //! waiting reader polled ten times a second, the polls took the CPU the projection needed
-//! to catch up, and its lag held at ~6 s for the rest of a benchmark, at half the rate.
+//! to catch up, and its lag stayed at seconds for the rest of the load.
 //! All waiters' statements together hold at most [`ASKING_MAX`] connections.
 
 use std::collections::{HashMap, VecDeque};
@@ -35,9 +35,8 @@ const POLL_FIRST: Duration = Duration::from_millis(5);
 /// First poll while this process's worker is projecting but memory cannot answer for the
 /// event (it may have been applied and forgotten). Its batches wake the waiters, so the
 /// poll is only a fallback (a position this instance did not commit, a memory that started
-/// over): well above the projection's lag (p99 ~110-160 ms under load), or most waits of a
-/// loaded server poll once for nothing. At 50 ms, 64 % of the benchmark's lag probes did
-/// (3,096 polls for 4,851 probes), each a statement and a pool round trip.
+/// over): well above the projection's lag under load (docs/performance.md), or most waits
+/// of a loaded server poll once for nothing, each a statement and a pool round trip.
 const POLL_FIRST_LOCAL: Duration = Duration::from_millis(250);
 /// Polls back off to this (after a local first poll, they come at this pace).
 const POLL_MAX: Duration = Duration::from_millis(100);
@@ -97,7 +96,7 @@ struct View {
 /// with the `(stream, version)` of its event if this instance committed it. One instance's
 /// positions nearly always come in order and without holes (the committer reserves them
 /// per batch), so a slot per position costs less than a hash map with an order queue
-/// beside it (that was ~1 % of the server's CPU under load).
+/// beside it, which every committed position would pay for.
 #[derive(Default)]
 struct Positions {
     /// The position of `events[0]`.
@@ -346,8 +345,7 @@ impl Freshness {
                 _ = applied => {}
                 _ = tokio::time::sleep_until(at.min(deadline)) => {
                     // The backoff matters when the projection is far behind: many readers
-                    // polling at a fixed 10 ms slowed it further (76,000 polls in 10 s
-                    // during an escrow benchmark).
+                    // polling at a fixed short interval slow it further.
                     let step = if memory_answers { step * 2 } else { (step * 3 / 2).min(POLL_MAX) };
                     *schedule = Some((tokio::time::Instant::now() + step, step));
                     ask_database = true;

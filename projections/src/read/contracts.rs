@@ -64,8 +64,8 @@ pub async fn contracts_of(
 ) -> Result<Vec<ContractRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         // The newest of each side, each a backward walk of its (party, position) index;
-        // `buyer_id = $1 OR seller_id = $1` read every contract of the user to sort them
-        // (85 ms at 200,000 contracts; 0.2 ms this way).
+        // `buyer_id = $1 OR seller_id = $1` would read every contract of the user to sort
+        // them for every page.
         "SELECT {COLUMNS} FROM ( \
            (SELECT * FROM rm_contracts WHERE buyer_id = $1 AND position < $2 \
             AND ($3::text IS NULL OR status = $3) ORDER BY position DESC LIMIT $4) \
