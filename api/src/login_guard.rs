@@ -33,8 +33,17 @@ pub fn block_after(failures: i32) -> Duration {
 /// The key an attempt is counted under: the address as typed, trimmed and lower-cased
 /// (unknown and malformed addresses are counted too, so that none answers differently),
 /// bounded in length.
+/// Attempts are counted before the address is checked, so the key is whatever was sent,
+/// minus NUL characters: PostgreSQL text cannot hold them (a login with one was a 500),
+/// and no account's address has one.
 fn key(email: &str) -> String {
-    email.trim().to_lowercase().chars().take(320).collect()
+    email
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| *c != '\0')
+        .take(320)
+        .collect()
 }
 
 /// Counts a login attempt for `email` before its password is checked, or refuses it (429

@@ -94,3 +94,42 @@ fn money_schema(
         .description(Some(description))
         .into()
 }
+
+/// The document as served. utoipa writes a link's fields in snake_case (`operation_ref`),
+/// where OpenAPI names them in camelCase (`operationRef`): clients would ignore every
+/// link, so the names are corrected here.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let responses = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| {
+            op.get_mut("responses")
+                .and_then(serde_json::Value::as_object_mut)
+        })
+        .flat_map(|r| r.values_mut());
+    for response in responses {
+        let links = response
+            .get_mut("links")
+            .and_then(serde_json::Value::as_object_mut)
+            .into_iter()
+            .flat_map(|l| l.values_mut())
+            .filter_map(serde_json::Value::as_object_mut);
+        for link in links {
+            for (snake, camel) in [
+                ("operation_ref", "operationRef"),
+                ("operation_id", "operationId"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(v) = link.remove(snake) {
+                    link.insert(camel.to_owned(), v);
+                }
+            }
+        }
+    }
+    doc
+}

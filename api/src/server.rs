@@ -19,13 +19,11 @@ use rand::RngCore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::OpenApi;
 
 use crate::auth::TokenKeys;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
 use crate::routes::{audit, auth, contracts, disputes, health, users, wallets, ws};
 use crate::scheduler::AutoRelease;
 use crate::state::AppState;
@@ -113,7 +111,10 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))

@@ -108,7 +108,7 @@ fn respond_registered(outcome: &Outcome, position: i64) -> (u16, Value) {
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses(
-        (status = 201, body = RegisteredUser),
+        (status = 201, body = RegisteredUser, links(("GetUser" = (operation_ref = "#/paths/~1api~1v1~1users~1{id}/get", parameters(("id" = "$response.body#/id")))), ("GetWallet" = (operation_ref = "#/paths/~1api~1v1~1wallets~1{userId}/get", parameters(("userId" = "$response.body#/id")))), ("UserContracts" = (operation_ref = "#/paths/~1api~1v1~1contracts~1user~1{userId}/get", parameters(("userId" = "$response.body#/id")))))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),

@@ -179,7 +179,7 @@ fn respond_resolved(outcome: &Outcome, position: i64) -> (u16, Value) {
 /// Raise a dispute on an active contract (a party); freezes release, refund and auto-release.
 #[utoipa::path(post, path = "/api/v1/disputes", tag = "disputes", security(("bearer" = [])), request_body = RaiseDisputeRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
-    responses((status = 201, body = DisputeView),
+    responses((status = 201, body = DisputeView, links(("GetDispute" = (operation_ref = "#/paths/~1api~1v1~1disputes~1{id}/get", parameters(("id" = "$response.body#/id")))), ("ResolveDispute" = (operation_ref = "#/paths/~1api~1v1~1disputes~1{id}~1resolve/put", parameters(("id" = "$response.body#/id")))))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),

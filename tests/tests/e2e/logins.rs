@@ -158,3 +158,20 @@ async fn logins_and_registrations_have_a_budget_per_address() {
         (StatusCode::TOO_MANY_REQUESTS, Some("RATE_LIMITED"))
     );
 }
+
+/// A login whose address holds a NUL character (which PostgreSQL text cannot store) is
+/// refused like any unknown address, 401, not a 500: the fuzzer found the 500.
+///
+/// Fails when the throttle's key keeps NUL characters (`api/src/login_guard.rs`, `key`).
+#[tokio::test]
+async fn an_address_with_a_nul_character_is_an_unknown_address() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": "a\u{0}b@example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+}

@@ -18,6 +18,7 @@ mod hostile;
 mod integrations;
 mod logins;
 mod notifications;
+mod openapi;
 mod operations;
 mod relay;
 mod replay;
