@@ -98,7 +98,12 @@ fn money_schema(
 /// The document as served. utoipa writes a link's fields in snake_case (`operation_ref`),
 /// where OpenAPI names them in camelCase (`operationRef`): clients would ignore every
 /// link, so the names are corrected here.
-pub fn document() -> serde_json::Value {
+pub fn document() -> &'static serde_json::Value {
+    static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(build);
+    &DOC
+}
+
+fn build() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let responses = doc
         .get_mut("paths")

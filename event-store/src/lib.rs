@@ -165,6 +165,12 @@ impl StoreError {
         }
     }
 
+    /// Whether an idempotency key was stored by another commit between the check and the
+    /// insert: nothing was written, and the key now holds the other commit's answer.
+    pub fn is_key_taken(&self) -> bool {
+        matches!(self, StoreError::UniqueViolation { constraint } if constraint == "idempotency_keys_pkey")
+    }
+
     /// Whether this is a race with another writer (version conflict, deadlock,
     /// serialization failure): decide again from fresh state.
     pub fn is_race(&self) -> bool {

@@ -300,8 +300,11 @@ impl ProjectionWorker {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Delivered<'a> {
-    envelope_version: u32,
-    event_id: uuid::Uuid,
+    // Read, not kept: an envelope without them is not one of ours and is refused.
+    #[serde(rename = "envelopeVersion")]
+    _envelope_version: u32,
+    #[serde(rename = "eventId")]
+    _event_id: uuid::Uuid,
     stream_id: String,
     version: i64,
     position: i64,
@@ -332,8 +335,6 @@ fn read_delivery(payload: &[u8]) -> serde_json::Result<(Incoming, Option<Event>)
     } else {
         Value::Null
     };
-    // Read, not kept: an envelope without them is not one of ours and is refused.
-    let _ = (d.envelope_version, d.event_id);
     let envelope = Incoming {
         stream_id: d.stream_id,
         version: d.version,

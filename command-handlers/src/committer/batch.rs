@@ -29,8 +29,7 @@
 use std::collections::{HashMap, HashSet};
 
 use event_store::{
-    read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite, IdempotencyRow, StoreError,
-    StreamAppend,
+    read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite, IdempotencyRow, StreamAppend,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -356,12 +355,7 @@ impl Shared {
             }
             // A key was taken by another process's commit after the check: nothing was
             // written; each command decides again and that one replays the stored answer.
-            Err(StoreError::UniqueViolation { constraint })
-                if constraint == "idempotency_keys_pkey" =>
-            {
-                self.race(accepted, heads)
-            }
-            Err(e) if e.is_race() => self.race(accepted, heads),
+            Err(e) if e.is_key_taken() || e.is_race() => self.race(accepted, heads),
             Err(e) => {
                 tracing::warn!(error = %e, commands = accepted.len(), "group commit failed");
                 for a in accepted {

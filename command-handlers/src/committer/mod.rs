@@ -287,12 +287,16 @@ impl Shared {
                 let outcome = Box::new(sub.plan.outcome);
                 (Batched::Committed { position, outcome }, true)
             }
-            Err(StoreError::UniqueViolation { constraint }) => match constraint.as_str() {
-                "credentials_email_key" => (Batched::EmailTaken, true),
-                "idempotency_keys_pkey" => (Batched::KeyTaken, true),
-                _ => (Batched::Conflict, true),
-            },
-            Err(e) if e.is_race() => (Batched::Conflict, true),
+            Err(e) if e.is_key_taken() => (Batched::KeyTaken, true),
+            Err(StoreError::UniqueViolation { constraint })
+                if constraint == "credentials_email_key" =>
+            {
+                (Batched::EmailTaken, true)
+            }
+            // Another unique row taken (the user's stream, say): decide again.
+            Err(e) if e.is_race() || matches!(e, StoreError::UniqueViolation { .. }) => {
+                (Batched::Conflict, true)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a registration's commit failed");
                 (failed(&e), false)
