@@ -304,3 +304,30 @@ pub fn parse_description(d: Option<&str>) -> Result<Option<Description>, ApiErro
         Some(s) => Description::parse(s).map_err(|e| ApiError::from(domain::DomainError::from(e))),
     }
 }
+
+/// An optional whole number as JSON Schema counts one: `24` and `24.0` alike (its
+/// `integer` is any number without a fractional part), so a body the document allows is
+/// not refused for its spelling. Anything else is the same refusal serde gives a `u32`.
+pub fn whole_number<'de, D>(d: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => u32::try_from(u).ok(),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
+            u32::try_from(f as u64).ok()
+        }
+        _ => None,
+    };
+    whole.map(Some).ok_or_else(|| {
+        D::Error::custom(format!(
+            "invalid value: {n}, expected a whole number from 0 to {}",
+            u32::MAX
+        ))
+    })
+}

@@ -97,7 +97,8 @@ fn money_schema(
 
 /// The document as served. utoipa writes a link's fields in snake_case (`operation_ref`),
 /// where OpenAPI names them in camelCase (`operationRef`): clients would ignore every
-/// link, so the names are corrected here.
+/// link, so the names are corrected here. A rule across two fields, which a struct's derive
+/// cannot state, is added here too ([`outcome_rule`]).
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(build);
     &DOC
@@ -136,5 +137,31 @@ fn build() -> serde_json::Value {
             }
         }
     }
+    outcome_rule(&mut doc);
     doc
+}
+
+/// A `SPLIT` names both amounts; `RELEASE` and `REFUND` name neither. The resolve handler
+/// refuses anything else with 422, so the document says it: a generator that trusts the
+/// document never sends a body the server must refuse.
+fn outcome_rule(doc: &mut serde_json::Value) {
+    let Some(schema) = doc
+        .pointer_mut("/components/schemas/ResolveDisputeRequest")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    schema.insert(
+        "oneOf".to_owned(),
+        serde_json::json!([
+            {
+                "properties": { "outcome": { "enum": ["RELEASE", "REFUND"] } },
+                "not": { "anyOf": [{ "required": ["sellerAmount"] }, { "required": ["buyerAmount"] }] }
+            },
+            {
+                "properties": { "outcome": { "const": "SPLIT" } },
+                "required": ["sellerAmount", "buyerAmount"]
+            }
+        ]),
+    );
 }

@@ -144,7 +144,7 @@ pub struct CreateContractRequest {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
     )]
     pub title: String,
     /// The price: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
@@ -163,6 +163,7 @@ pub struct CreateContractRequest {
     pub description: Option<String>,
     /// Hours the buyer has after delivery before funds release by themselves (1 to 8784).
     #[schema(minimum = 1, maximum = 8784)]
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub inspection_period_hours: Option<u32>,
 }
 

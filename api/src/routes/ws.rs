@@ -175,12 +175,22 @@ pub struct NotificationRequest {
     /// The recipient.
     #[schema(format = Uuid)]
     pub user_id: String,
-    /// A short type for clients to switch on (1 to 64 characters, not only spaces).
+    /// A short type for clients to switch on (1 to 64 characters, not only whitespace).
     #[serde(rename = "type")]
-    #[schema(min_length = 1, max_length = 64, pattern = "^\\s*\\S[\\s\\S]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[\\s\\S]*[^\\u0009-\\u000D\\u0020\\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][\\s\\S]*$"
+    )]
     pub kind: String,
-    /// The text (1 to 2000 characters, not only spaces).
-    #[schema(min_length = 1, max_length = 2000, pattern = "^\\s*\\S[\\s\\S]*$")]
+    /// The text (1 to 2000 characters, not only whitespace). The pattern lists the characters
+    /// Unicode counts as whitespace (what the handler's `trim` removes), because `\s` means
+    /// different sets in different regex engines.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[\\s\\S]*[^\\u0009-\\u000D\\u0020\\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][\\s\\S]*$"
+    )]
     pub message: String,
 }
 

@@ -407,6 +407,35 @@ async fn every_rule_and_role() {
         "INVALID_BODY",
         "negative window",
     );
+    for hours in [json!(24.5), json!(-1.0), json!(4294967296.0), json!("24")] {
+        expect(
+            &create(
+                &app,
+                &buyer,
+                &buyer,
+                &seller,
+                "1",
+                json!({"inspectionPeriodHours": hours}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_BODY",
+            &format!("window {hours}"),
+        );
+    }
+    // JSON Schema's `integer` counts 24.0 as a whole number, so the document allows it and
+    // the server takes it (schemathesis found the refusal; fails with the field a bare u32).
+    let whole = create(
+        &app,
+        &buyer,
+        &buyer,
+        &seller,
+        "1",
+        json!({"inspectionPeriodHours": 24.0}),
+    )
+    .await;
+    assert_eq!(whole.status, StatusCode::CREATED, "{:?}", whole.body);
+    assert_eq!(whole.body["inspectionPeriodHours"], json!(24));
     expect(
         &app.post(
             "/contracts",

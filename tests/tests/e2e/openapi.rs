@@ -1,8 +1,8 @@
 //! The OpenAPI document states what the server enforces, and its links lead somewhere.
 
 use escrow_tests::spawn_app;
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 /// The operation an `operationRef` such as `#/paths/~1api~1v1~1contracts~1{id}/get` names.
 fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
@@ -67,4 +67,101 @@ async fn links_resolve_and_ids_and_keys_are_constrained() {
         "a contract links to its funding"
     );
     assert!(links >= 12, "{links} links");
+}
+
+/// The resolve body's rule across fields is in the document, and the server enforces the
+/// same rule: a `SPLIT` names both amounts, `RELEASE` and `REFUND` name neither.
+///
+/// Fails without `outcome_rule` in `api/src/openapi.rs` (seen: the document then allows a
+/// `SPLIT` with no amounts, which the server refuses with 422).
+#[tokio::test]
+async fn the_resolve_rule_across_fields_is_documented_and_enforced() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", None).await.body;
+    let branches = doc["components"]["schemas"]["ResolveDisputeRequest"]["oneOf"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let split = branches
+        .iter()
+        .find(|b| b["properties"]["outcome"]["const"] == "SPLIT")
+        .expect("a SPLIT branch");
+    assert_eq!(split["required"], json!(["sellerAmount", "buyerAmount"]));
+    let others = branches
+        .iter()
+        .find(|b| b["properties"]["outcome"]["enum"] == json!(["RELEASE", "REFUND"]))
+        .expect("a RELEASE/REFUND branch");
+    assert_eq!(
+        others["not"]["anyOf"],
+        json!([{"required": ["sellerAmount"]}, {"required": ["buyerAmount"]}])
+    );
+
+    let arbiter = app.user().await;
+    let arbiter = app.grant(&arbiter, "arbiter").await;
+    let path = format!("/disputes/{}/resolve", uuid::Uuid::now_v7());
+    for body in [
+        json!({"resolution": "r", "outcome": "SPLIT"}),
+        json!({"resolution": "r", "outcome": "SPLIT", "sellerAmount": "1.00"}),
+        json!({"resolution": "r", "outcome": "RELEASE", "buyerAmount": "1.00"}),
+    ] {
+        let res = app
+            .request(Method::PUT, &path, Some(&arbiter.token), Some(&body), &[])
+            .await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    let allowed =
+        json!({"resolution": "r", "outcome": "SPLIT", "sellerAmount": "1.00", "buyerAmount": 0});
+    let res = app
+        .request(
+            Method::PUT,
+            &path,
+            Some(&arbiter.token),
+            Some(&allowed),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::NOT_FOUND,
+        "a well-formed body reaches the lookup"
+    );
+}
+
+/// The document's text patterns refuse exactly the texts of one character (alone, and between
+/// two letters) the server refuses,
+/// for every character of the Basic Multilingual Plane (every Unicode whitespace character
+/// lies in it). The patterns spell whitespace out, because `\s` means different sets in
+/// different engines (ECMAScript's includes U+FEFF and not U+0085; Rust's `trim` the other
+/// way round).
+///
+/// Fails with the notification pattern written `^\s*\S[\s\S]*$` (seen: Rust's `\s` agrees,
+/// so the check is on the explicit set: U+0085 and U+FEFF must be judged as `trim` judges
+/// them) and with a title pattern that lets a control character through.
+#[tokio::test]
+async fn the_text_patterns_refuse_what_the_server_refuses() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", None).await.body;
+    let schemas = &doc["components"]["schemas"];
+    let pattern = |schema: &str, field: &str| {
+        let text = schemas[schema]["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.{field} has a pattern"))
+            .to_owned();
+        assert!(
+            !text.contains("\\s*\\S"),
+            "{schema}.{field} spells whitespace out"
+        );
+        regex::Regex::new(&text).expect("a pattern the regex crate reads")
+    };
+    let message = pattern("NotificationRequest", "message");
+    let title = pattern("CreateContractRequest", "title");
+    for c in (0..=0xFFFF_u32).filter_map(char::from_u32) {
+        let alone = c.to_string();
+        let blank = alone.trim().is_empty();
+        assert_eq!(message.is_match(&alone), !blank, "message {:?}", c);
+        let control = c.is_control() && c != '\n' && c != '\t';
+        assert_eq!(title.is_match(&alone), !(blank || control), "title {:?}", c);
+        let inside = format!("a{c}b");
+        assert_eq!(title.is_match(&inside), !control, "title a{:?}b", c);
+    }
 }

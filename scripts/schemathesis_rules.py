@@ -1,0 +1,48 @@
+"""The refusals of schema-valid requests that the OpenAPI document cannot state.
+
+Loaded by scripts/schemathesis.sh (SCHEMATHESIS_HOOKS). A request that conforms to the
+document may still be refused with 422 for exactly these reasons:
+
+- POST /api/v1/contracts, SAME_PARTIES: buyerId equals sellerId (an inequality between two
+  fields, which JSON Schema has no way to say);
+- PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
+  up to what the contract holds (stored state);
+- any request with an Idempotency-Key, IDEMPOTENCY_KEY_REUSED: the key was stored earlier
+  with another body (stored state; 422 as the IETF Idempotency-Key draft says).
+
+Any other 422 to a schema-valid request fails the run.
+"""
+
+import json
+
+import schemathesis
+
+RULES = {
+    ("POST", "/api/v1/contracts"): {"SAME_PARTIES"},
+    ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},
+}
+
+
+def _code(response):
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
+
+
+@schemathesis.check
+def refusals_follow_the_stated_rules(ctx, response, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
+        return None
+    allowed = set(RULES.get((case.method.upper(), case.operation.path), set()))
+    if any(name.lower() == "idempotency-key" for name in (case.headers or {})):
+        allowed.add("IDEMPOTENCY_KEY_REUSED")
+    code = _code(response)
+    if code not in allowed:
+        raise AssertionError(
+            f"a schema-valid request was refused with 422 {code}; "
+            f"only {sorted(allowed) or 'nothing'} may refuse it here"
+        )
+    return None
