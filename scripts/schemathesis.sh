@@ -28,8 +28,8 @@ TOKEN=$(curl -sf -X POST "$B/auth/login" -H 'Content-Type: application/json' \
   -d '{"email":"fuzz@example.com","password":"password123"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
 # Left out: /auth/logout (it would end the session every later request uses) and /ws (a
 # WebSocket upgrade, which schemathesis does not speak). Every check and every phase runs;
-# schemathesis.toml and schemathesis_rules.py hold the three refusals the document cannot
-# state, and fail any other refusal of a schema-valid request.
+# schemathesis.toml and schemathesis_rules.py hold the refusals the document cannot state,
+# and fail any other refusal of a schema-valid request.
 export SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_rules.py"
 st --config-file "$ROOT/scripts/schemathesis.toml" run "$B/openapi.json" \
   --exclude-path /api/v1/auth/logout --exclude-path /api/v1/ws -H "Authorization: Bearer $TOKEN" \

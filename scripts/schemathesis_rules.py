@@ -5,6 +5,8 @@ document may still be refused with 422 for exactly these reasons:
 
 - POST /api/v1/contracts, SAME_PARTIES: buyerId equals sellerId (an inequality between two
   fields, which JSON Schema has no way to say);
+- POST /api/v1/contracts, INVALID_FUND_BY: fundBy is not in the future or more than 366 days
+  ahead (it depends on the clock; the document states only that it is a date-time);
 - PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
   up to what the contract holds (stored state);
 - any request with an Idempotency-Key, IDEMPOTENCY_KEY_REUSED: the key was stored earlier
@@ -18,7 +20,7 @@ import json
 import schemathesis
 
 RULES = {
-    ("POST", "/api/v1/contracts"): {"SAME_PARTIES"},
+    ("POST", "/api/v1/contracts"): {"SAME_PARTIES", "INVALID_FUND_BY"},
     ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},
 }
 

@@ -86,7 +86,7 @@ pub struct ServeConfig {
     /// How long a query with `minPosition` waits for the read models, in milliseconds.
     #[arg(long, env = "READ_WAIT_MS", default_value_t = 2000)]
     pub read_wait_ms: u64,
-    /// How often the inspection-window scheduler looks for contracts due for auto-release.
+    /// How often the deadline scheduler looks for contracts due for auto-release or expiry.
     #[arg(long, env = "AUTO_RELEASE_POLL_MS", default_value_t = 1000)]
     pub auto_release_poll_ms: u64,
     /// Requests a minute one client address may make (0: unlimited).

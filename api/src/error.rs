@@ -154,7 +154,8 @@ impl From<DomainError> for ApiError {
             | DomainError::SameParties
             | DomainError::ExceedsHeld { .. }
             | DomainError::SplitMismatch { .. }
-            | DomainError::InvalidText(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | DomainError::InvalidText(_)
+            | DomainError::InvalidFundBy(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -331,3 +331,21 @@ where
         ))
     })
 }
+
+/// An RFC 3339 time (`2027-01-31T12:00:00Z`, any offset) as the domain's timestamp, to the
+/// millisecond. JSON Schema's `date-time` separates date and time with a `T`; chrono also
+/// takes a space, so the `T` is checked here to keep the document and the server agreed.
+pub fn parse_time(text: &str) -> Result<domain::Timestamp, ApiError> {
+    let refused = || {
+        ApiError::unprocessable(
+            "INVALID_FUND_BY",
+            "fundBy must be an RFC 3339 time such as 2027-01-31T12:00:00Z",
+        )
+    };
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+        return Err(refused());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| domain::Timestamp(t.timestamp_millis()))
+        .map_err(|_| refused())
+}

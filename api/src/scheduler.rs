@@ -1,5 +1,6 @@
-//! The inspection-window scheduler: releases held funds to the seller once a delivered
-//! contract's window has expired and the buyer neither released nor disputed.
+//! The deadline scheduler: releases held funds to the seller once a delivered contract's
+//! inspection window has expired and the buyer neither released nor disputed, and expires
+//! a draft nobody funded by its `fundBy` deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,14 @@ use crate::clock::Clock;
 /// Contracts looked at per scan: bounds one round's work; the next scan takes the rest.
 const DUE_CONTRACTS_PER_SCAN_MAX: i64 = 100;
 
-/// Finds due contracts in the read model and releases them as the `system` actor.
+/// Finds due contracts in the read model and releases or expires them as the `system`
+/// actor.
 ///
 /// Every `escrow serve` may run one: the read model only nominates candidates, the domain
-/// re-checks the window against the contract's own stream, and the append is guarded by
-/// the stream version, so a contract is released exactly once however many run.
-pub struct AutoRelease {
+/// re-checks the deadline against the contract's own stream, and the append is guarded by
+/// the stream version, so a contract is released (or expired) exactly once however many
+/// run.
+pub struct Deadlines {
     ledger: Arc<Ledger>,
     pool: PgPool,
     clock: Arc<dyn Clock>,
@@ -27,7 +30,7 @@ pub struct AutoRelease {
     poll: Duration,
 }
 
-impl AutoRelease {
+impl Deadlines {
     /// A scheduler scanning every `poll_ms` milliseconds.
     pub fn new(
         ledger: Arc<Ledger>,
@@ -49,7 +52,7 @@ impl AutoRelease {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
             if let Err(e) = self.scan().await {
-                tracing::warn!(error = %e, "auto-release scan failed");
+                tracing::warn!(error = %e, "deadline scan failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
@@ -58,32 +61,49 @@ impl AutoRelease {
         }
     }
 
-    /// Releases every contract due now. Returns how many this process released.
+    /// Releases every contract whose window ended and expires every draft whose deadline
+    /// passed. Returns how many contracts this process changed.
     pub async fn scan(&self) -> anyhow::Result<usize> {
         let now = self.clock.now();
-        let due =
+        let release =
             projections::read::due_for_release(&self.pool, now, DUE_CONTRACTS_PER_SCAN_MAX).await?;
-        let mut released = 0;
-        for id in due {
-            let ctx = CommandContext::internal(Actor::System);
-            let cmd = Command::ReleaseContract {
-                contract_id: ContractId(id),
-                actor: domain::Actor::System,
-                amount: None,
-                now: self.clock.timestamp(),
-                transaction_id: TransactionId::new_v7(),
+        let expire =
+            projections::read::due_for_expiry(&self.pool, now, DUE_CONTRACTS_PER_SCAN_MAX).await?;
+        let mut changed = 0;
+        for (id, expiry) in release
+            .into_iter()
+            .map(|id| (id, false))
+            .chain(expire.into_iter().map(|id| (id, true)))
+        {
+            let contract_id = ContractId(id);
+            let now = self.clock.timestamp();
+            let cmd = if expiry {
+                Command::ExpireContract { contract_id, now }
+            } else {
+                Command::ReleaseContract {
+                    contract_id,
+                    actor: domain::Actor::System,
+                    amount: None,
+                    now,
+                    transaction_id: TransactionId::new_v7(),
+                }
             };
+            let ctx = CommandContext::internal(Actor::System);
             match self.ledger.execute(&ctx, cmd).await {
                 Ok(_) => {
-                    released += 1;
+                    changed += 1;
                     self.relay_wake.notify_one();
-                    tracing::info!(contract = %id, "inspection window expired: funds released to the seller");
+                    if expiry {
+                        tracing::info!(contract = %id, "funding deadline passed: draft expired");
+                    } else {
+                        tracing::info!(contract = %id, "inspection window expired: funds released to the seller");
+                    }
                 }
-                // Someone else released it, or the buyer acted, or a dispute froze it.
+                // Another server got there first, or a party acted, or a dispute froze it.
                 Err(CommandError::Domain(DomainError::InvalidTransition { .. })) => {}
-                Err(e) => tracing::warn!(contract = %id, error = %e, "auto-release failed"),
+                Err(e) => tracing::warn!(contract = %id, error = %e, "scheduled change failed"),
             }
         }
-        Ok(released)
+        Ok(changed)
     }
 }

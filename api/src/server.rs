@@ -25,7 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::routes::{audit, auth, contracts, disputes, health, users, wallets, ws};
-use crate::scheduler::AutoRelease;
+use crate::scheduler::Deadlines;
 use crate::state::AppState;
 
 /// A running ledger process.
@@ -410,7 +410,7 @@ pub async fn start_with_clock(
         }),
     ));
     if config.role != WorkerRole::Api {
-        let scheduler = AutoRelease::new(
+        let scheduler = Deadlines::new(
             ledger.clone(),
             pool.clone(),
             clock.clone(),

@@ -227,7 +227,10 @@ async function loadContracts() {
     cell(row, side);
     cell(row, `${c.amount} ${c.currency}`);
     cell(row, c.heldAmount);
-    cell(row, c.status).className = "contract-status";
+    const status = c.status === "DRAFT" && c.fundBy
+      ? `DRAFT (fund by ${new Date(c.fundBy).toLocaleString()})`
+      : c.status;
+    cell(row, status).className = "contract-status";
     const actions = cell(row, "");
     actions.className = "actions";
     for (const b of contractActions(c, side)) actions.appendChild(b);
@@ -352,6 +355,9 @@ function wire() {
     };
     const hours = f.get("inspectionPeriodHours");
     if (hours) req.inspectionPeriodHours = Number(hours);
+    // datetime-local is the browser's local time; the API takes an RFC 3339 instant.
+    const fundBy = f.get("fundBy");
+    if (fundBy) req.fundBy = new Date(fundBy).toISOString();
     const c = await api("POST", "/contracts", req);
     return `Created "${c.title}" (${c.status})`;
   });

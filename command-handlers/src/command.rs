@@ -96,6 +96,8 @@ pub enum Command {
         actor: UserId,
         /// The movement's id.
         transaction_id: TransactionId,
+        /// Now (checked against the funding deadline).
+        now: Timestamp,
     },
     /// The seller marks the contract delivered.
     DeliverContract {
@@ -136,6 +138,13 @@ pub enum Command {
         contract_id: ContractId,
         /// Who asks.
         actor: UserId,
+    },
+    /// The system expires a draft whose funding deadline has passed.
+    ExpireContract {
+        /// The contract.
+        contract_id: ContractId,
+        /// Now.
+        now: Timestamp,
     },
     /// A party disputes an active contract.
     RaiseDispute {
@@ -178,6 +187,7 @@ impl Command {
             Command::ReleaseContract { .. } => "ReleaseContract",
             Command::RefundContract { .. } => "RefundContract",
             Command::CancelContract { .. } => "CancelContract",
+            Command::ExpireContract { .. } => "ExpireContract",
             Command::RaiseDispute { .. } => "RaiseDispute",
             Command::ResolveDispute { .. } => "ResolveDispute",
         }

@@ -5,7 +5,7 @@
 //!
 //! Lifecycle: `DRAFT` → fund (buyer) → `ACTIVE` → release (buyer, or the system when the
 //! inspection window expires) → `COMPLETED`; refund (seller) → `REFUNDED`; cancel (a party,
-//! draft only) → `CANCELLED`; dispute (a party, active) → `DISPUTED` → resolve (arbiter or
+//! draft only) → `CANCELLED`; not funded by `fundBy` (the system) → `EXPIRED`; dispute (a party, active) → `DISPUTED` → resolve (arbiter or
 //! admin, never a party) → `COMPLETED`/`REFUNDED`/`SETTLED`.
 //!
 //! Every decision that moves money returns writes for the contract stream *and* every
@@ -31,6 +31,8 @@ pub const TITLE_CHARS_MAX: usize = 200;
 pub const STATEMENT_CHARS_MAX: usize = 2_000;
 /// Longest inspection window, in hours (one year).
 pub const INSPECTION_HOURS_MAX: u32 = 24 * 366;
+/// Furthest a funding deadline may lie ahead, in days (one year, leap day included).
+pub const FUND_BY_DAYS_MAX: u32 = 366;
 
 /// Where a contract is in its lifecycle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +53,8 @@ pub enum ContractStatus {
     Settled,
     /// Called off before funding.
     Cancelled,
+    /// Not funded by its deadline.
+    Expired,
 }
 
 impl ContractStatus {
@@ -73,6 +77,7 @@ impl ContractStatus {
             ContractStatus::Refunded => "REFUNDED",
             ContractStatus::Settled => "SETTLED",
             ContractStatus::Cancelled => "CANCELLED",
+            ContractStatus::Expired => "EXPIRED",
         }
     }
 
@@ -86,6 +91,7 @@ impl ContractStatus {
             ContractStatus::Refunded,
             ContractStatus::Settled,
             ContractStatus::Cancelled,
+            ContractStatus::Expired,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
@@ -115,6 +121,8 @@ pub struct Contract {
     pub delivered_at: Option<Timestamp>,
     /// When held funds release by themselves.
     pub auto_release_at: Option<Timestamp>,
+    /// A draft not funded by then expires.
+    pub fund_by: Option<Timestamp>,
     /// The open (or last) dispute.
     pub dispute: Option<DisputeId>,
     /// Title.
@@ -145,11 +153,13 @@ impl Aggregate for Contract {
                 amount,
                 currency,
                 inspection_period_hours,
+                fund_by,
                 title,
                 description,
                 created_at,
                 ..
             } => {
+                self.fund_by = *fund_by;
                 self.title = title.clone();
                 self.description = description.clone();
                 self.created_at = Some(*created_at);
@@ -188,6 +198,7 @@ impl Aggregate for Contract {
                 }
             }
             Event::ContractCancelled { .. } => self.status = ContractStatus::Cancelled,
+            Event::ContractExpired { .. } => self.status = ContractStatus::Expired,
             Event::ContractDisputed { dispute_id } => {
                 self.status = ContractStatus::Disputed;
                 self.dispute = Some(*dispute_id);
@@ -243,6 +254,8 @@ pub struct CreateContract {
     pub currency: Currency,
     /// Inspection window after delivery, in hours.
     pub inspection_period_hours: Option<u32>,
+    /// Funding deadline: after `now`, at most [`FUND_BY_DAYS_MAX`] days ahead.
+    pub fund_by: Option<Timestamp>,
     /// When the command is decided.
     pub now: Timestamp,
 }
@@ -266,6 +279,16 @@ pub fn create(
         return Err(DomainError::InvalidText(
             "inspectionPeriodHours must be from 1 to 8784",
         ));
+    }
+    if let Some(fund_by) = cmd.fund_by {
+        if fund_by <= cmd.now {
+            return Err(DomainError::InvalidFundBy("fundBy must be in the future"));
+        }
+        if fund_by > cmd.now.plus_days(FUND_BY_DAYS_MAX) {
+            return Err(DomainError::InvalidFundBy(
+                "fundBy must be at most a year (366 days) ahead",
+            ));
+        }
     }
     if cmd.buyer_id == cmd.seller_id {
         return Err(DomainError::SameParties);
@@ -293,6 +316,7 @@ pub fn create(
             amount: cmd.amount,
             currency: cmd.currency,
             inspection_period_hours: cmd.inspection_period_hours,
+            fund_by: cmd.fund_by,
             created_by: cmd.actor,
             created_at: cmd.now,
         }],
@@ -317,12 +341,14 @@ fn require_active(c: &Contract, what: &str) -> Result<(), DomainError> {
     }
 }
 
-/// Decides a funding: the buyer's wallet pays the full price into escrow.
+/// Decides a funding: the buyer's wallet pays the full price into escrow, before the
+/// contract's funding deadline if it has one.
 pub fn fund(
     contract: &Versioned<Contract>,
     buyer_wallet: &Versioned<Wallet>,
     actor: UserId,
     transaction_id: TransactionId,
+    now: Timestamp,
 ) -> Result<Vec<StreamWrite>, DomainError> {
     let id = existing(contract)?;
     let c = &contract.state;
@@ -336,6 +362,12 @@ pub fn fund(
                 "only a DRAFT contract can be funded; this one is {}",
                 c.status.as_str()
             ),
+        ));
+    }
+    if c.fund_by.is_some_and(|t| now >= t) {
+        return Err(transition(
+            "FUNDING_DEADLINE_PASSED",
+            "the contract's fundBy deadline has passed",
         ));
     }
     let currency = c.currency();
@@ -542,6 +574,37 @@ pub fn cancel(
         events: vec![Event::ContractCancelled {
             cancelled_by: actor,
         }],
+    }])
+}
+
+/// Decides a draft's expiry: the system, once the funding deadline has passed. Refused for
+/// a contract that is no longer a draft or whose deadline has not come, so that any number
+/// of schedulers expire a draft once.
+pub fn expire(
+    contract: &Versioned<Contract>,
+    now: Timestamp,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = existing(contract)?;
+    let c = &contract.state;
+    if c.status != ContractStatus::Draft {
+        return Err(transition(
+            "CONTRACT_NOT_DRAFT",
+            format!(
+                "only a DRAFT contract expires; this one is {}",
+                c.status.as_str()
+            ),
+        ));
+    }
+    if c.fund_by.is_none_or(|t| now < t) {
+        return Err(transition(
+            "FUNDING_DEADLINE_NOT_PASSED",
+            "the contract's fundBy deadline has not passed",
+        ));
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::contract(id),
+        expected_version: contract.version,
+        events: vec![Event::ContractExpired { expired_at: now }],
     }])
 }
 

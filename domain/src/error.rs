@@ -73,6 +73,9 @@ pub enum DomainError {
     /// Free text that is required was empty or too long.
     #[error("{0}")]
     InvalidText(&'static str),
+    /// A funding deadline in the past or too far ahead.
+    #[error("{0}")]
+    InvalidFundBy(&'static str),
     /// The role is already held.
     #[error("the user already has role {0}")]
     RoleAlreadyHeld(&'static str),
@@ -103,6 +106,7 @@ impl DomainError {
             DomainError::ExceedsHeld { .. } => "AMOUNT_EXCEEDS_HELD",
             DomainError::SplitMismatch { .. } => "SPLIT_MISMATCH",
             DomainError::InvalidText(_) => "INVALID_TEXT",
+            DomainError::InvalidFundBy(_) => "INVALID_FUND_BY",
         }
     }
 }

@@ -159,6 +159,10 @@ pub enum Event {
             skip_serializing_if = "Option::is_none"
         )]
         inspection_period_hours: Option<u32>,
+        /// A draft not funded by then expires. Absent in contracts without a deadline (and
+        /// in every contract created before deadlines existed).
+        #[serde(rename = "fundBy", default, skip_serializing_if = "Option::is_none")]
+        fund_by: Option<Timestamp>,
         /// The party that drafted it.
         #[serde(rename = "createdBy")]
         created_by: UserId,
@@ -212,6 +216,12 @@ pub enum Event {
         /// The party that cancelled.
         #[serde(rename = "cancelledBy")]
         cancelled_by: UserId,
+    },
+    /// A draft was not funded by its `fundBy` deadline (decided by the system).
+    ContractExpired {
+        /// When the scheduler expired it.
+        #[serde(rename = "expiredAt")]
+        expired_at: Timestamp,
     },
     /// A dispute froze the contract.
     ContractDisputed {
@@ -326,6 +336,7 @@ impl Event {
             Event::ContractReleased { .. } => "ContractReleased",
             Event::ContractRefunded { .. } => "ContractRefunded",
             Event::ContractCancelled { .. } => "ContractCancelled",
+            Event::ContractExpired { .. } => "ContractExpired",
             Event::ContractDisputed { .. } => "ContractDisputed",
             Event::ContractSettled { .. } => "ContractSettled",
             Event::EscrowHeld { .. } => "EscrowHeld",

@@ -80,4 +80,9 @@ impl Timestamp {
     pub fn plus_hours(self, hours: u32) -> Timestamp {
         Timestamp(self.0.saturating_add(i64::from(hours) * 3_600_000))
     }
+
+    /// This time plus whole days.
+    pub fn plus_days(self, days: u32) -> Timestamp {
+        self.plus_hours(days.saturating_mul(24))
+    }
 }

@@ -68,6 +68,7 @@ fn created(d: &Deal, hours: Option<u32>) -> Event {
         amount: usd("1000"),
         currency: Currency::USD,
         inspection_period_hours: hours,
+        fund_by: None,
         created_by: d.buyer,
         created_at: Timestamp(0),
     }
@@ -104,6 +105,7 @@ fn create_by_a_party_with_distinct_existing_users() {
         amount: usd("1000"),
         currency: Currency::USD,
         inspection_period_hours: Some(72),
+        fund_by: None,
         now: Timestamp(0),
     };
     let then =
@@ -183,7 +185,7 @@ fn fund_moves_the_price_from_buyer_wallet_into_escrow() {
     let c: Versioned<Contract> = given(&[created(&d, None)]);
     let w = wallet(d.buyer, "1500");
     let tx = TransactionId::new_v7();
-    let then = contract::fund(&c, &w, d.buyer, tx).expect("funded");
+    let then = contract::fund(&c, &w, d.buyer, tx, Timestamp(0)).expect("funded");
     assert_eq!(then[0].expected_version, 1);
     assert_eq!(
         then[0].events,
@@ -206,9 +208,18 @@ fn fund_moves_the_price_from_buyer_wallet_into_escrow() {
         }]
     );
 
-    assert_eq!(code(contract::fund(&c, &w, d.seller, tx)), "FORBIDDEN");
     assert_eq!(
-        code(contract::fund(&c, &wallet(d.buyer, "999.99"), d.buyer, tx)),
+        code(contract::fund(&c, &w, d.seller, tx, Timestamp(0))),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(contract::fund(
+            &c,
+            &wallet(d.buyer, "999.99"),
+            d.buyer,
+            tx,
+            Timestamp(0)
+        )),
         "INSUFFICIENT_FUNDS"
     );
     assert_eq!(
@@ -216,14 +227,144 @@ fn fund_moves_the_price_from_buyer_wallet_into_escrow() {
             &given(&[created(&d, None), funded()]),
             &w,
             d.buyer,
-            tx
+            tx,
+            Timestamp(0)
         )),
         "CONTRACT_NOT_DRAFT"
     );
     assert_eq!(
-        code(contract::fund(&given(&[]), &w, d.buyer, tx)),
+        code(contract::fund(&given(&[]), &w, d.buyer, tx, Timestamp(0))),
         "CONTRACT_NOT_FOUND"
     );
+}
+
+const DAY_MS: i64 = 24 * 3_600_000;
+
+fn created_with_deadline(d: &Deal, fund_by: i64) -> Event {
+    let mut event = created(d, None);
+    if let Event::ContractCreated { fund_by: f, .. } = &mut event {
+        *f = Some(Timestamp(fund_by));
+    }
+    event
+}
+
+#[test]
+fn a_funding_deadline_lies_ahead_by_at_most_a_year() {
+    let d = deal();
+    let now = Timestamp(1_000_000);
+    let with = |fund_by: i64| CreateContract {
+        contract_id: d.id,
+        actor: d.buyer,
+        buyer_id: d.buyer,
+        seller_id: d.seller,
+        title: "Logo".into(),
+        description: None,
+        amount: usd("1000"),
+        currency: Currency::USD,
+        inspection_period_hours: None,
+        fund_by: Some(Timestamp(fund_by)),
+        now,
+    };
+    let decide =
+        |cmd: &CreateContract| contract::create(&given(&[]), &user(d.buyer), &user(d.seller), cmd);
+    for refused in [now.0 - 1, now.0, now.0 + 366 * DAY_MS + 1] {
+        assert_eq!(code(decide(&with(refused))), "INVALID_FUND_BY", "{refused}");
+    }
+    for accepted in [now.0 + 1, now.0 + 366 * DAY_MS] {
+        let then = decide(&with(accepted)).expect("a deadline ahead");
+        assert!(matches!(
+            &then[0].events[0],
+            Event::ContractCreated { fund_by: Some(t), .. } if t.0 == accepted
+        ));
+    }
+}
+
+#[test]
+fn funding_at_or_after_the_deadline_is_refused() {
+    let d = deal();
+    let c: Versioned<Contract> = given(&[created_with_deadline(&d, 5_000)]);
+    let w = wallet(d.buyer, "1500");
+    let tx = TransactionId::new_v7();
+    assert!(contract::fund(&c, &w, d.buyer, tx, Timestamp(4_999)).is_ok());
+    for late in [5_000, 9_000] {
+        assert_eq!(
+            code(contract::fund(&c, &w, d.buyer, tx, Timestamp(late))),
+            "FUNDING_DEADLINE_PASSED"
+        );
+    }
+}
+
+#[test]
+fn a_draft_expires_once_its_deadline_has_passed_and_only_then() {
+    let d = deal();
+    let draft: Versioned<Contract> = given(&[created_with_deadline(&d, 5_000)]);
+    assert_eq!(
+        code(contract::expire(&draft, Timestamp(4_999))),
+        "FUNDING_DEADLINE_NOT_PASSED"
+    );
+    let no_deadline: Versioned<Contract> = given(&[created(&d, None)]);
+    assert_eq!(
+        code(contract::expire(&no_deadline, Timestamp(i64::MAX))),
+        "FUNDING_DEADLINE_NOT_PASSED"
+    );
+    let then = contract::expire(&draft, Timestamp(5_000)).expect("due");
+    assert_eq!(then[0].stream, StreamId::contract(d.id));
+    assert_eq!(then[0].expected_version, 1);
+    let expired_event = Event::ContractExpired {
+        expired_at: Timestamp(5_000),
+    };
+    assert_eq!(then[0].events, vec![expired_event.clone()]);
+
+    let expired: Versioned<Contract> = given(&[created_with_deadline(&d, 5_000), expired_event]);
+    assert_eq!(expired.state.status, ContractStatus::Expired);
+    assert_eq!(
+        code(contract::expire(&expired, Timestamp(6_000))),
+        "CONTRACT_NOT_DRAFT",
+        "expired once"
+    );
+    let w = wallet(d.buyer, "1500");
+    assert_eq!(
+        code(contract::fund(
+            &expired,
+            &w,
+            d.buyer,
+            TransactionId::new_v7(),
+            Timestamp(1)
+        )),
+        "CONTRACT_NOT_DRAFT"
+    );
+    assert_eq!(
+        code(contract::cancel(&expired, d.buyer)),
+        "CONTRACT_NOT_DRAFT"
+    );
+    let funded: Versioned<Contract> = given(&[created_with_deadline(&d, 5_000), funded()]);
+    assert_eq!(
+        code(contract::expire(&funded, Timestamp(6_000))),
+        "CONTRACT_NOT_DRAFT",
+        "a funded contract never expires"
+    );
+}
+
+/// A `ContractCreated` stored before deadlines existed reads as a contract without one,
+/// and encodes back to the same bytes (the audit chain hashes them).
+#[test]
+fn a_contract_stored_before_deadlines_reads_without_one() {
+    let stored = serde_json::json!({
+        "contractId": "01938a6e-0000-7000-8000-000000000001",
+        "buyerId": "01938a6e-0000-7000-8000-000000000002",
+        "sellerId": "01938a6e-0000-7000-8000-000000000003",
+        "title": "Logo",
+        "amount": "1000.00",
+        "currency": "USD",
+        "inspectionPeriodHours": 72,
+        "createdBy": "01938a6e-0000-7000-8000-000000000002",
+        "createdAt": 1_700_000_000_000_i64
+    });
+    let event = domain::codec::decode("ContractCreated", 1, &stored).expect("decodes");
+    let c: Versioned<Contract> = given(std::slice::from_ref(&event));
+    assert_eq!(c.state.fund_by, None);
+    assert_eq!(c.state.status, ContractStatus::Draft);
+    assert_eq!(domain::codec::encode(&event).2, stored);
 }
 
 #[test]
@@ -758,13 +899,18 @@ mod properties {
 
     use super::*;
 
+    const HOUR_MS: i64 = 3_600_000;
+
     /// A command of the run. Contracts are named by an index taken modulo the number of
     /// contracts created so far, so every such command acts on a real contract.
     #[derive(Debug, Clone)]
     enum Op {
         Deposit(usize, i64),
         Create(usize, usize, i64),
-        Fund(usize),
+        /// The contract, and the hour it is funded at.
+        Fund(usize, i64),
+        /// The contract, and the hour the scheduler tries to expire it at.
+        Expire(usize, i64),
         Deliver(usize),
         Release(usize, Option<i64>),
         Refund(usize, Option<i64>),
@@ -781,7 +927,8 @@ mod properties {
         prop_oneof![
             1 => (0..3usize, 1..50_000i64).prop_map(|(u, c)| Op::Deposit(u, c)),
             2 => (0..3usize, 0..3usize, 1..40_000i64).prop_map(|(b, s, c)| Op::Create(b, s, c)),
-            2 => k.clone().prop_map(Op::Fund),
+            2 => (k.clone(), 0..100i64).prop_map(|(k, t)| Op::Fund(k, t)),
+            1 => (k.clone(), 0..100i64).prop_map(|(k, t)| Op::Expire(k, t)),
             1 => k.clone().prop_map(Op::Deliver),
             1 => (k.clone(), proptest::option::of(1..20_000i64)).prop_map(|(k, c)| Op::Release(k, c)),
             1 => (k.clone(), proptest::option::of(1..20_000i64)).prop_map(|(k, c)| Op::Refund(k, c)),
@@ -935,7 +1082,8 @@ mod properties {
         for op in opening.into_iter().chain(ops) {
             let picked = match &op {
                 Op::Deposit(..) | Op::Create(..) => None,
-                Op::Fund(k)
+                Op::Fund(k, _)
+                | Op::Expire(k, _)
                 | Op::Deliver(k)
                 | Op::Release(k, _)
                 | Op::Refund(k, _)
@@ -980,6 +1128,8 @@ mod properties {
                             amount: cents(c),
                             currency: Currency::USD,
                             inspection_period_hours: Some(1),
+                            // Every other contract must be funded by hour 50.
+                            fund_by: (c % 2 == 0).then_some(Timestamp(HOUR_MS * 50)),
                             now: Timestamp(0),
                         },
                     ),
@@ -996,12 +1146,25 @@ mod properties {
             };
             let k = Some(ki);
             let decided = match op {
-                Op::Fund(_) => contract::fund(
-                    c_state,
-                    &world.wallet(buyer),
-                    buyer,
-                    TransactionId::new_v7(),
-                ),
+                Op::Fund(_, hour) => {
+                    let funded = contract::fund(
+                        c_state,
+                        &world.wallet(buyer),
+                        buyer,
+                        TransactionId::new_v7(),
+                        Timestamp(hour * HOUR_MS),
+                    );
+                    let late = c_state.state.fund_by.is_some_and(|t| hour * HOUR_MS >= t.0);
+                    prop_assert!(!(late && funded.is_ok()), "funded after the deadline");
+                    funded
+                }
+                Op::Expire(_, hour) => {
+                    let expired = contract::expire(c_state, Timestamp(hour * HOUR_MS));
+                    let due = c_state.state.status == ContractStatus::Draft
+                        && c_state.state.fund_by.is_some_and(|t| hour * HOUR_MS >= t.0);
+                    prop_assert_eq!(expired.is_ok(), due, "expired exactly when due");
+                    expired
+                }
                 Op::Deliver(_) => contract::deliver(c_state, seller, Timestamp(0)),
                 Op::Release(_, amount) => contract::release(
                     c_state,
@@ -1093,6 +1256,7 @@ mod properties {
                             | ContractStatus::Refunded
                             | ContractStatus::Settled
                             | ContractStatus::Cancelled
+                            | ContractStatus::Expired
                     ) && c_state.state.status != status
                     {
                         *reached.terminal.entry(status.as_str()).or_default() += 1;
@@ -1107,7 +1271,9 @@ mod properties {
     /// No sequence of money and escrow commands, accepted or refused, breaks conservation
     /// (wallets + escrow + world = 0), lets a wallet's postings differ from its balance or
     /// an escrow account from its contract's held amount, or takes anything below zero.
-    /// Every terminal state is reached in the run, and splits that do not sum are refused.
+    /// No contract is funded at or after its `fundBy`, and a draft expires exactly when its
+    /// deadline has passed. Every terminal state is reached in the run, and splits that do
+    /// not sum are refused.
     /// 300 cases; 1,000 with `ESCROW_LONG_TESTS`.
     #[test]
     fn escrow_sequences_conserve_money() {
@@ -1129,7 +1295,7 @@ mod properties {
             panic!("{e}");
         }
         let reached = reached.into_inner();
-        for state in ["COMPLETED", "REFUNDED", "SETTLED", "CANCELLED"] {
+        for state in ["COMPLETED", "REFUNDED", "SETTLED", "CANCELLED", "EXPIRED"] {
             assert!(
                 reached.terminal.get(state).copied().unwrap_or(0) > 0,
                 "{state} never reached in {cases} cases: {reached:?}"

@@ -338,6 +338,7 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
         | Event::ContractReleased { .. }
         | Event::ContractRefunded { .. }
         | Event::ContractCancelled { .. }
+        | Event::ContractExpired { .. }
         | Event::ContractDisputed { .. }
         | Event::ContractSettled { .. }
         | Event::DisputeRaised { .. }

@@ -38,6 +38,7 @@ struct ContractRow {
     created_at: Time,
     updated_at: Time,
     position: i64,
+    fund_by: Option<Time>,
 }
 
 /// One row of `rm_disputes`.
@@ -122,7 +123,8 @@ impl EscrowRows {
             contract_ids.dedup();
             let found: Vec<ContractRow> = sqlx::query_as(
                 "SELECT id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
-                        inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position \
+                        inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, \
+                        fund_by \
                  FROM rm_contracts WHERE id = ANY($1)",
             )
             .bind(&contract_ids)
@@ -196,6 +198,7 @@ impl EscrowRows {
                 amount,
                 currency,
                 inspection_period_hours,
+                fund_by,
                 created_at,
                 ..
             } => {
@@ -217,6 +220,7 @@ impl EscrowRows {
                     created_at: millis(created_at.0),
                     updated_at: at,
                     position: env.position,
+                    fund_by: fund_by.map(|t| millis(t.0)),
                 };
                 self.contracts.insert(id.0, row);
                 self.contract(id.0)?;
@@ -257,6 +261,11 @@ impl EscrowRows {
             Event::ContractCancelled { .. } => {
                 let c = self.contract(contract_id()?)?;
                 c.status = ContractStatus::Cancelled.as_str().into();
+                c.updated_at = at;
+            }
+            Event::ContractExpired { .. } => {
+                let c = self.contract(contract_id()?)?;
+                c.status = ContractStatus::Expired.as_str().into();
                 c.updated_at = at;
             }
             Event::ContractDisputed { dispute_id } => {
@@ -349,10 +358,10 @@ impl EscrowRows {
         if !contracts.is_empty() {
             sqlx::query(
                 "INSERT INTO rm_contracts (id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
-                     inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position) \
+                     inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, fund_by) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::text[], \
                      $8::numeric[], $9::text[], $10::int[], $11::timestamptz[], $12::timestamptz[], $13::uuid[], \
-                     $14::timestamptz[], $15::timestamptz[], $16::bigint[]) \
+                     $14::timestamptz[], $15::timestamptz[], $16::bigint[], $17::timestamptz[]) \
                  ON CONFLICT (id) DO UPDATE SET held_amount = EXCLUDED.held_amount, status = EXCLUDED.status, \
                      delivered_at = EXCLUDED.delivered_at, auto_release_at = EXCLUDED.auto_release_at, \
                      dispute_id = EXCLUDED.dispute_id, updated_at = EXCLUDED.updated_at",
@@ -373,6 +382,7 @@ impl EscrowRows {
             .bind(contracts.iter().map(|r| r.created_at).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.updated_at).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.position).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fund_by).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }

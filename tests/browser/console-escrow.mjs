@@ -125,6 +125,20 @@ try {
     await expectText(bob, "#history tbody", "PAYMENT");
   });
 
+  await step("alice drafts a contract with a funding deadline", async () => {
+    const tomorrow = new Date(Date.now() + 86400000);
+    const local = new Date(tomorrow.getTime() - tomorrow.getTimezoneOffset() * 60000)
+      .toISOString()
+      .slice(0, 16);
+    await alice.fill("#contract-counterparty", BOB_ID);
+    await alice.fill("#contract-title", "Banner");
+    await alice.fill("#contract-amount", "20");
+    await alice.fill("#contract-fund-by", local);
+    await alice.click("#create-contract");
+    await expectStatus(alice, "Banner", "fund by");
+    await alice.fill("#contract-fund-by", "");
+  });
+
   await step("alice funds a second contract and disputes it", async () => {
     await alice.fill("#contract-counterparty", BOB_ID);
     await alice.fill("#contract-title", "Website");

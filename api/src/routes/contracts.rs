@@ -17,7 +17,7 @@ use crate::clock::to_utc;
 use crate::error::{ApiError, Result};
 use crate::extract::{
     parse_amount, parse_body_id, parse_currency, parse_description, parse_id,
-    parse_optional_decimal, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta,
+    parse_optional_decimal, parse_time, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta,
 };
 use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
 use crate::state::AppState;
@@ -46,7 +46,8 @@ pub struct ContractView {
     pub currency: String,
     /// What escrow holds now, decimal string.
     pub held_amount: String,
-    /// `DRAFT`, `ACTIVE`, `DISPUTED`, `COMPLETED`, `REFUNDED`, `SETTLED` or `CANCELLED`.
+    /// `DRAFT`, `ACTIVE`, `DISPUTED`, `COMPLETED`, `REFUNDED`, `SETTLED`, `CANCELLED` or
+    /// `EXPIRED`.
     pub status: String,
     /// Hours the buyer has after delivery.
     pub inspection_period_hours: Option<u32>,
@@ -56,6 +57,10 @@ pub struct ContractView {
     pub auto_release_at: Option<String>,
     /// The open or last dispute.
     pub dispute_id: Option<String>,
+    /// A draft not funded by then expires (RFC 3339); absent when the contract has no
+    /// funding deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fund_by: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
     /// RFC 3339 UTC.
@@ -82,6 +87,7 @@ pub fn view_of(c: &Contract, updated_at: DateTime<Utc>, position: Option<i64>) -
         delivered_at: c.delivered_at.map(|t| crate::rfc3339(to_utc(t))),
         auto_release_at: c.auto_release_at.map(|t| crate::rfc3339(to_utc(t))),
         dispute_id: c.dispute.map(|d| d.to_string()),
+        fund_by: c.fund_by.map(|t| crate::rfc3339(to_utc(t))),
         created_at: c
             .created_at
             .map(|t| crate::rfc3339(to_utc(t)))
@@ -110,6 +116,7 @@ fn contract_view(r: &ContractRow) -> ContractView {
         delivered_at: r.delivered_at.map(crate::rfc3339),
         auto_release_at: r.auto_release_at.map(crate::rfc3339),
         dispute_id: r.dispute_id.map(|d| d.to_string()),
+        fund_by: r.fund_by.map(crate::rfc3339),
         created_at: crate::rfc3339(r.created_at),
         updated_at: crate::rfc3339(r.updated_at),
         position: None,
@@ -165,6 +172,10 @@ pub struct CreateContractRequest {
     #[schema(minimum = 1, maximum = 8784)]
     #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub inspection_period_hours: Option<u32>,
+    /// Funding deadline (RFC 3339, in the future, at most 366 days ahead): a draft not
+    /// funded by then expires, and funding after it is refused.
+    #[schema(format = DateTime, example = "2027-01-31T12:00:00Z")]
+    pub fund_by: Option<String>,
 }
 
 /// Body of release and refund: all that is held when `amount` is absent.
@@ -206,7 +217,7 @@ fn respond_created(outcome: &Outcome, position: i64) -> (u16, Value) {
         (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "SAME_PARTIES, INVALID_FUND_BY (not RFC 3339, not in the future, or more than 366 days ahead) and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -220,6 +231,7 @@ pub async fn create(
     let currency = parse_currency(req.currency.as_deref())?;
     let amount = parse_amount(&req.amount, currency)?;
     let description = parse_description(req.description.as_deref())?;
+    let fund_by = req.fund_by.as_deref().map(parse_time).transpose()?;
     let ctx = user_context(&caller, "POST /contracts", &meta, key, &body);
     let cmd = Command::CreateContract(CreateContract {
         contract_id: ContractId::new_v7(),
@@ -231,6 +243,7 @@ pub async fn create(
         amount,
         currency,
         inspection_period_hours: req.inspection_period_hours,
+        fund_by,
         now: st.clock.timestamp(),
     });
     let executed = st.ledger.execute(&ctx, cmd).await?;
@@ -269,7 +282,7 @@ pub async fn get(
 /// Contracts where the user is buyer or seller, newest first (self, arbiters, admins).
 #[utoipa::path(get, path = "/api/v1/contracts/user/{userId}", tag = "contracts", security(("bearer" = [])),
     params(("userId" = String, Path, format = Uuid, description = "User id"),
-        ("status" = Option<String>, Query, pattern = "^(DRAFT|ACTIVE|DISPUTED|COMPLETED|REFUNDED|SETTLED|CANCELLED)$", description = "Only this status"),
+        ("status" = Option<String>, Query, pattern = "^(DRAFT|ACTIVE|DISPUTED|COMPLETED|REFUNDED|SETTLED|CANCELLED|EXPIRED)$", description = "Only this status"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
         ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
@@ -338,6 +351,7 @@ async fn contract_command(
                 contract_id,
                 actor,
                 transaction_id: TransactionId::new_v7(),
+                now: st.clock.timestamp(),
             }
         }
         "deliver" => {

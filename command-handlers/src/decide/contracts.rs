@@ -1,5 +1,6 @@
-//! An escrow contract's life: drafted, funded (money held), delivered, released, refunded
-//! or cancelled. Each moves money only between the contract's escrow and a party's wallet.
+//! An escrow contract's life: drafted, funded (money held), delivered, released, refunded,
+//! cancelled or expired. Each moves money only between the contract's escrow and a party's
+//! wallet.
 
 use chrono::Utc;
 use domain::contract::{self, CreateContract};
@@ -29,9 +30,10 @@ pub(super) async fn fund<L: Load>(
     id: ContractId,
     actor: UserId,
     transaction_id: TransactionId,
+    now: Timestamp,
 ) -> Result<Plan, CommandError> {
     let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.buyer).await?;
-    let writes = contract::fund(&c, &w, actor, transaction_id)?;
+    let writes = contract::fund(&c, &w, actor, transaction_id, now)?;
     Ok(plan(writes, loaded(id, c, wallet_id, w), id))
 }
 
@@ -41,13 +43,7 @@ pub(super) async fn deliver<L: Load>(
     actor: UserId,
     now: Timestamp,
 ) -> Result<Plan, CommandError> {
-    let c = r.get::<Contract>(StreamId::contract(id)).await?;
-    let writes = contract::deliver(&c, actor, now)?;
-    Ok(plan(
-        writes,
-        vec![(StreamId::contract(id), State::Contract(c))],
-        id,
-    ))
+    on_contract_alone(r, id, |c| contract::deliver(c, actor, now)).await
 }
 
 pub(super) async fn release<L: Load>(
@@ -82,8 +78,25 @@ pub(super) async fn cancel<L: Load>(
     id: ContractId,
     actor: UserId,
 ) -> Result<Plan, CommandError> {
+    on_contract_alone(r, id, |c| contract::cancel(c, actor)).await
+}
+
+pub(super) async fn expire<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    now: Timestamp,
+) -> Result<Plan, CommandError> {
+    on_contract_alone(r, id, |c| contract::expire(c, now)).await
+}
+
+/// A decision that reads and writes the contract's stream only.
+async fn on_contract_alone<L: Load>(
+    r: &mut Reader<'_, L>,
+    id: ContractId,
+    decide: impl FnOnce(&Versioned<Contract>) -> Result<Vec<StreamWrite>, DomainError>,
+) -> Result<Plan, CommandError> {
     let c = r.get::<Contract>(StreamId::contract(id)).await?;
-    let writes = contract::cancel(&c, actor)?;
+    let writes = decide(&c)?;
     Ok(plan(
         writes,
         vec![(StreamId::contract(id), State::Contract(c))],

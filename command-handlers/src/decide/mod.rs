@@ -70,7 +70,8 @@ pub(crate) async fn decide<L: Load>(
             contract_id,
             actor,
             transaction_id,
-        } => contracts::fund(&mut r, *contract_id, *actor, *transaction_id).await,
+            now,
+        } => contracts::fund(&mut r, *contract_id, *actor, *transaction_id, *now).await,
         Command::DeliverContract {
             contract_id,
             actor,
@@ -91,6 +92,9 @@ pub(crate) async fn decide<L: Load>(
         } => contracts::refund(&mut r, *contract_id, *actor, *amount, *transaction_id).await,
         Command::CancelContract { contract_id, actor } => {
             contracts::cancel(&mut r, *contract_id, *actor).await
+        }
+        Command::ExpireContract { contract_id, now } => {
+            contracts::expire(&mut r, *contract_id, *now).await
         }
         Command::RaiseDispute {
             dispute_id,

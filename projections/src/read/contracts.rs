@@ -40,10 +40,13 @@ pub struct ContractRow {
     pub updated_at: DateTime<Utc>,
     /// Position of its newest event (the page cursor).
     pub position: i64,
+    /// A draft not funded by then expires.
+    pub fund_by: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
-    inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position";
+    inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, \
+    fund_by";
 
 /// The contract `id`.
 pub async fn contract(pool: &PgPool, id: Uuid) -> Result<Option<ContractRow>, sqlx::Error> {
@@ -89,13 +92,43 @@ pub async fn due_for_release(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as(
+    due(
+        pool,
         "SELECT id FROM rm_contracts WHERE status = 'ACTIVE' AND auto_release_at IS NOT NULL AND auto_release_at <= $1 \
          ORDER BY auto_release_at LIMIT $2",
+        now,
+        limit,
     )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    .await
+}
+
+/// Drafts whose funding deadline passed by `now`, the oldest deadline first, at most `limit`.
+pub async fn due_for_expiry(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    due(
+        pool,
+        "SELECT id FROM rm_contracts WHERE status = 'DRAFT' AND fund_by IS NOT NULL AND fund_by <= $1 \
+         ORDER BY fund_by LIMIT $2",
+        now,
+        limit,
+    )
+    .await
+}
+
+/// The ids a deadline query (`$1` now, `$2` limit) nominates.
+async fn due(
+    pool: &PgPool,
+    sql: &str,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(sql)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }

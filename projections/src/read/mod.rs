@@ -9,7 +9,7 @@ mod snapshot;
 mod users;
 mod wallets;
 
-pub use contracts::{contract, contracts_of, due_for_release, ContractRow};
+pub use contracts::{contract, contracts_of, due_for_expiry, due_for_release, ContractRow};
 pub use disputes::{dispute, disputes, DisputeRow};
 pub use snapshot::{snapshot, Snapshot};
 pub use users::{streams_of, user, UserRow};

@@ -145,7 +145,25 @@ async fn a_whole_escrow_clicked_through_in_chromium() {
     statuses.sort();
     assert_eq!(
         statuses,
-        ["Logo design=\"COMPLETED\"", "Website=\"SETTLED\""]
+        [
+            "Banner=\"DRAFT\"",
+            "Logo design=\"COMPLETED\"",
+            "Website=\"SETTLED\""
+        ]
+    );
+    // The page's local "fund by" time reached the API as the instant a day ahead.
+    let banner = contracts.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["title"] == "Banner")
+        .and_then(|c| c["fundBy"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("the Banner draft has a fundBy");
+    let ahead = banner.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::hours(23) && ahead <= chrono::Duration::hours(24),
+        "{ahead}"
     );
     assert!(app.wait_for_read_models(Duration::from_secs(10)).await);
     let (folded, total) = folded_ledger(&app.pool).await;

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-async fn funded_pair(app: &TestApp, buyer_funds: &str) -> (TestUser, TestUser) {
+pub(crate) async fn funded_pair(app: &TestApp, buyer_funds: &str) -> (TestUser, TestUser) {
     let buyer = app.user().await;
     let seller = app.user().await;
     assert_eq!(
@@ -22,7 +22,7 @@ async fn funded_pair(app: &TestApp, buyer_funds: &str) -> (TestUser, TestUser) {
     (buyer, seller)
 }
 
-async fn create(
+pub(crate) async fn create(
     app: &TestApp,
     by: &TestUser,
     buyer: &TestUser,
@@ -37,7 +37,7 @@ async fn create(
     app.post("/contracts", Some(&by.token), body).await
 }
 
-async fn act(
+pub(crate) async fn act(
     app: &TestApp,
     who: &TestUser,
     contract: &str,
@@ -64,13 +64,13 @@ async fn balance(app: &TestApp, u: &TestUser, position: i64) -> (String, String)
     (w.str("balance"), w.str("heldInEscrow"))
 }
 
-fn pos(r: &Resp) -> i64 {
+pub(crate) fn pos(r: &Resp) -> i64 {
     r.body["position"]
         .as_i64()
         .unwrap_or_else(|| panic!("no position in {:?}", r.body))
 }
 
-async fn assert_conserved(app: &TestApp) {
+pub(crate) async fn assert_conserved(app: &TestApp) {
     let (folded, sum) = folded_ledger(&app.pool).await;
     assert_eq!(sum, Decimal::ZERO, "wallets + escrow + world = 0");
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
@@ -344,7 +344,7 @@ async fn partial_release_then_refund_of_the_rest() {
     assert_conserved(&app).await;
 }
 
-fn expect(r: &Resp, status: StatusCode, code: &str, what: &str) {
+pub(crate) fn expect(r: &Resp, status: StatusCode, code: &str, what: &str) {
     assert_eq!((r.status, r.code()), (status, code), "{what}: {:?}", r.body);
     assert_eq!(r.headers["content-type"], "application/problem+json");
 }

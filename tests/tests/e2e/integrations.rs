@@ -163,7 +163,12 @@ async fn asyncapi_document_matches_the_code() {
         .expect("docs/asyncapi.json"),
     )
     .expect("the document is JSON");
-    let app = spawn_app().await;
+    let clock = std::sync::Arc::new(api::clock::ManualClock::default());
+    let app = escrow_tests::spawn_app_with(escrow_tests::AppOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await;
     let (buyer, seller) = (app.user().await, app.user().await);
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     app.deposit(&buyer, "1000").await;
@@ -230,6 +235,30 @@ async fn asyncapi_document_matches_the_code() {
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
+    }
+    let fund_by = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let unfunded = app
+        .post(
+            "/contracts",
+            Some(&buyer.token),
+            json!({"sellerId": seller.id, "buyerId": buyer.id, "title": "expired", "amount": "10", "fundBy": fund_by}),
+        )
+        .await;
+    assert_eq!(unfunded.status, StatusCode::CREATED, "{:?}", unfunded.body);
+    clock.advance(chrono::Duration::hours(1) + chrono::Duration::seconds(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app
+        .get(
+            &format!("/contracts/{}", unfunded.str("id")),
+            Some(&buyer.token),
+        )
+        .await
+        .str("status")
+        != "EXPIRED"
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the draft expires");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
 

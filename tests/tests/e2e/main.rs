@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrency;
 mod console;
 mod contracts;
+mod deadlines;
 mod event_store;
 mod faults;
 mod guarantees;
