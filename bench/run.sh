@@ -11,6 +11,8 @@
 #   bench/run.sh [transfers|hot|escrow|mixed] [CONCURRENCY=64] [SECONDS=20]
 #   BENCH_USERS=100 (users), BENCH_DB_MAX_CONNECTIONS=20 (server pool),
 #   BENCH_KEEP=1 keeps the run's database and JetStream store (e.g. to time `escrow replay`)
+#   BENCH_FEE_BPS=250 sets a USD fee schedule (seller pays) before the load, so every
+#   contract of the `escrow` workload charges that fee on its release
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -44,6 +46,21 @@ echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, 
 # statistics taken while the ledger's tables are nearly empty would give its long-lived
 # connections plans for empty tables, and the load's first seconds ran at a tenth of its
 # rate until autovacuum analysed the tables again.)
+if [ -n "${BENCH_FEE_BPS:-}" ]; then
+  api="http://127.0.0.1:$port/api/v1"
+  curl -sf -X POST "$api/auth/register" -H 'Content-Type: application/json' \
+    -d '{"email":"fees@bench.example","password":"password123"}' >/dev/null
+  target/release/escrow users grant-role --database-url "$base_url/$bench_db" \
+    --email fees@bench.example --role admin >/dev/null
+  token=$(curl -sf -X POST "$api/auth/login" -H 'Content-Type: application/json' \
+    -d '{"email":"fees@bench.example","password":"password123"}' \
+    | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
+  curl -sf -X PUT "$api/admin/fee-schedule" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' \
+    -d "{\"currency\":\"USD\",\"percentBps\":$BENCH_FEE_BPS,\"payer\":\"SELLER\"}" >/dev/null
+  echo "== fee schedule: USD, $BENCH_FEE_BPS basis points, the seller pays"
+  export BENCH_ADMIN_TOKEN="$token"
+fi
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \
   --server-pid "$server" \

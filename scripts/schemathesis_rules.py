@@ -9,6 +9,11 @@ document may still be refused with 422 for exactly these reasons:
   ahead (it depends on the clock; the document states only that it is a date-time);
 - PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
   up to what the contract holds (stored state);
+- PUT /api/v1/admin/fee-schedule, INVALID_FEE_SCHEDULE: minimum above maximum (an order
+  between two fields);
+- an amount with a currency (deposits, withdrawals, transfers, contracts, fee schedules,
+  revenue withdrawals), AMOUNT_TOO_PRECISE: decimals the currency does not have, such as
+  cents of yen (the amount's precision depends on the currency field);
 - any request with an Idempotency-Key, IDEMPOTENCY_KEY_REUSED: the key was stored earlier
   with another body (stored state; 422 as the IETF Idempotency-Key draft says).
 
@@ -19,9 +24,15 @@ import json
 
 import schemathesis
 
+PRECISION = "AMOUNT_TOO_PRECISE"
 RULES = {
-    ("POST", "/api/v1/contracts"): {"SAME_PARTIES", "INVALID_FUND_BY"},
+    ("POST", "/api/v1/contracts"): {"SAME_PARTIES", "INVALID_FUND_BY", PRECISION},
     ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},
+    ("PUT", "/api/v1/admin/fee-schedule"): {"INVALID_FEE_SCHEDULE", PRECISION},
+    ("POST", "/api/v1/wallets/deposit"): {PRECISION},
+    ("POST", "/api/v1/wallets/withdraw"): {PRECISION},
+    ("POST", "/api/v1/transfers"): {PRECISION},
+    ("POST", "/api/v1/platform/revenue/withdraw"): {PRECISION},
 }
 
 

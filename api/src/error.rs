@@ -155,7 +155,8 @@ impl From<DomainError> for ApiError {
             | DomainError::ExceedsHeld { .. }
             | DomainError::SplitMismatch { .. }
             | DomainError::InvalidText(_)
-            | DomainError::InvalidFundBy(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | DomainError::InvalidFundBy(_)
+            | DomainError::InvalidFee(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

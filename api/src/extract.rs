@@ -312,11 +312,23 @@ pub fn whole_number<'de, D>(d: D) -> Result<Option<u32>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    use serde::de::Error;
     use serde::Deserialize;
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => whole::<D::Error>(&n).map(Some),
+    }
+}
+
+/// A required whole number, as [`whole_number`] reads one.
+pub fn whole_number_required<'de, D>(d: D) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    whole::<D::Error>(&serde_json::Number::deserialize(d)?)
+}
+
+fn whole<E: serde::de::Error>(n: &serde_json::Number) -> Result<u32, E> {
     let whole = match (n.as_u64(), n.as_f64()) {
         (Some(u), _) => u32::try_from(u).ok(),
         (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
@@ -324,8 +336,8 @@ where
         }
         _ => None,
     };
-    whole.map(Some).ok_or_else(|| {
-        D::Error::custom(format!(
+    whole.ok_or_else(|| {
+        E::custom(format!(
             "invalid value: {n}, expected a whole number from 0 to {}",
             u32::MAX
         ))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{audit, auth, contracts, disputes, health, users, wallets, ws};
+use crate::routes::{audit, auth, contracts, disputes, health, platform, users, wallets, ws};
 
 struct BearerAuth;
 
@@ -37,10 +37,12 @@ impl Modify for BearerAuth {
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
         ws::ws, ws::notify,
+        platform::set_fee_schedule, platform::fee_schedules, platform::revenue,
+        platform::revenue_transactions, platform::withdraw_revenue,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"))
 )]
 pub struct ApiDoc;
 

@@ -24,7 +24,7 @@ use crate::auth::TokenKeys;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
-use crate::routes::{audit, auth, contracts, disputes, health, users, wallets, ws};
+use crate::routes::{audit, auth, contracts, disputes, health, platform, users, wallets, ws};
 use crate::scheduler::Deadlines;
 use crate::state::AppState;
 
@@ -121,6 +121,19 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/auth/refresh", post(auth::refresh))
         .route("/admin/users/{id}/suspend", post(users::suspend))
         .route("/admin/users/{id}/reactivate", post(users::reactivate))
+        .route(
+            "/admin/fee-schedule",
+            put(platform::set_fee_schedule).get(platform::fee_schedules),
+        )
+        .route("/platform/revenue", get(platform::revenue))
+        .route(
+            "/platform/revenue/transactions",
+            get(platform::revenue_transactions),
+        )
+        .route(
+            "/platform/revenue/withdraw",
+            post(platform::withdraw_revenue),
+        )
         .route("/users/me", get(users::me))
         .route("/users/{id}", get(users::by_id))
         .route("/wallets/deposit", post(wallets::deposit))

@@ -3,8 +3,11 @@
 //! Checks, in one pass over the store (stream by stream, in version order):
 //! * every stream's hash chain (an edited, inserted or deleted event breaks it);
 //! * every event decodes (schema and upcasters);
-//! * double-entry conservation: wallets + escrow accounts + world sum to zero per currency;
-//! * no wallet below zero, and each contract's escrow account equals its held amount;
+//! * double-entry conservation: wallets + escrow accounts + platform revenue + world sum to
+//!   zero per currency;
+//! * no wallet and no revenue account below zero; each contract's escrow account equals
+//!   its held amount plus the buyer's prepaid fee; the fees each contract says it charged
+//!   equal the fee postings into revenue that name it;
 //! * every read-model row equals the state folded from its stream (streams the projection
 //!   has not reached yet are reported as lagging, not as mismatches);
 //! * no stream's read models are ahead of the store (the hash chain cannot see a deleted
@@ -15,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use domain::codec::decode;
 use domain::ledger::{postings, Account};
-use domain::{Contract, Currency, Dispute, DisputeStatus, User, Versioned, Wallet};
+use domain::{Contract, Currency, Dispute, DisputeStatus, Event, Revenue, User, Versioned, Wallet};
 use event_store::{verify_chain, RecordedEvent};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
@@ -49,13 +52,22 @@ enum Folded {
     Wallet(Versioned<Wallet>),
     Contract(Versioned<Contract>),
     Dispute(Versioned<Dispute>),
+    Revenue(Versioned<Revenue>),
     Other,
+}
+
+/// Money sums folded from every stream: per account, and the fees collected into revenue
+/// per contract (from `FeeCollected`, to compare with what each contract says it charged).
+#[derive(Default)]
+struct Sums {
+    accounts: HashMap<(Account, Currency), Decimal>,
+    fees_by_contract: HashMap<Uuid, (Decimal, String)>,
 }
 
 /// Runs every check against the database at `pool`.
 pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let mut sums: HashMap<(Account, Currency), Decimal> = HashMap::new();
+    let mut sums = Sums::default();
     let mut folded: Vec<(String, i64, Folded)> = Vec::new();
     let mut wallet_currency: HashMap<Uuid, Currency> = HashMap::new();
 
@@ -86,13 +98,15 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
     }
     drop(rows);
 
-    for ((account, currency), v) in &sums {
-        if let Account::Wallet(w) = account {
-            if *v < Decimal::ZERO {
-                report
-                    .problems
-                    .push(format!("wallet {w} ({currency}) is negative: {v}"));
-            }
+    for ((account, currency), v) in &sums.accounts {
+        match account {
+            Account::Wallet(w) if *v < Decimal::ZERO => report
+                .problems
+                .push(format!("wallet {w} ({currency}) is negative: {v}")),
+            Account::Revenue(_) if *v < Decimal::ZERO => report
+                .problems
+                .push(format!("platform revenue ({currency}) is negative: {v}")),
+            _ => {}
         }
         *report.totals.entry(currency.code().to_owned()).or_default() += *v;
     }
@@ -104,19 +118,52 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
         }
     }
     for (stream, _, f) in &folded {
-        if let Folded::Contract(c) = f {
-            if let (Some(id), Some(cur)) = (c.state.id, c.state.currency) {
+        match f {
+            Folded::Contract(c) => {
+                let (Some(id), Some(cur)) = (c.state.id, c.state.currency) else {
+                    continue;
+                };
                 let account = sums
+                    .accounts
                     .get(&(Account::Escrow(id), cur))
                     .copied()
                     .unwrap_or_default();
-                if account != c.state.held {
+                let says = c.state.held + c.state.fee_held;
+                if account != says {
                     report.problems.push(format!(
-                        "{stream}: escrow account holds {account} but the contract says {}",
-                        c.state.held
+                        "{stream}: escrow account holds {account} but the contract says {says} ({} held, {} prepaid fee)",
+                        c.state.held, c.state.fee_held
+                    ));
+                }
+                let (collected, revenue_stream) = sums
+                    .fees_by_contract
+                    .get(&id.0)
+                    .cloned()
+                    .unwrap_or_default();
+                if collected != c.state.fee_charged {
+                    report.problems.push(format!(
+                        "{stream}: the fee postings into revenue ({revenue_stream}) that name it total {collected}, but the contract says it charged {}",
+                        c.state.fee_charged
                     ));
                 }
             }
+            Folded::Revenue(r) => {
+                let Some(cur) = r.state.currency else {
+                    continue;
+                };
+                let account = sums
+                    .accounts
+                    .get(&(Account::Revenue(cur), cur))
+                    .copied()
+                    .unwrap_or_default();
+                if account != r.state.balance {
+                    report.problems.push(format!(
+                        "{stream}: revenue postings sum to {account} but the account says {}",
+                        r.state.balance
+                    ));
+                }
+            }
+            _ => {}
         }
     }
     compare_read_models(pool, &folded, &mut report).await?;
@@ -126,7 +173,7 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
 fn check_stream(
     stream: &[RecordedEvent],
     report: &mut VerifyReport,
-    sums: &mut HashMap<(Account, Currency), Decimal>,
+    sums: &mut Sums,
     folded: &mut Vec<(String, i64, Folded)>,
     wallet_currency: &mut HashMap<Uuid, Currency>,
 ) {
@@ -145,6 +192,7 @@ fn check_stream(
         Some("wallet") => Folded::Wallet(Versioned::default()),
         Some("contract") => Folded::Contract(Versioned::default()),
         Some("dispute") => Folded::Dispute(Versioned::default()),
+        Some("revenue") => Folded::Revenue(Versioned::default()),
         _ => Folded::Other,
     };
     for e in stream {
@@ -165,12 +213,33 @@ fn check_stream(
                 if let (Some(id), Some(cur)) = (v.state.id, v.state.currency) {
                     wallet_currency.insert(id.0, cur);
                     for p in postings(Some(id), &event) {
-                        *sums.entry((p.account, cur)).or_default() += p.delta;
+                        *sums.accounts.entry((p.account, cur)).or_default() += p.delta;
                     }
                 }
             }
             Folded::Contract(v) => v.apply(&event),
             Folded::Dispute(v) => v.apply(&event),
+            Folded::Revenue(v) => {
+                v.apply(&event);
+                if let Event::FeeCollected {
+                    currency,
+                    contract_id,
+                    amount,
+                    ..
+                } = &event
+                {
+                    let entry = sums.fees_by_contract.entry(contract_id.0).or_default();
+                    entry.0 += amount.value();
+                    entry.1 = format!("{} version {}", e.stream_id, e.version);
+                    for p in postings(None, &event) {
+                        *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
+                    }
+                } else if let Event::RevenueWithdrawn { currency, .. } = &event {
+                    for p in postings(None, &event) {
+                        *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
+                    }
+                }
+            }
             Folded::Other => {}
         }
     }
@@ -188,6 +257,7 @@ async fn compare_read_models(
         users,
         wallets,
         contracts,
+        revenue,
         disputes,
     } = projections::read::snapshot(pool).await?;
     // What each buyer has held in escrow, per currency, folded from the contracts.
@@ -195,7 +265,7 @@ async fn compare_read_models(
     for (_, _, f) in folded {
         if let Folded::Contract(c) = f {
             if let (Some(b), Some(cur)) = (c.state.buyer, c.state.currency) {
-                *held_by_buyer.entry((b.0, cur)).or_default() += c.state.held;
+                *held_by_buyer.entry((b.0, cur)).or_default() += c.state.held + c.state.fee_held;
             }
         }
     }
@@ -270,7 +340,11 @@ async fn compare_read_models(
             }
             Folded::Contract(c) => {
                 let Some(id) = c.state.id else { continue };
-                let want = (c.state.status.as_str().to_owned(), c.state.held);
+                let want = (
+                    c.state.status.as_str().to_owned(),
+                    c.state.held,
+                    c.state.fee_charged,
+                );
                 match contracts.get(&id.0) {
                     Some(got) if *got == want => {}
                     got => report.problems.push(mismatch(format!(
@@ -292,6 +366,18 @@ async fn compare_read_models(
                     ))),
                 }
             }
+            Folded::Revenue(r) => {
+                let Some(cur) = r.state.currency else {
+                    continue;
+                };
+                match revenue.get(cur.code()) {
+                    Some(got) if *got == r.state.balance => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_revenue has {got:?}, events say {}",
+                        r.state.balance
+                    ))),
+                }
+            }
             Folded::Other => {}
         }
     }
@@ -306,7 +392,7 @@ pub fn print(report: &VerifyReport, started: DateTime<Utc>) -> bool {
         report.events, report.streams
     );
     for (currency, total) in &report.totals {
-        println!("  {currency}: wallets + escrow + world = {total}");
+        println!("  {currency}: wallets + escrow + revenue + world = {total}");
     }
     if !report.lagging.is_empty() {
         println!(
@@ -315,7 +401,7 @@ pub fn print(report: &VerifyReport, started: DateTime<Utc>) -> bool {
         );
     }
     if report.ok() {
-        println!("OK: hash chains intact, money conserved, no negative wallet, escrow matches contracts, read models match events");
+        println!("OK: hash chains intact, money conserved, no negative wallet or revenue, escrow and fees match contracts, read models match events");
         true
     } else {
         println!("FAILED: {} problem(s)", report.problems.len());

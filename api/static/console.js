@@ -225,7 +225,11 @@ async function loadContracts() {
     const side = c.buyerId === S.user.id ? "buyer" : "seller";
     cell(row, c.title);
     cell(row, side);
-    cell(row, `${c.amount} ${c.currency}`);
+    // A platform fee shows beside the price: its rate, who pays, and what it has charged.
+    const fee = c.fee
+      ? ` · fee ${c.fee.percentBps / 100} % (${c.fee.payer.toLowerCase()} pays), ${c.feeCharged} charged`
+      : "";
+    cell(row, `${c.amount} ${c.currency}${fee}`);
     cell(row, c.heldAmount);
     const status = c.status === "DRAFT" && c.fundBy
       ? `DRAFT (fund by ${new Date(c.fundBy).toLocaleString()})`

@@ -86,6 +86,10 @@ struct Args {
     /// (0: none), to tell a tail made by a few stalls from one spread through the run.
     #[arg(long, default_value_t = 0)]
     every: u64,
+    /// An admin's token: with platform fees on, what the users paid in fees is in the
+    /// platform's revenue, which conservation then counts (env BENCH_ADMIN_TOKEN).
+    #[arg(long, env = "BENCH_ADMIN_TOKEN")]
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -508,6 +512,21 @@ async fn main() -> anyhow::Result<()> {
             negative += 1;
         }
         total += balance;
+    }
+    if let Some(admin) = &bench.args.admin_token {
+        let r = bench
+            .call(
+                Method::GET,
+                &format!("/platform/revenue?minPosition={max_position}"),
+                Some(admin),
+                None,
+            )
+            .await?;
+        for account in r.body.as_array().into_iter().flatten() {
+            if let Some(b) = account["balance"].as_str() {
+                total += b.parse::<Decimal>()?;
+            }
+        }
     }
     let expected = bench.args.balance * Decimal::from(bench.users.len());
     let conserved = total == expected && negative == 0;

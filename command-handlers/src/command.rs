@@ -5,8 +5,8 @@ use domain::codec::DecodeError;
 use domain::contract::{CreateContract, ResolveDispute};
 use domain::wallet::{Deposit, Transfer, Withdraw};
 use domain::{
-    Contract, ContractId, Currency, Dispute, DisputeId, DomainError, Email, Event, Role, Timestamp,
-    TransactionId, UserId, WalletId,
+    Contract, ContractId, Currency, Dispute, DisputeId, DomainError, Email, Event, FeeTerms, Role,
+    Timestamp, TransactionId, UserId, WalletId,
 };
 use event_store::{StoreError, StoredAnswer};
 use rust_decimal::Decimal;
@@ -159,6 +159,28 @@ pub enum Command {
         /// Now.
         now: Timestamp,
     },
+    /// An admin sets a currency's fee schedule.
+    SetFeeSchedule {
+        /// Who asks (refused unless an admin).
+        actor: domain::Actor,
+        /// The currency.
+        currency: Currency,
+        /// The rule.
+        terms: FeeTerms,
+        /// Now.
+        now: Timestamp,
+    },
+    /// An admin moves platform revenue out of the ledger.
+    WithdrawRevenue {
+        /// Who asks (refused unless an admin).
+        actor: domain::Actor,
+        /// The currency.
+        currency: Currency,
+        /// How much (already checked against `currency`).
+        amount: domain::Amount,
+        /// The movement's id.
+        transaction_id: TransactionId,
+    },
     /// An arbiter decides a dispute.
     ResolveDispute {
         /// The dispute.
@@ -190,6 +212,8 @@ impl Command {
             Command::ExpireContract { .. } => "ExpireContract",
             Command::RaiseDispute { .. } => "RaiseDispute",
             Command::ResolveDispute { .. } => "ResolveDispute",
+            Command::SetFeeSchedule { .. } => "SetFeeSchedule",
+            Command::WithdrawRevenue { .. } => "WithdrawRevenue",
         }
     }
 }
@@ -265,6 +289,10 @@ pub enum Outcome {
     Contract(ContractChange),
     /// From a dispute command: the dispute and its contract after the command.
     Dispute(DisputeChange),
+    /// From [`Command::SetFeeSchedule`]: the schedule now in force.
+    FeeSchedule(FeeScheduleChange),
+    /// From [`Command::WithdrawRevenue`]: the revenue account after it.
+    Revenue(RevenueChange),
 }
 
 impl Outcome {
@@ -277,6 +305,8 @@ impl Outcome {
             Outcome::UserStatus(u) => u.recorded_at = at,
             Outcome::Contract(c) => c.recorded_at = at,
             Outcome::Dispute(d) => d.recorded_at = at,
+            Outcome::FeeSchedule(f) => f.recorded_at = at,
+            Outcome::Revenue(r) => r.recorded_at = at,
         }
     }
 }
@@ -286,6 +316,32 @@ impl Outcome {
 pub struct ContractChange {
     /// The contract's state.
     pub contract: Contract,
+    /// When the command's events were recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A fee schedule after it was set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeeScheduleChange {
+    /// Its currency.
+    pub currency: Currency,
+    /// The rule in force.
+    pub terms: FeeTerms,
+    /// When the command's events were recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The platform's revenue account after a withdrawal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevenueChange {
+    /// Its currency.
+    pub currency: Currency,
+    /// The balance after it.
+    pub balance: Decimal,
+    /// The withdrawal.
+    pub transaction_id: TransactionId,
+    /// How much was withdrawn.
+    pub amount: Decimal,
     /// When the command's events were recorded.
     pub recorded_at: DateTime<Utc>,
 }

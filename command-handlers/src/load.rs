@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use domain::codec::decode;
 use domain::stream::Aggregate;
-use domain::{Contract, Dispute, Event, StreamId, User, Versioned, Wallet};
+use domain::{Contract, Dispute, Event, FeeSchedule, Revenue, StreamId, User, Versioned, Wallet};
 use event_store::EventStore;
 
 use crate::cache::StateCache;
@@ -21,6 +21,8 @@ pub(crate) enum State {
     Wallet(Versioned<Wallet>),
     Contract(Versioned<Contract>),
     Dispute(Versioned<Dispute>),
+    FeeSchedule(Versioned<FeeSchedule>),
+    Revenue(Versioned<Revenue>),
 }
 
 impl State {
@@ -29,6 +31,8 @@ impl State {
             "user" => State::User(Versioned::default()),
             "contract" => State::Contract(Versioned::default()),
             "dispute" => State::Dispute(Versioned::default()),
+            "feeschedule" => State::FeeSchedule(Versioned::default()),
+            "revenue" => State::Revenue(Versioned::default()),
             _ => State::Wallet(Versioned::default()),
         }
     }
@@ -39,6 +43,8 @@ impl State {
             State::Wallet(v) => v.apply(e),
             State::Contract(v) => v.apply(e),
             State::Dispute(v) => v.apply(e),
+            State::FeeSchedule(v) => v.apply(e),
+            State::Revenue(v) => v.apply(e),
         }
     }
 
@@ -48,6 +54,8 @@ impl State {
             State::Wallet(v) => v.version,
             State::Contract(v) => v.version,
             State::Dispute(v) => v.version,
+            State::FeeSchedule(v) => v.version,
+            State::Revenue(v) => v.version,
         }
     }
 }
@@ -83,6 +91,8 @@ aggregated!(User, User, users);
 aggregated!(Wallet, Wallet, wallets);
 aggregated!(Contract, Contract, contracts);
 aggregated!(Dispute, Dispute, disputes);
+aggregated!(FeeSchedule, FeeSchedule, fee_schedules);
+aggregated!(Revenue, Revenue, revenues);
 
 /// The states of the streams this process has decided from or committed: one cache per
 /// aggregate type, over the store. A cached state is never wrong, only possibly old: a
@@ -94,6 +104,8 @@ pub(crate) struct States {
     wallets: StateCache<Wallet>,
     contracts: StateCache<Contract>,
     disputes: StateCache<Dispute>,
+    fee_schedules: StateCache<FeeSchedule>,
+    revenues: StateCache<Revenue>,
 }
 
 impl States {
@@ -104,6 +116,8 @@ impl States {
             wallets: StateCache::new(),
             contracts: StateCache::new(),
             disputes: StateCache::new(),
+            fee_schedules: StateCache::new(),
+            revenues: StateCache::new(),
         }
     }
 
@@ -145,6 +159,8 @@ impl States {
                 State::Wallet(v) => self.wallets.put(k, v),
                 State::Contract(v) => self.contracts.put(k, v),
                 State::Dispute(v) => self.disputes.put(k, v),
+                State::FeeSchedule(v) => self.fee_schedules.put(k, v),
+                State::Revenue(v) => self.revenues.put(k, v),
             }
         }
     }

@@ -18,12 +18,13 @@ use crate::actor::Actor;
 use crate::dispute::{Dispute, DisputeOutcome, DisputeStatus};
 use crate::error::DomainError;
 use crate::event::Event;
-use crate::ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
+use crate::fees::{collect, fee_returned, some_amount, FeeSchedule, FeeTerms, PaymentFee, Revenue};
+use crate::ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId};
 use crate::money::{Amount, Currency};
 use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
 use crate::text::Description;
 use crate::user::{Role, User};
-use crate::wallet::{open_for_credit, require_funds, Wallet};
+use crate::wallet::{open_for_credit, Wallet};
 
 /// Longest contract title, in characters.
 pub const TITLE_CHARS_MAX: usize = 200;
@@ -122,7 +123,21 @@ pub struct Contract {
     /// When held funds release by themselves.
     pub auto_release_at: Option<Timestamp>,
     /// A draft not funded by then expires.
+    #[serde(default)]
     pub fund_by: Option<Timestamp>,
+    /// The platform fee it copied when it was created. (This and the three below default
+    /// when absent, so outcomes stored before fees existed still read.)
+    #[serde(default)]
+    pub fee: Option<FeeTerms>,
+    /// Paid to the seller so far, fees included (what the fee is computed on).
+    #[serde(default)]
+    pub paid: Decimal,
+    /// The buyer's prepaid fee still held in escrow beside `held`.
+    #[serde(default)]
+    pub fee_held: Decimal,
+    /// Fees collected so far, both shares.
+    #[serde(default)]
+    pub fee_charged: Decimal,
     /// The open (or last) dispute.
     pub dispute: Option<DisputeId>,
     /// Title.
@@ -154,12 +169,14 @@ impl Aggregate for Contract {
                 currency,
                 inspection_period_hours,
                 fund_by,
+                fee,
                 title,
                 description,
                 created_at,
                 ..
             } => {
                 self.fund_by = *fund_by;
+                self.fee = *fee;
                 self.title = title.clone();
                 self.description = description.clone();
                 self.created_at = Some(*created_at);
@@ -171,9 +188,12 @@ impl Aggregate for Contract {
                 self.inspection_period_hours = *inspection_period_hours;
                 self.status = ContractStatus::Draft;
             }
-            Event::ContractFunded { amount, .. } => {
+            Event::ContractFunded {
+                amount, fee_held, ..
+            } => {
                 // Saturating, as `Wallet::apply` is: only a tampered store gets near it.
                 self.held = self.held.saturating_add(amount.value());
+                self.fee_held = self.fee_held.saturating_add(value(fee_held));
                 self.status = ContractStatus::Active;
             }
             Event::ContractDelivered {
@@ -183,15 +203,31 @@ impl Aggregate for Contract {
                 self.delivered_at = Some(*delivered_at);
                 self.auto_release_at = *auto_release_at;
             }
-            Event::ContractReleased { amount, .. } => {
+            Event::ContractReleased {
+                amount,
+                seller_fee,
+                buyer_fee,
+                ..
+            } => {
                 self.held = self.held.saturating_sub(amount.value());
+                self.paid = self.paid.saturating_add(amount.value());
+                self.fee_held = self.fee_held.saturating_sub(value(buyer_fee));
+                self.fee_charged = self
+                    .fee_charged
+                    .saturating_add(value(seller_fee))
+                    .saturating_add(value(buyer_fee));
                 if self.held.is_zero() {
                     self.status = ContractStatus::Completed;
                     self.auto_release_at = None;
                 }
             }
-            Event::ContractRefunded { amount, .. } => {
+            Event::ContractRefunded {
+                amount,
+                fee_returned,
+                ..
+            } => {
                 self.held = self.held.saturating_sub(amount.value());
+                self.fee_held = self.fee_held.saturating_sub(value(fee_returned));
                 if self.held.is_zero() {
                     self.status = ContractStatus::Refunded;
                     self.auto_release_at = None;
@@ -203,8 +239,24 @@ impl Aggregate for Contract {
                 self.status = ContractStatus::Disputed;
                 self.dispute = Some(*dispute_id);
             }
-            Event::ContractSettled { outcome, .. } => {
+            Event::ContractSettled {
+                outcome,
+                seller_amount,
+                seller_fee,
+                buyer_fee,
+                fee_returned,
+                ..
+            } => {
                 self.held = Decimal::ZERO;
+                self.paid = self.paid.saturating_add(*seller_amount);
+                self.fee_held = self
+                    .fee_held
+                    .saturating_sub(value(buyer_fee))
+                    .saturating_sub(value(fee_returned));
+                self.fee_charged = self
+                    .fee_charged
+                    .saturating_add(value(seller_fee))
+                    .saturating_add(value(buyer_fee));
                 self.auto_release_at = None;
                 self.status = ContractStatus::settled(*outcome);
             }
@@ -213,6 +265,10 @@ impl Aggregate for Contract {
         // Not asserted to stay at or above zero: folding takes what a tampered store says,
         // so that `verify` names it (see `Wallet::apply`).
     }
+}
+
+fn value(a: &Option<Amount>) -> Decimal {
+    a.map_or(Decimal::ZERO, |a| a.value())
 }
 
 fn transition(code: &'static str, detail: impl Into<String>) -> DomainError {
@@ -260,11 +316,13 @@ pub struct CreateContract {
     pub now: Timestamp,
 }
 
-/// Decides a contract's creation.
+/// Decides a contract's creation. It copies the fee schedule in force for its currency;
+/// later changes of the schedule never alter it.
 pub fn create(
     existing: &Versioned<Contract>,
     buyer: &Versioned<User>,
     seller: &Versioned<User>,
+    schedule: &FeeSchedule,
     cmd: &CreateContract,
 ) -> Result<Vec<StreamWrite>, DomainError> {
     let title = check_text(
@@ -317,6 +375,9 @@ pub fn create(
             currency: cmd.currency,
             inspection_period_hours: cmd.inspection_period_hours,
             fund_by: cmd.fund_by,
+            fee: schedule
+                .terms
+                .filter(|_| schedule.currency == Some(cmd.currency)),
             created_by: cmd.actor,
             created_at: cmd.now,
         }],
@@ -376,7 +437,31 @@ pub fn fund(
         .id
         .ok_or(DomainError::WalletNotFound(currency))?;
     let amount = Amount::try_from(c.amount)?;
-    require_funds(&buyer_wallet.state, amount, currency)?;
+    // The buyer's share of the fee on the whole price, prepaid beside it.
+    let prepaid = c
+        .fee
+        .map_or(Decimal::ZERO, |t| t.buyer_share(currency, c.amount));
+    // At most twice Amount::MAX: far from any Decimal bound.
+    let total = c.amount.saturating_add(prepaid);
+    if buyer_wallet.state.balance < total {
+        return Err(DomainError::InsufficientFunds {
+            balance: currency.format(buyer_wallet.state.balance),
+            requested: currency.format(total),
+        });
+    }
+    let fee_held = some_amount(prepaid)?;
+    let mut wallet_events = vec![Event::EscrowHeld {
+        transaction_id,
+        contract_id: id,
+        amount,
+    }];
+    if let Some(fee) = fee_held {
+        wallet_events.push(Event::FeeHeld {
+            transaction_id: transaction_id.fee(),
+            contract_id: id,
+            amount: fee,
+        });
+    }
     Ok(vec![
         StreamWrite {
             stream: StreamId::contract(id),
@@ -384,16 +469,13 @@ pub fn fund(
             events: vec![Event::ContractFunded {
                 transaction_id,
                 amount,
+                fee_held,
             }],
         },
         StreamWrite {
             stream: StreamId::wallet(wallet_id),
             expected_version: buyer_wallet.version,
-            events: vec![Event::EscrowHeld {
-                transaction_id,
-                contract_id: id,
-                amount,
-            }],
+            events: wallet_events,
         },
     ])
 }
@@ -448,6 +530,7 @@ fn payout_amount(c: &Contract, requested: Option<Amount>) -> Result<Amount, Doma
 pub fn release(
     contract: &Versioned<Contract>,
     seller_wallet: &Versioned<Wallet>,
+    revenue: Option<&Versioned<Revenue>>,
     actor: Actor,
     amount: Option<Amount>,
     now: Timestamp,
@@ -485,7 +568,16 @@ pub fn release(
         contract_id: id,
         amount,
     });
-    Ok(vec![
+    let fee = PaymentFee::of(c.fee.as_ref(), currency, c.paid, amount.value());
+    let collected = collect(
+        revenue,
+        id,
+        currency,
+        transaction_id,
+        fee,
+        &mut wallet_events,
+    )?;
+    let mut writes = vec![
         StreamWrite {
             stream: StreamId::contract(id),
             expected_version: contract.version,
@@ -493,6 +585,8 @@ pub fn release(
                 transaction_id,
                 amount,
                 automatic,
+                seller_fee: some_amount(fee.seller)?,
+                buyer_fee: some_amount(fee.buyer)?,
             }],
         },
         StreamWrite {
@@ -500,7 +594,9 @@ pub fn release(
             expected_version: seller_wallet.version,
             events: wallet_events,
         },
-    ])
+    ];
+    writes.extend(collected);
+    Ok(writes)
 }
 
 /// Decides a refund to the buyer, by the seller (all or part of what is held).
@@ -532,6 +628,20 @@ pub fn refund(
         contract_id: id,
         amount,
     });
+    let returned = some_amount(fee_returned(
+        c.fee.as_ref(),
+        c.currency(),
+        c.paid,
+        c.held,
+        amount.value(),
+    ))?;
+    if let Some(fee) = returned {
+        wallet_events.push(Event::FeeReturned {
+            transaction_id: transaction_id.fee(),
+            contract_id: id,
+            amount: fee,
+        });
+    }
     Ok(vec![
         StreamWrite {
             stream: StreamId::contract(id),
@@ -539,6 +649,7 @@ pub fn refund(
             events: vec![Event::ContractRefunded {
                 transaction_id,
                 amount,
+                fee_returned: returned,
             }],
         },
         StreamWrite {
@@ -690,6 +801,7 @@ pub fn resolve_dispute(
     contract: &Versioned<Contract>,
     seller_wallet: &Versioned<Wallet>,
     buyer_wallet: &Versioned<Wallet>,
+    revenue: Option<&Versioned<Revenue>>,
     actor: Actor,
     cmd: &ResolveDispute,
 ) -> Result<Vec<StreamWrite>, DomainError> {
@@ -756,6 +868,16 @@ pub fn resolve_dispute(
     b_rounded.rescale(currency.minor_units());
     let seller = c.seller.ok_or(DomainError::ContractNotFound)?;
     let buyer = c.buyer.ok_or(DomainError::ContractNotFound)?;
+    // The seller's part is a payment (its fee as any payment's), then the buyer's part a
+    // refund of what is left (with its share of the prepaid fee).
+    let fee = PaymentFee::of(c.fee.as_ref(), currency, c.paid, s_rounded);
+    let returned = some_amount(fee_returned(
+        c.fee.as_ref(),
+        currency,
+        c.paid + s_rounded,
+        b_rounded,
+        b_rounded,
+    ))?;
     let mut writes = vec![
         StreamWrite {
             stream: StreamId::dispute(dispute_id),
@@ -778,54 +900,52 @@ pub fn resolve_dispute(
                 outcome: cmd.outcome,
                 seller_amount: s_rounded,
                 buyer_amount: b_rounded,
+                seller_fee: some_amount(fee.seller)?,
+                buyer_fee: some_amount(fee.buyer)?,
+                fee_returned: returned,
             }],
         },
     ];
-    let mut payout = |wallet: &Versioned<Wallet>,
-                      owner: UserId,
-                      amount: Decimal,
-                      to_seller: bool,
-                      tx: TransactionId| {
-        if amount.is_zero() {
-            return Ok::<(), DomainError>(());
-        }
-        let amount = Amount::try_from(amount)?;
-        let mut events = Vec::with_capacity(2);
-        let wallet_id: WalletId =
-            open_for_credit(wallet, owner, currency, amount.value(), &mut events)?;
-        events.push(if to_seller {
-            Event::EscrowPaymentReceived {
-                transaction_id: tx,
-                contract_id,
-                amount,
-            }
-        } else {
-            Event::EscrowRefundReceived {
-                transaction_id: tx,
-                contract_id,
-                amount,
-            }
+    if let Some(amount) = some_amount(s_rounded)? {
+        let tx = cmd.seller_transaction_id;
+        let mut events = Vec::with_capacity(3);
+        let wallet_id =
+            open_for_credit(seller_wallet, seller, currency, amount.value(), &mut events)?;
+        events.push(Event::EscrowPaymentReceived {
+            transaction_id: tx,
+            contract_id,
+            amount,
         });
+        let collected = collect(revenue, contract_id, currency, tx, fee, &mut events)?;
         writes.push(StreamWrite {
             stream: StreamId::wallet(wallet_id),
-            expected_version: wallet.version,
+            expected_version: seller_wallet.version,
             events,
         });
-        Ok(())
-    };
-    payout(
-        seller_wallet,
-        seller,
-        s_rounded,
-        true,
-        cmd.seller_transaction_id,
-    )?;
-    payout(
-        buyer_wallet,
-        buyer,
-        b_rounded,
-        false,
-        cmd.buyer_transaction_id,
-    )?;
+        writes.extend(collected);
+    }
+    if let Some(amount) = some_amount(b_rounded)? {
+        let tx = cmd.buyer_transaction_id;
+        let mut events = Vec::with_capacity(3);
+        let wallet_id =
+            open_for_credit(buyer_wallet, buyer, currency, amount.value(), &mut events)?;
+        events.push(Event::EscrowRefundReceived {
+            transaction_id: tx,
+            contract_id,
+            amount,
+        });
+        if let Some(fee) = returned {
+            events.push(Event::FeeReturned {
+                transaction_id: tx.fee(),
+                contract_id,
+                amount: fee,
+            });
+        }
+        writes.push(StreamWrite {
+            stream: StreamId::wallet(wallet_id),
+            expected_version: buyer_wallet.version,
+            events,
+        });
+    }
     Ok(writes)
 }

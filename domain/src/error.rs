@@ -73,6 +73,9 @@ pub enum DomainError {
     /// Free text that is required was empty or too long.
     #[error("{0}")]
     InvalidText(&'static str),
+    /// A fee schedule that breaks a rule.
+    #[error("{0}")]
+    InvalidFee(&'static str),
     /// A funding deadline in the past or too far ahead.
     #[error("{0}")]
     InvalidFundBy(&'static str),
@@ -107,6 +110,7 @@ impl DomainError {
             DomainError::SplitMismatch { .. } => "SPLIT_MISMATCH",
             DomainError::InvalidText(_) => "INVALID_TEXT",
             DomainError::InvalidFundBy(_) => "INVALID_FUND_BY",
+            DomainError::InvalidFee(_) => "INVALID_FEE_SCHEDULE",
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dispute::DisputeOutcome;
 use crate::email::Email;
+use crate::fees::FeeTerms;
 use crate::ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
 use crate::money::{Amount, Currency};
 use crate::text::Description;
@@ -163,6 +164,10 @@ pub enum Event {
         /// in every contract created before deadlines existed).
         #[serde(rename = "fundBy", default, skip_serializing_if = "Option::is_none")]
         fund_by: Option<Timestamp>,
+        /// The platform fee copied from the schedule in force; absent: no fee (and in every
+        /// contract created before fees existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee: Option<FeeTerms>,
         /// The party that drafted it.
         #[serde(rename = "createdBy")]
         created_by: UserId,
@@ -178,6 +183,9 @@ pub enum Event {
         transaction_id: TransactionId,
         /// How much is now held.
         amount: Amount,
+        /// The buyer's prepaid share of the fee, held beside the price.
+        #[serde(rename = "feeHeld", default, skip_serializing_if = "Option::is_none")]
+        fee_held: Option<Amount>,
     },
     /// The seller says the work is delivered; the inspection window starts.
     ContractDelivered {
@@ -202,6 +210,12 @@ pub enum Event {
         /// True when the inspection window expired and the system released.
         #[serde(default)]
         automatic: bool,
+        /// The seller's share of the fee, deducted from the payment.
+        #[serde(rename = "sellerFee", default, skip_serializing_if = "Option::is_none")]
+        seller_fee: Option<Amount>,
+        /// The buyer's share of the fee, moved from the prepaid fee to revenue.
+        #[serde(rename = "buyerFee", default, skip_serializing_if = "Option::is_none")]
+        buyer_fee: Option<Amount>,
     },
     /// Held money went back to the buyer (with [`Event::EscrowRefundReceived`]).
     ContractRefunded {
@@ -210,6 +224,13 @@ pub enum Event {
         transaction_id: TransactionId,
         /// How much.
         amount: Amount,
+        /// The buyer's prepaid fee returned with it.
+        #[serde(
+            rename = "feeReturned",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        fee_returned: Option<Amount>,
     },
     /// A draft was called off.
     ContractCancelled {
@@ -242,6 +263,105 @@ pub enum Event {
         /// Returned to the buyer (decimal, may be zero).
         #[serde(rename = "buyerAmount")]
         buyer_amount: Decimal,
+        /// The seller's share of the fee on the seller's part.
+        #[serde(rename = "sellerFee", default, skip_serializing_if = "Option::is_none")]
+        seller_fee: Option<Amount>,
+        /// The buyer's share of the fee on the seller's part, from the prepaid fee.
+        #[serde(rename = "buyerFee", default, skip_serializing_if = "Option::is_none")]
+        buyer_fee: Option<Amount>,
+        /// The buyer's prepaid fee returned with the buyer's part.
+        #[serde(
+            rename = "feeReturned",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        fee_returned: Option<Amount>,
+    },
+    /// The buyer's prepaid share of a contract's fee, on the buyer's wallet at funding:
+    /// held in the contract's escrow until payment.
+    FeeHeld {
+        /// The fee movement ([`TransactionId::fee`] of the funding).
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract holding it.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// How much.
+        amount: Amount,
+    },
+    /// Prepaid fee back to the buyer's wallet with a refund.
+    FeeReturned {
+        /// The fee movement ([`TransactionId::fee`] of the refund).
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract it came from.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// How much.
+        amount: Amount,
+    },
+    /// The seller's share of a payment's fee, on the seller's wallet (its debit leg; the
+    /// credit is [`Event::FeeCollected`]).
+    FeeCharged {
+        /// The fee movement ([`TransactionId::fee`] of the payment).
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract paid from.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// How much.
+        amount: Amount,
+    },
+    /// A payment's fee into the platform's revenue (stream `revenue-<id>`): the seller's
+    /// share (debited by [`Event::FeeCharged`]) and the buyer's (from the escrow account).
+    FeeCollected {
+        /// The fee movement ([`TransactionId::fee`] of the payment).
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The contract paid from.
+        #[serde(rename = "contractId")]
+        contract_id: ContractId,
+        /// The revenue account's currency.
+        currency: Currency,
+        /// The whole fee.
+        amount: Amount,
+        /// The part that comes from the buyer's prepaid fee in escrow.
+        #[serde(
+            rename = "fromEscrow",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        from_escrow: Option<Amount>,
+    },
+    /// An admin moved platform revenue out of the ledger.
+    RevenueWithdrawn {
+        /// The movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The revenue account's currency.
+        currency: Currency,
+        /// How much.
+        amount: Amount,
+        /// The admin.
+        #[serde(
+            rename = "withdrawnBy",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        withdrawn_by: Option<UserId>,
+    },
+    /// An admin set a currency's fee schedule (stream `feeschedule-<id>`).
+    FeeScheduleSet {
+        /// The currency it applies to.
+        currency: Currency,
+        /// The rule.
+        terms: FeeTerms,
+        /// The admin.
+        #[serde(rename = "setBy", default, skip_serializing_if = "Option::is_none")]
+        set_by: Option<UserId>,
+        /// When.
+        #[serde(rename = "setAt")]
+        set_at: Timestamp,
     },
     /// The debit leg of a funding, on the buyer's wallet: the money is now held.
     EscrowHeld {
@@ -337,6 +457,12 @@ impl Event {
             Event::ContractRefunded { .. } => "ContractRefunded",
             Event::ContractCancelled { .. } => "ContractCancelled",
             Event::ContractExpired { .. } => "ContractExpired",
+            Event::FeeHeld { .. } => "FeeHeld",
+            Event::FeeReturned { .. } => "FeeReturned",
+            Event::FeeCharged { .. } => "FeeCharged",
+            Event::FeeCollected { .. } => "FeeCollected",
+            Event::RevenueWithdrawn { .. } => "RevenueWithdrawn",
+            Event::FeeScheduleSet { .. } => "FeeScheduleSet",
             Event::ContractDisputed { .. } => "ContractDisputed",
             Event::ContractSettled { .. } => "ContractSettled",
             Event::EscrowHeld { .. } => "EscrowHeld",

@@ -86,3 +86,40 @@ impl Timestamp {
         self.plus_hours(days.saturating_mul(24))
     }
 }
+id_type!(
+    /// Identifies a currency's fee schedule (and its `feeschedule-<id>` stream).
+    FeeScheduleId
+);
+id_type!(
+    /// Identifies the platform's revenue account in a currency (and its `revenue-<id>`
+    /// stream).
+    RevenueId
+);
+
+/// Namespace for the ids derived from a currency or from another id.
+const PLATFORM_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_8d47_4a3b_b5e2_7c91_40aa_93d1);
+
+impl FeeScheduleId {
+    /// The one fee schedule of `currency`.
+    pub fn of(currency: Currency) -> Self {
+        let name = format!("fee-schedule:{}", currency.code());
+        FeeScheduleId(Uuid::new_v5(&PLATFORM_NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl RevenueId {
+    /// The one revenue account of `currency`.
+    pub fn of(currency: Currency) -> Self {
+        let name = format!("revenue:{}", currency.code());
+        RevenueId(Uuid::new_v5(&PLATFORM_NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl TransactionId {
+    /// The id of the fee movement that goes with the money movement `self`: derived, so a
+    /// retried decision names the same movement, and distinct, so each has its own row in
+    /// a wallet's history.
+    pub fn fee(self) -> TransactionId {
+        TransactionId(Uuid::new_v5(&PLATFORM_NAMESPACE, self.0.as_bytes()))
+    }
+}

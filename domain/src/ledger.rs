@@ -1,10 +1,12 @@
 //! Double-entry view of the events: every money movement is a set of postings that sum to
-//! zero per currency, between user wallets and the external world account.
+//! zero per currency, between user wallets, contracts' escrow accounts, the platform's
+//! revenue account and the external world account.
 
 use rust_decimal::Decimal;
 
 use crate::event::Event;
 use crate::ids::{ContractId, WalletId};
+use crate::money::Currency;
 
 /// An account of the double-entry ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,8 +15,11 @@ pub enum Account {
     World,
     /// A user's wallet.
     Wallet(WalletId),
-    /// A contract's escrow account: what the buyer funded and is not yet paid out.
+    /// A contract's escrow account: what the buyer funded (price and prepaid fee) and is
+    /// not yet paid out.
     Escrow(ContractId),
+    /// The platform's revenue in a currency: fees in, an admin's withdrawals out.
+    Revenue(Currency),
 }
 
 /// One signed line of a movement: positive credits the account, negative debits it.
@@ -26,7 +31,8 @@ pub struct Posting {
     pub delta: Decimal,
 }
 
-/// The postings an event contributes, given the wallet whose stream it was recorded on.
+/// The postings an event contributes, given the wallet whose stream it was recorded on
+/// (`None` for any other stream: only revenue events post there).
 ///
 /// Escrow movements are posted by their wallet-side events (held, paid out, refunded),
 /// each against the contract's escrow account; the contract stream's own events mirror
@@ -34,12 +40,57 @@ pub struct Posting {
 /// A deposit posts to the wallet and the world in one event; a transfer posts one leg per
 /// event (the debit on the payer's stream, the credit on the payee's), and the two events
 /// are always appended in one transaction, so the sum over all recorded events is zero.
+/// A fee is the same: the seller's share leaves the seller's wallet by
+/// [`Event::FeeCharged`], and [`Event::FeeCollected`] credits the revenue account with the
+/// whole fee and debits the escrow account with the buyer's prepaid share.
 pub fn postings(stream_wallet: Option<WalletId>, event: &Event) -> Vec<Posting> {
+    let line = |account, delta| Posting { account, delta };
+    match event {
+        Event::FeeCollected {
+            currency,
+            amount,
+            from_escrow,
+            contract_id,
+            ..
+        } => {
+            let mut lines = vec![line(Account::Revenue(*currency), amount.value())];
+            if let Some(b) = from_escrow {
+                lines.push(line(Account::Escrow(*contract_id), -b.value()));
+            }
+            return lines;
+        }
+        Event::RevenueWithdrawn {
+            currency, amount, ..
+        } => {
+            return vec![
+                line(Account::Revenue(*currency), -amount.value()),
+                line(Account::World, amount.value()),
+            ]
+        }
+        _ => {}
+    }
     let Some(wallet) = stream_wallet else {
         return Vec::new();
     };
     let w = Account::Wallet(wallet);
     match event {
+        Event::FeeHeld {
+            amount,
+            contract_id,
+            ..
+        } => vec![
+            line(w, -amount.value()),
+            line(Account::Escrow(*contract_id), amount.value()),
+        ],
+        Event::FeeReturned {
+            amount,
+            contract_id,
+            ..
+        } => vec![
+            line(w, amount.value()),
+            line(Account::Escrow(*contract_id), -amount.value()),
+        ],
+        Event::FeeCharged { amount, .. } => vec![line(w, -amount.value())],
         Event::FundsDeposited { amount, .. } => vec![
             Posting {
                 account: w,

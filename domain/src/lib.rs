@@ -17,6 +17,7 @@ pub mod dispute;
 pub mod email;
 pub mod error;
 pub mod event;
+pub mod fees;
 pub mod ids;
 pub mod ledger;
 pub mod money;
@@ -31,7 +32,10 @@ pub use dispute::{Dispute, DisputeOutcome, DisputeStatus};
 pub use email::Email;
 pub use error::DomainError;
 pub use event::{DepositChannel, Event};
-pub use ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
+pub use fees::{FeePayer, FeeSchedule, FeeTerms, Revenue};
+pub use ids::{
+    ContractId, DisputeId, FeeScheduleId, RevenueId, Timestamp, TransactionId, UserId, WalletId,
+};
 pub use money::{Amount, Currency, MoneyError};
 pub use stream::{StreamId, StreamWrite, Versioned};
 pub use text::Description;

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::ids::{ContractId, DisputeId, UserId, WalletId};
+use crate::ids::{ContractId, DisputeId, FeeScheduleId, RevenueId, UserId, WalletId};
 
 /// The name of one event stream, such as `wallet-0190c6c1-…`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -31,6 +31,16 @@ impl StreamId {
     /// The stream of a dispute aggregate.
     pub fn dispute(id: DisputeId) -> Self {
         StreamId(format!("dispute-{}", id.0))
+    }
+
+    /// The stream of a currency's fee schedule.
+    pub fn fee_schedule(id: FeeScheduleId) -> Self {
+        StreamId(format!("feeschedule-{}", id.0))
+    }
+
+    /// The stream of the platform's revenue account in a currency.
+    pub fn revenue(id: RevenueId) -> Self {
+        StreamId(format!("revenue-{}", id.0))
     }
 
     /// Wraps a stored stream name without checking it (it came from the event store).

@@ -38,14 +38,17 @@ impl Aggregate for Wallet {
             Event::FundsDeposited { amount, .. }
             | Event::TransferReceived { amount, .. }
             | Event::EscrowPaymentReceived { amount, .. }
-            | Event::EscrowRefundReceived { amount, .. } => {
+            | Event::EscrowRefundReceived { amount, .. }
+            | Event::FeeReturned { amount, .. } => {
                 // Saturating: decisions keep balances at most BALANCE_MAX, so only a
                 // tampered store reaches the bound, and folding it must not panic.
                 self.balance = self.balance.saturating_add(amount.value());
             }
             Event::FundsWithdrawn { amount, .. }
             | Event::TransferSent { amount, .. }
-            | Event::EscrowHeld { amount, .. } => {
+            | Event::EscrowHeld { amount, .. }
+            | Event::FeeHeld { amount, .. }
+            | Event::FeeCharged { amount, .. } => {
                 self.balance = self.balance.saturating_sub(amount.value());
             }
             _ => {}

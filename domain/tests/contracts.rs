@@ -7,8 +7,8 @@ use domain::contract::{self, CreateContract, ResolveDispute};
 use domain::stream::Aggregate;
 use domain::{
     Actor, Amount, Contract, ContractId, ContractStatus, Currency, Dispute, DisputeId,
-    DisputeOutcome, DomainError, Email, Event, Role, StreamId, Timestamp, TransactionId, User,
-    UserId, Versioned, Wallet, WalletId,
+    DisputeOutcome, DomainError, Email, Event, FeePayer, FeeSchedule, FeeTerms, Revenue, Role,
+    StreamId, Timestamp, TransactionId, User, UserId, Versioned, Wallet, WalletId,
 };
 use rust_decimal::Decimal;
 
@@ -69,6 +69,7 @@ fn created(d: &Deal, hours: Option<u32>) -> Event {
         currency: Currency::USD,
         inspection_period_hours: hours,
         fund_by: None,
+        fee: None,
         created_by: d.buyer,
         created_at: Timestamp(0),
     }
@@ -78,6 +79,7 @@ fn funded() -> Event {
     Event::ContractFunded {
         transaction_id: TransactionId::new_v7(),
         amount: usd("1000"),
+        fee_held: None,
     }
 }
 
@@ -108,8 +110,14 @@ fn create_by_a_party_with_distinct_existing_users() {
         fund_by: None,
         now: Timestamp(0),
     };
-    let then =
-        contract::create(&given(&[]), &user(d.buyer), &user(d.seller), &cmd).expect("created");
+    let then = contract::create(
+        &given(&[]),
+        &user(d.buyer),
+        &user(d.seller),
+        &FeeSchedule::default(),
+        &cmd,
+    )
+    .expect("created");
     assert_eq!(then[0].stream, StreamId::contract(d.id));
     assert_eq!(then[0].expected_version, 0);
     assert!(
@@ -125,6 +133,7 @@ fn create_by_a_party_with_distinct_existing_users() {
             &given(&[]),
             &user(d.buyer),
             &user(d.seller),
+            &FeeSchedule::default(),
             &stranger
         )),
         "FORBIDDEN"
@@ -138,6 +147,7 @@ fn create_by_a_party_with_distinct_existing_users() {
             &given(&[]),
             &user(d.buyer),
             &user(d.buyer),
+            &FeeSchedule::default(),
             &same
         )),
         "SAME_PARTIES"
@@ -147,6 +157,7 @@ fn create_by_a_party_with_distinct_existing_users() {
             &given(&[]),
             &given(&[]),
             &user(d.seller),
+            &FeeSchedule::default(),
             &cmd
         )),
         "USER_NOT_FOUND"
@@ -160,6 +171,7 @@ fn create_by_a_party_with_distinct_existing_users() {
             &given(&[]),
             &user(d.buyer),
             &user(d.seller),
+            &FeeSchedule::default(),
             &untitled
         )),
         "INVALID_TEXT"
@@ -173,6 +185,7 @@ fn create_by_a_party_with_distinct_existing_users() {
             &given(&[]),
             &user(d.buyer),
             &user(d.seller),
+            &FeeSchedule::default(),
             &forever
         )),
         "INVALID_TEXT"
@@ -191,7 +204,8 @@ fn fund_moves_the_price_from_buyer_wallet_into_escrow() {
         then[0].events,
         vec![Event::ContractFunded {
             transaction_id: tx,
-            amount: usd("1000")
+            amount: usd("1000"),
+            fee_held: None,
         }]
     );
     assert_eq!(
@@ -265,8 +279,15 @@ fn a_funding_deadline_lies_ahead_by_at_most_a_year() {
         fund_by: Some(Timestamp(fund_by)),
         now,
     };
-    let decide =
-        |cmd: &CreateContract| contract::create(&given(&[]), &user(d.buyer), &user(d.seller), cmd);
+    let decide = |cmd: &CreateContract| {
+        contract::create(
+            &given(&[]),
+            &user(d.buyer),
+            &user(d.seller),
+            &FeeSchedule::default(),
+            cmd,
+        )
+    };
     for refused in [now.0 - 1, now.0, now.0 + 366 * DAY_MS + 1] {
         assert_eq!(code(decide(&with(refused))), "INVALID_FUND_BY", "{refused}");
     }
@@ -404,6 +425,7 @@ fn release_full_and_partial_by_the_buyer() {
     let partial = contract::release(
         &c,
         &seller_wallet,
+        None,
         buyer_actor(&d),
         Some(usd("400")),
         Timestamp(0),
@@ -423,6 +445,7 @@ fn release_full_and_partial_by_the_buyer() {
     let rest = contract::release(
         &after,
         &seller_wallet,
+        None,
         buyer_actor(&d),
         None,
         Timestamp(0),
@@ -439,6 +462,7 @@ fn release_full_and_partial_by_the_buyer() {
         code(contract::release(
             &c,
             &seller_wallet,
+            None,
             Actor::User {
                 id: d.seller,
                 role: Role::User
@@ -453,6 +477,7 @@ fn release_full_and_partial_by_the_buyer() {
         code(contract::release(
             &c,
             &seller_wallet,
+            None,
             buyer_actor(&d),
             Some(usd("1000.01")),
             Timestamp(0),
@@ -464,6 +489,7 @@ fn release_full_and_partial_by_the_buyer() {
         code(contract::release(
             &given(&[created(&d, None)]),
             &seller_wallet,
+            None,
             buyer_actor(&d),
             None,
             Timestamp(0),
@@ -480,6 +506,7 @@ fn release_opens_the_sellers_wallet_in_the_contract_currency_if_missing() {
     let then = contract::release(
         &c,
         &given(&[]),
+        None,
         buyer_actor(&d),
         None,
         Timestamp(0),
@@ -503,6 +530,7 @@ fn the_system_releases_only_after_the_window() {
         code(contract::release(
             &c,
             &w,
+            None,
             Actor::System,
             None,
             Timestamp(99),
@@ -513,6 +541,7 @@ fn the_system_releases_only_after_the_window() {
     let then = contract::release(
         &c,
         &w,
+        None,
         Actor::System,
         Some(usd("1")),
         Timestamp(100),
@@ -528,6 +557,7 @@ fn the_system_releases_only_after_the_window() {
         code(contract::release(
             &undelivered,
             &w,
+            None,
             Actor::System,
             None,
             Timestamp(i64::MAX),
@@ -633,6 +663,7 @@ fn raise_dispute_freezes_an_active_contract() {
         code(contract::release(
             &frozen,
             &w,
+            None,
             buyer_actor(&d),
             None,
             Timestamp(0),
@@ -667,6 +698,7 @@ fn raise_dispute_freezes_an_active_contract() {
         code(contract::release(
             &frozen_late,
             &w,
+            None,
             Actor::System,
             None,
             Timestamp(i64::MAX),
@@ -732,6 +764,7 @@ fn resolve_split_pays_both_sides_and_settles() {
         &c,
         &wallet(d.seller, "1"),
         &wallet(d.buyer, "1"),
+        None,
         arbiter,
         &resolve(DisputeOutcome::Split, Some("600"), Some("400")),
     )
@@ -769,6 +802,7 @@ fn resolve_release_and_refund_move_everything_one_way() {
         &c,
         &wallet(d.seller, "1"),
         &wallet(d.buyer, "1"),
+        None,
         admin,
         &resolve(DisputeOutcome::Release, None, None),
     )
@@ -779,6 +813,7 @@ fn resolve_release_and_refund_move_everything_one_way() {
         &c,
         &wallet(d.seller, "1"),
         &wallet(d.buyer, "1"),
+        None,
         admin,
         &resolve(DisputeOutcome::Refund, None, None),
     )
@@ -806,6 +841,7 @@ fn resolve_rejections() {
             &c,
             &sw,
             &bw,
+            None,
             arbiter,
             &resolve(DisputeOutcome::Split, Some(huge), Some(huge))
         )),
@@ -818,6 +854,7 @@ fn resolve_rejections() {
             &c,
             &sw,
             &bw,
+            None,
             Actor::User {
                 id: UserId::new_v7(),
                 role: Role::User
@@ -832,6 +869,7 @@ fn resolve_rejections() {
             &c,
             &sw,
             &bw,
+            None,
             Actor::User {
                 id: d.buyer,
                 role: Role::Arbiter
@@ -847,6 +885,7 @@ fn resolve_rejections() {
             &c,
             &sw,
             &bw,
+            None,
             arbiter,
             &resolve(DisputeOutcome::Split, Some("600"), Some("399.99"))
         )),
@@ -858,20 +897,21 @@ fn resolve_rejections() {
             &c,
             &sw,
             &bw,
+            None,
             arbiter,
             &resolve(DisputeOutcome::Split, Some("1000.001"), Some("-0.001"))
         )),
         "SPLIT_MISMATCH"
     );
     let resolved_events =
-        contract::resolve_dispute(&dis, &c, &sw, &bw, arbiter, &ok).expect("resolved");
+        contract::resolve_dispute(&dis, &c, &sw, &bw, None, arbiter, &ok).expect("resolved");
     let mut dis2 = dis.clone();
     resolved_events[0].events.iter().for_each(|e| dis2.apply(e));
     let mut c2 = c.clone();
     resolved_events[1].events.iter().for_each(|e| c2.apply(e));
     assert_eq!(
         code(contract::resolve_dispute(
-            &dis2, &c2, &sw, &bw, arbiter, &ok
+            &dis2, &c2, &sw, &bw, None, arbiter, &ok
         )),
         "DISPUTE_ALREADY_RESOLVED"
     );
@@ -881,6 +921,7 @@ fn resolve_rejections() {
             &c,
             &sw,
             &bw,
+            None,
             arbiter,
             &ok
         )),
@@ -906,7 +947,10 @@ mod properties {
     #[derive(Debug, Clone)]
     enum Op {
         Deposit(usize, i64),
-        Create(usize, usize, i64),
+        /// Buyer, seller, price in cents, and the fee schedule in force (if any).
+        Create(usize, usize, i64, Option<FeeTerms>),
+        /// An admin withdraws this many cents of revenue.
+        Withdraw(i64),
         /// The contract, and the hour it is funded at.
         Fund(usize, i64),
         /// The contract, and the hour the scheduler tries to expire it at.
@@ -926,7 +970,9 @@ mod properties {
         let k = 0..64usize;
         prop_oneof![
             1 => (0..3usize, 1..50_000i64).prop_map(|(u, c)| Op::Deposit(u, c)),
-            2 => (0..3usize, 0..3usize, 1..40_000i64).prop_map(|(b, s, c)| Op::Create(b, s, c)),
+            2 => (0..3usize, 0..3usize, 1..40_000i64, proptest::option::of(terms()))
+                .prop_map(|(b, s, c, f)| Op::Create(b, s, c, f)),
+            1 => (1..2_000i64).prop_map(Op::Withdraw),
             2 => (k.clone(), 0..100i64).prop_map(|(k, t)| Op::Fund(k, t)),
             1 => (k.clone(), 0..100i64).prop_map(|(k, t)| Op::Expire(k, t)),
             1 => k.clone().prop_map(Op::Deliver),
@@ -940,7 +986,31 @@ mod properties {
         ]
     }
 
+    /// A fee rule: any rate up to the cap, an optional minimum and maximum (minimum never
+    /// above maximum), any payer.
+    fn terms() -> impl Strategy<Value = FeeTerms> {
+        (
+            0..=5_000u16,
+            proptest::option::of(1..500i64),
+            proptest::option::of(1..5_000i64),
+            0..3usize,
+        )
+            .prop_map(|(bps, min, max, payer)| {
+                let (min, max) = match (min, max) {
+                    (Some(a), Some(b)) if a > b => (Some(b), Some(a)),
+                    other => other,
+                };
+                FeeTerms {
+                    percent_bps: bps,
+                    minimum: min.map(cents),
+                    maximum: max.map(cents),
+                    payer: [FeePayer::Seller, FeePayer::Buyer, FeePayer::Split][payer],
+                }
+            })
+    }
+
     struct World {
+        revenue: Versioned<Revenue>,
         wallets: HashMap<StreamId, Versioned<Wallet>>,
         contracts: Vec<(ContractId, Versioned<Contract>, Versioned<Dispute>)>,
         sums: HashMap<Account, Decimal>,
@@ -986,6 +1056,16 @@ mod properties {
                         }
                         prop_assert!(state.state.balance >= Decimal::ZERO);
                     }
+                    "revenue" => {
+                        prop_assert_eq!(self.revenue.version, w.expected_version);
+                        for e in &w.events {
+                            self.revenue.apply(e);
+                            for p in postings(None, e) {
+                                *self.sums.entry(p.account).or_default() += p.delta;
+                            }
+                        }
+                        prop_assert!(self.revenue.state.balance >= Decimal::ZERO);
+                    }
                     "contract" => {
                         let idx = k.unwrap_or(self.contracts.len());
                         if idx == self.contracts.len() {
@@ -1023,15 +1103,42 @@ mod properties {
             let total: Decimal = self.sums.values().copied().sum();
             prop_assert_eq!(total, Decimal::ZERO);
             for (id, c, _) in &self.contracts {
-                prop_assert!(c.state.held >= Decimal::ZERO);
+                let c = &c.state;
+                prop_assert!(c.held >= Decimal::ZERO);
                 prop_assert_eq!(
                     self.sums
                         .get(&Account::Escrow(*id))
                         .copied()
                         .unwrap_or_default(),
-                    c.state.held
+                    c.held + c.fee_held
                 );
+                // The fee rules: what was charged is F(paid) (so never above F(price)),
+                // and the prepaid fee still held is B(paid + held) − B(paid) (so none once
+                // nothing is held).
+                let usd = Currency::USD;
+                let (charged, prepaid) = match &c.fee {
+                    None => (Decimal::ZERO, Decimal::ZERO),
+                    Some(t) if c.status == ContractStatus::Draft => {
+                        (t.fee(usd, c.paid), Decimal::ZERO)
+                    }
+                    Some(t) => (
+                        t.fee(usd, c.paid),
+                        t.buyer_share(usd, c.paid + c.held) - t.buyer_share(usd, c.paid),
+                    ),
+                };
+                prop_assert_eq!(c.fee_charged, charged);
+                prop_assert_eq!(c.fee_held, prepaid);
+                if let Some(t) = &c.fee {
+                    prop_assert!(c.fee_charged <= t.fee(usd, c.amount));
+                }
             }
+            prop_assert_eq!(
+                self.sums
+                    .get(&Account::Revenue(Currency::USD))
+                    .copied()
+                    .unwrap_or_default(),
+                self.revenue.state.balance
+            );
             for w in self.wallets.values() {
                 let Some(id) = w.state.id else { continue };
                 prop_assert_eq!(
@@ -1048,6 +1155,22 @@ mod properties {
         }
     }
 
+    fn count_fees(writes: &[StreamWrite], reached: &mut Reached) {
+        for e in writes.iter().flat_map(|w| &w.events) {
+            let kind = match e {
+                Event::FeeCollected {
+                    from_escrow: Some(_),
+                    ..
+                } => "collected with a buyer's share",
+                Event::FeeCollected { .. } => "collected from the seller",
+                Event::FeeReturned { .. } => "returned",
+                Event::RevenueWithdrawn { .. } => "withdrawn",
+                _ => continue,
+            };
+            *reached.fee_events.entry(kind).or_default() += 1;
+        }
+    }
+
     fn cents(c: i64) -> Amount {
         Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid")
     }
@@ -1057,6 +1180,9 @@ mod properties {
     struct Reached {
         terminal: HashMap<&'static str, usize>,
         splits_refused: usize,
+        /// Fee postings into revenue, by kind: `FeeCollected` with a buyer's share,
+        /// without one, `FeeReturned`, and withdrawals.
+        fee_events: HashMap<&'static str, usize>,
     }
 
     /// One sequence of commands, each decided from the states the earlier ones left and,
@@ -1065,6 +1191,7 @@ mod properties {
         let users: Vec<UserId> = (0..3).map(|_| UserId::new_v7()).collect();
         let user_states: Vec<Versioned<User>> = users.iter().map(|u| user(*u)).collect();
         let mut world = World {
+            revenue: Versioned::default(),
             wallets: HashMap::new(),
             contracts: Vec::new(),
             sums: HashMap::new(),
@@ -1081,7 +1208,7 @@ mod properties {
         let opening: Vec<Op> = (0..users.len()).map(|u| Op::Deposit(u, 100_000)).collect();
         for op in opening.into_iter().chain(ops) {
             let picked = match &op {
-                Op::Deposit(..) | Op::Create(..) => None,
+                Op::Deposit(..) | Op::Create(..) | Op::Withdraw(..) => None,
                 Op::Fund(k, _)
                 | Op::Expire(k, _)
                 | Op::Deliver(k)
@@ -1114,10 +1241,25 @@ mod properties {
                             channel: domain::DepositChannel::Api,
                         },
                     ),
-                    Op::Create(b, s, c) => contract::create(
+                    Op::Withdraw(c) => domain::fees::withdraw_revenue(
+                        &world.revenue,
+                        Actor::User {
+                            id: UserId::new_v7(),
+                            role: Role::Admin,
+                        },
+                        Currency::USD,
+                        cents(c),
+                        TransactionId::new_v7(),
+                    ),
+                    Op::Create(b, s, c, fee) => contract::create(
                         &Versioned::default(),
                         &user_states[b],
                         &user_states[s],
+                        &FeeSchedule {
+                            currency: Some(Currency::USD),
+                            terms: fee,
+                            set_at: None,
+                        },
                         &CreateContract {
                             contract_id: ContractId::new_v7(),
                             actor: users[b],
@@ -1136,6 +1278,7 @@ mod properties {
                     _ => return Err(TestCaseError::fail("a created contract has both parties")),
                 };
                 if let Ok(writes) = decided {
+                    count_fees(&writes, reached);
                     world.commit(None, writes)?;
                 }
                 world.check()?;
@@ -1169,6 +1312,7 @@ mod properties {
                 Op::Release(_, amount) => contract::release(
                     c_state,
                     &world.wallet(seller),
+                    Some(&world.revenue),
                     as_user(buyer),
                     amount.map(cents),
                     Timestamp(0),
@@ -1177,6 +1321,7 @@ mod properties {
                 Op::AutoRelease(_, hours) => contract::release(
                     c_state,
                     &world.wallet(seller),
+                    Some(&world.revenue),
                     Actor::System,
                     None,
                     Timestamp(hours * 3_600_000),
@@ -1215,8 +1360,15 @@ mod properties {
                         now: Timestamp(0),
                     };
                     let (sw, bw) = (world.wallet(seller), world.wallet(buyer));
-                    let exact =
-                        contract::resolve_dispute(d, c_state, &sw, &bw, arbiter, &decision(0));
+                    let exact = contract::resolve_dispute(
+                        d,
+                        c_state,
+                        &sw,
+                        &bw,
+                        Some(&world.revenue),
+                        arbiter,
+                        &decision(0),
+                    );
                     if off != 0 && o == 2 {
                         // Parts that do not sum to what is held are refused, and only for
                         // that reason where the exact split would be accepted.
@@ -1225,6 +1377,7 @@ mod properties {
                             c_state,
                             &sw,
                             &bw,
+                            Some(&world.revenue),
                             arbiter,
                             &decision(off),
                         );
@@ -1242,11 +1395,12 @@ mod properties {
                     }
                     exact
                 }
-                Op::Deposit(..) | Op::Create(..) => {
+                Op::Deposit(..) | Op::Create(..) | Op::Withdraw(..) => {
                     return Err(TestCaseError::fail("not a contract command"))
                 }
             };
             if let Ok(writes) = decided {
+                count_fees(&writes, reached);
                 world.commit(k, writes)?;
                 if let Some(k) = k {
                     let status = world.contracts[k].1.state.status;
@@ -1268,9 +1422,14 @@ mod properties {
         Ok(())
     }
 
-    /// No sequence of money and escrow commands, accepted or refused, breaks conservation
-    /// (wallets + escrow + world = 0), lets a wallet's postings differ from its balance or
-    /// an escrow account from its contract's held amount, or takes anything below zero.
+    /// No sequence of money, escrow, fee and revenue commands, accepted or refused, breaks
+    /// conservation (wallets + escrow + revenue + world = 0), lets a wallet's postings differ
+    /// from its balance, an escrow account from its contract's held amount plus prepaid
+    /// fee, or the revenue account from its stream, or takes anything below zero. Every
+    /// contract has charged exactly `F(paid)` (never above the fee on its price) and still
+    /// holds exactly `B(paid + held) − B(paid)` of the buyer's prepaid fee (see
+    /// `domain::fees`). Fails with the seller's fee computed per payment instead of
+    /// cumulatively (seen: the fees of two partial releases rounded up twice).
     /// No contract is funded at or after its `fundBy`, and a draft expires exactly when its
     /// deadline has passed. Every terminal state is reached in the run, and splits that do
     /// not sum are refused.
@@ -1302,6 +1461,17 @@ mod properties {
             );
         }
         assert!(reached.splits_refused > 0, "{reached:?}");
+        for kind in [
+            "collected with a buyer's share",
+            "collected from the seller",
+            "returned",
+            "withdrawn",
+        ] {
+            assert!(
+                reached.fee_events.get(kind).copied().unwrap_or(0) > 0,
+                "no fee {kind} in {cases} cases: {reached:?}"
+            );
+        }
         println!("{cases} cases reached {reached:?}");
     }
 }

@@ -6,12 +6,13 @@ use chrono::{DateTime, Utc};
 use domain::codec::decode;
 use domain::Event;
 use event_store::RecordedEvent;
-use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::escrow_rows::{EscrowRows, Unholds};
+use crate::platform_rows::RevenueRows;
+use crate::wallet_rows::WalletRows;
 
 /// The name under which this projection records its per-stream versions and checkpoint.
 pub const PROJECTION: &str = "read_models";
@@ -144,9 +145,10 @@ pub(crate) async fn apply(
     };
     let mut touched: HashMap<String, i64> = HashMap::new();
     let mut max_position = 0i64;
-    let mut deferred = Deferred::default();
+    let mut deferred = WalletRows::default();
     let mut escrow = EscrowRows::load(conn, batch, &decoded_before).await?;
     let mut unholds = Unholds::new();
+    let mut revenue = RevenueRows::default();
 
     for (i, env) in batch.iter().enumerate() {
         let current = match (versions.get(&env.stream_id), source) {
@@ -179,12 +181,15 @@ pub(crate) async fn apply(
             event = %env.event_type,
             correlation_id = env.metadata.get("correlationId").and_then(|v| v.as_str()).unwrap_or(""),
         );
-        // Wallet movements and contract/dispute changes wait for the end of the batch. No
-        // event applied one by one reads what they write (balances, holds, history, contract
-        // and dispute rows), balances and holds are sums, and the contract and dispute rows
+        // Wallet movements, contract/dispute changes and revenue movements wait for the end
+        // of the batch. No event applied one by one reads what they write (balances, holds,
+        // history, contract, dispute and revenue rows), balances and holds are sums, and the contract and dispute rows
         // are changed in memory in stream order: the effect is that of applying the events
         // one by one.
-        if !deferred.take(env, event)? && !escrow.take(env, event, &mut unholds)? {
+        if !deferred.take(env, event)?
+            && !escrow.take(env, event, &mut unholds)?
+            && !revenue.take(env, event)
+        {
             apply_one(conn, env, event).instrument(span.clone()).await?;
         }
         span.in_scope(|| tracing::debug!("applied"));
@@ -198,6 +203,7 @@ pub(crate) async fn apply(
 
     deferred.flush(conn).await?;
     escrow.flush(conn).await?;
+    revenue.flush(conn).await?;
     if !unholds.is_empty() {
         let mut users = Vec::with_capacity(unholds.len());
         let mut currencies = Vec::with_capacity(unholds.len());
@@ -267,7 +273,7 @@ async fn recorded_versions(
     Ok(rows.into_iter().collect())
 }
 
-fn aggregate_uuid(stream_id: &str) -> anyhow::Result<Uuid> {
+pub(crate) fn aggregate_uuid(stream_id: &str) -> anyhow::Result<Uuid> {
     let id = stream_id
         .split_once('-')
         .map(|(_, id)| id)
@@ -323,14 +329,23 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
             .execute(&mut *conn)
             .await?;
         }
+        Event::FeeScheduleSet { .. } => {
+            crate::platform_rows::apply_schedule(conn, env, event).await?
+        }
+        Event::FeeCollected { .. } | Event::RevenueWithdrawn { .. } => {
+            anyhow::bail!("revenue movements are applied in bulk (RevenueRows), not one by one")
+        }
         Event::FundsDeposited { .. }
         | Event::FundsWithdrawn { .. }
         | Event::TransferSent { .. }
         | Event::TransferReceived { .. }
         | Event::EscrowHeld { .. }
         | Event::EscrowPaymentReceived { .. }
-        | Event::EscrowRefundReceived { .. } => {
-            anyhow::bail!("wallet movements are applied in bulk (Deferred), not one by one")
+        | Event::EscrowRefundReceived { .. }
+        | Event::FeeHeld { .. }
+        | Event::FeeReturned { .. }
+        | Event::FeeCharged { .. } => {
+            anyhow::bail!("wallet movements are applied in bulk (WalletRows), not one by one")
         }
         Event::ContractCreated { .. }
         | Event::ContractFunded { .. }
@@ -368,9 +383,21 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Erro
         .await
 }
 
+/// Every table the projection writes (replay rebuilds them all, side by side).
+pub(crate) const READ_MODEL_TABLES: &[&str] = &[
+    "rm_users",
+    "rm_wallets",
+    "rm_transactions",
+    "rm_contracts",
+    "rm_disputes",
+    "rm_fee_schedules",
+    "rm_revenue",
+    "rm_revenue_transactions",
+];
+
 /// Empties every read model (for a full rebuild).
 pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query("TRUNCATE rm_users, rm_wallets, rm_transactions, rm_contracts, rm_disputes")
+    sqlx::query(&format!("TRUNCATE {}", READ_MODEL_TABLES.join(", ")))
         .execute(&mut *conn)
         .await?;
     sqlx::query("DELETE FROM projection_streams WHERE projection = $1")
@@ -382,191 +409,4 @@ pub async fn reset(conn: &mut PgConnection) -> anyhow::Result<()> {
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-/// One history row of `rm_transactions`.
-struct HistoryRow {
-    id: Uuid,
-    from: Option<Uuid>,
-    to: Option<Uuid>,
-    amount: Decimal,
-    wallet: Uuid,
-    kind: &'static str,
-    description: Option<String>,
-    contract: Option<Uuid>,
-    at: chrono::DateTime<chrono::Utc>,
-    position: i64,
-}
-
-/// Wallet movements of a batch, written with three statements instead of two per event:
-/// balances and escrow holds are sums (so their order within the batch does not matter),
-/// and a history row is written by the first of its legs (`ON CONFLICT DO NOTHING`).
-#[derive(Default)]
-struct Deferred {
-    /// Net balance change and latest time, by wallet.
-    balances: HashMap<Uuid, (Decimal, chrono::DateTime<chrono::Utc>)>,
-    /// Net change of the amount held in escrow, by wallet.
-    held: HashMap<Uuid, Decimal>,
-    rows: Vec<HistoryRow>,
-}
-
-impl Deferred {
-    /// Takes a wallet movement; returns false for any other event.
-    fn take(&mut self, env: &Incoming, event: &Event) -> anyhow::Result<bool> {
-        use Event as E;
-        // (transaction, amount, credit?, counterparty wallet, kind, description, contract).
-        // Both legs of a transfer carry both wallet ids: whichever comes first writes the
-        // complete row.
-        let (tx, amount, credit, other, kind, description, contract) = match event {
-            E::FundsDeposited {
-                transaction_id: t,
-                amount,
-                description: d,
-                ..
-            } => (t.0, amount, true, None, "DEPOSIT", d.as_ref(), None),
-            E::FundsWithdrawn {
-                transaction_id: t,
-                amount,
-                description: d,
-            } => (t.0, amount, false, None, "WITHDRAWAL", d.as_ref(), None),
-            E::TransferSent {
-                transaction_id: t,
-                to_wallet_id,
-                amount,
-                description: d,
-                ..
-            } => (
-                t.0,
-                amount,
-                false,
-                Some(to_wallet_id.0),
-                "TRANSFER",
-                d.as_ref(),
-                None,
-            ),
-            E::TransferReceived {
-                transaction_id: t,
-                from_wallet_id,
-                amount,
-                description: d,
-                ..
-            } => (
-                t.0,
-                amount,
-                true,
-                Some(from_wallet_id.0),
-                "TRANSFER",
-                d.as_ref(),
-                None,
-            ),
-            E::EscrowHeld {
-                transaction_id: t,
-                contract_id: c,
-                amount,
-            } => (t.0, amount, false, None, "ESCROW_HOLD", None, Some(c.0)),
-            E::EscrowPaymentReceived {
-                transaction_id: t,
-                contract_id: c,
-                amount,
-            } => (t.0, amount, true, None, "PAYMENT", None, Some(c.0)),
-            E::EscrowRefundReceived {
-                transaction_id: t,
-                contract_id: c,
-                amount,
-            } => (t.0, amount, true, None, "REFUND", None, Some(c.0)),
-            _ => return Ok(false),
-        };
-        let w = aggregate_uuid(&env.stream_id)?;
-        let amount = amount.value();
-        if kind == "ESCROW_HOLD" {
-            *self.held.entry(w).or_default() += amount;
-        }
-        let entry = self
-            .balances
-            .entry(w)
-            .or_insert((Decimal::ZERO, env.recorded_at));
-        entry.0 += if credit { amount } else { -amount };
-        entry.1 = entry.1.max(env.recorded_at);
-        let (from, to) = if credit {
-            (other, Some(w))
-        } else {
-            (Some(w), other)
-        };
-        self.rows.push(HistoryRow {
-            id: tx,
-            from,
-            to,
-            amount,
-            wallet: w,
-            kind,
-            description: description.map(|d| d.as_str().to_owned()),
-            contract,
-            at: env.recorded_at,
-            position: env.position,
-        });
-        Ok(true)
-    }
-
-    /// Writes what was taken, in the caller's transaction.
-    async fn flush(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        if self.balances.is_empty() {
-            return Ok(());
-        }
-        let mut ids = Vec::with_capacity(self.balances.len());
-        let mut deltas = Vec::with_capacity(self.balances.len());
-        let mut ats = Vec::with_capacity(self.balances.len());
-        for (w, (d, at)) in self.balances.drain() {
-            ids.push(w);
-            deltas.push(d);
-            ats.push(at);
-        }
-        let currencies: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
-            "UPDATE rm_wallets w SET balance = w.balance + u.delta, updated_at = greatest(w.updated_at, u.at) \
-             FROM UNNEST($1::uuid[], $2::numeric[], $3::timestamptz[]) AS u(id, delta, at) \
-             WHERE w.id = u.id RETURNING w.id, w.currency",
-        )
-        .bind(&ids)
-        .bind(&deltas)
-        .bind(&ats)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-        anyhow::ensure!(
-            currencies.len() == ids.len(),
-            "a wallet movement names a wallet the read models do not have"
-        );
-        let mut seen = std::collections::HashSet::new();
-        let rows: Vec<HistoryRow> = self.rows.drain(..).filter(|r| seen.insert(r.id)).collect();
-        let currency = |w: &Uuid| currencies.get(w).cloned().unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO rm_transactions (id, from_wallet_id, to_wallet_id, amount, currency, type, description, created_at, position, contract_id) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::bigint[], $10::uuid[]) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.from).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.to).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| currency(&r.wallet)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.contract).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-        if !self.held.is_empty() {
-            let (ids, deltas): (Vec<Uuid>, Vec<Decimal>) = self.held.drain().unzip();
-            sqlx::query(
-                "UPDATE rm_wallets w SET held_in_escrow = w.held_in_escrow + u.delta \
-                 FROM UNNEST($1::uuid[], $2::numeric[]) AS u(id, delta) WHERE w.id = u.id",
-            )
-            .bind(&ids)
-            .bind(&deltas)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
-    }
 }

@@ -39,6 +39,12 @@ struct ContractRow {
     updated_at: Time,
     position: i64,
     fund_by: Option<Time>,
+    fee_percent_bps: Option<i32>,
+    fee_minimum: Option<Decimal>,
+    fee_maximum: Option<Decimal>,
+    fee_payer: Option<String>,
+    fee_charged: Decimal,
+    fee_held: Decimal,
 }
 
 /// One row of `rm_disputes`.
@@ -79,6 +85,10 @@ fn stream_uuid(stream_id: &str, prefix: &str) -> Option<Uuid> {
     stream_id
         .strip_prefix(prefix)
         .and_then(|id| Uuid::parse_str(id).ok())
+}
+
+fn value(a: &Option<domain::Amount>) -> Decimal {
+    a.map_or(Decimal::ZERO, |a| a.value())
 }
 
 fn millis(ms: i64) -> Time {
@@ -124,7 +134,7 @@ impl EscrowRows {
             let found: Vec<ContractRow> = sqlx::query_as(
                 "SELECT id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
                         inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, \
-                        fund_by \
+                        fund_by, fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, fee_held \
                  FROM rm_contracts WHERE id = ANY($1)",
             )
             .bind(&contract_ids)
@@ -176,6 +186,24 @@ impl EscrowRows {
         Ok(())
     }
 
+    /// A payment's or refund's fees: `charged` collected, `released` of the buyer's prepaid
+    /// fee no longer held (collected or returned).
+    fn fees(
+        &mut self,
+        id: Uuid,
+        charged: Decimal,
+        released: Decimal,
+        unholds: &mut Unholds,
+    ) -> anyhow::Result<()> {
+        let c = self.contract(id)?;
+        c.fee_charged += charged;
+        c.fee_held -= released;
+        if !released.is_zero() {
+            *unholds.entry((c.buyer_id, c.currency.clone())).or_default() += released;
+        }
+        Ok(())
+    }
+
     /// Takes a contract or dispute event; returns false for any other event.
     pub(crate) fn take(
         &mut self,
@@ -199,6 +227,7 @@ impl EscrowRows {
                 currency,
                 inspection_period_hours,
                 fund_by,
+                fee,
                 created_at,
                 ..
             } => {
@@ -221,13 +250,22 @@ impl EscrowRows {
                     updated_at: at,
                     position: env.position,
                     fund_by: fund_by.map(|t| millis(t.0)),
+                    fee_percent_bps: fee.map(|f| i32::from(f.percent_bps)),
+                    fee_minimum: fee.and_then(|f| f.minimum).map(|a| a.value()),
+                    fee_maximum: fee.and_then(|f| f.maximum).map(|a| a.value()),
+                    fee_payer: fee.map(|f| f.payer.as_str().to_owned()),
+                    fee_charged: Decimal::ZERO,
+                    fee_held: Decimal::ZERO,
                 };
                 self.contracts.insert(id.0, row);
                 self.contract(id.0)?;
             }
-            Event::ContractFunded { amount, .. } => {
+            Event::ContractFunded {
+                amount, fee_held, ..
+            } => {
                 let c = self.contract(contract_id()?)?;
                 c.held_amount += amount.value();
+                c.fee_held += value(fee_held);
                 c.status = ContractStatus::Active.as_str().into();
                 c.updated_at = at;
             }
@@ -240,23 +278,29 @@ impl EscrowRows {
                 c.auto_release_at = auto_release_at.map(|t| millis(t.0));
                 c.updated_at = at;
             }
-            Event::ContractReleased { amount, .. } => {
-                self.pay_out(
-                    contract_id()?,
-                    amount.value(),
-                    ContractStatus::Completed,
-                    at,
+            Event::ContractReleased {
+                amount,
+                seller_fee,
+                buyer_fee,
+                ..
+            } => {
+                let id = contract_id()?;
+                self.pay_out(id, amount.value(), ContractStatus::Completed, at, unholds)?;
+                self.fees(
+                    id,
+                    value(seller_fee) + value(buyer_fee),
+                    value(buyer_fee),
                     unholds,
                 )?;
             }
-            Event::ContractRefunded { amount, .. } => {
-                self.pay_out(
-                    contract_id()?,
-                    amount.value(),
-                    ContractStatus::Refunded,
-                    at,
-                    unholds,
-                )?;
+            Event::ContractRefunded {
+                amount,
+                fee_returned,
+                ..
+            } => {
+                let id = contract_id()?;
+                self.pay_out(id, amount.value(), ContractStatus::Refunded, at, unholds)?;
+                self.fees(id, Decimal::ZERO, value(fee_returned), unholds)?;
             }
             Event::ContractCancelled { .. } => {
                 let c = self.contract(contract_id()?)?;
@@ -278,9 +322,19 @@ impl EscrowRows {
                 outcome,
                 seller_amount,
                 buyer_amount,
+                seller_fee,
+                buyer_fee,
+                fee_returned,
                 ..
             } => {
-                let c = self.contract(contract_id()?)?;
+                let id = contract_id()?;
+                self.fees(
+                    id,
+                    value(seller_fee) + value(buyer_fee),
+                    value(buyer_fee) + value(fee_returned),
+                    unholds,
+                )?;
+                let c = self.contract(id)?;
                 c.status = ContractStatus::settled(*outcome).as_str().into();
                 c.held_amount = Decimal::ZERO;
                 c.auto_release_at = None;
@@ -358,13 +412,16 @@ impl EscrowRows {
         if !contracts.is_empty() {
             sqlx::query(
                 "INSERT INTO rm_contracts (id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
-                     inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, fund_by) \
+                     inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, fund_by, \
+                     fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, fee_held) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::text[], \
                      $8::numeric[], $9::text[], $10::int[], $11::timestamptz[], $12::timestamptz[], $13::uuid[], \
-                     $14::timestamptz[], $15::timestamptz[], $16::bigint[], $17::timestamptz[]) \
+                     $14::timestamptz[], $15::timestamptz[], $16::bigint[], $17::timestamptz[], $18::int[], $19::numeric[], \
+                     $20::numeric[], $21::text[], $22::numeric[], $23::numeric[]) \
                  ON CONFLICT (id) DO UPDATE SET held_amount = EXCLUDED.held_amount, status = EXCLUDED.status, \
                      delivered_at = EXCLUDED.delivered_at, auto_release_at = EXCLUDED.auto_release_at, \
-                     dispute_id = EXCLUDED.dispute_id, updated_at = EXCLUDED.updated_at",
+                     dispute_id = EXCLUDED.dispute_id, updated_at = EXCLUDED.updated_at, \
+                     fee_charged = EXCLUDED.fee_charged, fee_held = EXCLUDED.fee_held",
             )
             .bind(contracts.iter().map(|r| r.id).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.buyer_id).collect::<Vec<_>>())
@@ -383,6 +440,12 @@ impl EscrowRows {
             .bind(contracts.iter().map(|r| r.updated_at).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.position).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.fund_by).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fee_percent_bps).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fee_minimum).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fee_maximum).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fee_payer.as_deref()).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fee_charged).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| r.fee_held).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }

@@ -8,8 +8,10 @@
 mod apply;
 mod escrow_rows;
 mod freshness;
+mod platform_rows;
 pub mod read;
 pub mod replay;
+mod wallet_rows;
 mod worker;
 
 pub use apply::{

@@ -34,15 +34,13 @@ use crate::apply::{apply, Source};
 pub const PROJECTIONS: &[&str] = &[crate::PROJECTION];
 
 const SHADOW: &str = "replay_read_models";
-const TABLES: &[&str] = &[
-    "rm_users",
-    "rm_wallets",
-    "rm_transactions",
-    "rm_contracts",
-    "rm_disputes",
-    "projection_streams",
-    "projection_checkpoints",
-];
+/// The read models and the projection's own bookkeeping.
+fn tables() -> impl Iterator<Item = &'static str> {
+    crate::apply::READ_MODEL_TABLES
+        .iter()
+        .copied()
+        .chain(["projection_streams", "projection_checkpoints"])
+}
 
 /// Tuning and test hooks.
 #[derive(Debug, Clone)]
@@ -109,7 +107,7 @@ async fn prepare(conn: &mut PgConnection) -> anyhow::Result<FeedCursor> {
     .await?;
     if !exists {
         let mut tx = conn.begin().await?;
-        for t in TABLES {
+        for t in tables() {
             sqlx::query(&format!("DROP TABLE IF EXISTS {SHADOW}.{t}"))
                 .execute(&mut *tx)
                 .await?;
@@ -417,7 +415,7 @@ pub async fn replay(
     // find some built, or equivalent ones under other names), two at a time on connections
     // of their own; then swap under lock, after applying whatever committed meanwhile.
     let mut builds = Vec::new();
-    for t in TABLES {
+    for t in tables() {
         let built: HashSet<String> = indexes(&mut conn, SHADOW, t)
             .await?
             .into_iter()
@@ -438,7 +436,7 @@ pub async fn replay(
         });
     tokio::try_join!(record_versions(&mut conn, cursor), build)?;
     let mut tx = conn.begin().await?;
-    let live: Vec<String> = TABLES.iter().map(|t| format!("public.{t}")).collect();
+    let live: Vec<String> = tables().map(|t| format!("public.{t}")).collect();
     sqlx::query(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         live.join(", ")
@@ -453,7 +451,7 @@ pub async fn replay(
         cursor = next;
         stats.events += n as u64;
     }
-    for t in TABLES {
+    for t in tables() {
         sqlx::query(&format!("DROP TABLE public.{t}"))
             .execute(&mut *tx)
             .await?;

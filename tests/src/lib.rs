@@ -419,7 +419,8 @@ impl TestApp {
     }
 }
 
-/// Balances folded from the raw events, and the sum over every account (world included).
+/// Balances folded from the raw events, and the sum over every account (escrow, platform
+/// revenue and world included).
 pub async fn folded_ledger(pool: &PgPool) -> (HashMap<Uuid, Decimal>, Decimal) {
     let rows: Vec<(String, String, i32, Value)> =
         sqlx::query_as("SELECT stream_id, event_type, schema_version, data FROM events ORDER BY stream_id, version")
@@ -441,6 +442,10 @@ pub async fn folded_ledger(pool: &PgPool) -> (HashMap<Uuid, Decimal>, Decimal) {
                 w.state.balance >= Decimal::ZERO,
                 "negative balance folded in {stream}"
             );
+        } else if stream.starts_with("revenue-") {
+            for p in postings(None, &e) {
+                *sums.entry(p.account).or_default() += p.delta;
+            }
         }
     }
     // Each contract's escrow account must hold exactly what its own stream says is held.
@@ -471,8 +476,9 @@ pub async fn folded_ledger(pool: &PgPool) -> (HashMap<Uuid, Decimal>, Decimal) {
             .expect("contract stream starts with ContractCreated");
         let account = sums.get(&Account::Escrow(id)).copied().unwrap_or_default();
         assert_eq!(
-            account, c.state.held,
-            "escrow account of {stream} equals its held amount"
+            account,
+            c.state.held + c.state.fee_held,
+            "escrow account of {stream} equals its held amount and prepaid fee"
         );
     }
     let total = sums.values().copied().sum();

@@ -61,6 +61,14 @@ pub struct ContractView {
     /// funding deadline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fund_by: Option<String>,
+    /// The platform fee copied from the schedule when the contract was created; absent
+    /// when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee: Option<crate::routes::platform::FeeTermsView>,
+    /// Fees collected from its payments so far (both shares), decimal string; absent
+    /// without a fee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_charged: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
     /// RFC 3339 UTC.
@@ -88,6 +96,11 @@ pub fn view_of(c: &Contract, updated_at: DateTime<Utc>, position: Option<i64>) -
         auto_release_at: c.auto_release_at.map(|t| crate::rfc3339(to_utc(t))),
         dispute_id: c.dispute.map(|d| d.to_string()),
         fund_by: c.fund_by.map(|t| crate::rfc3339(to_utc(t))),
+        fee: c
+            .fee
+            .as_ref()
+            .map(|t| crate::routes::platform::FeeTermsView::of(t, currency)),
+        fee_charged: c.fee.map(|_| currency.format(c.fee_charged)),
         created_at: c
             .created_at
             .map(|t| crate::rfc3339(to_utc(t)))
@@ -117,6 +130,16 @@ fn contract_view(r: &ContractRow) -> ContractView {
         auto_release_at: r.auto_release_at.map(crate::rfc3339),
         dispute_id: r.dispute_id.map(|d| d.to_string()),
         fund_by: r.fund_by.map(crate::rfc3339),
+        fee: r
+            .fee_percent_bps
+            .zip(r.fee_payer.as_ref())
+            .map(|(bps, payer)| crate::routes::platform::FeeTermsView {
+                percent_bps: u16::try_from(bps).unwrap_or_default(),
+                minimum: r.fee_minimum.map(|m| c.format(m)),
+                maximum: r.fee_maximum.map(|m| c.format(m)),
+                payer: payer.clone(),
+            }),
+        fee_charged: r.fee_payer.as_ref().map(|_| c.format(r.fee_charged)),
         created_at: crate::rfc3339(r.created_at),
         updated_at: crate::rfc3339(r.updated_at),
         position: None,

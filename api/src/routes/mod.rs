@@ -5,6 +5,7 @@ pub mod auth;
 pub mod contracts;
 pub mod disputes;
 pub mod health;
+pub mod platform;
 pub mod users;
 pub mod wallets;
 pub mod ws;

@@ -60,12 +60,14 @@ pub struct TransactionView {
     pub amount: String,
     /// ISO 4217 code.
     pub currency: String,
-    /// `DEPOSIT`, `WITHDRAWAL`, `TRANSFER`, `ESCROW_HOLD`, `PAYMENT` or `REFUND`.
+    /// `DEPOSIT`, `WITHDRAWAL`, `TRANSFER`, `ESCROW_HOLD`, `PAYMENT`, `REFUND`, `FEE` (a
+    /// platform fee: the buyer's prepaid share at funding, or the seller's share of a
+    /// payment) or `FEE_REFUND` (prepaid fee back with a refund).
     #[serde(rename = "type")]
     pub kind: String,
     /// Statement text.
     pub description: Option<String>,
-    /// The escrow contract, for `ESCROW_HOLD`, `PAYMENT` and `REFUND`.
+    /// The escrow contract, for `ESCROW_HOLD`, `PAYMENT`, `REFUND`, `FEE` and `FEE_REFUND`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contract_id: Option<String>,
     /// RFC 3339 UTC.

@@ -5,12 +5,12 @@
 use chrono::Utc;
 use domain::contract::{self, CreateContract};
 use domain::{
-    Actor, Amount, Contract, ContractId, Currency, DomainError, StreamId, StreamWrite, Timestamp,
-    TransactionId, User, UserId, Versioned, Wallet, WalletId,
+    Actor, Amount, Contract, ContractId, Currency, DomainError, FeeSchedule, FeeScheduleId,
+    StreamId, StreamWrite, Timestamp, TransactionId, User, UserId, Versioned, Wallet, WalletId,
 };
 use rust_decimal::Decimal;
 
-use super::{after_states, state_after, Plan, Reader};
+use super::{after_states, revenue_for, state_after, Plan, Reader};
 use crate::command::{CommandError, ContractChange, Outcome};
 use crate::load::{Load, State};
 
@@ -21,7 +21,10 @@ pub(super) async fn create<L: Load>(
     let existing = r.get::<Contract>(StreamId::contract(c.contract_id)).await?;
     let buyer = r.get::<User>(StreamId::user(c.buyer_id)).await?;
     let seller = r.get::<User>(StreamId::user(c.seller_id)).await?;
-    let writes = contract::create(&existing, &buyer, &seller, c)?;
+    let schedule = r
+        .get::<FeeSchedule>(StreamId::fee_schedule(FeeScheduleId::of(c.currency)))
+        .await?;
+    let writes = contract::create(&existing, &buyer, &seller, &schedule.state, c)?;
     Ok(plan(writes, vec![], c.contract_id))
 }
 
@@ -55,9 +58,20 @@ pub(super) async fn release<L: Load>(
     transaction_id: TransactionId,
 ) -> Result<Plan, CommandError> {
     let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.seller).await?;
+    let revenue = revenue_for(r, &c.state).await?;
     let amount = payout(amount, &c.state)?;
-    let writes = contract::release(&c, &w, actor, amount, now, transaction_id)?;
-    Ok(plan(writes, loaded(id, c, wallet_id, w), id))
+    let writes = contract::release(
+        &c,
+        &w,
+        revenue.as_ref().map(|(_, v)| v),
+        actor,
+        amount,
+        now,
+        transaction_id,
+    )?;
+    let mut loaded = loaded(id, c, wallet_id, w);
+    loaded.extend(revenue.map(|(s, v)| (s, State::Revenue(v))));
+    Ok(plan(writes, loaded, id))
 }
 
 pub(super) async fn refund<L: Load>(

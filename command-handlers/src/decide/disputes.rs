@@ -8,7 +8,7 @@ use domain::{
     Timestamp, UserId, Wallet, WalletId,
 };
 
-use super::{after_states, state_after, Plan, Reader};
+use super::{after_states, revenue_for, state_after, Plan, Reader};
 use crate::command::{CommandError, DisputeChange, Outcome};
 use crate::load::{Load, State};
 
@@ -49,14 +49,24 @@ pub(super) async fn resolve<L: Load>(
     );
     let sw = r.get::<Wallet>(StreamId::wallet(sw_id)).await?;
     let bw = r.get::<Wallet>(StreamId::wallet(bw_id)).await?;
-    let writes = contract::resolve_dispute(&d, &c, &sw, &bw, actor, decision)?;
+    let revenue = revenue_for(r, &c.state).await?;
+    let writes = contract::resolve_dispute(
+        &d,
+        &c,
+        &sw,
+        &bw,
+        revenue.as_ref().map(|(_, v)| v),
+        actor,
+        decision,
+    )?;
     let contract = c.state.clone();
-    let loaded = vec![
+    let mut loaded = vec![
         (StreamId::dispute(dispute_id), State::Dispute(d)),
         (StreamId::contract(contract_id), State::Contract(c)),
         (StreamId::wallet(sw_id), State::Wallet(sw)),
         (StreamId::wallet(bw_id), State::Wallet(bw)),
     ];
+    loaded.extend(revenue.map(|(s, v)| (s, State::Revenue(v))));
     Ok(plan(writes, loaded, dispute_id, contract))
 }
 

@@ -4,10 +4,13 @@
 
 mod contracts;
 mod disputes;
+mod platform;
 mod users;
 mod wallets;
 
-use domain::{Email, StreamId, StreamWrite, UserId, Versioned};
+use domain::{
+    Contract, Currency, Email, Revenue, RevenueId, StreamId, StreamWrite, UserId, Versioned,
+};
 
 use crate::command::{Command, CommandError, Outcome};
 use crate::load::{Aggregated, Load, State};
@@ -42,6 +45,20 @@ impl<L: Load> Reader<'_, L> {
             .push((stream.as_str().to_owned(), v.version as i64));
         Ok(v)
     }
+}
+
+/// The revenue account of a contract's currency, loaded only for a contract with a fee: a
+/// contract without one never reads (so never contends on) the revenue stream.
+pub(crate) async fn revenue_for<L: Load>(
+    r: &mut Reader<'_, L>,
+    c: &Contract,
+) -> Result<Option<(StreamId, Versioned<Revenue>)>, CommandError> {
+    if c.fee.is_none() {
+        return Ok(None);
+    }
+    let stream = StreamId::revenue(RevenueId::of(c.currency.unwrap_or(Currency::USD)));
+    let revenue = r.get::<Revenue>(stream.clone()).await?;
+    Ok(Some((stream, revenue)))
 }
 
 /// Decides `cmd` from the states `from` gives, noting every stream read in `reads`.
@@ -108,6 +125,18 @@ pub(crate) async fn decide<L: Load>(
             actor,
             decision,
         } => disputes::resolve(&mut r, *dispute_id, *actor, decision).await,
+        Command::SetFeeSchedule {
+            actor,
+            currency,
+            terms,
+            now,
+        } => platform::set_schedule(&mut r, *actor, *currency, *terms, *now).await,
+        Command::WithdrawRevenue {
+            actor,
+            currency,
+            amount,
+            transaction_id,
+        } => platform::withdraw(&mut r, *actor, *currency, *amount, *transaction_id).await,
     }
 }
 

@@ -42,11 +42,21 @@ pub struct ContractRow {
     pub position: i64,
     /// A draft not funded by then expires.
     pub fund_by: Option<DateTime<Utc>>,
+    /// The copied fee rate, in basis points (none: no fee).
+    pub fee_percent_bps: Option<i32>,
+    /// The copied least fee per payment.
+    pub fee_minimum: Option<Decimal>,
+    /// The copied most fee per payment.
+    pub fee_maximum: Option<Decimal>,
+    /// `SELLER`, `BUYER` or `SPLIT`.
+    pub fee_payer: Option<String>,
+    /// Fees collected so far.
+    pub fee_charged: Decimal,
 }
 
 const COLUMNS: &str = "id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
     inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, \
-    fund_by";
+    fund_by, fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged";
 
 /// The contract `id`.
 pub async fn contract(pool: &PgPool, id: Uuid) -> Result<Option<ContractRow>, sqlx::Error> {

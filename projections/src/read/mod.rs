@@ -5,12 +5,16 @@
 
 mod contracts;
 mod disputes;
+mod platform;
 mod snapshot;
 mod users;
 mod wallets;
 
 pub use contracts::{contract, contracts_of, due_for_expiry, due_for_release, ContractRow};
 pub use disputes::{dispute, disputes, DisputeRow};
+pub use platform::{
+    fee_schedules, revenue, revenue_history, FeeScheduleRow, RevenueRow, RevenueTransactionRow,
+};
 pub use snapshot::{snapshot, Snapshot};
 pub use users::{streams_of, user, UserRow};
 pub use wallets::{history, wallet, TransactionRow, WalletRow};

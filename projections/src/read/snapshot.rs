@@ -18,8 +18,10 @@ pub struct Snapshot {
     pub users: HashMap<Uuid, (String, String)>,
     /// Each wallet's balance and what it holds in escrow.
     pub wallets: HashMap<Uuid, (Decimal, Decimal)>,
-    /// Each contract's status and held amount.
-    pub contracts: HashMap<Uuid, (String, Decimal)>,
+    /// Each contract's status, held amount, and fees charged.
+    pub contracts: HashMap<Uuid, (String, Decimal, Decimal)>,
+    /// The platform's revenue balance per currency code.
+    pub revenue: HashMap<String, Decimal>,
     /// Each dispute's status.
     pub disputes: HashMap<Uuid, String>,
 }
@@ -48,14 +50,20 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
     .into_iter()
     .map(|(id, b, h)| (id, (b, h)))
     .collect();
-    let contracts = sqlx::query_as::<_, (Uuid, String, Decimal)>(
-        "SELECT id, status, held_amount FROM rm_contracts",
+    let contracts = sqlx::query_as::<_, (Uuid, String, Decimal, Decimal)>(
+        "SELECT id, status, held_amount, fee_charged FROM rm_contracts",
     )
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(id, s, h)| (id, (s, h)))
+    .map(|(id, s, h, f)| (id, (s, h, f)))
     .collect();
+    let revenue =
+        sqlx::query_as::<_, (String, Decimal)>("SELECT currency, balance FROM rm_revenue")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
     let disputes = sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM rm_disputes")
         .fetch_all(pool)
         .await?
@@ -66,6 +74,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
         users,
         wallets,
         contracts,
+        revenue,
         disputes,
     })
 }

@@ -179,6 +179,18 @@ async fn asyncapi_document_matches_the_code() {
     )
     .await;
     app.transfer(&buyer, &seller.id, "2").await;
+    // A split fee, so that fundings, payments and refunds produce every fee event.
+    let fee_admin = app.grant(&app.user().await, "admin").await;
+    let schedule = app
+        .request(
+            reqwest::Method::PUT,
+            "/admin/fee-schedule",
+            Some(&fee_admin.token),
+            Some(&json!({"currency": "USD", "percentBps": 250, "payer": "SPLIT"})),
+            &[],
+        )
+        .await;
+    assert_eq!(schedule.status, StatusCode::OK, "{:?}", schedule.body);
     let contract = |title: &str| json!({"sellerId": seller.id, "buyerId": buyer.id, "title": title, "amount": "10", "inspectionPeriodHours": 24});
     let mut ids = Vec::new();
     for title in ["released", "refunded", "cancelled", "settled"] {
@@ -236,6 +248,19 @@ async fn asyncapi_document_matches_the_code() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
     }
+    let withdrawn = app
+        .post(
+            "/platform/revenue/withdraw",
+            Some(&fee_admin.token),
+            json!({"amount": "0.01"}),
+        )
+        .await;
+    assert_eq!(
+        withdrawn.status,
+        StatusCode::CREATED,
+        "{:?}",
+        withdrawn.body
+    );
     let fund_by = (chrono::Utc::now() + chrono::Duration::hours(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let unfunded = app

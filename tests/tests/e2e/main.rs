@@ -14,6 +14,7 @@ mod contracts;
 mod deadlines;
 mod event_store;
 mod faults;
+mod fees;
 mod guarantees;
 mod hostile;
 mod integrations;

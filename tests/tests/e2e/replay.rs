@@ -15,6 +15,9 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
         ("rm_transactions", "id"),
         ("rm_contracts", "id"),
         ("rm_disputes", "id"),
+        ("rm_fee_schedules", "currency"),
+        ("rm_revenue", "currency"),
+        ("rm_revenue_transactions", "id"),
         ("projection_streams", "stream_id"),
     ] {
         let (v,): (Option<Value>,) = sqlx::query_as(&format!(
@@ -44,11 +47,23 @@ async fn schema(app: &TestApp) -> Vec<(String, String)> {
     .unwrap()
 }
 
-/// Users, deposits in two currencies, transfers, and three contracts: one partly released,
-/// one disputed and split by an arbiter, one left funded. Every command is checked, so a
-/// replay is compared over every kind of read model.
+/// Users, deposits in two currencies, transfers, a split platform fee, and three contracts:
+/// one partly released, one disputed and split by an arbiter, one left funded; then some
+/// revenue withdrawn. Every command is checked, so a replay is compared over every kind of
+/// read model.
 async fn mixed_workload(app: &TestApp) {
     let arbiter = app.grant(&app.user().await, "arbiter").await;
+    let admin = app.grant(&app.user().await, "admin").await;
+    let schedule = app
+        .request(
+            Method::PUT,
+            "/admin/fee-schedule",
+            Some(&admin.token),
+            Some(&json!({"currency": "USD", "percentBps": 250, "payer": "SPLIT"})),
+            &[],
+        )
+        .await;
+    assert_eq!(schedule.status, StatusCode::OK, "{:?}", schedule.body);
     let users = futures::future::join_all((0..4).map(|_| app.user())).await;
     for (i, u) in users.iter().enumerate() {
         assert_eq!(
@@ -123,6 +138,14 @@ async fn mixed_workload(app: &TestApp) {
             _ => {}
         }
     }
+    let withdrawn = app
+        .post(
+            "/platform/revenue/withdraw",
+            Some(&admin.token),
+            json!({"amount": "0.1"}),
+        )
+        .await;
+    ok(&withdrawn, StatusCode::CREATED, "revenue withdrawn");
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
     let (statuses,): (Vec<String>,) =
         sqlx::query_as("SELECT array_agg(status ORDER BY status) FROM rm_contracts")
