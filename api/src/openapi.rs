@@ -58,14 +58,34 @@ pub fn amount_schema() -> utoipa::openapi::schema::Schema {
     )
 }
 
-/// One side of an arbiter's split: as [`amount_schema`], zero allowed.
+/// An optional amount: as [`amount_schema`], or `null` for none (the server reads a `null`
+/// as an absent field).
+pub fn optional_amount_schema() -> utoipa::openapi::schema::Schema {
+    with_null(amount_schema())
+}
+
+/// One side of an arbiter's split: as [`amount_schema`], zero allowed, or `null` for none.
 pub fn split_schema() -> utoipa::openapi::schema::Schema {
-    money_schema(
+    with_null(money_schema(
         "^([0-9]{1,9}(\\.[0-9]{1,2})?|1000000000(\\.00?)?)$",
         true,
         "400.00",
         "A plain decimal (no exponent) as a string or a JSON number: 0 to 1000000000, at most two decimal places; the two sides add up to what the contract holds.",
-    )
+    ))
+}
+
+/// `schema`, or `null`: utoipa drops `nullable` beside `schema_with`, so it is said here.
+fn with_null(schema: utoipa::openapi::schema::Schema) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    match schema {
+        Schema::OneOf(mut one_of) => {
+            one_of
+                .items
+                .push(ObjectBuilder::new().schema_type(Type::Null).into());
+            Schema::OneOf(one_of)
+        }
+        other => other,
+    }
 }
 
 /// A decimal as a string matching `pattern`, or a number above 0 (from 0 with
@@ -143,7 +163,8 @@ fn build() -> serde_json::Value {
     doc
 }
 
-/// A `SPLIT` names both amounts; `RELEASE` and `REFUND` name neither. The resolve handler
+/// A `SPLIT` names both amounts; `RELEASE` and `REFUND` name neither (or name them `null`,
+/// which the server reads as absent). The resolve handler
 /// refuses anything else with 422, so the document says it: a generator that trusts the
 /// document never sends a body the server must refuse.
 fn outcome_rule(doc: &mut serde_json::Value) {
@@ -157,11 +178,18 @@ fn outcome_rule(doc: &mut serde_json::Value) {
         "oneOf".to_owned(),
         serde_json::json!([
             {
-                "properties": { "outcome": { "enum": ["RELEASE", "REFUND"] } },
-                "not": { "anyOf": [{ "required": ["sellerAmount"] }, { "required": ["buyerAmount"] }] }
+                "properties": {
+                    "outcome": { "enum": ["RELEASE", "REFUND"] },
+                    "sellerAmount": { "type": "null" },
+                    "buyerAmount": { "type": "null" }
+                }
             },
             {
-                "properties": { "outcome": { "const": "SPLIT" } },
+                "properties": {
+                    "outcome": { "const": "SPLIT" },
+                    "sellerAmount": { "not": { "type": "null" } },
+                    "buyerAmount": { "not": { "type": "null" } }
+                },
                 "required": ["sellerAmount", "buyerAmount"]
             }
         ]),

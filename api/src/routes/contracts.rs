@@ -6,7 +6,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use command_handlers::{Command, Outcome};
 use domain::contract::CreateContract;
-use domain::{Contract, ContractId, ContractStatus, Currency, TransactionId, UserId};
+use domain::{Contract, ContractId, ContractStatus, Currency, StreamId, TransactionId, UserId};
 use projections::read::ContractRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -19,7 +19,9 @@ use crate::extract::{
     parse_amount, parse_body_id, parse_currency, parse_description, parse_id,
     parse_optional_decimal, parse_time, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta,
 };
-use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
+use crate::routes::{
+    await_position, read_or_wait, render, unexpected, user_context, with_consistency,
+};
 use crate::state::AppState;
 
 /// Most contracts per page.
@@ -206,7 +208,7 @@ pub struct CreateContractRequest {
 #[serde(deny_unknown_fields)]
 pub struct PayoutRequest {
     /// Part of the held amount: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
-    #[schema(schema_with = crate::openapi::amount_schema, nullable)]
+    #[schema(schema_with = crate::openapi::optional_amount_schema)]
     pub amount: Option<Value>,
 }
 
@@ -279,7 +281,8 @@ pub async fn create(
     responses((status = 200, body = ContractView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "READ_MODEL_BEHIND: it exists, but the read models have not caught up within the wait; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -289,7 +292,10 @@ pub async fn get(
     let id = parse_id(&id, "contract id")?;
     q.only(&["minPosition"])?;
     let reached = await_position(&st, q.min_position()?).await?;
-    let row = projections::read::contract(&st.pool, id).await?;
+    let row = read_or_wait(&st, &StreamId::contract(ContractId(id)), || {
+        projections::read::contract(&st.pool, id)
+    })
+    .await?;
     match row {
         Some(r) if contract_visible_to(&r, &caller) => Ok(with_consistency(
             Json(contract_view(&r)).into_response(),

@@ -5,7 +5,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use command_handlers::{Command, DisputeChange, Outcome};
 use domain::contract::ResolveDispute;
-use domain::{ContractId, Currency, DisputeId, DisputeOutcome, DisputeStatus, TransactionId};
+use domain::{
+    ContractId, Currency, DisputeId, DisputeOutcome, DisputeStatus, StreamId, TransactionId,
+};
 use projections::read::DisputeRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -20,7 +22,7 @@ use crate::extract::{
     RequestMeta,
 };
 use crate::routes::{
-    await_position, page_params, render, unexpected, user_context, with_consistency,
+    await_position, page_params, read_or_wait, render, unexpected, user_context, with_consistency,
 };
 use crate::state::AppState;
 
@@ -154,10 +156,10 @@ pub struct ResolveDisputeRequest {
     pub outcome: String,
     /// For `SPLIT`: paid to the seller; a plain decimal (JSON number or string, no
     /// exponent).
-    #[schema(schema_with = crate::openapi::split_schema, nullable)]
+    #[schema(schema_with = crate::openapi::split_schema)]
     pub seller_amount: Option<Value>,
     /// For `SPLIT`: returned to the buyer; a plain decimal.
-    #[schema(schema_with = crate::openapi::split_schema, nullable)]
+    #[schema(schema_with = crate::openapi::split_schema)]
     pub buyer_amount: Option<Value>,
 }
 
@@ -290,7 +292,8 @@ pub async fn resolve(
     responses((status = 200, body = DisputeView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "READ_MODEL_BEHIND: it exists, but the read models have not caught up within the wait; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -300,7 +303,10 @@ pub async fn get(
     let id = parse_id(&id, "dispute id")?;
     q.only(&["minPosition"])?;
     let reached = await_position(&st, q.min_position()?).await?;
-    let row = projections::read::dispute(&st.pool, id).await?;
+    let row = read_or_wait(&st, &StreamId::dispute(DisputeId(id)), || {
+        projections::read::dispute(&st.pool, id)
+    })
+    .await?;
     match row {
         Some(r) if dispute_visible_to(&r, &caller) => Ok(with_consistency(
             Json(dispute_view(&r)).into_response(),

@@ -117,6 +117,44 @@ pub(crate) async fn await_position(
     }
 }
 
+/// Reads a row by `read`; when the read models do not have it although its stream exists
+/// (created on another server a moment ago, or the projection is behind), waits for them
+/// to include the stream's first event, bounded as `minPosition` is, and reads again. A
+/// stream that does not exist answers `None` at once (a true 404); one the read models
+/// still lack after the wait is a 503 `READ_MODEL_BEHIND`, never a 404 for what exists.
+pub(crate) async fn read_or_wait<T, E, F, Fut>(
+    st: &AppState,
+    stream: &domain::StreamId,
+    read: F,
+) -> Result<Option<T>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Option<T>, E>>,
+    ApiError: From<E>,
+{
+    if let Some(row) = read().await? {
+        return Ok(Some(row));
+    }
+    let Some(first) = st.store().first_event(stream.as_str()).await? else {
+        return Ok(None);
+    };
+    st.freshness
+        .wait_for_position(&st.pool, first.position, st.read_wait)
+        .await?;
+    match read().await? {
+        Some(row) => Ok(Some(row)),
+        None => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "READ_MODEL_BEHIND",
+                "it exists, but the read models have not caught up yet; retry shortly",
+            );
+            e.retry_after = Some(1);
+            Err(e)
+        }
+    }
+}
+
 /// Adds the consistency header to a query response.
 pub(crate) fn with_consistency(mut res: Response, reached: Option<bool>) -> Response {
     if let Some(r) = reached {

@@ -83,10 +83,10 @@ pub struct FeeScheduleRequest {
     #[serde(deserialize_with = "crate::extract::whole_number_required")]
     pub percent_bps: u32,
     /// Least fee per payment: a plain decimal, as `amount` elsewhere.
-    #[schema(schema_with = crate::openapi::amount_schema, nullable)]
+    #[schema(schema_with = crate::openapi::optional_amount_schema)]
     pub minimum: Option<Value>,
     /// Most fee per payment (not below `minimum`).
-    #[schema(schema_with = crate::openapi::amount_schema, nullable)]
+    #[schema(schema_with = crate::openapi::optional_amount_schema)]
     pub maximum: Option<Value>,
     /// `SELLER`, `BUYER` or `SPLIT`.
     #[schema(value_type = String, pattern = "^(SELLER|BUYER|SPLIT)$")]

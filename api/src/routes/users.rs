@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::UserId;
+use domain::{StreamId, UserId};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Result};
 use crate::extract::{parse_id, PathParam, QueryMap};
-use crate::routes::{await_position, with_consistency};
+use crate::routes::{await_position, read_or_wait, with_consistency};
 use crate::state::AppState;
 
 /// A user as others see it.
@@ -31,7 +31,10 @@ pub struct UserView {
 }
 
 async fn load(st: &AppState, id: Uuid) -> Result<Option<UserView>> {
-    let row = projections::read::user(&st.pool, id).await?;
+    let row = read_or_wait(st, &StreamId::user(UserId(id)), || {
+        projections::read::user(&st.pool, id)
+    })
+    .await?;
     Ok(row.map(|r| UserView {
         id: r.id.to_string(),
         email: r.email,
@@ -59,7 +62,8 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
     responses((status = 200, body = UserView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "READ_MODEL_BEHIND: it exists, but the read models have not caught up within the wait; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn me(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Result<Response> {
     show(&st, caller, caller.id.0, q).await
 }
@@ -72,7 +76,8 @@ pub async fn me(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Re
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "READ_MODEL_BEHIND: it exists, but the read models have not caught up within the wait; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn by_id(
     State(st): State<AppState>,
     caller: AuthUser,

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use command_handlers::{Command, Outcome, WalletChange};
 use domain::wallet::{Deposit, Transfer, Withdraw};
-use domain::{Currency, TransactionId, UserId};
+use domain::{Currency, StreamId, TransactionId, UserId, WalletId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -17,7 +17,9 @@ use crate::extract::{
     parse_amount, parse_currency, parse_description, parse_id, IdempotencyKey, JsonBody, PathParam,
     QueryMap, RequestMeta,
 };
-use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
+use crate::routes::{
+    await_position, read_or_wait, render, unexpected, user_context, with_consistency,
+};
 use crate::state::AppState;
 
 /// Most history items returned per page.
@@ -193,7 +195,8 @@ fn body_user(text: &str, field: &str) -> Result<UserId> {
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "READ_MODEL_BEHIND: it exists, but the read models have not caught up within the wait; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get_wallet(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -207,14 +210,17 @@ pub async fn get_wallet(
         return Err(ApiError::forbidden("you may only read your own wallets"));
     }
     let reached = await_position(&st, q.min_position()?).await?;
-    let row = projections::read::wallet(&st.pool, user.0, currency.code())
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "WALLET_NOT_FOUND",
-                format!("no {currency} wallet for this user"),
-            )
-        })?;
+    let stream = StreamId::wallet(WalletId::of(user, currency));
+    let row = read_or_wait(&st, &stream, || {
+        projections::read::wallet(&st.pool, user.0, currency.code())
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "WALLET_NOT_FOUND",
+            format!("no {currency} wallet for this user"),
+        )
+    })?;
     let view = WalletView {
         id: row.id.to_string(),
         user_id: row.user_id.to_string(),

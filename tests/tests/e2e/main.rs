@@ -22,6 +22,7 @@ mod logins;
 mod notifications;
 mod openapi;
 mod operations;
+mod read_after_write;
 mod relay;
 mod replay;
 mod sessions;
