@@ -9,6 +9,10 @@ document may still be refused with 422 for exactly these reasons:
   ahead (it depends on the clock; the document states only that it is a date-time);
 - PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
   up to what the contract holds (stored state);
+- POST /api/v1/logs, INVALID_DETAILS: details over 4096 bytes as JSON text (a size of
+  the serialised value, which JSON Schema cannot bound), or a NUL character anywhere in
+  them (PostgreSQL's jsonb cannot store one; a schema cannot forbid it in every nested
+  string and key);
 - PUT /api/v1/admin/fee-schedule, INVALID_FEE_SCHEDULE: minimum above maximum (an order
   between two fields);
 - an amount with a currency (deposits, withdrawals, transfers, contracts, fee schedules,
@@ -29,6 +33,7 @@ RULES = {
     ("POST", "/api/v1/contracts"): {"SAME_PARTIES", "INVALID_FUND_BY", PRECISION},
     ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},
     ("PUT", "/api/v1/admin/fee-schedule"): {"INVALID_FEE_SCHEDULE", PRECISION},
+    ("POST", "/api/v1/logs"): {"INVALID_DETAILS"},
     ("POST", "/api/v1/wallets/deposit"): {PRECISION},
     ("POST", "/api/v1/wallets/withdraw"): {PRECISION},
     ("POST", "/api/v1/transfers"): {PRECISION},

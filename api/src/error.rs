@@ -156,7 +156,8 @@ impl From<DomainError> for ApiError {
             | DomainError::SplitMismatch { .. }
             | DomainError::InvalidText(_)
             | DomainError::InvalidFundBy(_)
-            | DomainError::InvalidFee(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | DomainError::InvalidFee(_)
+            | DomainError::InvalidDetails(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

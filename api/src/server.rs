@@ -155,6 +155,9 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/contracts/{id}/history", get(audit::contract_history))
         .route("/audit/logs", get(audit::all))
         .route("/audit/logs/user/{userId}", get(audit::for_user))
+        .route("/logs", post(audit::record))
+        .route("/logs/user/{userId}", get(audit::logs_for_user))
+        .route("/notify", post(ws::notify_at_seed_path))
         .route("/ws", get(ws::ws))
         .route("/notifications", post(ws::notify))
         .route_layer(axum::middleware::from_fn_with_state(

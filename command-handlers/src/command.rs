@@ -86,6 +86,16 @@ pub enum Command {
         /// The user.
         user_id: UserId,
     },
+    /// Record an application's own audit entry about a user (the user itself, or an
+    /// admin).
+    RecordActivity {
+        /// Who asks.
+        actor: domain::Actor,
+        /// The user it concerns.
+        user_id: UserId,
+        /// The entry.
+        entry: domain::user::RecordActivity,
+    },
     /// Draft an escrow contract.
     CreateContract(CreateContract),
     /// The buyer funds the contract: its price moves into escrow.
@@ -203,6 +213,7 @@ impl Command {
             Command::GrantRole { .. } => "GrantRole",
             Command::SuspendUser { .. } => "SuspendUser",
             Command::ReactivateUser { .. } => "ReactivateUser",
+            Command::RecordActivity { .. } => "RecordActivity",
             Command::CreateContract(_) => "CreateContract",
             Command::FundContract { .. } => "FundContract",
             Command::DeliverContract { .. } => "DeliverContract",
@@ -289,6 +300,8 @@ pub enum Outcome {
     Contract(ContractChange),
     /// From a dispute command: the dispute and its contract after the command.
     Dispute(DisputeChange),
+    /// From [`Command::RecordActivity`]: the entry as recorded.
+    Activity(ActivityChange),
     /// From [`Command::SetFeeSchedule`]: the schedule now in force.
     FeeSchedule(FeeScheduleChange),
     /// From [`Command::WithdrawRevenue`]: the revenue account after it.
@@ -305,6 +318,7 @@ impl Outcome {
             Outcome::UserStatus(u) => u.recorded_at = at,
             Outcome::Contract(c) => c.recorded_at = at,
             Outcome::Dispute(d) => d.recorded_at = at,
+            Outcome::Activity(a) => a.recorded_at = at,
             Outcome::FeeSchedule(f) => f.recorded_at = at,
             Outcome::Revenue(r) => r.recorded_at = at,
         }
@@ -317,6 +331,25 @@ pub struct ContractChange {
     /// The contract's state.
     pub contract: Contract,
     /// When the command's events were recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An application audit entry as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityChange {
+    /// The user it concerns.
+    pub user_id: UserId,
+    /// Who recorded it.
+    pub recorded_by: UserId,
+    /// What happened (trimmed).
+    pub action: String,
+    /// The kind of thing it concerns.
+    pub resource: Option<String>,
+    /// Which one.
+    pub resource_id: Option<String>,
+    /// Anything else.
+    pub details: Option<Value>,
+    /// When the events were recorded.
     pub recorded_at: DateTime<Utc>,
 }
 

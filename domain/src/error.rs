@@ -73,6 +73,10 @@ pub enum DomainError {
     /// Free text that is required was empty or too long.
     #[error("{0}")]
     InvalidText(&'static str),
+    /// Free-form JSON over its size limit, or holding a NUL character (which no stored
+    /// event can keep: PostgreSQL's `jsonb` refuses it).
+    #[error("{0}")]
+    InvalidDetails(&'static str),
     /// A fee schedule that breaks a rule.
     #[error("{0}")]
     InvalidFee(&'static str),
@@ -111,6 +115,7 @@ impl DomainError {
             DomainError::InvalidText(_) => "INVALID_TEXT",
             DomainError::InvalidFundBy(_) => "INVALID_FUND_BY",
             DomainError::InvalidFee(_) => "INVALID_FEE_SCHEDULE",
+            DomainError::InvalidDetails(_) => "INVALID_DETAILS",
         }
     }
 }

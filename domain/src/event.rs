@@ -63,6 +63,31 @@ pub enum Event {
         #[serde(rename = "userId")]
         user_id: UserId,
     },
+    /// An application recorded its own audit entry about the user (the seed's `POST /logs`;
+    /// stream `user-<id>`).
+    ActivityRecorded {
+        /// The user it concerns.
+        #[serde(rename = "userId")]
+        user_id: UserId,
+        /// What happened.
+        action: String,
+        /// The kind of thing it concerns.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
+        /// Which one.
+        #[serde(
+            rename = "resourceId",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        resource_id: Option<String>,
+        /// Anything else, as JSON.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<serde_json::Value>,
+        /// When it was recorded.
+        #[serde(rename = "recordedAt")]
+        recorded_at: Timestamp,
+    },
     /// A wallet came into existence with a zero balance (stream `wallet-<id>`).
     WalletOpened {
         /// The wallet.
@@ -445,6 +470,7 @@ impl Event {
             Event::RoleGranted { .. } => "RoleGranted",
             Event::UserSuspended { .. } => "UserSuspended",
             Event::UserReactivated { .. } => "UserReactivated",
+            Event::ActivityRecorded { .. } => "ActivityRecorded",
             Event::WalletOpened { .. } => "WalletOpened",
             Event::FundsDeposited { .. } => "FundsDeposited",
             Event::FundsWithdrawn { .. } => "FundsWithdrawn",

@@ -182,3 +182,110 @@ pub fn reactivate(user: &Versioned<User>) -> Result<Vec<StreamWrite>, DomainErro
         events: vec![Event::UserReactivated { user_id: id }],
     }])
 }
+
+/// Longest action, resource or resource id of an application audit entry, in characters.
+pub const ACTIVITY_NAME_CHARS_MAX: usize = 100;
+/// Largest `details` of an application audit entry, as JSON text, in bytes.
+pub const ACTIVITY_DETAILS_BYTES_MAX: usize = 4_096;
+
+/// An application's own audit entry about a user (the seed's `POST /logs`): what the
+/// application did or saw, recorded in the user's stream so that it is hash-chained and
+/// listed in the user's audit trail with everything else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordActivity {
+    /// What happened (`login`, `contract.viewed`, …).
+    pub action: String,
+    /// The kind of thing it concerns.
+    pub resource: Option<String>,
+    /// Which one.
+    pub resource_id: Option<String>,
+    /// Anything else, as JSON.
+    pub details: Option<serde_json::Value>,
+    /// When it is recorded.
+    pub now: crate::ids::Timestamp,
+}
+
+/// A name as given: at most `max` characters and no control character (counted and
+/// checked before trimming, as the API document states them), not blank; kept trimmed.
+fn activity_name(text: &str, max: usize, what: &'static str) -> Result<String, DomainError> {
+    let t = text.trim();
+    if t.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(DomainError::InvalidText(what));
+    }
+    Ok(t.to_owned())
+}
+
+/// Whether any key or string in `v` holds U+0000.
+fn holds_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// Decides an application audit entry about `user`: by the user itself, or by an admin
+/// about anyone.
+pub fn record_activity(
+    user: &Versioned<User>,
+    actor: crate::actor::Actor,
+    entry: &RecordActivity,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let id = user.state.id.ok_or(DomainError::UnknownUser)?;
+    match actor {
+        crate::actor::Actor::User { id: by, .. } if by == id => {}
+        crate::actor::Actor::User {
+            role: Role::Admin, ..
+        } => {}
+        _ => {
+            return Err(DomainError::Forbidden(
+                "a user records only its own activity (admins anyone's)",
+            ))
+        }
+    }
+    let action = activity_name(
+        &entry.action,
+        ACTIVITY_NAME_CHARS_MAX,
+        "action must be 1 to 100 characters without control characters",
+    )?;
+    let optional = |v: &Option<String>, what| {
+        v.as_deref()
+            .map(|t| activity_name(t, ACTIVITY_NAME_CHARS_MAX, what))
+            .transpose()
+    };
+    let resource = optional(
+        &entry.resource,
+        "resource must be 1 to 100 characters without control characters",
+    )?;
+    let resource_id = optional(
+        &entry.resource_id,
+        "resourceId must be 1 to 100 characters without control characters",
+    )?;
+    if entry.details.as_ref().is_some_and(holds_nul) {
+        return Err(DomainError::InvalidDetails(
+            "details must not contain a NUL character",
+        ));
+    }
+    if entry
+        .details
+        .as_ref()
+        .is_some_and(|d| d.to_string().len() > ACTIVITY_DETAILS_BYTES_MAX)
+    {
+        return Err(DomainError::InvalidDetails(
+            "details must be at most 4096 bytes of JSON",
+        ));
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::user(id),
+        expected_version: user.version,
+        events: vec![Event::ActivityRecorded {
+            user_id: id,
+            action,
+            resource,
+            resource_id,
+            details: entry.details.clone(),
+            recorded_at: entry.now,
+        }],
+    }])
+}

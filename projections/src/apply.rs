@@ -329,6 +329,9 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
             .execute(&mut *conn)
             .await?;
         }
+        // An application's own audit entry is read from the event store (the audit
+        // trail); no read model shows it.
+        Event::ActivityRecorded { .. } => {}
         Event::FeeScheduleSet { .. } => {
             crate::platform_rows::apply_schedule(conn, env, event).await?
         }

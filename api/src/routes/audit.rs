@@ -298,3 +298,148 @@ pub async fn all(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> R
     let rows = st.store().audit_page(&filter, before, limit + 1).await?;
     Ok(crate::routes::with_consistency(page(rows, limit), fresh))
 }
+
+/// Body of `POST /logs` (the seed's audit service): an application's own audit entry.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActivityRequest {
+    /// The user it concerns; the caller when absent (only admins name another user).
+    #[schema(format = Uuid)]
+    pub user_id: Option<String>,
+    /// What happened: 1 to 100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub action: String,
+    /// The kind of thing it concerns: as `action`.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub resource: Option<String>,
+    /// Which one: as `action`.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub resource_id: Option<String>,
+    /// Anything else, as a JSON object (at most 4096 bytes, no NUL character).
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+/// An application audit entry as recorded.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityView {
+    /// The user it concerns.
+    pub user_id: String,
+    /// Who recorded it.
+    pub recorded_by: String,
+    /// What happened.
+    pub action: String,
+    /// The kind of thing it concerns.
+    pub resource: Option<String>,
+    /// Which one.
+    pub resource_id: Option<String>,
+    /// Anything else.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Global position reached: the entry is in the audit trail from here on.
+    pub position: i64,
+}
+
+fn respond_activity(outcome: &command_handlers::Outcome, position: i64) -> (u16, Value) {
+    match outcome {
+        command_handlers::Outcome::Activity(a) => (
+            201,
+            serde_json::json!(ActivityView {
+                user_id: a.user_id.to_string(),
+                recorded_by: a.recorded_by.to_string(),
+                action: a.action.clone(),
+                resource: a.resource.clone(),
+                resource_id: a.resource_id.clone(),
+                details: a.details.clone(),
+                created_at: crate::rfc3339(a.recorded_at),
+                position,
+            }),
+        ),
+        other => crate::routes::unexpected(other),
+    }
+}
+
+/// Record an application's own audit entry (the seed's `POST /logs`): an `ActivityRecorded`
+/// event in the user's stream, hash-chained and listed in its audit trail. A user records
+/// its own activity, an admin anyone's.
+#[utoipa::path(post, path = "/api/v1/logs", tag = "audit", security(("bearer" = [])), request_body = ActivityRequest,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
+    responses((status = 201, body = ActivityView),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "INVALID_DETAILS (details over 4096 bytes of JSON, or holding a NUL character) and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn record(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    meta: crate::extract::RequestMeta,
+    key: crate::extract::IdempotencyKey,
+    body: crate::extract::JsonBody,
+) -> Result<Response> {
+    let req: ActivityRequest = body.parse()?;
+    if req.details.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err(ApiError::unprocessable(
+            "INVALID_BODY",
+            "details must be a JSON object",
+        ));
+    }
+    let user = match &req.user_id {
+        Some(u) => UserId(crate::extract::parse_body_id(u, "userId")?),
+        None => caller.id,
+    };
+    let ctx = crate::routes::user_context(&caller, "POST /logs", &meta, key, &body);
+    let cmd = command_handlers::Command::RecordActivity {
+        actor: domain::Actor::User {
+            id: caller.id,
+            role: caller.role,
+        },
+        user_id: user,
+        entry: domain::user::RecordActivity {
+            action: req.action,
+            resource: req.resource,
+            resource_id: req.resource_id,
+            details: req.details,
+            now: st.clock.timestamp(),
+        },
+    };
+    let executed = st.ledger.execute(&ctx, cmd).await?;
+    Ok(crate::routes::render(&st, executed, &respond_activity))
+}
+
+/// A user's audit trail at the seed's path (`GET /logs/user/{userId}`): the same as
+/// `GET /audit/logs/user/{userId}`.
+#[utoipa::path(get, path = "/api/v1/logs/user/{userId}", tag = "audit", security(("bearer" = [])),
+    params(("userId" = String, Path, format = Uuid, description = "User id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^p1\\.[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Accepted for symmetry with the other reads: the audit is read from the event store, always fresh")),
+    responses((status = 200, body = AuditPage),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn logs_for_user(
+    st: State<AppState>,
+    caller: AuthUser,
+    user: PathParam,
+    q: QueryMap,
+) -> Result<Response> {
+    for_user(st, caller, user, q).await
+}

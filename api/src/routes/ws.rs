@@ -255,3 +255,20 @@ pub async fn notify(
     )
         .into_response())
 }
+
+/// Push a custom message at the seed's path (`POST /notify`): the same as
+/// `POST /notifications`.
+#[utoipa::path(post, path = "/api/v1/notify", tag = "notifications", security(("bearer" = [])), request_body = NotificationRequest,
+    responses((status = 202, body = NotificationAccepted),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn notify_at_seed_path(
+    st: State<AppState>,
+    caller: AuthUser,
+    body: JsonBody,
+) -> Result<Response> {
+    notify(st, caller, body).await
+}

@@ -79,6 +79,11 @@ pub(crate) async fn decide<L: Load>(
             users::change_status(&mut r, *user_id, Some(reason)).await
         }
         Command::ReactivateUser { user_id } => users::change_status(&mut r, *user_id, None).await,
+        Command::RecordActivity {
+            actor,
+            user_id,
+            entry,
+        } => users::record_activity(&mut r, *actor, *user_id, entry).await,
         Command::Deposit(d) => wallets::deposit(&mut r, d).await,
         Command::Withdraw(w) => wallets::withdraw(&mut r, w).await,
         Command::Transfer(t) => wallets::transfer(&mut r, t).await,

@@ -7,7 +7,7 @@ use domain::{
 };
 
 use super::{after_states, state_after, Plan, Reader};
-use crate::command::{CommandError, Outcome, Registered, UserStatusChange};
+use crate::command::{ActivityChange, CommandError, Outcome, Registered, UserStatusChange};
 use crate::load::{Load, State};
 
 pub(super) async fn register<L: Load>(
@@ -72,6 +72,39 @@ pub(super) async fn change_status<L: Load>(
             suspended: after.suspended.clone(),
             recorded_at: Utc::now(),
         }))
+    })
+}
+
+pub(super) async fn record_activity<L: Load>(
+    r: &mut Reader<'_, L>,
+    actor: domain::Actor,
+    user_id: UserId,
+    entry: &user::RecordActivity,
+) -> Result<Plan, CommandError> {
+    let current = r.get::<User>(StreamId::user(user_id)).await?;
+    let writes = user::record_activity(&current, actor, entry)?;
+    let recorded = writes.first().and_then(|w| w.events.first()).cloned();
+    let recorded_by = match actor {
+        domain::Actor::User { id, .. } => id,
+        domain::Actor::System => user_id,
+    };
+    plan(writes, user_id, current, |_| match recorded {
+        Some(domain::Event::ActivityRecorded {
+            action,
+            resource,
+            resource_id,
+            details,
+            ..
+        }) => Ok(Outcome::Activity(ActivityChange {
+            user_id,
+            recorded_by,
+            action,
+            resource,
+            resource_id,
+            details,
+            recorded_at: Utc::now(),
+        })),
+        _ => Err(DomainError::UnknownUser),
     })
 }
 

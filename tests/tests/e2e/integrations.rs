@@ -248,6 +248,14 @@ async fn asyncapi_document_matches_the_code() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
     }
+    let logged = app
+        .post(
+            "/logs",
+            Some(&buyer.token),
+            json!({"action": "login", "details": {"ip": "127.0.0.1"}}),
+        )
+        .await;
+    assert_eq!(logged.status, StatusCode::CREATED, "{:?}", logged.body);
     let withdrawn = app
         .post(
             "/platform/revenue/withdraw",

@@ -25,6 +25,7 @@ mod operations;
 mod read_after_write;
 mod relay;
 mod replay;
+mod seed_paths;
 mod sessions;
 mod sockets;
 mod upcasting;
