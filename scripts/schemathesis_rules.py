@@ -7,6 +7,9 @@ document may still be refused with 422 for exactly these reasons:
   fields, which JSON Schema has no way to say);
 - POST /api/v1/contracts, INVALID_FUND_BY: fundBy is not in the future or more than 366 days
   ahead (it depends on the clock; the document states only that it is a date-time);
+- POST /api/v1/contracts, MILESTONES_MISMATCH: an amount given beside milestones that is not
+  their sum; AMOUNT_TOO_LARGE: milestones that add up to more than the largest amount (a
+  sum over array items, which JSON Schema cannot state);
 - PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
   up to what the contract holds (stored state);
 - POST /api/v1/logs, INVALID_DETAILS: details over 4096 bytes as JSON text (a size of
@@ -30,7 +33,13 @@ import schemathesis
 
 PRECISION = "AMOUNT_TOO_PRECISE"
 RULES = {
-    ("POST", "/api/v1/contracts"): {"SAME_PARTIES", "INVALID_FUND_BY", PRECISION},
+    ("POST", "/api/v1/contracts"): {
+        "SAME_PARTIES",
+        "INVALID_FUND_BY",
+        "MILESTONES_MISMATCH",
+        "AMOUNT_TOO_LARGE",
+        PRECISION,
+    },
     ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},
     ("PUT", "/api/v1/admin/fee-schedule"): {"INVALID_FEE_SCHEDULE", PRECISION},
     ("POST", "/api/v1/logs"): {"INVALID_DETAILS"},

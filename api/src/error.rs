@@ -141,7 +141,8 @@ impl From<DomainError> for ApiError {
             DomainError::UnknownUser
             | DomainError::WalletNotFound(_)
             | DomainError::ContractNotFound
-            | DomainError::DisputeNotFound => StatusCode::NOT_FOUND,
+            | DomainError::DisputeNotFound
+            | DomainError::MilestoneNotFound(_) => StatusCode::NOT_FOUND,
             DomainError::InsufficientFunds { .. }
             | DomainError::UserAlreadyExists
             | DomainError::RoleAlreadyHeld(_)
@@ -157,7 +158,9 @@ impl From<DomainError> for ApiError {
             | DomainError::InvalidText(_)
             | DomainError::InvalidFundBy(_)
             | DomainError::InvalidFee(_)
-            | DomainError::InvalidDetails(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | DomainError::InvalidDetails(_)
+            | DomainError::InvalidMilestones(_)
+            | DomainError::MilestonesMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -172,6 +172,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     }
 }
 
+/// Two path parameters as text, such as a contract and one of its milestones.
+#[derive(Debug)]
+pub struct PathPair(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathPair {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((a, b)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_request("INVALID_PATH", "the path is malformed"))?;
+        Ok(PathPair(a, b))
+    }
+}
+
 /// The query string as a map; each handler checks the keys it knows.
 #[derive(Debug, Default)]
 pub struct QueryMap(pub HashMap<String, String>);

@@ -4,7 +4,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{audit, auth, contracts, disputes, health, platform, users, wallets, ws};
+use crate::routes::{
+    audit, auth, contracts, disputes, health, milestones, platform, users, wallets, ws,
+};
 
 struct BearerAuth;
 
@@ -34,6 +36,7 @@ impl Modify for BearerAuth {
         wallets::get_wallet, wallets::deposit, wallets::withdraw, wallets::transfer, wallets::transactions,
         contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,
         contracts::release, contracts::refund, contracts::cancel,
+        milestones::deliver, milestones::release, milestones::refund,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
         audit::record, audit::logs_for_user,
@@ -121,7 +124,7 @@ fn money_schema(
 /// The document as served. utoipa writes a link's fields in snake_case (`operation_ref`),
 /// where OpenAPI names them in camelCase (`operationRef`): clients would ignore every
 /// link, so the names are corrected here. A rule across two fields, which a struct's derive
-/// cannot state, is added here too ([`outcome_rule`]).
+/// cannot state, is added here too ([`outcome_rule`], [`price_rule`]).
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(build);
     &DOC
@@ -161,7 +164,25 @@ fn build() -> serde_json::Value {
         }
     }
     outcome_rule(&mut doc);
+    price_rule(&mut doc);
     doc
+}
+
+/// A contract names its price, its milestones, or both (then the price must be their sum,
+/// which no schema can state: refused with 422 `MILESTONES_MISMATCH`).
+fn price_rule(doc: &mut serde_json::Value) {
+    if let Some(schema) = doc
+        .pointer_mut("/components/schemas/CreateContractRequest")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        schema.insert(
+            "anyOf".to_owned(),
+            serde_json::json!([
+                { "required": ["amount"] },
+                { "required": ["milestones"], "properties": { "milestones": { "type": "array" } } }
+            ]),
+        );
+    }
 }
 
 /// A `SPLIT` names both amounts; `RELEASE` and `REFUND` name neither (or name them `null`,

@@ -83,6 +83,7 @@ impl Deadlines {
                 Command::ReleaseContract {
                     contract_id,
                     actor: domain::Actor::System,
+                    milestone: None,
                     amount: None,
                     now,
                     transaction_id: TransactionId::new_v7(),

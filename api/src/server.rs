@@ -24,7 +24,9 @@ use crate::auth::TokenKeys;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
-use crate::routes::{audit, auth, contracts, disputes, health, platform, users, wallets, ws};
+use crate::routes::{
+    audit, auth, contracts, disputes, health, milestones, platform, users, wallets, ws,
+};
 use crate::scheduler::Deadlines;
 use crate::state::AppState;
 
@@ -149,6 +151,18 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/contracts/{id}/release", post(contracts::release))
         .route("/contracts/{id}/refund", post(contracts::refund))
         .route("/contracts/{id}/cancel", post(contracts::cancel))
+        .route(
+            "/contracts/{id}/milestones/{n}/deliver",
+            post(milestones::deliver),
+        )
+        .route(
+            "/contracts/{id}/milestones/{n}/release",
+            post(milestones::release),
+        )
+        .route(
+            "/contracts/{id}/milestones/{n}/refund",
+            post(milestones::refund),
+        )
         .route("/disputes", post(disputes::raise).get(disputes::list))
         .route("/disputes/{id}", get(disputes::get))
         .route("/disputes/{id}/resolve", put(disputes::resolve))

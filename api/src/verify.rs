@@ -6,8 +6,9 @@
 //! * double-entry conservation: wallets + escrow accounts + platform revenue + world sum to
 //!   zero per currency;
 //! * no wallet and no revenue account below zero; each contract's escrow account equals
-//!   its held amount plus the buyer's prepaid fee; the fees each contract says it charged
-//!   equal the fee postings into revenue that name it;
+//!   its held amount plus the buyer's prepaid fee, and its milestones hold what it holds;
+//!   the fees each contract says it charged equal the fee postings into revenue that name
+//!   it;
 //! * every read-model row equals the state folded from its stream (streams the projection
 //!   has not reached yet are reported as lagging, not as mismatches);
 //! * no stream's read models are ahead of the store (the hash chain cannot see a deleted
@@ -128,6 +129,14 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
                     .get(&(Account::Escrow(id), cur))
                     .copied()
                     .unwrap_or_default();
+                let in_milestones: Decimal =
+                    c.state.milestones.0.iter().map(|m| m.held_amount).sum();
+                if in_milestones != c.state.held {
+                    report.problems.push(format!(
+                        "{stream}: its milestones hold {in_milestones} but the contract holds {}",
+                        c.state.held
+                    ));
+                }
                 let says = c.state.held + c.state.fee_held;
                 if account != says {
                     report.problems.push(format!(
@@ -344,6 +353,7 @@ async fn compare_read_models(
                     c.state.status.as_str().to_owned(),
                     c.state.held,
                     c.state.fee_charged,
+                    c.state.milestones.clone(),
                 );
                 match contracts.get(&id.0) {
                     Some(got) if *got == want => {}

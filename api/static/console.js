@@ -131,6 +131,7 @@ function start() {
   $("session").hidden = false;
   $("me").textContent = `${S.user.email} (${S.user.role}) · id ${S.user.id}`;
   $("arbiter-panel").hidden = !["arbiter", "admin"].includes(S.user.role);
+  $("admin-panel").hidden = S.user.role !== "admin";
   connect();
   scheduleRefresh(0);
 }
@@ -179,6 +180,7 @@ async function refresh() {
   if (!S.token) return;
   const jobs = [loadWallet(), loadHistory(), loadContracts()];
   if (!$("arbiter-panel").hidden) jobs.push(loadDisputes());
+  if (!$("admin-panel").hidden) jobs.push(loadPlatform());
   await Promise.all(jobs);
 }
 
@@ -235,6 +237,10 @@ async function loadContracts() {
       ? `DRAFT (fund by ${new Date(c.fundBy).toLocaleString()})`
       : c.status;
     cell(row, status).className = "contract-status";
+    const stages = cell(row, "");
+    stages.className = "milestones";
+    // A contract without milestones has one, the whole contract: its own buttons act on it.
+    if (c.milestones.length > 1) stages.appendChild(milestoneList(c, side));
     const actions = cell(row, "");
     actions.className = "actions";
     for (const b of contractActions(c, side)) actions.appendChild(b);
@@ -259,6 +265,51 @@ function contractActions(c, side) {
   }
   out.push(button("History", "history", async () => showHistory(c)));
   return out;
+}
+
+// Each milestone with its state, and the buttons for what the viewer may do to it now.
+function milestoneList(c, side) {
+  const list = document.createElement("ol");
+  for (const m of c.milestones) {
+    const li = document.createElement("li");
+    li.dataset.milestone = String(m.number);
+    li.className = `milestone ${m.status.toLowerCase()}`;
+    li.append(`${m.title}: ${m.amount} (held ${m.heldAmount}) `);
+    const state = document.createElement("span");
+    state.className = "milestone-status";
+    state.textContent = m.status;
+    li.appendChild(state);
+    const open = c.status === "ACTIVE" && (m.status === "PENDING" || m.status === "DELIVERED");
+    const post = (verb, done) => async () => {
+      await api("POST", `/contracts/${c.id}/milestones/${m.number}/${verb}`);
+      return done;
+    };
+    const name = `milestone ${m.number} of "${c.title}"`;
+    if (open && side === "seller" && m.status === "PENDING") {
+      li.appendChild(button("Deliver", `deliver-${m.number}`, post("deliver", `Delivered ${name}`)));
+    }
+    if (open && side === "buyer") {
+      li.appendChild(button("Release", `release-${m.number}`, post("release", `Released ${name}`)));
+    }
+    if (open && side === "seller") {
+      li.appendChild(button("Refund", `refund-${m.number}`, post("refund", `Refunded ${name}`)));
+    }
+    list.appendChild(li);
+  }
+  return list;
+}
+
+// Milestones typed one per line as "Title: amount" (the amount after the last colon).
+function parseMilestones(text) {
+  return text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean)
+    .map((line) => {
+      const at = line.lastIndexOf(":");
+      if (at < 1) throw new Error(`A milestone needs "Title: amount": ${line}`);
+      return { title: line.slice(0, at).trim(), amount: line.slice(at + 1).trim() };
+    });
 }
 
 function openDispute(c) {
@@ -318,6 +369,34 @@ async function loadDisputes() {
   }
 }
 
+// The admin's view of the platform: fee schedules per currency and the revenue account.
+async function loadPlatform() {
+  const [schedules, revenue] = await Promise.all([
+    api("GET", withQuery("/admin/fee-schedule", fresh())),
+    api("GET", withQuery("/platform/revenue", fresh())),
+  ]);
+  const fees = $("fee-schedules").tBodies[0];
+  fees.replaceChildren();
+  for (const f of schedules) {
+    const row = fees.insertRow();
+    row.dataset.currency = f.currency;
+    cell(row, f.currency);
+    cell(row, `${f.percentBps / 100} %`);
+    cell(row, f.minimum || "–");
+    cell(row, f.maximum || "–");
+    cell(row, f.payer);
+    cell(row, f.updatedAt ? new Date(f.updatedAt).toLocaleString() : "");
+  }
+  const body = $("revenue").tBodies[0];
+  body.replaceChildren();
+  for (const r of revenue) {
+    const row = body.insertRow();
+    row.dataset.currency = r.currency;
+    cell(row, r.currency);
+    cell(row, r.balance).className = "revenue-balance";
+  }
+}
+
 // ---- wiring ----------------------------------------------------------------------------
 
 function wire() {
@@ -355,8 +434,10 @@ function wire() {
       buyerId: iAmBuyer ? S.user.id : other,
       sellerId: iAmBuyer ? other : S.user.id,
       title: f.get("title"),
-      amount: f.get("amount"),
     };
+    if (f.get("amount")) req.amount = f.get("amount");
+    const milestones = parseMilestones(f.get("milestones") || "");
+    if (milestones.length) req.milestones = milestones;
     const hours = f.get("inspectionPeriodHours");
     if (hours) req.inspectionPeriodHours = Number(hours);
     // datetime-local is the browser's local time; the API takes an RFC 3339 instant.
@@ -364,6 +445,24 @@ function wire() {
     if (fundBy) req.fundBy = new Date(fundBy).toISOString();
     const c = await api("POST", "/contracts", req);
     return `Created "${c.title}" (${c.status})`;
+  });
+  // Fees move on other users' payments, which send an admin no notification.
+  $("refresh-platform").addEventListener("click", () => run($("refresh-platform"), loadPlatform));
+  onSubmit("fee-form", async (f) => {
+    const req = {
+      currency: f.get("currency").trim(),
+      percentBps: Number(f.get("percentBps")),
+      payer: f.get("payer"),
+    };
+    if (f.get("minimum")) req.minimum = f.get("minimum");
+    if (f.get("maximum")) req.maximum = f.get("maximum");
+    await api("PUT", "/admin/fee-schedule", req);
+    return `Fee schedule for ${req.currency} set`;
+  });
+  onSubmit("revenue-form", async (f) => {
+    const req = { amount: f.get("amount"), currency: f.get("currency").trim() };
+    await api("POST", "/platform/revenue/withdraw", req);
+    return `Withdrew ${req.amount} ${req.currency} of revenue`;
   });
   onSubmit("dispute-form", async (f) => {
     const c = S.disputeContract;

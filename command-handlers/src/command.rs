@@ -115,6 +115,8 @@ pub enum Command {
         contract_id: ContractId,
         /// Who asks.
         actor: UserId,
+        /// One milestone (from 1); every milestone not delivered yet when absent.
+        milestone: Option<u16>,
         /// Now.
         now: Timestamp,
     },
@@ -124,6 +126,8 @@ pub enum Command {
         contract_id: ContractId,
         /// Who asks.
         actor: domain::Actor,
+        /// One milestone (from 1, all it holds); the contract as a whole when absent.
+        milestone: Option<u16>,
         /// How much (everything held when absent); checked against the contract's currency.
         amount: Option<Decimal>,
         /// Now.
@@ -137,6 +141,8 @@ pub enum Command {
         contract_id: ContractId,
         /// Who asks.
         actor: UserId,
+        /// One milestone (from 1, all it holds); the contract as a whole when absent.
+        milestone: Option<u16>,
         /// How much (everything held when absent).
         amount: Option<Decimal>,
         /// The movement's id.

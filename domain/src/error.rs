@@ -83,6 +83,20 @@ pub enum DomainError {
     /// A funding deadline in the past or too far ahead.
     #[error("{0}")]
     InvalidFundBy(&'static str),
+    /// Milestones that break a rule (count, title, amount, inspection window).
+    #[error("{0}")]
+    InvalidMilestones(&'static str),
+    /// Milestones whose amounts do not add up to the contract's price.
+    #[error("the milestones add up to {sum}, not to the amount {amount}")]
+    MilestonesMismatch {
+        /// The price asked for, formatted.
+        amount: String,
+        /// What the milestones add up to, formatted.
+        sum: String,
+    },
+    /// The contract has no milestone with this number.
+    #[error("the contract has no milestone {0}")]
+    MilestoneNotFound(u16),
     /// The role is already held.
     #[error("the user already has role {0}")]
     RoleAlreadyHeld(&'static str),
@@ -116,6 +130,9 @@ impl DomainError {
             DomainError::InvalidFundBy(_) => "INVALID_FUND_BY",
             DomainError::InvalidFee(_) => "INVALID_FEE_SCHEDULE",
             DomainError::InvalidDetails(_) => "INVALID_DETAILS",
+            DomainError::InvalidMilestones(_) => "INVALID_MILESTONES",
+            DomainError::MilestonesMismatch { .. } => "MILESTONES_MISMATCH",
+            DomainError::MilestoneNotFound(_) => "MILESTONE_NOT_FOUND",
         }
     }
 }

@@ -8,6 +8,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::contract::MilestoneTerms;
 use crate::dispute::DisputeOutcome;
 use crate::email::Email;
 use crate::fees::FeeTerms;
@@ -193,6 +194,10 @@ pub enum Event {
         /// contract created before fees existed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fee: Option<FeeTerms>,
+        /// The stages the price is paid in; absent: one implicit milestone, the whole
+        /// contract (and in every contract created before milestones existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        milestones: Option<Vec<MilestoneTerms>>,
         /// The party that drafted it.
         #[serde(rename = "createdBy")]
         created_by: UserId,
@@ -224,6 +229,9 @@ pub enum Event {
             skip_serializing_if = "Option::is_none"
         )]
         auto_release_at: Option<Timestamp>,
+        /// The milestone delivered (from 1); absent: every milestone not delivered yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        milestone: Option<u16>,
     },
     /// Held money was paid out to the seller (with [`Event::EscrowPaymentReceived`]).
     ContractReleased {
@@ -241,6 +249,9 @@ pub enum Event {
         /// The buyer's share of the fee, moved from the prepaid fee to revenue.
         #[serde(rename = "buyerFee", default, skip_serializing_if = "Option::is_none")]
         buyer_fee: Option<Amount>,
+        /// The milestone paid (from 1); absent: the contract as a whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        milestone: Option<u16>,
     },
     /// Held money went back to the buyer (with [`Event::EscrowRefundReceived`]).
     ContractRefunded {
@@ -256,6 +267,9 @@ pub enum Event {
             skip_serializing_if = "Option::is_none"
         )]
         fee_returned: Option<Amount>,
+        /// The milestone refunded (from 1); absent: the contract as a whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        milestone: Option<u16>,
     },
     /// A draft was called off.
     ContractCancelled {

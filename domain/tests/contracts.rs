@@ -3,7 +3,9 @@
 //! One file past 600 lines: every contract rule's given/when/then, and the property test
 //! that drives them all together, against the same helpers.
 
-use domain::contract::{self, CreateContract, ResolveDispute};
+use domain::contract::{
+    self, CreateContract, MilestoneStatus, MilestoneTerms, Payout, ResolveDispute,
+};
 use domain::stream::Aggregate;
 use domain::{
     Actor, Amount, Contract, ContractId, ContractStatus, Currency, Dispute, DisputeId,
@@ -70,6 +72,7 @@ fn created(d: &Deal, hours: Option<u32>) -> Event {
         inspection_period_hours: hours,
         fund_by: None,
         fee: None,
+        milestones: None,
         created_by: d.buyer,
         created_at: Timestamp(0),
     }
@@ -104,7 +107,8 @@ fn create_by_a_party_with_distinct_existing_users() {
         seller_id: d.seller,
         title: "  Logo  ".into(),
         description: None,
-        amount: usd("1000"),
+        amount: Some(usd("1000")),
+        milestones: None,
         currency: Currency::USD,
         inspection_period_hours: Some(72),
         fund_by: None,
@@ -273,7 +277,8 @@ fn a_funding_deadline_lies_ahead_by_at_most_a_year() {
         seller_id: d.seller,
         title: "Logo".into(),
         description: None,
-        amount: usd("1000"),
+        amount: Some(usd("1000")),
+        milestones: None,
         currency: Currency::USD,
         inspection_period_hours: None,
         fund_by: Some(Timestamp(fund_by)),
@@ -393,26 +398,28 @@ fn deliver_starts_the_inspection_window() {
     let d = deal();
     let c: Versioned<Contract> = given(&[created(&d, Some(48)), funded()]);
     let now = Timestamp(1_000_000);
-    let then = contract::deliver(&c, d.seller, now).expect("delivered");
+    let then = contract::deliver(&c, d.seller, None, now).expect("delivered");
     assert_eq!(
         then[0].events,
         vec![Event::ContractDelivered {
             delivered_at: now,
-            auto_release_at: Some(Timestamp(1_000_000 + 48 * 3_600_000))
+            auto_release_at: Some(Timestamp(1_000_000 + 48 * 3_600_000)),
+            milestone: None,
         }]
     );
-    assert_eq!(code(contract::deliver(&c, d.buyer, now)), "FORBIDDEN");
+    assert_eq!(code(contract::deliver(&c, d.buyer, None, now)), "FORBIDDEN");
     assert_eq!(
         code(contract::deliver(
             &given(&[created(&d, None)]),
             d.seller,
+            None,
             now
         )),
         "CONTRACT_NOT_ACTIVE"
     );
     let delivered = given::<Contract>(&[created(&d, None), funded(), then[0].events[0].clone()]);
     assert_eq!(
-        code(contract::deliver(&delivered, d.seller, now)),
+        code(contract::deliver(&delivered, d.seller, None, now)),
         "ALREADY_DELIVERED"
     );
 }
@@ -427,9 +434,12 @@ fn release_full_and_partial_by_the_buyer() {
         &seller_wallet,
         None,
         buyer_actor(&d),
-        Some(usd("400")),
+        Payout {
+            milestone: None,
+            amount: Some(usd("400")),
+            transaction_id: TransactionId::new_v7(),
+        },
         Timestamp(0),
-        TransactionId::new_v7(),
     )
     .expect("released");
     let mut after = c.clone();
@@ -447,9 +457,12 @@ fn release_full_and_partial_by_the_buyer() {
         &seller_wallet,
         None,
         buyer_actor(&d),
-        None,
+        Payout {
+            milestone: None,
+            amount: None,
+            transaction_id: TransactionId::new_v7(),
+        },
         Timestamp(0),
-        TransactionId::new_v7(),
     )
     .expect("released");
     rest[0].events.iter().for_each(|e| after.apply(e));
@@ -467,9 +480,12 @@ fn release_full_and_partial_by_the_buyer() {
                 id: d.seller,
                 role: Role::User
             },
-            None,
-            Timestamp(0),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(0)
         )),
         "FORBIDDEN"
     );
@@ -479,9 +495,12 @@ fn release_full_and_partial_by_the_buyer() {
             &seller_wallet,
             None,
             buyer_actor(&d),
-            Some(usd("1000.01")),
-            Timestamp(0),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: Some(usd("1000.01")),
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(0)
         )),
         "AMOUNT_EXCEEDS_HELD"
     );
@@ -491,9 +510,12 @@ fn release_full_and_partial_by_the_buyer() {
             &seller_wallet,
             None,
             buyer_actor(&d),
-            None,
-            Timestamp(0),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(0)
         )),
         "CONTRACT_NOT_ACTIVE"
     );
@@ -508,9 +530,12 @@ fn release_opens_the_sellers_wallet_in_the_contract_currency_if_missing() {
         &given(&[]),
         None,
         buyer_actor(&d),
-        None,
+        Payout {
+            milestone: None,
+            amount: None,
+            transaction_id: TransactionId::new_v7(),
+        },
         Timestamp(0),
-        TransactionId::new_v7(),
     )
     .expect("released");
     assert_eq!(then[1].expected_version, 0);
@@ -523,6 +548,7 @@ fn the_system_releases_only_after_the_window() {
     let delivered = Event::ContractDelivered {
         delivered_at: Timestamp(0),
         auto_release_at: Some(Timestamp(100)),
+        milestone: None,
     };
     let c: Versioned<Contract> = given(&[created(&d, Some(1)), funded(), delivered]);
     let w = wallet(d.seller, "1");
@@ -532,9 +558,12 @@ fn the_system_releases_only_after_the_window() {
             &w,
             None,
             Actor::System,
-            None,
-            Timestamp(99),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(99)
         )),
         "NOT_DUE"
     );
@@ -543,9 +572,12 @@ fn the_system_releases_only_after_the_window() {
         &w,
         None,
         Actor::System,
-        Some(usd("1")),
+        Payout {
+            milestone: None,
+            amount: Some(usd("1")),
+            transaction_id: TransactionId::new_v7(),
+        },
         Timestamp(100),
-        TransactionId::new_v7(),
     )
     .expect("due");
     assert!(
@@ -559,9 +591,12 @@ fn the_system_releases_only_after_the_window() {
             &w,
             None,
             Actor::System,
-            None,
-            Timestamp(i64::MAX),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(i64::MAX)
         )),
         "NOT_DUE"
     );
@@ -572,8 +607,17 @@ fn refund_by_the_seller() {
     let d = deal();
     let c: Versioned<Contract> = given(&[created(&d, None), funded()]);
     let bw = wallet(d.buyer, "1");
-    let then =
-        contract::refund(&c, &bw, d.seller, None, TransactionId::new_v7()).expect("refunded");
+    let then = contract::refund(
+        &c,
+        &bw,
+        d.seller,
+        Payout {
+            milestone: None,
+            amount: None,
+            transaction_id: TransactionId::new_v7(),
+        },
+    )
+    .expect("refunded");
     let mut after = c.clone();
     then[0].events.iter().for_each(|e| after.apply(e));
     assert_eq!(after.state.status, ContractStatus::Refunded);
@@ -585,8 +629,11 @@ fn refund_by_the_seller() {
             &c,
             &bw,
             d.buyer,
-            None,
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            }
         )),
         "FORBIDDEN"
     );
@@ -595,8 +642,11 @@ fn refund_by_the_seller() {
             &c,
             &bw,
             d.seller,
-            Some(usd("2000")),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: Some(usd("2000")),
+                transaction_id: TransactionId::new_v7()
+            }
         )),
         "AMOUNT_EXCEEDS_HELD"
     );
@@ -665,9 +715,12 @@ fn raise_dispute_freezes_an_active_contract() {
             &w,
             None,
             buyer_actor(&d),
-            None,
-            Timestamp(0),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(0)
         )),
         "CONTRACT_DISPUTED"
     );
@@ -676,8 +729,11 @@ fn raise_dispute_freezes_an_active_contract() {
             &frozen,
             &w,
             d.seller,
-            None,
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            }
         )),
         "CONTRACT_DISPUTED"
     );
@@ -700,9 +756,12 @@ fn raise_dispute_freezes_an_active_contract() {
             &w,
             None,
             Actor::System,
-            None,
-            Timestamp(i64::MAX),
-            TransactionId::new_v7()
+            Payout {
+                milestone: None,
+                amount: None,
+                transaction_id: TransactionId::new_v7()
+            },
+            Timestamp(i64::MAX)
         )),
         "CONTRACT_DISPUTED"
     );
@@ -947,8 +1006,9 @@ mod properties {
     #[derive(Debug, Clone)]
     enum Op {
         Deposit(usize, i64),
-        /// Buyer, seller, price in cents, and the fee schedule in force (if any).
-        Create(usize, usize, i64, Option<FeeTerms>),
+        /// Buyer, seller, price in cents, the fee schedule in force (if any), and how many
+        /// milestones the price is paid in (1: none named, the implicit one).
+        Create(usize, usize, i64, Option<FeeTerms>, u16),
         /// An admin withdraws this many cents of revenue.
         Withdraw(i64),
         /// The contract, and the hour it is funded at.
@@ -964,14 +1024,17 @@ mod properties {
         /// what is left (0: the parts sum to the held amount).
         Resolve(usize, u8, i64, i64),
         AutoRelease(usize, i64),
+        /// The contract, a milestone number (possibly one it lacks), and what is done to
+        /// it: deliver, release or refund.
+        Milestone(usize, u16, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         let k = 0..64usize;
         prop_oneof![
             1 => (0..3usize, 1..50_000i64).prop_map(|(u, c)| Op::Deposit(u, c)),
-            2 => (0..3usize, 0..3usize, 1..40_000i64, proptest::option::of(terms()))
-                .prop_map(|(b, s, c, f)| Op::Create(b, s, c, f)),
+            2 => (0..3usize, 0..3usize, 1..40_000i64, proptest::option::of(terms()), prop_oneof![Just(1u16), 2..5u16])
+                .prop_map(|(b, s, c, f, m)| Op::Create(b, s, c, f, m)),
             1 => (1..2_000i64).prop_map(Op::Withdraw),
             2 => (k.clone(), 0..100i64).prop_map(|(k, t)| Op::Fund(k, t)),
             1 => (k.clone(), 0..100i64).prop_map(|(k, t)| Op::Expire(k, t)),
@@ -982,7 +1045,8 @@ mod properties {
             2 => (k.clone(), 0..2usize).prop_map(|(k, who)| Op::Dispute(k, who)),
             3 => (k.clone(), 0..3u8, 0..40_000i64, prop_oneof![Just(0i64), -500..500i64])
                 .prop_map(|(k, o, c, off)| Op::Resolve(k, o, c, off)),
-            1 => (k, 0..100i64).prop_map(|(k, t)| Op::AutoRelease(k, t)),
+            1 => (k.clone(), 0..6i64).prop_map(|(k, t)| Op::AutoRelease(k, t)),
+            3 => (k, 1..6u16, 0..3u8).prop_map(|(k, n, a)| Op::Milestone(k, n, a)),
         ]
     }
 
@@ -1105,6 +1169,35 @@ mod properties {
             for (id, c, _) in &self.contracts {
                 let c = &c.state;
                 prop_assert!(c.held >= Decimal::ZERO);
+                // The milestones hold what the contract holds, and close as it does.
+                let ms = &c.milestones.0;
+                prop_assert!(!ms.is_empty());
+                prop_assert_eq!(ms.iter().map(|m| m.amount).sum::<Decimal>(), c.amount);
+                prop_assert_eq!(ms.iter().map(|m| m.held_amount).sum::<Decimal>(), c.held);
+                for m in ms {
+                    prop_assert!(m.held_amount >= Decimal::ZERO && m.held_amount <= m.amount);
+                    let unfunded = matches!(
+                        c.status,
+                        ContractStatus::Draft | ContractStatus::Cancelled | ContractStatus::Expired
+                    );
+                    prop_assert_eq!(
+                        m.status.is_open(),
+                        m.held_amount > Decimal::ZERO || unfunded
+                    );
+                }
+                prop_assert_eq!(c.auto_release_at, c.milestones.next_auto_release());
+                match c.status {
+                    ContractStatus::Refunded => {
+                        prop_assert!(ms.iter().all(|m| m.status == MilestoneStatus::Refunded))
+                    }
+                    ContractStatus::Completed => {
+                        prop_assert!(ms.iter().any(|m| m.status == MilestoneStatus::Released))
+                    }
+                    ContractStatus::Settled => {
+                        prop_assert!(ms.iter().any(|m| m.status == MilestoneStatus::Settled))
+                    }
+                    _ => {}
+                }
                 prop_assert_eq!(
                     self.sums
                         .get(&Account::Escrow(*id))
@@ -1183,6 +1276,28 @@ mod properties {
         /// Fee postings into revenue, by kind: `FeeCollected` with a buyer's share,
         /// without one, `FeeReturned`, and withdrawals.
         fee_events: HashMap<&'static str, usize>,
+        /// Accepted milestone commands by kind, automatic milestone releases, and
+        /// contracts completed with a mix of released and refunded milestones.
+        milestones: HashMap<&'static str, usize>,
+    }
+
+    /// `parts` milestones for a price of `c` cents (none named for one): equal parts, the
+    /// remainder on the last, inspection windows of 1, 2, … hours.
+    fn stages(c: i64, parts: u16) -> Option<Vec<MilestoneTerms>> {
+        let parts = i64::from(parts).min(c);
+        (parts > 1).then(|| {
+            (0..parts)
+                .map(|i| MilestoneTerms {
+                    title: format!("stage {}", i + 1),
+                    amount: cents(if i == parts - 1 {
+                        c - (c / parts) * (parts - 1)
+                    } else {
+                        c / parts
+                    }),
+                    inspection_period_hours: u32::try_from(i + 1).ok(),
+                })
+                .collect()
+        })
     }
 
     /// One sequence of commands, each decided from the states the earlier ones left and,
@@ -1217,7 +1332,8 @@ mod properties {
                 | Op::Cancel(k, _)
                 | Op::Dispute(k, _)
                 | Op::Resolve(k, ..)
-                | Op::AutoRelease(k, _) => match world.pick(*k) {
+                | Op::AutoRelease(k, _)
+                | Op::Milestone(k, ..) => match world.pick(*k) {
                     Some(k) => Some(k),
                     None => continue,
                 },
@@ -1251,7 +1367,7 @@ mod properties {
                         cents(c),
                         TransactionId::new_v7(),
                     ),
-                    Op::Create(b, s, c, fee) => contract::create(
+                    Op::Create(b, s, c, fee, parts) => contract::create(
                         &Versioned::default(),
                         &user_states[b],
                         &user_states[s],
@@ -1267,7 +1383,8 @@ mod properties {
                             seller_id: users[s],
                             title: "t".into(),
                             description: None,
-                            amount: cents(c),
+                            amount: Some(cents(c)),
+                            milestones: stages(c, parts),
                             currency: Currency::USD,
                             inspection_period_hours: Some(1),
                             // Every other contract must be funded by hour 50.
@@ -1308,31 +1425,67 @@ mod properties {
                     prop_assert_eq!(expired.is_ok(), due, "expired exactly when due");
                     expired
                 }
-                Op::Deliver(_) => contract::deliver(c_state, seller, Timestamp(0)),
+                Op::Deliver(_) => contract::deliver(c_state, seller, None, Timestamp(0)),
                 Op::Release(_, amount) => contract::release(
                     c_state,
                     &world.wallet(seller),
                     Some(&world.revenue),
                     as_user(buyer),
-                    amount.map(cents),
+                    Payout {
+                        milestone: None,
+                        amount: amount.map(cents),
+                        transaction_id: TransactionId::new_v7(),
+                    },
                     Timestamp(0),
-                    TransactionId::new_v7(),
                 ),
-                Op::AutoRelease(_, hours) => contract::release(
-                    c_state,
-                    &world.wallet(seller),
-                    Some(&world.revenue),
-                    Actor::System,
-                    None,
-                    Timestamp(hours * 3_600_000),
-                    TransactionId::new_v7(),
-                ),
+                Op::AutoRelease(_, hours) => {
+                    let now = Timestamp(hours * HOUR_MS);
+                    let released = contract::release(
+                        c_state,
+                        &world.wallet(seller),
+                        Some(&world.revenue),
+                        Actor::System,
+                        Payout {
+                            milestone: None,
+                            amount: None,
+                            transaction_id: TransactionId::new_v7(),
+                        },
+                        now,
+                    );
+                    // The system releases exactly the first milestone whose window ended,
+                    // everything it holds, and nothing before any window ends.
+                    let due = (c_state.state.status == ContractStatus::Active)
+                        .then(|| {
+                            c_state.state.milestones.0.iter().find(|m| {
+                                m.status == MilestoneStatus::Delivered
+                                    && m.auto_release_at.is_some_and(|t| t <= now)
+                            })
+                        })
+                        .flatten();
+                    let moved = released.as_ref().ok().and_then(|w| {
+                        w[0].events.iter().find_map(|e| match e {
+                            Event::ContractReleased { amount, .. } => Some(amount.value()),
+                            _ => None,
+                        })
+                    });
+                    prop_assert_eq!(moved, due.map(|m| m.held_amount));
+                    if moved.is_some() && c_state.state.milestones.0.len() > 1 {
+                        *reached
+                            .milestones
+                            .entry("released automatically")
+                            .or_default() += 1;
+                    }
+                    released
+                }
                 Op::Refund(_, amount) => contract::refund(
                     c_state,
                     &world.wallet(buyer),
                     seller,
-                    amount.map(cents),
-                    TransactionId::new_v7(),
+                    Payout {
+                        milestone: None,
+                        amount: amount.map(cents),
+                        transaction_id: TransactionId::new_v7(),
+                    },
                 ),
                 Op::Cancel(_, who) => contract::cancel(c_state, [buyer, seller][who]),
                 Op::Dispute(_, who) => contract::raise_dispute(
@@ -1395,6 +1548,51 @@ mod properties {
                     }
                     exact
                 }
+                Op::Milestone(_, n, action) => {
+                    let payout = Payout {
+                        milestone: Some(n),
+                        amount: None,
+                        transaction_id: TransactionId::new_v7(),
+                    };
+                    let acted = match action {
+                        0 => contract::deliver(c_state, seller, Some(n), Timestamp(0)),
+                        1 => contract::release(
+                            c_state,
+                            &world.wallet(seller),
+                            Some(&world.revenue),
+                            as_user(buyer),
+                            payout,
+                            Timestamp(0),
+                        ),
+                        _ => contract::refund(c_state, &world.wallet(buyer), seller, payout),
+                    };
+                    let open = c_state.state.status == ContractStatus::Active
+                        && c_state
+                            .state
+                            .milestones
+                            .get(n)
+                            .is_some_and(|m| m.status.is_open());
+                    if action > 0 {
+                        // A release or refund of a milestone is accepted exactly when it is
+                        // open on an active contract, and moves everything it holds.
+                        prop_assert_eq!(acted.is_ok(), open, "{:?}", acted);
+                        if let (Ok(writes), Some(m)) = (&acted, c_state.state.milestones.get(n)) {
+                            let moved = writes[0].events.iter().find_map(|e| match e {
+                                Event::ContractReleased { amount, .. }
+                                | Event::ContractRefunded { amount, .. } => Some(amount.value()),
+                                _ => None,
+                            });
+                            prop_assert_eq!(moved, Some(m.held_amount));
+                        }
+                    }
+                    if acted.is_ok() {
+                        *reached
+                            .milestones
+                            .entry(["delivered", "released", "refunded"][action as usize])
+                            .or_default() += 1;
+                    }
+                    acted
+                }
                 Op::Deposit(..) | Op::Create(..) | Op::Withdraw(..) => {
                     return Err(TestCaseError::fail("not a contract command"))
                 }
@@ -1414,6 +1612,12 @@ mod properties {
                     ) && c_state.state.status != status
                     {
                         *reached.terminal.entry(status.as_str()).or_default() += 1;
+                        let ms = &world.contracts[k].1.state.milestones.0;
+                        if status == ContractStatus::Completed
+                            && ms.iter().any(|m| m.status == MilestoneStatus::Refunded)
+                        {
+                            *reached.milestones.entry("completed mixed").or_default() += 1;
+                        }
                     }
                 }
             }
@@ -1432,7 +1636,11 @@ mod properties {
     /// cumulatively (seen: the fees of two partial releases rounded up twice).
     /// No contract is funded at or after its `fundBy`, and a draft expires exactly when its
     /// deadline has passed. Every terminal state is reached in the run, and splits that do
-    /// not sum are refused.
+    /// not sum are refused. Contracts are paid in one to four milestones: the milestones
+    /// hold exactly what their contract holds, a milestone's release or refund is accepted
+    /// exactly when it is open and moves all it holds, the system releases only the first
+    /// milestone whose window has ended (fails when `Milestones::due` ignores the time:
+    /// seen), and a contract closes `REFUNDED` only when every milestone was refunded.
     /// 300 cases; 1,000 with `ESCROW_LONG_TESTS`.
     #[test]
     fn escrow_sequences_conserve_money() {
@@ -1461,6 +1669,18 @@ mod properties {
             );
         }
         assert!(reached.splits_refused > 0, "{reached:?}");
+        for kind in [
+            "delivered",
+            "released",
+            "refunded",
+            "released automatically",
+            "completed mixed",
+        ] {
+            assert!(
+                reached.milestones.get(kind).copied().unwrap_or(0) > 0,
+                "no milestone {kind} in {cases} cases: {reached:?}"
+            );
+        }
         for kind in [
             "collected with a buyer's share",
             "collected from the seller",

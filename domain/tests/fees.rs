@@ -2,7 +2,7 @@
 //! schedules, fees on payments and refunds, and the revenue account; and the property that
 //! fees of partial payments add up.
 
-use domain::contract::{self, CreateContract};
+use domain::contract::{self, CreateContract, Payout};
 use domain::fees::{self, PaymentFee};
 use domain::stream::Aggregate;
 use domain::{
@@ -121,7 +121,8 @@ fn a_contract_copies_the_schedule_of_its_currency_and_keeps_it() {
         seller_id: seller,
         title: "Logo".into(),
         description: None,
-        amount: usd("100"),
+        amount: Some(usd("100")),
+        milestones: None,
         currency,
         inspection_period_hours: None,
         fund_by: None,
@@ -158,6 +159,7 @@ fn deal(fee: FeeTerms, price: &str) -> (ContractId, UserId, UserId, Vec<Event>) 
         inspection_period_hours: None,
         fund_by: None,
         fee: Some(fee),
+        milestones: None,
         created_by: buyer,
         created_at: Timestamp(0),
     };
@@ -211,9 +213,12 @@ fn a_seller_fee_is_deducted_from_each_payment_into_revenue() {
         &wallet(seller, "0"),
         Some(&revenue),
         buyer_of(buyer),
-        Some(usd("400")),
+        Payout {
+            milestone: None,
+            amount: Some(usd("400")),
+            transaction_id: tx,
+        },
         Timestamp(0),
-        tx,
     )
     .expect("released");
     assert!(matches!(
@@ -241,9 +246,12 @@ fn a_seller_fee_is_deducted_from_each_payment_into_revenue() {
         &wallet(seller, "0"),
         None,
         buyer_of(buyer),
-        Some(usd("400")),
+        Payout {
+            milestone: None,
+            amount: Some(usd("400")),
+            transaction_id: tx,
+        },
         Timestamp(0),
-        tx,
     );
     assert!(
         without_revenue.is_err(),
@@ -285,9 +293,12 @@ fn a_buyer_fee_is_prepaid_at_funding_collected_on_payment_and_returned_on_refund
         &wallet(seller, "0"),
         Some(&revenue),
         buyer_of(buyer),
-        Some(usd("500")),
+        Payout {
+            milestone: None,
+            amount: Some(usd("500")),
+            transaction_id: TransactionId::new_v7(),
+        },
         Timestamp(0),
-        TransactionId::new_v7(),
     )
     .expect("released");
     assert_eq!(
@@ -305,8 +316,11 @@ fn a_buyer_fee_is_prepaid_at_funding_collected_on_payment_and_returned_on_refund
         &c,
         &wallet(buyer, "0"),
         seller,
-        None,
-        TransactionId::new_v7(),
+        Payout {
+            milestone: None,
+            amount: None,
+            transaction_id: TransactionId::new_v7(),
+        },
     )
     .expect("refunded");
     assert!(matches!(

@@ -12,8 +12,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::apply::Incoming;
 use chrono::{DateTime, Utc};
+use domain::contract::{MilestoneStatus, Milestones};
 use domain::{ContractStatus, DisputeStatus, Event};
 use rust_decimal::Decimal;
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -45,6 +47,7 @@ struct ContractRow {
     fee_payer: Option<String>,
     fee_charged: Decimal,
     fee_held: Decimal,
+    milestones: Json<Milestones>,
 }
 
 /// One row of `rm_disputes`.
@@ -134,7 +137,7 @@ impl EscrowRows {
             let found: Vec<ContractRow> = sqlx::query_as(
                 "SELECT id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
                         inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, \
-                        fund_by, fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, fee_held \
+                        fund_by, fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, fee_held, milestones \
                  FROM rm_contracts WHERE id = ANY($1)",
             )
             .bind(&contract_ids)
@@ -165,20 +168,24 @@ impl EscrowRows {
             .ok_or_else(|| anyhow::anyhow!("contract {id} is not in the read models"))
     }
 
-    /// Money leaving escrow: the contract's held amount drops, the buyer's hold with it;
-    /// the contract ends in `done` once nothing is held.
+    /// Money leaving escrow for `milestone` (or the contract as a whole): the contract's
+    /// held amount drops, the buyer's hold with it; an emptied milestone closes as
+    /// `closed`, and the contract closes once nothing is held.
     fn pay_out(
         &mut self,
         id: Uuid,
+        milestone: Option<u16>,
         amount: Decimal,
-        done: ContractStatus,
+        closed: MilestoneStatus,
         at: Time,
         unholds: &mut Unholds,
     ) -> anyhow::Result<()> {
         let c = self.contract(id)?;
         c.held_amount -= amount;
+        c.milestones.paid(milestone, amount, closed);
+        c.auto_release_at = c.milestones.next_auto_release().map(|t| millis(t.0));
         if c.held_amount.is_zero() {
-            c.status = done.as_str().to_owned();
+            c.status = c.milestones.closing_status().as_str().to_owned();
             c.auto_release_at = None;
         }
         c.updated_at = at;
@@ -228,9 +235,16 @@ impl EscrowRows {
                 inspection_period_hours,
                 fund_by,
                 fee,
+                milestones,
                 created_at,
                 ..
             } => {
+                let milestones = Milestones::created(
+                    milestones.as_deref(),
+                    title,
+                    amount.value(),
+                    *inspection_period_hours,
+                );
                 let row = ContractRow {
                     id: id.0,
                     buyer_id: buyer_id.0,
@@ -256,6 +270,7 @@ impl EscrowRows {
                     fee_payer: fee.map(|f| f.payer.as_str().to_owned()),
                     fee_charged: Decimal::ZERO,
                     fee_held: Decimal::ZERO,
+                    milestones: Json(milestones),
                 };
                 self.contracts.insert(id.0, row);
                 self.contract(id.0)?;
@@ -266,26 +281,32 @@ impl EscrowRows {
                 let c = self.contract(contract_id()?)?;
                 c.held_amount += amount.value();
                 c.fee_held += value(fee_held);
+                c.milestones.funded();
                 c.status = ContractStatus::Active.as_str().into();
                 c.updated_at = at;
             }
             Event::ContractDelivered {
                 delivered_at,
                 auto_release_at,
+                milestone,
             } => {
                 let c = self.contract(contract_id()?)?;
                 c.delivered_at = Some(millis(delivered_at.0));
-                c.auto_release_at = auto_release_at.map(|t| millis(t.0));
+                c.milestones
+                    .delivered(*milestone, *delivered_at, *auto_release_at);
+                c.auto_release_at = c.milestones.next_auto_release().map(|t| millis(t.0));
                 c.updated_at = at;
             }
             Event::ContractReleased {
                 amount,
                 seller_fee,
                 buyer_fee,
+                milestone,
                 ..
             } => {
                 let id = contract_id()?;
-                self.pay_out(id, amount.value(), ContractStatus::Completed, at, unholds)?;
+                let closed = MilestoneStatus::Released;
+                self.pay_out(id, *milestone, amount.value(), closed, at, unholds)?;
                 self.fees(
                     id,
                     value(seller_fee) + value(buyer_fee),
@@ -296,10 +317,12 @@ impl EscrowRows {
             Event::ContractRefunded {
                 amount,
                 fee_returned,
+                milestone,
                 ..
             } => {
                 let id = contract_id()?;
-                self.pay_out(id, amount.value(), ContractStatus::Refunded, at, unholds)?;
+                let closed = MilestoneStatus::Refunded;
+                self.pay_out(id, *milestone, amount.value(), closed, at, unholds)?;
                 self.fees(id, Decimal::ZERO, value(fee_returned), unholds)?;
             }
             Event::ContractCancelled { .. } => {
@@ -335,7 +358,8 @@ impl EscrowRows {
                     unholds,
                 )?;
                 let c = self.contract(id)?;
-                c.status = ContractStatus::settled(*outcome).as_str().into();
+                c.milestones.settled(*outcome);
+                c.status = c.milestones.closing_status().as_str().into();
                 c.held_amount = Decimal::ZERO;
                 c.auto_release_at = None;
                 c.updated_at = at;
@@ -413,15 +437,16 @@ impl EscrowRows {
             sqlx::query(
                 "INSERT INTO rm_contracts (id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
                      inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, fund_by, \
-                     fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, fee_held) \
+                     fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, fee_held, milestones) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::text[], \
                      $8::numeric[], $9::text[], $10::int[], $11::timestamptz[], $12::timestamptz[], $13::uuid[], \
                      $14::timestamptz[], $15::timestamptz[], $16::bigint[], $17::timestamptz[], $18::int[], $19::numeric[], \
-                     $20::numeric[], $21::text[], $22::numeric[], $23::numeric[]) \
+                     $20::numeric[], $21::text[], $22::numeric[], $23::numeric[], $24::jsonb[]) \
                  ON CONFLICT (id) DO UPDATE SET held_amount = EXCLUDED.held_amount, status = EXCLUDED.status, \
                      delivered_at = EXCLUDED.delivered_at, auto_release_at = EXCLUDED.auto_release_at, \
                      dispute_id = EXCLUDED.dispute_id, updated_at = EXCLUDED.updated_at, \
-                     fee_charged = EXCLUDED.fee_charged, fee_held = EXCLUDED.fee_held",
+                     fee_charged = EXCLUDED.fee_charged, fee_held = EXCLUDED.fee_held, \
+                     milestones = EXCLUDED.milestones",
             )
             .bind(contracts.iter().map(|r| r.id).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.buyer_id).collect::<Vec<_>>())
@@ -446,6 +471,7 @@ impl EscrowRows {
             .bind(contracts.iter().map(|r| r.fee_payer.as_deref()).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.fee_charged).collect::<Vec<_>>())
             .bind(contracts.iter().map(|r| r.fee_held).collect::<Vec<_>>())
+            .bind(contracts.iter().map(|r| &r.milestones).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }

@@ -1,7 +1,9 @@
 // Clicks through a whole escrow in the console served at ORIGIN, in headless Chromium:
 // Alice registers and deposits, creates and funds a contract with Bob; Bob sees it appear
 // live (no reload), delivers; Alice releases; a second contract is disputed and Carol, an
-// arbiter, splits it from her queue; every page follows along over the WebSocket.
+// arbiter, splits it from her queue; Dave, an admin, sets a 2.5 % seller fee, and a
+// contract of two milestones is paid one released, one refunded; Dave withdraws part of
+// the revenue. Every page follows along over the WebSocket.
 // Exits non-zero on the first failed expectation, on any page error and on any
 // Content-Security-Policy violation. Run by tests/tests/e2e/console.rs.
 import { chromium } from "playwright-core";
@@ -18,6 +20,7 @@ const ALICE = env("ALICE_EMAIL"); // registers through the page
 const BOB = env("BOB_EMAIL");
 const BOB_ID = env("BOB_ID");
 const CAROL = env("CAROL_EMAIL"); // an arbiter
+const DAVE = env("DAVE_EMAIL"); // an admin
 const SCREENSHOT = process.env.SCREENSHOT;
 const WAIT = { timeout: 15000 };
 
@@ -179,6 +182,60 @@ try {
     await expectText(alice, "#contract-events", "ContractReleased");
     const items = await alice.locator("#contract-events li").count();
     assert.ok(items >= 4, `expected at least 4 events in the trail, saw ${items}`);
+  });
+
+  const dave = await open("dave");
+  await step("dave, an admin, sets a 2.5 % seller fee in the console", async () => {
+    await login(dave, DAVE, false);
+    assert.equal(await dave.isVisible("#admin-panel"), true, "admins see the platform");
+    assert.equal(await alice.isHidden("#admin-panel"), true, "users do not");
+    await dave.fill("#fee-bps", "250");
+    await dave.selectOption("#fee-payer", "SELLER");
+    await dave.click("#set-fee");
+    await expectText(dave, "#fee-schedules tbody tr", "2.5 %");
+  });
+
+  await step("alice creates a contract of two milestones and funds it", async () => {
+    await alice.fill("#contract-counterparty", BOB_ID);
+    await alice.fill("#contract-title", "Shop");
+    await alice.fill("#contract-milestones", "Design: 40\nBuild: 60");
+    await alice.click("#create-contract");
+    await expectStatus(alice, "Shop", "DRAFT");
+    await expectText(alice, "#contracts tbody tr", "100.00 USD · fee 2.5 %");
+    await act(alice, "Shop", "fund");
+    await expectStatus(alice, "Shop", "ACTIVE");
+    await expectText(alice, "#balance", "75.00 USD");
+  });
+
+  const stage = (page, n) => row(page, "Shop").locator(`li.milestone[data-milestone="${n}"]`);
+  await step("bob delivers milestone 1, alice releases it, bob is paid less the fee", async () => {
+    await stage(bob, 1).locator("button[data-action=deliver-1]").click();
+    await stage(alice, 1).locator(".milestone-status", { hasText: "DELIVERED" }).waitFor(WAIT);
+    await stage(alice, 1).locator("button[data-action=release-1]").click();
+    await stage(bob, 1).locator(".milestone-status", { hasText: "RELEASED" }).waitFor(WAIT);
+    await expectText(bob, "#balance", "364.00 USD");
+    await expectStatus(bob, "Shop", "ACTIVE");
+  });
+
+  await step("bob refunds milestone 2: COMPLETED, one released, one refunded", async () => {
+    await stage(bob, 2).locator("button[data-action=refund-2]").click();
+    await expectStatus(alice, "Shop", "COMPLETED");
+    await stage(alice, 2).locator(".milestone-status", { hasText: "REFUNDED" }).waitFor(WAIT);
+    await expectText(alice, "#balance", "135.00 USD");
+  });
+
+  await step("dave sees the fee in revenue and withdraws part of it", async () => {
+    // Other users' payments notify no admin: the panel is refreshed by hand.
+    for (let tries = 0; ; tries++) {
+      await dave.click("#refresh-platform");
+      const seen = dave.locator("#revenue tbody tr", { hasText: "1.00" });
+      if (await seen.isVisible()) break;
+      assert.ok(tries < 50, "the revenue shows the fee");
+      await dave.waitForTimeout(200);
+    }
+    await dave.fill("#revenue-amount", "0.40");
+    await dave.click("#withdraw-revenue");
+    await expectText(dave, "#revenue .revenue-balance", "0.60");
   });
 
   await step("the API reference renders from the binary", async () => {

@@ -140,6 +140,24 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
+/// Two servers on one ledger (database and stream) and one clock the test moves forward:
+/// for the schedulers' exactly-once tests.
+pub async fn two_servers_one_clock() -> (std::sync::Arc<api::clock::ManualClock>, TestApp, TestApp)
+{
+    let clock = std::sync::Arc::new(api::clock::ManualClock::default());
+    let first = spawn_app_with(AppOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await;
+    let second = spawn_app_with(AppOptions {
+        clock: Some(clock.clone()),
+        share_with: Some(first.shared()),
+        ..Default::default()
+    })
+    .await;
+    (clock, first, second)
+}
 
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let (db_url, pool, stream, prefix) = match opts.share_with {

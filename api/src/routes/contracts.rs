@@ -19,6 +19,7 @@ use crate::extract::{
     parse_amount, parse_body_id, parse_currency, parse_description, parse_id,
     parse_optional_decimal, parse_time, IdempotencyKey, JsonBody, PathParam, QueryMap, RequestMeta,
 };
+use crate::routes::milestones::{self, MilestoneRequest, MilestoneView};
 use crate::routes::{
     await_position, read_or_wait, render, unexpected, user_context, with_consistency,
 };
@@ -71,6 +72,9 @@ pub struct ContractView {
     /// without a fee.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fee_charged: Option<String>,
+    /// Its stages, at least one: a contract created without milestones has one, the
+    /// whole contract.
+    pub milestones: Vec<MilestoneView>,
     /// RFC 3339 UTC.
     pub created_at: String,
     /// RFC 3339 UTC.
@@ -103,6 +107,7 @@ pub fn view_of(c: &Contract, updated_at: DateTime<Utc>, position: Option<i64>) -
             .as_ref()
             .map(|t| crate::routes::platform::FeeTermsView::of(t, currency)),
         fee_charged: c.fee.map(|_| currency.format(c.fee_charged)),
+        milestones: milestones::views(&c.milestones, currency),
         created_at: c
             .created_at
             .map(|t| crate::rfc3339(to_utc(t)))
@@ -142,6 +147,7 @@ fn contract_view(r: &ContractRow) -> ContractView {
                 payer: payer.clone(),
             }),
         fee_charged: r.fee_payer.as_ref().map(|_| c.format(r.fee_charged)),
+        milestones: milestones::views(&r.milestones, c),
         created_at: crate::rfc3339(r.created_at),
         updated_at: crate::rfc3339(r.updated_at),
         position: None,
@@ -180,8 +186,14 @@ pub struct CreateContractRequest {
     )]
     pub title: String,
     /// The price: a plain decimal as a JSON number or string (`500`, `"500.00"`), no exponent.
+    /// Required without `milestones`; with them it may be omitted, and must equal their sum
+    /// when given.
     #[schema(schema_with = crate::openapi::amount_schema)]
-    pub amount: Value,
+    pub amount: Option<Value>,
+    /// The stages the price is paid in (1 to 50), each delivered, released or refunded on
+    /// its own; one implicit milestone, the whole contract, when absent.
+    #[schema(min_items = 1, max_items = 50)]
+    pub milestones: Option<Vec<MilestoneRequest>>,
     /// ISO 4217 code; USD when absent.
     #[schema(
         pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$"
@@ -242,7 +254,7 @@ fn respond_created(outcome: &Outcome, position: i64) -> (u16, Value) {
         (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "SAME_PARTIES, INVALID_FUND_BY (not RFC 3339, not in the future, or more than 366 days ahead) and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "SAME_PARTIES, INVALID_FUND_BY (not RFC 3339, not in the future, or more than 366 days ahead), MILESTONES_MISMATCH (amount is not the milestones' sum), INVALID_MILESTONES and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -254,7 +266,21 @@ pub async fn create(
     let seller = UserId(parse_body_id(&req.seller_id, "sellerId")?);
     let buyer = UserId(parse_body_id(&req.buyer_id, "buyerId")?);
     let currency = parse_currency(req.currency.as_deref())?;
-    let amount = parse_amount(&req.amount, currency)?;
+    let amount = match &req.amount {
+        Some(a) => Some(parse_amount(a, currency)?),
+        None if req.milestones.is_some() => None,
+        None => {
+            return Err(ApiError::unprocessable(
+                "INVALID_BODY",
+                "amount is required unless milestones are given",
+            ))
+        }
+    };
+    let milestones = req
+        .milestones
+        .as_deref()
+        .map(|m| milestones::parse_terms(m, currency))
+        .transpose()?;
     let description = parse_description(req.description.as_deref())?;
     let fund_by = req.fund_by.as_deref().map(parse_time).transpose()?;
     let ctx = user_context(&caller, "POST /contracts", &meta, key, &body);
@@ -266,6 +292,7 @@ pub async fn create(
         title: req.title,
         description,
         amount,
+        milestones,
         currency,
         inspection_period_hours: req.inspection_period_hours,
         fund_by,
@@ -362,19 +389,58 @@ pub async fn list_for_user(
     ))
 }
 
-async fn contract_command(
+/// A command on a contract (or on one of its milestones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The buyer funds it.
+    Fund,
+    /// The seller delivers.
+    Deliver,
+    /// The buyer pays the seller.
+    Release,
+    /// The seller pays the buyer back.
+    Refund,
+    /// A party calls off a draft.
+    Cancel,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Fund => "fund",
+            Action::Deliver => "deliver",
+            Action::Release => "release",
+            Action::Refund => "refund",
+            Action::Cancel => "cancel",
+        }
+    }
+}
+
+/// Runs `action` on the contract `id`, or on its milestone `milestone`. A milestone's
+/// release or refund takes everything it holds, so its body names no amount.
+#[allow(clippy::too_many_arguments)] // an axum handler's extractors, passed on as they came
+pub(crate) async fn contract_command(
     st: &AppState,
     caller: AuthUser,
     id: &str,
+    milestone: Option<u16>,
     meta: RequestMeta,
     key: IdempotencyKey,
     body: JsonBody,
-    action: &str,
+    action: Action,
 ) -> Result<Response> {
     let contract_id = ContractId(parse_id(id, "contract id")?);
     let actor = caller.id;
+    let payout = || -> Result<Option<rust_decimal::Decimal>> {
+        if milestone.is_some() {
+            let _: EmptyRequest = body.parse()?;
+            return Ok(None);
+        }
+        let req: PayoutRequest = body.parse()?;
+        parse_optional_decimal(req.amount.as_ref(), "amount")
+    };
     let cmd = match action {
-        "fund" => {
+        Action::Fund => {
             let _: EmptyRequest = body.parse()?;
             Command::FundContract {
                 contract_id,
@@ -383,54 +449,52 @@ async fn contract_command(
                 now: st.clock.timestamp(),
             }
         }
-        "deliver" => {
+        Action::Deliver => {
             let _: EmptyRequest = body.parse()?;
             Command::DeliverContract {
                 contract_id,
                 actor,
+                milestone,
                 now: st.clock.timestamp(),
             }
         }
-        "cancel" => {
+        Action::Cancel => {
             let _: EmptyRequest = body.parse()?;
             Command::CancelContract { contract_id, actor }
         }
-        "release" => {
-            let req: PayoutRequest = body.parse()?;
-            Command::ReleaseContract {
-                contract_id,
-                actor: domain::Actor::User {
-                    id: actor,
-                    role: caller.role,
-                },
-                amount: parse_optional_decimal(req.amount.as_ref(), "amount")?,
-                now: st.clock.timestamp(),
-                transaction_id: TransactionId::new_v7(),
-            }
-        }
-        _ => {
-            let req: PayoutRequest = body.parse()?;
-            Command::RefundContract {
-                contract_id,
-                actor,
-                amount: parse_optional_decimal(req.amount.as_ref(), "amount")?,
-                transaction_id: TransactionId::new_v7(),
-            }
-        }
+        Action::Release => Command::ReleaseContract {
+            contract_id,
+            actor: domain::Actor::User {
+                id: actor,
+                role: caller.role,
+            },
+            milestone,
+            amount: payout()?,
+            now: st.clock.timestamp(),
+            transaction_id: TransactionId::new_v7(),
+        },
+        Action::Refund => Command::RefundContract {
+            contract_id,
+            actor,
+            milestone,
+            amount: payout()?,
+            transaction_id: TransactionId::new_v7(),
+        },
     };
-    let ctx = user_context(
-        &caller,
-        &format!("POST /contracts/{}/{action}", contract_id),
-        &meta,
-        key,
-        &body,
-    );
+    let endpoint = match milestone {
+        Some(n) => format!(
+            "POST /contracts/{contract_id}/milestones/{n}/{}",
+            action.as_str()
+        ),
+        None => format!("POST /contracts/{contract_id}/{}", action.as_str()),
+    };
+    let ctx = user_context(&caller, &endpoint, &meta, key, &body);
     let executed = st.ledger.execute(&ctx, cmd).await?;
     Ok(render(st, executed, &respond_contract))
 }
 
 macro_rules! contract_action {
-    ($(#[$doc:meta])* $name:ident, $action:literal, $path:literal, $body:ty) => {
+    ($(#[$doc:meta])* $name:ident, $action:expr, $path:literal, $body:ty) => {
         $(#[$doc])*
         #[utoipa::path(post, path = $path, tag = "contracts", security(("bearer" = [])), request_body(content = Option<$body>),
             params(("id" = String, Path, format = Uuid, description = "Contract id"),
@@ -445,28 +509,28 @@ macro_rules! contract_action {
                 (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
                 (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
         pub async fn $name(State(st): State<AppState>, caller: AuthUser, PathParam(id): PathParam, meta: RequestMeta, key: IdempotencyKey, body: JsonBody) -> Result<Response> {
-            contract_command(&st, caller, &id, meta, key, body, $action).await
+            contract_command(&st, caller, &id, None, meta, key, body, $action).await
         }
     };
 }
 
 contract_action!(
     /// The buyer funds the contract: the price moves from its wallet into escrow (`ESCROW_HOLD`).
-    fund, "fund", "/api/v1/contracts/{id}/fund", EmptyRequest
+    fund, Action::Fund, "/api/v1/contracts/{id}/fund", EmptyRequest
 );
 contract_action!(
     /// The seller marks the work delivered; the inspection window (if any) starts.
-    deliver, "deliver", "/api/v1/contracts/{id}/deliver", EmptyRequest
+    deliver, Action::Deliver, "/api/v1/contracts/{id}/deliver", EmptyRequest
 );
 contract_action!(
     /// The buyer releases held funds (all, or `amount`) to the seller (`PAYMENT`).
-    release, "release", "/api/v1/contracts/{id}/release", PayoutRequest
+    release, Action::Release, "/api/v1/contracts/{id}/release", PayoutRequest
 );
 contract_action!(
     /// The seller refunds held funds (all, or `amount`) to the buyer (`REFUND`).
-    refund, "refund", "/api/v1/contracts/{id}/refund", PayoutRequest
+    refund, Action::Refund, "/api/v1/contracts/{id}/refund", PayoutRequest
 );
 contract_action!(
     /// A party cancels a `DRAFT` contract.
-    cancel, "cancel", "/api/v1/contracts/{id}/cancel", EmptyRequest
+    cancel, Action::Cancel, "/api/v1/contracts/{id}/cancel", EmptyRequest
 );

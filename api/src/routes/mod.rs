@@ -5,6 +5,7 @@ pub mod auth;
 pub mod contracts;
 pub mod disputes;
 pub mod health;
+pub mod milestones;
 pub mod platform;
 pub mod users;
 pub mod wallets;

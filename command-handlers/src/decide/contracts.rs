@@ -3,7 +3,7 @@
 //! wallet.
 
 use chrono::Utc;
-use domain::contract::{self, CreateContract};
+use domain::contract::{self, CreateContract, Payout};
 use domain::{
     Actor, Amount, Contract, ContractId, Currency, DomainError, FeeSchedule, FeeScheduleId,
     StreamId, StreamWrite, Timestamp, TransactionId, User, UserId, Versioned, Wallet, WalletId,
@@ -44,31 +44,23 @@ pub(super) async fn deliver<L: Load>(
     r: &mut Reader<'_, L>,
     id: ContractId,
     actor: UserId,
+    milestone: Option<u16>,
     now: Timestamp,
 ) -> Result<Plan, CommandError> {
-    on_contract_alone(r, id, |c| contract::deliver(c, actor, now)).await
+    on_contract_alone(r, id, |c| contract::deliver(c, actor, milestone, now)).await
 }
 
 pub(super) async fn release<L: Load>(
     r: &mut Reader<'_, L>,
     id: ContractId,
     actor: Actor,
-    amount: Option<Decimal>,
+    asked: Asked,
     now: Timestamp,
-    transaction_id: TransactionId,
 ) -> Result<Plan, CommandError> {
     let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.seller).await?;
     let revenue = revenue_for(r, &c.state).await?;
-    let amount = payout(amount, &c.state)?;
-    let writes = contract::release(
-        &c,
-        &w,
-        revenue.as_ref().map(|(_, v)| v),
-        actor,
-        amount,
-        now,
-        transaction_id,
-    )?;
+    let payout = payout(asked, &c.state)?;
+    let writes = contract::release(&c, &w, revenue.as_ref().map(|(_, v)| v), actor, payout, now)?;
     let mut loaded = loaded(id, c, wallet_id, w);
     loaded.extend(revenue.map(|(s, v)| (s, State::Revenue(v))));
     Ok(plan(writes, loaded, id))
@@ -78,12 +70,11 @@ pub(super) async fn refund<L: Load>(
     r: &mut Reader<'_, L>,
     id: ContractId,
     actor: UserId,
-    amount: Option<Decimal>,
-    transaction_id: TransactionId,
+    asked: Asked,
 ) -> Result<Plan, CommandError> {
     let (c, wallet_id, w) = with_party_wallet(r, id, |c| c.buyer).await?;
-    let amount = payout(amount, &c.state)?;
-    let writes = contract::refund(&c, &w, actor, amount, transaction_id)?;
+    let payout = payout(asked, &c.state)?;
+    let writes = contract::refund(&c, &w, actor, payout)?;
     Ok(plan(writes, loaded(id, c, wallet_id, w), id))
 }
 
@@ -157,10 +148,19 @@ fn plan(writes: Vec<StreamWrite>, loaded: Vec<(StreamId, State)>, id: ContractId
     }
 }
 
+/// A release or refund as a command asks it: the milestone, the amount (not yet checked
+/// against the contract's currency) and the movement's id.
+pub(super) type Asked = (Option<u16>, Option<Decimal>, TransactionId);
+
 /// Checks an optional payout amount against the contract's currency.
-fn payout(amount: Option<Decimal>, c: &Contract) -> Result<Option<Amount>, DomainError> {
-    match amount {
-        None => Ok(None),
-        Some(d) => Ok(Some(Amount::new(d, c.currency.unwrap_or(Currency::USD))?)),
-    }
+fn payout((milestone, amount, transaction_id): Asked, c: &Contract) -> Result<Payout, DomainError> {
+    let amount = match amount {
+        None => None,
+        Some(d) => Some(Amount::new(d, c.currency.unwrap_or(Currency::USD))?),
+    };
+    Ok(Payout {
+        milestone,
+        amount,
+        transaction_id,
+    })
 }

@@ -97,21 +97,30 @@ pub(crate) async fn decide<L: Load>(
         Command::DeliverContract {
             contract_id,
             actor,
+            milestone,
             now,
-        } => contracts::deliver(&mut r, *contract_id, *actor, *now).await,
+        } => contracts::deliver(&mut r, *contract_id, *actor, *milestone, *now).await,
         Command::ReleaseContract {
             contract_id,
             actor,
+            milestone,
             amount,
             now,
             transaction_id,
-        } => contracts::release(&mut r, *contract_id, *actor, *amount, *now, *transaction_id).await,
+        } => {
+            let payout = (*milestone, *amount, *transaction_id);
+            contracts::release(&mut r, *contract_id, *actor, payout, *now).await
+        }
         Command::RefundContract {
             contract_id,
             actor,
+            milestone,
             amount,
             transaction_id,
-        } => contracts::refund(&mut r, *contract_id, *actor, *amount, *transaction_id).await,
+        } => {
+            let payout = (*milestone, *amount, *transaction_id);
+            contracts::refund(&mut r, *contract_id, *actor, payout).await
+        }
         Command::CancelContract { contract_id, actor } => {
             contracts::cancel(&mut r, *contract_id, *actor).await
         }

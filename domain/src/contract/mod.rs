@@ -1,7 +1,8 @@
 //! The escrow contract aggregate and every decision that moves its money.
 //!
-//! Payments out of escrow (release and refund) are in [`payments`]; disputes' decisions,
-//! which freeze a contract and settle its money, in [`settlement`].
+//! Funding, delivery, cancellation and expiry are in [`lifecycle`]; payments out of escrow
+//! (release and refund) in [`payments`]; disputes' decisions, which freeze a contract and
+//! settle its money, in [`settlement`]; how its milestones fold, in [`milestones`].
 //!
 //! Lifecycle: `DRAFT` → fund (buyer) → `ACTIVE` → release (buyer, or the system when the
 //! inspection window expires) → `COMPLETED`; refund (seller) → `REFUNDED`; cancel (a party,
@@ -27,9 +28,15 @@ use crate::text::Description;
 use crate::user::{Role, User};
 use crate::wallet::{open_for_credit, Wallet};
 
+mod lifecycle;
+mod milestones;
 mod payments;
 mod settlement;
-pub use payments::{refund, release};
+pub use lifecycle::{cancel, deliver, expire, fund};
+pub use milestones::{
+    check_terms, Milestone, MilestoneStatus, MilestoneTerms, Milestones, MILESTONES_MAX,
+};
+pub use payments::{refund, release, Payout};
 pub use settlement::{raise_dispute, resolve_dispute, ResolveDispute};
 
 /// Longest contract title, in characters.
@@ -144,6 +151,10 @@ pub struct Contract {
     /// Fees collected so far, both shares.
     #[serde(default)]
     pub fee_charged: Decimal,
+    /// Its stages: at least one (see [`milestones`]). Defaults when absent, so outcomes
+    /// stored before milestones existed still read.
+    #[serde(default)]
+    pub milestones: Milestones,
     /// The open (or last) dispute.
     pub dispute: Option<DisputeId>,
     /// Title.
@@ -176,11 +187,18 @@ impl Aggregate for Contract {
                 inspection_period_hours,
                 fund_by,
                 fee,
+                milestones,
                 title,
                 description,
                 created_at,
                 ..
             } => {
+                self.milestones = Milestones::created(
+                    milestones.as_deref(),
+                    title,
+                    amount.value(),
+                    *inspection_period_hours,
+                );
                 self.fund_by = *fund_by;
                 self.fee = *fee;
                 self.title = title.clone();
@@ -201,20 +219,28 @@ impl Aggregate for Contract {
                 self.held = self.held.saturating_add(amount.value());
                 self.fee_held = self.fee_held.saturating_add(value(fee_held));
                 self.status = ContractStatus::Active;
+                self.milestones.funded();
             }
             Event::ContractDelivered {
                 delivered_at,
                 auto_release_at,
+                milestone,
             } => {
                 self.delivered_at = Some(*delivered_at);
-                self.auto_release_at = *auto_release_at;
+                self.milestones
+                    .delivered(*milestone, *delivered_at, *auto_release_at);
+                self.auto_release_at = self.milestones.next_auto_release();
             }
             Event::ContractReleased {
                 amount,
                 seller_fee,
                 buyer_fee,
+                milestone,
                 ..
             } => {
+                self.milestones
+                    .paid(*milestone, amount.value(), MilestoneStatus::Released);
+                self.auto_release_at = self.milestones.next_auto_release();
                 self.held = self.held.saturating_sub(amount.value());
                 self.paid = self.paid.saturating_add(amount.value());
                 self.fee_held = self.fee_held.saturating_sub(value(buyer_fee));
@@ -223,19 +249,23 @@ impl Aggregate for Contract {
                     .saturating_add(value(seller_fee))
                     .saturating_add(value(buyer_fee));
                 if self.held.is_zero() {
-                    self.status = ContractStatus::Completed;
+                    self.status = self.milestones.closing_status();
                     self.auto_release_at = None;
                 }
             }
             Event::ContractRefunded {
                 amount,
                 fee_returned,
+                milestone,
                 ..
             } => {
+                self.milestones
+                    .paid(*milestone, amount.value(), MilestoneStatus::Refunded);
+                self.auto_release_at = self.milestones.next_auto_release();
                 self.held = self.held.saturating_sub(amount.value());
                 self.fee_held = self.fee_held.saturating_sub(value(fee_returned));
                 if self.held.is_zero() {
-                    self.status = ContractStatus::Refunded;
+                    self.status = self.milestones.closing_status();
                     self.auto_release_at = None;
                 }
             }
@@ -264,7 +294,8 @@ impl Aggregate for Contract {
                     .saturating_add(value(seller_fee))
                     .saturating_add(value(buyer_fee));
                 self.auto_release_at = None;
-                self.status = ContractStatus::settled(*outcome);
+                self.milestones.settled(*outcome);
+                self.status = self.milestones.closing_status();
             }
             _ => {}
         }
@@ -310,8 +341,10 @@ pub struct CreateContract {
     pub title: String,
     /// Terms.
     pub description: Option<Description>,
-    /// Price.
-    pub amount: Amount,
+    /// Price; the milestones' sum when absent (then `milestones` is required).
+    pub amount: Option<Amount>,
+    /// The stages the price is paid in; one implicit milestone when absent.
+    pub milestones: Option<Vec<MilestoneTerms>>,
     /// Currency.
     pub currency: Currency,
     /// Inspection window after delivery, in hours.
@@ -354,6 +387,18 @@ pub fn create(
             ));
         }
     }
+    let (milestones, amount) = match &cmd.milestones {
+        Some(terms) => {
+            let (terms, total) = check_terms(terms, cmd.amount, cmd.currency)?;
+            (Some(terms), total)
+        }
+        None => (
+            None,
+            cmd.amount.ok_or(DomainError::InvalidMilestones(
+                "amount is required unless milestones are given",
+            ))?,
+        ),
+    };
     if cmd.buyer_id == cmd.seller_id {
         return Err(DomainError::SameParties);
     }
@@ -377,10 +422,11 @@ pub fn create(
             seller_id: cmd.seller_id,
             title,
             description: cmd.description.clone(),
-            amount: cmd.amount,
+            amount,
             currency: cmd.currency,
             inspection_period_hours: cmd.inspection_period_hours,
             fund_by: cmd.fund_by,
+            milestones,
             fee: schedule
                 .terms
                 .filter(|_| schedule.currency == Some(cmd.currency)),
@@ -408,169 +454,19 @@ fn require_active(c: &Contract, what: &str) -> Result<(), DomainError> {
     }
 }
 
-/// Decides a funding: the buyer's wallet pays the full price into escrow, before the
-/// contract's funding deadline if it has one.
-pub fn fund(
-    contract: &Versioned<Contract>,
-    buyer_wallet: &Versioned<Wallet>,
-    actor: UserId,
-    transaction_id: TransactionId,
-    now: Timestamp,
-) -> Result<Vec<StreamWrite>, DomainError> {
-    let id = existing(contract)?;
-    let c = &contract.state;
-    if c.buyer != Some(actor) {
-        return Err(DomainError::Forbidden("only the buyer may fund a contract"));
-    }
-    if c.status != ContractStatus::Draft {
+/// Milestone `n` of an active contract, still holding money: what a milestone's delivery,
+/// release or refund needs.
+fn open_milestone<'c>(c: &'c Contract, n: u16, what: &str) -> Result<&'c Milestone, DomainError> {
+    let m = c
+        .milestones
+        .get(n)
+        .ok_or(DomainError::MilestoneNotFound(n))?;
+    require_active(c, what)?;
+    if !m.status.is_open() || m.held_amount <= Decimal::ZERO {
         return Err(transition(
-            "CONTRACT_NOT_DRAFT",
-            format!(
-                "only a DRAFT contract can be funded; this one is {}",
-                c.status.as_str()
-            ),
+            "MILESTONE_CLOSED",
+            format!("cannot {what} milestone {n}: it is {}", m.status.as_str()),
         ));
     }
-    if c.fund_by.is_some_and(|t| now >= t) {
-        return Err(transition(
-            "FUNDING_DEADLINE_PASSED",
-            "the contract's fundBy deadline has passed",
-        ));
-    }
-    let currency = c.currency();
-    let wallet_id = buyer_wallet
-        .state
-        .id
-        .ok_or(DomainError::WalletNotFound(currency))?;
-    let amount = Amount::try_from(c.amount)?;
-    // The buyer's share of the fee on the whole price, prepaid beside it.
-    let prepaid = c
-        .fee
-        .map_or(Decimal::ZERO, |t| t.buyer_share(currency, c.amount));
-    // At most twice Amount::MAX: far from any Decimal bound.
-    let total = c.amount.saturating_add(prepaid);
-    if buyer_wallet.state.balance < total {
-        return Err(DomainError::InsufficientFunds {
-            balance: currency.format(buyer_wallet.state.balance),
-            requested: currency.format(total),
-        });
-    }
-    let fee_held = some_amount(prepaid)?;
-    let mut wallet_events = vec![Event::EscrowHeld {
-        transaction_id,
-        contract_id: id,
-        amount,
-    }];
-    if let Some(fee) = fee_held {
-        wallet_events.push(Event::FeeHeld {
-            transaction_id: transaction_id.fee(),
-            contract_id: id,
-            amount: fee,
-        });
-    }
-    Ok(vec![
-        StreamWrite {
-            stream: StreamId::contract(id),
-            expected_version: contract.version,
-            events: vec![Event::ContractFunded {
-                transaction_id,
-                amount,
-                fee_held,
-            }],
-        },
-        StreamWrite {
-            stream: StreamId::wallet(wallet_id),
-            expected_version: buyer_wallet.version,
-            events: wallet_events,
-        },
-    ])
-}
-
-/// Decides a delivery: starts the inspection window, if the contract has one.
-pub fn deliver(
-    contract: &Versioned<Contract>,
-    actor: UserId,
-    now: Timestamp,
-) -> Result<Vec<StreamWrite>, DomainError> {
-    let id = existing(contract)?;
-    let c = &contract.state;
-    if c.seller != Some(actor) {
-        return Err(DomainError::Forbidden(
-            "only the seller may mark a contract delivered",
-        ));
-    }
-    require_active(c, "deliver")?;
-    if c.delivered_at.is_some() {
-        return Err(transition(
-            "ALREADY_DELIVERED",
-            "the contract is already marked delivered",
-        ));
-    }
-    Ok(vec![StreamWrite {
-        stream: StreamId::contract(id),
-        expected_version: contract.version,
-        events: vec![Event::ContractDelivered {
-            delivered_at: now,
-            auto_release_at: c.inspection_period_hours.map(|h| now.plus_hours(h)),
-        }],
-    }])
-}
-
-/// Decides a cancellation: a party, draft only.
-pub fn cancel(
-    contract: &Versioned<Contract>,
-    actor: UserId,
-) -> Result<Vec<StreamWrite>, DomainError> {
-    let id = existing(contract)?;
-    let c = &contract.state;
-    if !c.is_party(actor) {
-        return Err(DomainError::Forbidden("only a party may cancel a contract"));
-    }
-    if c.status != ContractStatus::Draft {
-        return Err(transition(
-            "CONTRACT_NOT_DRAFT",
-            format!(
-                "only a DRAFT contract can be cancelled; this one is {}",
-                c.status.as_str()
-            ),
-        ));
-    }
-    Ok(vec![StreamWrite {
-        stream: StreamId::contract(id),
-        expected_version: contract.version,
-        events: vec![Event::ContractCancelled {
-            cancelled_by: actor,
-        }],
-    }])
-}
-
-/// Decides a draft's expiry: the system, once the funding deadline has passed. Refused for
-/// a contract that is no longer a draft or whose deadline has not come, so that any number
-/// of schedulers expire a draft once.
-pub fn expire(
-    contract: &Versioned<Contract>,
-    now: Timestamp,
-) -> Result<Vec<StreamWrite>, DomainError> {
-    let id = existing(contract)?;
-    let c = &contract.state;
-    if c.status != ContractStatus::Draft {
-        return Err(transition(
-            "CONTRACT_NOT_DRAFT",
-            format!(
-                "only a DRAFT contract expires; this one is {}",
-                c.status.as_str()
-            ),
-        ));
-    }
-    if c.fund_by.is_none_or(|t| now < t) {
-        return Err(transition(
-            "FUNDING_DEADLINE_NOT_PASSED",
-            "the contract's fundBy deadline has not passed",
-        ));
-    }
-    Ok(vec![StreamWrite {
-        stream: StreamId::contract(id),
-        expected_version: contract.version,
-        events: vec![Event::ContractExpired { expired_at: now }],
-    }])
+    Ok(m)
 }

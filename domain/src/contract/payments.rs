@@ -1,6 +1,7 @@
 //! Money out of a contract's escrow before any dispute: a release to the seller (by the
 //! buyer, or by the system once the inspection window ends) and a refund to the buyer (by
-//! the seller), each with its fee movements.
+//! the seller), each with its fee movements: of the contract as a whole, or of one
+//! milestone.
 
 use super::*;
 
@@ -19,34 +20,69 @@ fn payout_amount(c: &Contract, requested: Option<Amount>) -> Result<Amount, Doma
     Ok(amount)
 }
 
-/// Decides a release to the seller: by the buyer (all or part of what is held), or by the
-/// system once the inspection window has expired (everything held).
+/// What a payment takes from escrow and which milestone it names: milestone `n`'s whole
+/// held amount, or `requested` (everything held when absent) of the contract as a whole.
+fn payment(
+    c: &Contract,
+    milestone: Option<u16>,
+    requested: Option<Amount>,
+    what: &str,
+) -> Result<(Amount, Option<u16>), DomainError> {
+    match milestone {
+        Some(n) => {
+            let m = open_milestone(c, n, what)?;
+            Ok((Amount::try_from(m.held_amount)?, c.milestones.reference(n)))
+        }
+        None => {
+            require_active(c, what)?;
+            Ok((payout_amount(c, requested)?, None))
+        }
+    }
+}
+
+/// A release or refund: of milestone `n`, or of the contract as a whole (all or part of what
+/// is held).
+#[derive(Debug, Clone, Copy)]
+pub struct Payout {
+    /// The milestone; the contract as a whole when absent.
+    pub milestone: Option<u16>,
+    /// How much, for the contract as a whole; everything held when absent.
+    pub amount: Option<Amount>,
+    /// The movement's id.
+    pub transaction_id: TransactionId,
+}
+
+/// Decides a release to the seller: by the buyer (a milestone, or all or part of what is
+/// held), or by the system once a milestone's inspection window has expired (the first
+/// such milestone, everything it holds).
 pub fn release(
     contract: &Versioned<Contract>,
     seller_wallet: &Versioned<Wallet>,
     revenue: Option<&Versioned<Revenue>>,
     actor: Actor,
-    amount: Option<Amount>,
+    payout: Payout,
     now: Timestamp,
-    transaction_id: TransactionId,
 ) -> Result<Vec<StreamWrite>, DomainError> {
     let id = existing(contract)?;
     let c = &contract.state;
-    let automatic = match actor {
-        Actor::User { id: u, .. } if c.buyer == Some(u) => false,
+    let transaction_id = payout.transaction_id;
+    let (amount, milestone) = match actor {
+        Actor::User { id: u, .. } if c.buyer == Some(u) => {
+            payment(c, payout.milestone, payout.amount, "release")?
+        }
         Actor::User { .. } => {
             return Err(DomainError::Forbidden("only the buyer may release funds"))
         }
-        Actor::System => true,
+        Actor::System => {
+            require_active(c, "release")?;
+            let due = c
+                .milestones
+                .due(now)
+                .ok_or_else(|| transition("NOT_DUE", "the inspection window has not expired"))?;
+            payment(c, Some(due.number), None, "release")?
+        }
     };
-    require_active(c, "release")?;
-    if automatic && c.auto_release_at.is_none_or(|t| t > now) {
-        return Err(transition(
-            "NOT_DUE",
-            "the inspection window has not expired",
-        ));
-    }
-    let amount = payout_amount(c, if automatic { None } else { amount })?;
+    let automatic = actor == Actor::System;
     let currency = c.currency();
     let seller = c.seller.ok_or(DomainError::ContractNotFound)?;
     let mut wallet_events = Vec::with_capacity(2);
@@ -81,6 +117,7 @@ pub fn release(
                 automatic,
                 seller_fee: some_amount(fee.seller)?,
                 buyer_fee: some_amount(fee.buyer)?,
+                milestone,
             }],
         },
         StreamWrite {
@@ -93,21 +130,21 @@ pub fn release(
     Ok(writes)
 }
 
-/// Decides a refund to the buyer, by the seller (all or part of what is held).
+/// Decides a refund to the buyer, by the seller (a milestone, or all or part of what is
+/// held).
 pub fn refund(
     contract: &Versioned<Contract>,
     buyer_wallet: &Versioned<Wallet>,
     actor: UserId,
-    amount: Option<Amount>,
-    transaction_id: TransactionId,
+    payout: Payout,
 ) -> Result<Vec<StreamWrite>, DomainError> {
     let id = existing(contract)?;
     let c = &contract.state;
+    let transaction_id = payout.transaction_id;
     if c.seller != Some(actor) {
         return Err(DomainError::Forbidden("only the seller may refund"));
     }
-    require_active(c, "refund")?;
-    let amount = payout_amount(c, amount)?;
+    let (amount, milestone) = payment(c, payout.milestone, payout.amount, "refund")?;
     let buyer = c.buyer.ok_or(DomainError::ContractNotFound)?;
     let mut wallet_events = Vec::with_capacity(2);
     let wallet_id = open_for_credit(
@@ -144,6 +181,7 @@ pub fn refund(
                 transaction_id,
                 amount,
                 fee_returned: returned,
+                milestone,
             }],
         },
         StreamWrite {

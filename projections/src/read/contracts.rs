@@ -52,11 +52,13 @@ pub struct ContractRow {
     pub fee_payer: Option<String>,
     /// Fees collected so far.
     pub fee_charged: Decimal,
+    /// Its stages, as the projection folded them.
+    pub milestones: sqlx::types::Json<domain::contract::Milestones>,
 }
 
 const COLUMNS: &str = "id, buyer_id, seller_id, title, description, amount, currency, held_amount, status, \
     inspection_period_hours, delivered_at, auto_release_at, dispute_id, created_at, updated_at, position, \
-    fund_by, fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged";
+    fund_by, fee_percent_bps, fee_minimum, fee_maximum, fee_payer, fee_charged, milestones";
 
 /// The contract `id`.
 pub async fn contract(pool: &PgPool, id: Uuid) -> Result<Option<ContractRow>, sqlx::Error> {

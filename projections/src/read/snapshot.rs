@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
+use domain::contract::Milestones;
 use rust_decimal::Decimal;
+use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -19,7 +21,7 @@ pub struct Snapshot {
     /// Each wallet's balance and what it holds in escrow.
     pub wallets: HashMap<Uuid, (Decimal, Decimal)>,
     /// Each contract's status, held amount, and fees charged.
-    pub contracts: HashMap<Uuid, (String, Decimal, Decimal)>,
+    pub contracts: HashMap<Uuid, (String, Decimal, Decimal, Milestones)>,
     /// The platform's revenue balance per currency code.
     pub revenue: HashMap<String, Decimal>,
     /// Each dispute's status.
@@ -50,13 +52,14 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
     .into_iter()
     .map(|(id, b, h)| (id, (b, h)))
     .collect();
-    let contracts = sqlx::query_as::<_, (Uuid, String, Decimal, Decimal)>(
-        "SELECT id, status, held_amount, fee_charged FROM rm_contracts",
+    type Row = (Uuid, String, Decimal, Decimal, Json<Milestones>);
+    let contracts = sqlx::query_as::<_, Row>(
+        "SELECT id, status, held_amount, fee_charged, milestones FROM rm_contracts",
     )
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(id, s, h, f)| (id, (s, h, f)))
+    .map(|(id, s, h, f, Json(m))| (id, (s, h, f, m)))
     .collect();
     let revenue =
         sqlx::query_as::<_, (String, Decimal)>("SELECT currency, balance FROM rm_revenue")

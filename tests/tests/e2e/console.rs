@@ -86,6 +86,7 @@ async fn a_whole_escrow_clicked_through_in_chromium() {
     let app = spawn_app().await;
     let bob = app.user().await;
     let carol = app.grant(&app.user().await, "arbiter").await;
+    let dave = app.grant(&app.user().await, "admin").await;
     let alice_email = format!("alice-{}@example.com", Uuid::new_v4().simple());
     let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/console-escrow.png")
@@ -101,6 +102,7 @@ async fn a_whole_escrow_clicked_through_in_chromium() {
         .env("BOB_EMAIL", &bob.email)
         .env("BOB_ID", &bob.id)
         .env("CAROL_EMAIL", &carol.email)
+        .env("DAVE_EMAIL", &dave.email)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT", &screenshot)
         .stdout(Stdio::piped())
@@ -148,6 +150,7 @@ async fn a_whole_escrow_clicked_through_in_chromium() {
         [
             "Banner=\"DRAFT\"",
             "Logo design=\"COMPLETED\"",
+            "Shop=\"COMPLETED\"",
             "Website=\"SETTLED\""
         ]
     );
@@ -173,8 +176,8 @@ async fn a_whole_escrow_clicked_through_in_chromium() {
         "every posting has its counter-posting"
     );
     for (user, tok, balance) in [
-        (alice_id.as_str(), token.as_str(), 175),
-        (bob.id.as_str(), bob.token.as_str(), 325),
+        (alice_id.as_str(), token.as_str(), 135),
+        (bob.id.as_str(), bob.token.as_str(), 364),
     ] {
         let w = app.get(&format!("/wallets/{user}"), Some(tok)).await;
         let wallet: Uuid = w.str("id").parse().unwrap();

@@ -1,12 +1,10 @@
 //! Escrow contracts and disputes end to end: the two stories, every rule, every role,
 //! the races, and the inspection window across two server processes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use escrow_tests::{
-    folded_ledger, read_model_balances, spawn_app, spawn_app_with, AppOptions, Resp, TestApp,
-    TestUser,
+    folded_ledger, read_model_balances, spawn_app, two_servers_one_clock, Resp, TestApp, TestUser,
 };
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
@@ -811,18 +809,7 @@ async fn release_refund_and_dispute_race_one_wins_each_step() {
 /// releases are written (9 releases of 5 contracts in the run that checked it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inspection_window_releases_once_with_two_servers() {
-    let clock = Arc::new(api::clock::ManualClock::default());
-    let app = spawn_app_with(AppOptions {
-        clock: Some(clock.clone()),
-        ..Default::default()
-    })
-    .await;
-    let second = spawn_app_with(AppOptions {
-        clock: Some(clock.clone()),
-        share_with: Some(app.shared()),
-        ..Default::default()
-    })
-    .await;
+    let (clock, app, second) = two_servers_one_clock().await;
     let (buyer, seller) = funded_pair(&app, "250").await;
     let mut ids = Vec::new();
     for _ in 0..5 {

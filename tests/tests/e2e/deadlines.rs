@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use escrow_tests::{spawn_app, spawn_app_with, AppOptions, TestApp};
+use escrow_tests::{spawn_app, spawn_app_with, two_servers_one_clock, AppOptions, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -98,18 +98,7 @@ async fn a_deadline_that_is_malformed_past_or_too_far_is_refused_and_writes_noth
 /// scheduler's expiry of an expired draft is written too, 2 events for one contract).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unfunded_drafts_expire_once_with_two_servers() {
-    let clock = Arc::new(api::clock::ManualClock::default());
-    let app = spawn_app_with(AppOptions {
-        clock: Some(clock.clone()),
-        ..Default::default()
-    })
-    .await;
-    let second = spawn_app_with(AppOptions {
-        clock: Some(clock.clone()),
-        share_with: Some(app.shared()),
-        ..Default::default()
-    })
-    .await;
+    let (clock, app, second) = two_servers_one_clock().await;
     let (buyer, seller) = funded_pair(&app, "100").await;
     let fund_by = json!({"fundBy": rfc3339(chrono::Utc::now() + chrono::Duration::hours(1))});
     let mut drafts = Vec::new();

@@ -233,6 +233,26 @@ async fn asyncapi_document_matches_the_code() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // A contract of two milestones: its events name the milestone.
+    let staged = app
+        .post(
+            "/contracts",
+            Some(&buyer.token),
+            json!({"sellerId": seller.id, "buyerId": buyer.id, "title": "staged",
+                   "milestones": [{"title": "one", "amount": "4"}, {"title": "two", "amount": "6"}]}),
+        )
+        .await;
+    assert_eq!(staged.status, StatusCode::CREATED, "{:?}", staged.body);
+    let staged = staged.str("id");
+    for (who, path) in [
+        (&buyer, act(&staged, "fund")),
+        (&seller, format!("/contracts/{staged}/milestones/1/deliver")),
+        (&buyer, format!("/contracts/{staged}/milestones/1/release")),
+        (&seller, format!("/contracts/{staged}/milestones/2/refund")),
+    ] {
+        let r = app.post(&path, Some(&who.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+    }
     let admin = app.grant(&app.user().await, "admin").await;
     let suspended = app.user().await;
     for (verb, body) in [

@@ -19,6 +19,7 @@ mod guarantees;
 mod hostile;
 mod integrations;
 mod logins;
+mod milestones;
 mod notifications;
 mod openapi;
 mod operations;

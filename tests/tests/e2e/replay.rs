@@ -48,9 +48,9 @@ async fn schema(app: &TestApp) -> Vec<(String, String)> {
 }
 
 /// Users, deposits in two currencies, transfers, a split platform fee, and three contracts:
-/// one partly released, one disputed and split by an arbiter, one left funded; then some
-/// revenue withdrawn. Every command is checked, so a replay is compared over every kind of
-/// read model.
+/// one partly released, one disputed and split by an arbiter, one of two milestones with
+/// the first released; then some revenue withdrawn. Every command is checked, so a replay
+/// is compared over every kind of read model.
 async fn mixed_workload(app: &TestApp) {
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     let admin = app.grant(&app.user().await, "admin").await;
@@ -94,7 +94,12 @@ async fn mixed_workload(app: &TestApp) {
             .post(
                 "/contracts",
                 Some(&b.token),
-                json!({"sellerId": s.id, "buyerId": b.id, "title": "job", "amount": "20"}),
+                if k == 2 {
+                    json!({"sellerId": s.id, "buyerId": b.id, "title": "staged",
+                           "milestones": [{"title": "a", "amount": "8"}, {"title": "b", "amount": "12"}]})
+                } else {
+                    json!({"sellerId": s.id, "buyerId": b.id, "title": "job", "amount": "20"})
+                },
             )
             .await;
         ok(&created, StatusCode::CREATED, "create");
@@ -135,7 +140,21 @@ async fn mixed_workload(app: &TestApp) {
                     Some(&json!({"resolution": "r", "outcome": "SPLIT", "sellerAmount": "12.5", "buyerAmount": "7.5"})), &[]).await;
                 ok(&resolved, StatusCode::OK, "resolve");
             }
-            _ => {}
+            _ => {
+                // One milestone delivered and released, the other still held.
+                for (who, action) in [(s, "deliver"), (b, "release")] {
+                    let r = app
+                        .request(
+                            Method::POST,
+                            &format!("/contracts/{id}/milestones/1/{action}"),
+                            Some(&who.token),
+                            None,
+                            &[],
+                        )
+                        .await;
+                    ok(&r, StatusCode::OK, action);
+                }
+            }
         }
     }
     let withdrawn = app
