@@ -9,7 +9,9 @@ document may still be refused with 422 for exactly these reasons:
   ahead (it depends on the clock; the document states only that it is a date-time);
 - POST /api/v1/contracts, MILESTONES_MISMATCH: an amount given beside milestones that is not
   their sum; AMOUNT_TOO_LARGE: milestones that add up to more than the largest amount (a
-  sum over array items, which JSON Schema cannot state);
+  sum over array items, which JSON Schema cannot state); AMOUNT_REQUIRED: neither an
+  amount nor milestones (JSON Schema could say it with `anyOf`, but generated clients,
+  openapi-python-client among them, then cannot build the request's model at all);
 - PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
   up to what the contract holds (stored state);
 - POST /api/v1/logs, INVALID_DETAILS: details over 4096 bytes as JSON text (a size of
@@ -38,6 +40,7 @@ RULES = {
         "INVALID_FUND_BY",
         "MILESTONES_MISMATCH",
         "AMOUNT_TOO_LARGE",
+        "AMOUNT_REQUIRED",
         PRECISION,
     },
     ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},

@@ -20,6 +20,9 @@ psql -X -q -At "$TEST_DATABASE_URL" -c "SELECT datname FROM pg_database WHERE da
   | while read -r db; do psql -X -q "$TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
 # The console test drives headless Chromium with playwright-core.
 scripts/browser.sh
+# The generated-client tests: a Python and a TypeScript client generated from the served
+# OpenAPI document run the walkthrough.
+scripts/clients.sh
 # The fault tests start and kill the real `escrow` binary.
 cargo build --locked -p api --bin escrow
 export ESCROW_BIN="$ROOT/target/debug/escrow"

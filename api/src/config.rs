@@ -86,6 +86,11 @@ pub struct ServeConfig {
     /// How long a query with `minPosition` waits for the read models, in milliseconds.
     #[arg(long, env = "READ_WAIT_MS", default_value_t = 2000)]
     pub read_wait_ms: u64,
+    /// Whether a query without `minPosition` waits (up to `READ_WAIT_MS`) for the caller's
+    /// own last command to reach the read models (`false`: it answers from them as they
+    /// are, as `minPosition=0` does).
+    #[arg(long, env = "SESSION_CONSISTENCY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub session_consistency: bool,
     /// How often the deadline scheduler looks for contracts due for auto-release or expiry.
     #[arg(long, env = "AUTO_RELEASE_POLL_MS", default_value_t = 1000)]
     pub auto_release_poll_ms: u64,

@@ -124,7 +124,8 @@ fn money_schema(
 /// The document as served. utoipa writes a link's fields in snake_case (`operation_ref`),
 /// where OpenAPI names them in camelCase (`operationRef`): clients would ignore every
 /// link, so the names are corrected here. A rule across two fields, which a struct's derive
-/// cannot state, is added here too ([`outcome_rule`], [`price_rule`]).
+/// cannot state, is added here too ([`outcome_rule`]), and optional bodies
+/// are declared as clients expect them ([`optional_bodies`]).
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(build);
     &DOC
@@ -164,56 +165,134 @@ fn build() -> serde_json::Value {
         }
     }
     outcome_rule(&mut doc);
-    price_rule(&mut doc);
+    optional_bodies(&mut doc);
     doc
 }
 
-/// A contract names its price, its milestones, or both (then the price must be their sum,
-/// which no schema can state: refused with 422 `MILESTONES_MISMATCH`).
-fn price_rule(doc: &mut serde_json::Value) {
-    if let Some(schema) = doc
-        .pointer_mut("/components/schemas/CreateContractRequest")
+/// A command whose body is optional (`request_body(content = Option<T>)`) is documented by
+/// utoipa as a required body that may be `null`; generated clients then make callers pass
+/// one (or send their own "unset" marker). Such a body becomes an optional, non-null object,
+/// and a command that takes nothing (`EmptyRequest`) declares no body at all; the server
+/// still accepts none, `{}` or `null`.
+fn optional_bodies(doc: &mut serde_json::Value) {
+    let empty = serde_json::json!({ "$ref": "#/components/schemas/EmptyRequest" });
+    let operations = doc
+        .get_mut("paths")
         .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for op in operations {
+        let branches = op
+            .pointer("/requestBody/content/application~1json/schema/oneOf")
+            .and_then(serde_json::Value::as_array);
+        let body = match branches.map(Vec::as_slice) {
+            Some([a, b]) if a["type"] == "null" && b.get("$ref").is_some() => b.clone(),
+            Some([a, b]) if b["type"] == "null" && a.get("$ref").is_some() => a.clone(),
+            _ => continue,
+        };
+        let Some(op) = op.as_object_mut() else {
+            continue;
+        };
+        if body == empty {
+            op.remove("requestBody");
+        } else {
+            op.insert(
+                "requestBody".to_owned(),
+                serde_json::json!({
+                    "required": false,
+                    "content": { "application/json": { "schema": body } }
+                }),
+            );
+        }
+    }
+    if !doc
+        .to_string()
+        .contains("#/components/schemas/EmptyRequest")
     {
-        schema.insert(
-            "anyOf".to_owned(),
-            serde_json::json!([
-                { "required": ["amount"] },
-                { "required": ["milestones"], "properties": { "milestones": { "type": "array" } } }
-            ]),
-        );
+        if let Some(schemas) = doc
+            .pointer_mut("/components/schemas")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            schemas.remove("EmptyRequest");
+        }
     }
 }
 
 /// A `SPLIT` names both amounts; `RELEASE` and `REFUND` name neither (or name them `null`,
-/// which the server reads as absent). The resolve handler
-/// refuses anything else with 422, so the document says it: a generator that trusts the
-/// document never sends a body the server must refuse.
+/// which the server reads as absent). The resolve handler refuses anything else with 422,
+/// so the document says it: a generator that trusts the document never sends a body the
+/// server must refuse. The two shapes are named schemas of their own, each complete
+/// (`ResolveReleaseOrRefund`, `ResolveSplit`): generated clients make a type of each,
+/// where branches holding only the differences would lose the fields they share.
 fn outcome_rule(doc: &mut serde_json::Value) {
-    let Some(schema) = doc
-        .pointer_mut("/components/schemas/ResolveDisputeRequest")
-        .and_then(serde_json::Value::as_object_mut)
+    use serde_json::{json, Value};
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
     else {
         return;
     };
-    schema.insert(
-        "oneOf".to_owned(),
-        serde_json::json!([
-            {
-                "properties": {
-                    "outcome": { "enum": ["RELEASE", "REFUND"] },
-                    "sellerAmount": { "type": "null" },
-                    "buyerAmount": { "type": "null" }
-                }
-            },
-            {
-                "properties": {
-                    "outcome": { "const": "SPLIT" },
-                    "sellerAmount": { "not": { "type": "null" } },
-                    "buyerAmount": { "not": { "type": "null" } }
-                },
-                "required": ["sellerAmount", "buyerAmount"]
+    let Some(base) = schemas.get("ResolveDisputeRequest").cloned() else {
+        return;
+    };
+    let property = |name: &str| base["properties"][name].clone();
+    // An amount without its `null` branch: a split names both sides.
+    let amount = |name: &str| {
+        let mut a = property(name);
+        if let Some(branches) = a.get_mut("oneOf").and_then(Value::as_array_mut) {
+            branches.retain(|b| b["type"] != "null");
+        }
+        a
+    };
+    let mut outcome = property("outcome");
+    if let Some(o) = outcome.as_object_mut() {
+        o.remove("pattern");
+        o.remove("example");
+    }
+    let mut release_or_refund = outcome.clone();
+    release_or_refund["enum"] = json!(["RELEASE", "REFUND"]);
+    let mut split = outcome;
+    split["enum"] = json!(["SPLIT"]);
+    schemas.insert(
+        "ResolveReleaseOrRefund".to_owned(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Everything held goes to the seller (`RELEASE`) or back to the buyer (`REFUND`).",
+            "required": ["resolution", "outcome"],
+            "properties": {
+                "resolution": property("resolution"),
+                "outcome": release_or_refund,
+                "sellerAmount": { "type": "null", "description": "Absent or null." },
+                "buyerAmount": { "type": "null", "description": "Absent or null." }
             }
-        ]),
+        }),
+    );
+    schemas.insert(
+        "ResolveSplit".to_owned(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "description": "What is held is split: both sides named, adding up to it.",
+            "required": ["resolution", "outcome", "sellerAmount", "buyerAmount"],
+            "properties": {
+                "resolution": property("resolution"),
+                "outcome": split,
+                "sellerAmount": amount("sellerAmount"),
+                "buyerAmount": amount("buyerAmount")
+            }
+        }),
+    );
+    schemas.insert(
+        "ResolveDisputeRequest".to_owned(),
+        json!({
+            "description": base["description"],
+            "oneOf": [
+                { "$ref": "#/components/schemas/ResolveReleaseOrRefund" },
+                { "$ref": "#/components/schemas/ResolveSplit" }
+            ]
+        }),
     );
 }

@@ -473,6 +473,7 @@ pub async fn start_with_clock(
         relay_wake,
         dummy_hash: Arc::new(dummy_hash),
         read_wait: Duration::from_millis(config.read_wait_ms),
+        session_consistency: config.session_consistency,
         freshness,
         clock,
         hub,

@@ -49,6 +49,8 @@ pub struct Shared {
     pub dummy_hash: Arc<String>,
     /// How long a query with `minPosition` waits for the read models.
     pub read_wait: Duration,
+    /// Whether queries without `minPosition` wait for the caller's own last command.
+    pub session_consistency: bool,
     /// What this instance knows of its read models' progress (read-your-writes).
     pub freshness: Arc<projections::Freshness>,
     /// Where "now" comes from.

@@ -379,6 +379,21 @@ pub async fn stream_version(pool: &PgPool, stream_id: &str) -> Result<i64, sqlx:
     Ok(row.map_or(0, |(v,)| v))
 }
 
+/// The versions of `streams` the read models have applied (absent: none).
+pub async fn stream_versions(
+    pool: &PgPool,
+    streams: &[&str],
+) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream_id, version FROM projection_streams WHERE projection = $1 AND stream_id = ANY($2)",
+    )
+    .bind(PROJECTION)
+    .bind(streams)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The position each projection has applied up to, by name.
 pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT projection, position FROM projection_checkpoints ORDER BY projection")

@@ -273,6 +273,38 @@ impl Freshness {
         Ok(Some(Some((stream, version, applied))))
     }
 
+    /// Waits until every one of `events`, as `(position, stream, version)`, is reflected in
+    /// the read models, for at most `timeout` in all; returns whether they were. Events
+    /// known by their streams already (a caller's own last one, the newest of what it
+    /// reads) are mostly applied long since: memory, or one statement for all of them,
+    /// says so; the others are waited for as [`Freshness::wait_for_position`] does.
+    pub async fn wait_for_events(
+        &self,
+        pool: &PgPool,
+        events: &[(i64, String, i64)],
+        timeout: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pending: Vec<&(i64, String, i64)> = events
+            .iter()
+            .filter(|(_, stream, version)| !self.view(Some(&(stream.clone(), *version))).applied)
+            .collect();
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let streams: Vec<&str> = pending.iter().map(|(_, s, _)| s.as_str()).collect();
+        let applied = crate::apply::stream_versions(pool, &streams).await?;
+        pending.retain(|(_, stream, version)| applied.get(stream).copied().unwrap_or(0) < *version);
+        for (position, _, _) in pending {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self.wait_for_position(pool, *position, left).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Waits until the event at `position` is reflected in the read models, for at most
     /// `timeout`. Returns whether it was reached.
     ///

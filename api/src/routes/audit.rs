@@ -149,7 +149,9 @@ pub async fn for_user(
     }
     // Which streams are the user's comes from the read models: wait for them as other
     // reads do.
-    let reached = crate::routes::await_position(&st, min_position).await?;
+    let reached =
+        crate::routes::await_position(&st, &caller, min_position, crate::routes::Reads::Own)
+            .await?;
     // The user's streams: its own, its wallets', its contracts' and their disputes'.
     let streams = projections::read::streams_of(&st.pool, user.0).await?;
     let rows = st

@@ -21,7 +21,7 @@ use crate::extract::{
 };
 use crate::routes::milestones::{self, MilestoneRequest, MilestoneView};
 use crate::routes::{
-    await_position, read_or_wait, render, unexpected, user_context, with_consistency,
+    await_position, read_or_wait, render, unexpected, user_context, with_consistency, Reads,
 };
 use crate::state::AppState;
 
@@ -254,7 +254,7 @@ fn respond_created(outcome: &Outcome, position: i64) -> (u16, Value) {
         (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "SAME_PARTIES, INVALID_FUND_BY (not RFC 3339, not in the future, or more than 366 days ahead), MILESTONES_MISMATCH (amount is not the milestones' sum), INVALID_MILESTONES and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "SAME_PARTIES, INVALID_FUND_BY (not RFC 3339, not in the future, or more than 366 days ahead), MILESTONES_MISMATCH (amount is not the milestones' sum), AMOUNT_REQUIRED (neither amount nor milestones), INVALID_MILESTONES and validation errors", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -271,7 +271,7 @@ pub async fn create(
         None if req.milestones.is_some() => None,
         None => {
             return Err(ApiError::unprocessable(
-                "INVALID_BODY",
+                "AMOUNT_REQUIRED",
                 "amount is required unless milestones are given",
             ))
         }
@@ -303,8 +303,8 @@ pub async fn create(
 }
 
 /// A contract (parties, arbiters, admins; 404 for anyone else).
-#[utoipa::path(get, path = "/api/v1/contracts/{id}", tag = "contracts", security(("bearer" = [])),
-    params(("id" = String, Path, format = Uuid, description = "Contract id"), ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
+#[utoipa::path(get, path = "/api/v1/contracts/{id}", operation_id = "get_contract", tag = "contracts", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "Contract id"), ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = ContractView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -318,7 +318,13 @@ pub async fn get(
 ) -> Result<Response> {
     let id = parse_id(&id, "contract id")?;
     q.only(&["minPosition"])?;
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reached = await_position(
+        &st,
+        &caller,
+        q.min_position()?,
+        Reads::Stream(StreamId::contract(ContractId(id))),
+    )
+    .await?;
     let row = read_or_wait(&st, &StreamId::contract(ContractId(id)), || {
         projections::read::contract(&st.pool, id)
     })
@@ -341,7 +347,7 @@ pub async fn get(
         ("status" = Option<String>, Query, pattern = "^(DRAFT|ACTIVE|DISPUTED|COMPLETED|REFUNDED|SETTLED|CANCELLED|EXPIRED)$", description = "Only this status"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = ContractPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -367,7 +373,7 @@ pub async fn list_for_user(
     if !caller.can_see(user) {
         return Err(ApiError::forbidden("you may only list your own contracts"));
     }
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reached = await_position(&st, &caller, q.min_position()?, Reads::Own).await?;
     let rows = projections::read::contracts_of(
         &st.pool,
         user.0,

@@ -21,6 +21,7 @@ use crate::extract::{
     parse_body_id, parse_id, parse_optional_decimal, IdempotencyKey, JsonBody, PathParam, QueryMap,
     RequestMeta,
 };
+use crate::routes::Reads;
 use crate::routes::{
     await_position, page_params, read_or_wait, render, unexpected, user_context, with_consistency,
 };
@@ -287,8 +288,8 @@ pub async fn resolve(
 }
 
 /// A dispute (parties, arbiters, admins; 404 for anyone else).
-#[utoipa::path(get, path = "/api/v1/disputes/{id}", tag = "disputes", security(("bearer" = [])),
-    params(("id" = String, Path, format = Uuid, description = "Dispute id"), ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
+#[utoipa::path(get, path = "/api/v1/disputes/{id}", operation_id = "get_dispute", tag = "disputes", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "Dispute id"), ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = DisputeView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -302,7 +303,13 @@ pub async fn get(
 ) -> Result<Response> {
     let id = parse_id(&id, "dispute id")?;
     q.only(&["minPosition"])?;
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reached = await_position(
+        &st,
+        &caller,
+        q.min_position()?,
+        Reads::Stream(StreamId::dispute(DisputeId(id))),
+    )
+    .await?;
     let row = read_or_wait(&st, &StreamId::dispute(DisputeId(id)), || {
         projections::read::dispute(&st.pool, id)
     })
@@ -324,7 +331,7 @@ pub async fn get(
     params(("status" = Option<String>, Query, pattern = "^(OPEN|RESOLVED)$", description = "OPEN or RESOLVED"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait for the read models")),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = DisputePage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -341,7 +348,12 @@ pub async fn list(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> 
             ))
         }
     };
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reads = if caller.role.sees_everything() {
+        Reads::Everything
+    } else {
+        Reads::Own
+    };
+    let reached = await_position(&st, &caller, q.min_position()?, reads).await?;
     let only_user: Option<Uuid> = (!caller.role.sees_everything()).then_some(caller.id.0);
     let rows =
         projections::read::disputes(&st.pool, only_user, status.as_deref(), before, limit + 1)

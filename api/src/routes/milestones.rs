@@ -108,9 +108,9 @@ fn parse_number(raw: &str) -> Result<u16> {
 }
 
 macro_rules! milestone_action {
-    ($(#[$doc:meta])* $name:ident, $action:expr, $path:literal) => {
+    ($(#[$doc:meta])* $name:ident, $action:expr, $path:literal, $operation:literal) => {
         $(#[$doc])*
-        #[utoipa::path(post, path = $path, tag = "contracts", security(("bearer" = [])),
+        #[utoipa::path(post, path = $path, operation_id = $operation, tag = "contracts", security(("bearer" = [])),
             params(("id" = String, Path, format = Uuid, description = "Contract id"),
                 ("n" = u16, Path, minimum = 1, maximum = 50, description = "Milestone number, from 1"),
                 ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
@@ -132,13 +132,13 @@ macro_rules! milestone_action {
 
 milestone_action!(
     /// The seller marks one milestone delivered; its own inspection window (if any) starts.
-    deliver, Action::Deliver, "/api/v1/contracts/{id}/milestones/{n}/deliver"
+    deliver, Action::Deliver, "/api/v1/contracts/{id}/milestones/{n}/deliver", "deliver_milestone"
 );
 milestone_action!(
     /// The buyer releases everything one milestone holds to the seller (`PAYMENT`).
-    release, Action::Release, "/api/v1/contracts/{id}/milestones/{n}/release"
+    release, Action::Release, "/api/v1/contracts/{id}/milestones/{n}/release", "release_milestone"
 );
 milestone_action!(
     /// The seller refunds everything one milestone holds to the buyer (`REFUND`).
-    refund, Action::Refund, "/api/v1/contracts/{id}/milestones/{n}/refund"
+    refund, Action::Refund, "/api/v1/contracts/{id}/milestones/{n}/refund", "refund_milestone"
 );

@@ -102,19 +102,57 @@ fn json_response(status: u16, body: Value, replayed: bool) -> Response {
     res
 }
 
-/// Waits (bounded) for the read models to reach `min_position`. Returns whether they did;
-/// `None` when the client asked for no position.
+/// What a query reads, for [`await_position`] to wait for when the client names no
+/// position.
+pub(crate) enum Reads {
+    /// The caller's own data (lists of its contracts, its audit trail): its own last
+    /// command.
+    Own,
+    /// One stream's row (a wallet and its history, a contract, a dispute, a user): the
+    /// caller's own last command and everything written to that stream before the query.
+    Stream(domain::StreamId),
+    /// Everyone's data (an arbiter's or admin's view): everything committed before the
+    /// query.
+    Everything,
+}
+
+/// Waits (bounded by `READ_WAIT_MS` in all) for the read models to reach `min_position`;
+/// without one, for what `reads` says (session consistency, unless
+/// `SESSION_CONSISTENCY=false`). Returns whether they did; `None` when nothing was waited
+/// for (`minPosition=0`, or session consistency off).
 pub(crate) async fn await_position(
     st: &AppState,
+    caller: &AuthUser,
     min_position: Option<i64>,
+    reads: Reads,
 ) -> Result<Option<bool>> {
+    let position = |p| st.freshness.wait_for_position(&st.pool, p, st.read_wait);
     match min_position {
-        None | Some(0) => Ok(None),
-        Some(p) => Ok(Some(
-            st.freshness
-                .wait_for_position(&st.pool, p, st.read_wait)
-                .await?,
-        )),
+        Some(0) => Ok(None),
+        Some(p) => Ok(Some(position(p).await?)),
+        None if !st.session_consistency => Ok(None),
+        None => match reads {
+            Reads::Everything => match st.store().head().await? {
+                0 => Ok(Some(true)),
+                head => Ok(Some(position(head).await?)),
+            },
+            Reads::Own | Reads::Stream(_) => {
+                // On whichever server the writes were taken: the store knows them.
+                let stream = match &reads {
+                    Reads::Stream(s) => Some(s.as_str()),
+                    _ => None,
+                };
+                let newest = st
+                    .store()
+                    .newest_events(&caller.id.to_string(), stream)
+                    .await?;
+                Ok(Some(
+                    st.freshness
+                        .wait_for_events(&st.pool, &newest, st.read_wait)
+                        .await?,
+                ))
+            }
+        },
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{
     parse_amount, parse_currency, IdempotencyKey, JsonBody, QueryMap, RequestMeta,
 };
+use crate::routes::Reads;
 use crate::routes::{await_position, render, unexpected, user_context, with_consistency};
 use crate::state::AppState;
 
@@ -287,7 +288,7 @@ pub async fn set_fee_schedule(
 
 /// Every currency's fee schedule (admins). A currency without one charges no fee.
 #[utoipa::path(get, path = "/api/v1/admin/fee-schedule", tag = "platform", security(("bearer" = [])),
-    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = Vec<FeeScheduleView>),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -299,7 +300,7 @@ pub async fn fee_schedules(
 ) -> Result<Response> {
     require_admin(&caller, "only admins read the fee schedule")?;
     q.only(&["minPosition"])?;
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reached = await_position(&st, &caller, q.min_position()?, Reads::Everything).await?;
     let rows = projections::read::fee_schedules(&st.pool).await?;
     let items: Vec<FeeScheduleView> = rows
         .iter()
@@ -321,7 +322,7 @@ pub async fn fee_schedules(
 
 /// The platform's revenue per currency (admins).
 #[utoipa::path(get, path = "/api/v1/platform/revenue", tag = "platform", security(("bearer" = [])),
-    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = Vec<RevenueView>),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -333,7 +334,7 @@ pub async fn revenue(
 ) -> Result<Response> {
     require_admin(&caller, "only admins read platform revenue")?;
     q.only(&["minPosition"])?;
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reached = await_position(&st, &caller, q.min_position()?, Reads::Everything).await?;
     let rows = projections::read::revenue(&st.pool).await?;
     let items: Vec<RevenueView> = rows
         .iter()
@@ -353,7 +354,7 @@ pub async fn revenue(
     params(("currency" = Option<String>, Query, pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$", description = "Only this currency"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = RevenueTransactionPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -371,7 +372,7 @@ pub async fn revenue_transactions(
         None => None,
         Some(_) => Some(q.currency()?),
     };
-    let reached = await_position(&st, q.min_position()?).await?;
+    let reached = await_position(&st, &caller, q.min_position()?, Reads::Everything).await?;
     let rows = projections::read::revenue_history(
         &st.pool,
         currency.as_ref().map(Currency::code),

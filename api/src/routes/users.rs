@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Result};
 use crate::extract::{parse_id, PathParam, QueryMap};
+use crate::routes::Reads;
 use crate::routes::{await_position, read_or_wait, with_consistency};
 use crate::state::AppState;
 
@@ -49,7 +50,13 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
     if !caller.can_see(UserId(id)) {
         return Err(ApiError::forbidden("you may only read your own user"));
     }
-    let reached = await_position(st, q.min_position()?).await?;
+    let reached = await_position(
+        st,
+        &caller,
+        q.min_position()?,
+        Reads::Stream(StreamId::user(UserId(id))),
+    )
+    .await?;
     let user = load(st, id)
         .await?
         .ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "user not found"))?;
@@ -58,7 +65,7 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
 
 /// The caller's own user.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
-    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+    params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = UserView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -71,7 +78,7 @@ pub async fn me(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Re
 /// A user by id (self, arbiter or admin).
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid, description = "User id (UUID)"),
-        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = UserView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),

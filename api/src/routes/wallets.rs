@@ -17,6 +17,7 @@ use crate::extract::{
     parse_amount, parse_currency, parse_description, parse_id, IdempotencyKey, JsonBody, PathParam,
     QueryMap, RequestMeta,
 };
+use crate::routes::Reads;
 use crate::routes::{
     await_position, read_or_wait, render, unexpected, user_context, with_consistency,
 };
@@ -189,7 +190,7 @@ fn body_user(text: &str, field: &str) -> Result<UserId> {
 #[utoipa::path(get, path = "/api/v1/wallets/{userId}", tag = "wallets", security(("bearer" = [])),
     params(("userId" = String, Path, format = Uuid, description = "Owner (UUID)"),
         ("currency" = Option<String>, Query, pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$", description = "ISO 4217 code, default USD"),
-        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = WalletView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -209,8 +210,9 @@ pub async fn get_wallet(
     if !caller.can_see(user) {
         return Err(ApiError::forbidden("you may only read your own wallets"));
     }
-    let reached = await_position(&st, q.min_position()?).await?;
     let stream = StreamId::wallet(WalletId::of(user, currency));
+    let reads = Reads::Stream(stream.clone());
+    let reached = await_position(&st, &caller, q.min_position()?, reads).await?;
     let row = read_or_wait(&st, &stream, || {
         projections::read::wallet(&st.pool, user.0, currency.code())
     })
@@ -365,7 +367,7 @@ pub async fn transfer(
         ("currency" = Option<String>, Query, pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$", description = "Only this currency's wallet"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "nextCursor of the previous page"),
-        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to 2 s) until the read models include this position")),
+        ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = TransactionPage),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -387,7 +389,10 @@ pub async fn transactions(
     if !caller.can_see(user) {
         return Err(ApiError::forbidden("you may only read your own history"));
     }
-    let reached = await_position(&st, q.min_position()?).await?;
+    // The wallet's own stream: the rows of a history are its movements.
+    let wallet = WalletId::of(user, currency.unwrap_or(Currency::USD));
+    let reads = Reads::Stream(StreamId::wallet(wallet));
+    let reached = await_position(&st, &caller, q.min_position()?, reads).await?;
     let rows = projections::read::history(
         &st.pool,
         user.0,

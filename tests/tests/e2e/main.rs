@@ -8,6 +8,7 @@ mod api_flow;
 mod audit;
 mod auth;
 mod bad_input;
+mod clients;
 mod concurrency;
 mod console;
 mod contracts;

@@ -261,7 +261,7 @@ async fn bad_milestone_requests_are_refused_and_write_nothing() {
     expect(
         &r,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_BODY",
+        "AMOUNT_REQUIRED",
         "no amount",
     );
     assert_eq!(

@@ -68,7 +68,6 @@ async fn links_resolve_and_ids_and_keys_are_constrained() {
         ("PayoutRequest", "amount"),
         ("FeeScheduleRequest", "minimum"),
         ("FeeScheduleRequest", "maximum"),
-        ("ResolveDisputeRequest", "sellerAmount"),
     ] {
         let alternatives = &doc["components"]["schemas"][schema]["properties"][field]["oneOf"];
         assert!(
@@ -95,24 +94,28 @@ async fn links_resolve_and_ids_and_keys_are_constrained() {
 async fn the_resolve_rule_across_fields_is_documented_and_enforced() {
     let app = spawn_app().await;
     let doc = app.get("/openapi.json", None).await.body;
-    let branches = doc["components"]["schemas"]["ResolveDisputeRequest"]["oneOf"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let split = branches
-        .iter()
-        .find(|b| b["properties"]["outcome"]["const"] == "SPLIT")
-        .expect("a SPLIT branch");
-    assert_eq!(split["required"], json!(["sellerAmount", "buyerAmount"]));
+    let schemas = &doc["components"]["schemas"];
     assert_eq!(
-        split["properties"]["sellerAmount"],
-        json!({"not": {"type": "null"}})
+        schemas["ResolveDisputeRequest"]["oneOf"],
+        json!([{"$ref": "#/components/schemas/ResolveReleaseOrRefund"},
+               {"$ref": "#/components/schemas/ResolveSplit"}])
     );
-    let others = branches
-        .iter()
-        .find(|b| b["properties"]["outcome"]["enum"] == json!(["RELEASE", "REFUND"]))
-        .expect("a RELEASE/REFUND branch");
-    assert_eq!(others["properties"]["buyerAmount"], json!({"type": "null"}));
+    let split = &schemas["ResolveSplit"];
+    assert_eq!(
+        split["required"],
+        json!(["resolution", "outcome", "sellerAmount", "buyerAmount"])
+    );
+    assert_eq!(split["properties"]["outcome"]["enum"], json!(["SPLIT"]));
+    assert!(!split["properties"]["sellerAmount"]
+        .to_string()
+        .contains("null"));
+    let others = &schemas["ResolveReleaseOrRefund"];
+    assert_eq!(
+        others["properties"]["outcome"]["enum"],
+        json!(["RELEASE", "REFUND"])
+    );
+    assert_eq!(others["properties"]["buyerAmount"]["type"], "null");
+    assert_eq!(others["required"], json!(["resolution", "outcome"]));
 
     let arbiter = app.user().await;
     let arbiter = app.grant(&arbiter, "arbiter").await;
@@ -182,5 +185,96 @@ async fn the_text_patterns_refuse_what_the_server_refuses() {
         assert_eq!(title.is_match(&alone), !(blank || control), "title {:?}", c);
         let inside = format!("a{c}b");
         assert_eq!(title.is_match(&inside), !control, "title a{:?}b", c);
+    }
+}
+
+/// Bodies as generated clients expect them: a command that takes nothing declares no body,
+/// an optional body is an optional object (never "an object or null", which generators
+/// make callers fill in), and every body a request or a JSON answer carries is a named
+/// schema (or a list of one); operation ids are unique. The server still takes no body,
+/// `{}` or `null` alike.
+///
+/// Fails without `optional_bodies` in the served document (seen: `fund` declared a
+/// required body of `EmptyRequest` or `null`).
+#[tokio::test]
+async fn bodies_are_declared_as_generated_clients_expect() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", None).await.body;
+    for action in ["fund", "deliver", "cancel"] {
+        let op = &doc["paths"][format!("/api/v1/contracts/{{id}}/{action}")]["post"];
+        assert!(op.get("requestBody").is_none(), "{action}: {op}");
+    }
+    for n in ["deliver", "release", "refund"] {
+        let op = &doc["paths"][format!("/api/v1/contracts/{{id}}/milestones/{{n}}/{n}")]["post"];
+        assert!(op.get("requestBody").is_none(), "milestone {n}: {op}");
+    }
+    for action in ["release", "refund"] {
+        let body =
+            &doc["paths"][format!("/api/v1/contracts/{{id}}/{action}")]["post"]["requestBody"];
+        assert_eq!(
+            body,
+            &json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PayoutRequest"}}}}),
+            "{action}"
+        );
+    }
+    let named = |schema: &Value| {
+        schema.get("$ref").is_some()
+            || (schema["type"] == "array" && schema["items"].get("$ref").is_some())
+    };
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let bodies = op["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .chain(
+                    op["responses"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|(_, r)| r["content"].as_object().into_iter().flatten()),
+                );
+            for (content_type, c) in bodies {
+                assert!(
+                    named(&c["schema"]),
+                    "{method} {path} {content_type}: {}",
+                    c["schema"]
+                );
+            }
+        }
+    }
+    assert!(doc["components"]["schemas"].get("EmptyRequest").is_none());
+    // Generators name a client's methods after operation ids: each is unique.
+    let mut ids = std::collections::HashMap::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            if let Some(other) = ids.insert(id.clone(), format!("{method} {path}")) {
+                panic!("operationId {id} names {other} and {method} {path}");
+            }
+        }
+    }
+
+    // The server takes no body, `{}` and `null` alike.
+    let (buyer, seller) = (app.user().await, app.user().await);
+    app.deposit(&buyer, "30").await;
+    for body in [None, Some(json!({})), Some(Value::Null)] {
+        let c = app
+            .post(
+                "/contracts",
+                Some(&buyer.token),
+                json!({"sellerId": seller.id, "buyerId": buyer.id, "title": "t", "amount": "10"}),
+            )
+            .await;
+        let r = app
+            .request(
+                reqwest::Method::POST,
+                &format!("/contracts/{}/fund", c.str("id")),
+                Some(&buyer.token),
+                body.as_ref(),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, reqwest::StatusCode::OK, "{body:?}: {:?}", r.body);
     }
 }
