@@ -24,7 +24,7 @@ pub enum UserRef {
 /// [`grant_role`] for a user named by e-mail or by id.
 pub async fn grant_role_to(database_url: &str, who: &UserRef, role: &str) -> anyhow::Result<()> {
     let role = Role::parse(role)
-        .with_context(|| format!("unknown role {role:?}: use user, arbiter or admin"))?;
+        .with_context(|| format!("unknown role {role:?}: use user, arbiter, admin or service"))?;
     let user_id = on_user(database_url, who, |user_id| Command::GrantRole {
         user_id,
         role,

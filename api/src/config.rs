@@ -86,6 +86,11 @@ pub struct ServeConfig {
     /// How long a query with `minPosition` waits for the read models, in milliseconds.
     #[arg(long, env = "READ_WAIT_MS", default_value_t = 2000)]
     pub read_wait_ms: u64,
+    /// Whether users may credit their own wallets with `POST /wallets/deposit` (as the seed
+    /// does). `false`, for production: only the `service` role and admins deposit, so money
+    /// enters through the marketplace's payment integration.
+    #[arg(long, env = "SELF_DEPOSITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub self_deposits: bool,
     /// Whether a query without `minPosition` waits (up to `READ_WAIT_MS`) for the caller's
     /// own last command to reach the read models (`false`: it answers from them as they
     /// are, as `minPosition=0` does).

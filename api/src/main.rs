@@ -128,11 +128,12 @@ enum EventsCmd {
 
 #[derive(Debug, Subcommand)]
 enum UsersCmd {
-    /// Give a user the arbiter or admin role (recorded as a RoleGranted event by `operator`).
+    /// Give a user the arbiter, admin or service role (recorded as a RoleGranted event by
+    /// `operator`).
     GrantRole {
         #[command(flatten)]
         who: WhoArgs,
-        /// `arbiter`, `admin` or `user`.
+        /// `arbiter`, `admin`, `service` or `user`.
         #[arg(long)]
         role: String,
     },

@@ -474,6 +474,7 @@ pub async fn start_with_clock(
         dummy_hash: Arc::new(dummy_hash),
         read_wait: Duration::from_millis(config.read_wait_ms),
         session_consistency: config.session_consistency,
+        self_deposits: config.self_deposits,
         freshness,
         clock,
         hub,

@@ -49,6 +49,8 @@ pub struct Shared {
     pub dummy_hash: Arc<String>,
     /// How long a query with `minPosition` waits for the read models.
     pub read_wait: Duration,
+    /// Whether users may deposit into their own wallets (`SELF_DEPOSITS`).
+    pub self_deposits: bool,
     /// Whether queries without `minPosition` wait for the caller's own last command.
     pub session_consistency: bool,
     /// What this instance knows of its read models' progress (read-your-writes).

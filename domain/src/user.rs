@@ -21,6 +21,9 @@ pub enum Role {
     Arbiter,
     /// Everything an arbiter can, plus acting on any wallet.
     Admin,
+    /// The marketplace's backend or its payment provider's integration: credits any user's
+    /// wallet (deposits, and confirming pay-ins), sees only what it is a party to.
+    Service,
 }
 
 impl Role {
@@ -30,15 +33,17 @@ impl Role {
             Role::User => "user",
             Role::Arbiter => "arbiter",
             Role::Admin => "admin",
+            Role::Service => "service",
         }
     }
 
-    /// Parses `user`, `arbiter` or `admin`.
+    /// Parses `user`, `arbiter`, `admin` or `service`.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "user" => Some(Role::User),
             "arbiter" => Some(Role::Arbiter),
             "admin" => Some(Role::Admin),
+            "service" => Some(Role::Service),
             _ => None,
         }
     }

@@ -87,6 +87,8 @@ pub struct AppOptions {
     pub read_wait_ms: Option<u64>,
     /// Whether queries wait for the caller's own last command (default: yes, as documented).
     pub session_consistency: Option<bool>,
+    /// Whether users may deposit into their own wallets (default: yes, as documented).
+    pub self_deposits: Option<bool>,
     /// Which parts run (default: all of them; `Api` leaves the store unpublished and
     /// unprojected, for tests that feed a worker by hand).
     pub role: Option<WorkerRole>,
@@ -194,6 +196,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         db_max_connections: 20,
         read_wait_ms: opts.read_wait_ms.unwrap_or(2_000),
         session_consistency: opts.session_consistency.unwrap_or(true),
+        self_deposits: opts.self_deposits.unwrap_or(true),
         auto_release_poll_ms: 50,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),

@@ -40,7 +40,7 @@ pub struct RegisteredUser {
     pub id: String,
     /// Normalised e-mail.
     pub email: String,
-    /// `user`, `arbiter` or `admin`.
+    /// `user`, `arbiter`, `admin` or `service`.
     pub role: String,
     /// RFC 3339 UTC.
     pub created_at: String,

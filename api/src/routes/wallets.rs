@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use command_handlers::{Command, Outcome, WalletChange};
 use domain::wallet::{Deposit, Transfer, Withdraw};
-use domain::{Currency, StreamId, TransactionId, UserId, WalletId};
+use domain::{Currency, Role, StreamId, TransactionId, UserId, WalletId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -242,17 +242,18 @@ struct MoneyInput {
     description: Option<domain::Description>,
 }
 
-fn money_input(caller: &AuthUser, body: &JsonBody) -> Result<MoneyInput> {
+/// Parses a deposit's or withdrawal's body; `may` says whether the caller may move money
+/// in the named user's wallet (or why not).
+fn money_input(
+    body: &JsonBody,
+    may: impl FnOnce(UserId) -> std::result::Result<(), &'static str>,
+) -> Result<MoneyInput> {
     let req: MoneyRequest = body.parse()?;
     let user = body_user(&req.user_id, "userId")?;
     let currency = parse_currency(req.currency.as_deref())?;
     let amount = parse_amount(&req.amount, currency)?;
     let description = parse_description(req.description.as_deref())?;
-    if !caller.can_act_for(user) {
-        return Err(ApiError::forbidden(
-            "you may only move money in your own wallets",
-        ));
-    }
+    may(user).map_err(ApiError::forbidden)?;
     Ok(MoneyInput {
         user,
         currency,
@@ -261,7 +262,8 @@ fn money_input(caller: &AuthUser, body: &JsonBody) -> Result<MoneyInput> {
     })
 }
 
-/// Deposit money into a wallet (own; admins: any). Opens the currency's wallet if needed.
+/// Deposit money into a wallet (own, unless `SELF_DEPOSITS=false`; admins and the `service`
+/// role: any). Opens the currency's wallet if needed.
 #[utoipa::path(post, path = "/api/v1/wallets/deposit", tag = "wallets", security(("bearer" = [])), request_body = MoneyRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     responses((status = 201, body = MoneyResponse),
@@ -279,7 +281,19 @@ pub async fn deposit(
     key: IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response> {
-    let input = money_input(&caller, &body)?;
+    // Admins and the marketplace's service credit anyone; a user its own wallet, unless
+    // SELF_DEPOSITS=false leaves money to come in only through them.
+    let input = money_input(&body, |user| {
+        if matches!(caller.role, Role::Admin | Role::Service) {
+            Ok(())
+        } else if caller.id != user {
+            Err("you may only move money in your own wallets")
+        } else if !st.self_deposits {
+            Err("deposits come in through the marketplace's service or an admin here (SELF_DEPOSITS=false)")
+        } else {
+            Ok(())
+        }
+    })?;
     let ctx = user_context(&caller, "POST /wallets/deposit", &meta, key, &body);
     let cmd = Command::Deposit(Deposit {
         transaction_id: TransactionId::new_v7(),
@@ -312,7 +326,13 @@ pub async fn withdraw(
     key: IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response> {
-    let input = money_input(&caller, &body)?;
+    let input = money_input(&body, |user| {
+        if caller.can_act_for(user) {
+            Ok(())
+        } else {
+            Err("you may only move money in your own wallets")
+        }
+    })?;
     let ctx = user_context(&caller, "POST /wallets/withdraw", &meta, key, &body);
     let cmd = Command::Withdraw(Withdraw {
         transaction_id: TransactionId::new_v7(),

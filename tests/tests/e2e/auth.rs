@@ -146,6 +146,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         db_max_connections: 2,
         read_wait_ms: 10,
         session_consistency: true,
+        self_deposits: true,
         auto_release_poll_ms: 1000,
         rate_limit_per_ip_per_minute: 0,
         rate_limit_per_user_per_minute: 0,

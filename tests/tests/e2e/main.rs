@@ -21,6 +21,7 @@ mod hostile;
 mod integrations;
 mod logins;
 mod milestones;
+mod money_in;
 mod notifications;
 mod openapi;
 mod operations;
