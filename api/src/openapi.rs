@@ -37,6 +37,7 @@ impl Modify for BearerAuth {
         contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,
         contracts::release, contracts::refund, contracts::cancel,
         milestones::deliver, milestones::release, milestones::refund,
+        wallets::freeze, wallets::unfreeze,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
         audit::record, audit::logs_for_user,

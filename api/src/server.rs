@@ -151,6 +151,8 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/contracts/{id}/release", post(contracts::release))
         .route("/contracts/{id}/refund", post(contracts::refund))
         .route("/contracts/{id}/cancel", post(contracts::cancel))
+        .route("/admin/wallets/{userId}/freeze", post(wallets::freeze))
+        .route("/admin/wallets/{userId}/unfreeze", post(wallets::unfreeze))
         .route(
             "/contracts/{id}/milestones/{n}/deliver",
             post(milestones::deliver),

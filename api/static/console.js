@@ -189,6 +189,7 @@ async function loadWallet() {
     const w = await api("GET", withQuery(`/wallets/${S.user.id}`, fresh()));
     $("balance").textContent = `${w.balance} ${w.currency}`;
     $("held").textContent = `${w.heldInEscrow} ${w.currency}`;
+    $("frozen").hidden = !w.frozen;
     $("wallet-id").textContent = w.id;
   } catch (e) {
     if (e.status !== 404) throw e;
@@ -459,6 +460,17 @@ function wire() {
     await api("PUT", "/admin/fee-schedule", req);
     return `Fee schedule for ${req.currency} set`;
   });
+  onSubmit("freeze-form", async (f) => {
+    const user = f.get("userId").trim();
+    await api("POST", `/admin/wallets/${user}/freeze`, { reason: f.get("reason") });
+    return `Froze the wallet of ${user}`;
+  });
+  $("unfreeze").addEventListener("click", () =>
+    run($("unfreeze"), async () => {
+      const user = $("freeze-user").value.trim();
+      await api("POST", `/admin/wallets/${user}/unfreeze`, {});
+      return `Unfroze the wallet of ${user}`;
+    }));
   onSubmit("revenue-form", async (f) => {
     const req = { amount: f.get("amount"), currency: f.get("currency").trim() };
     await api("POST", "/platform/revenue/withdraw", req);

@@ -96,6 +96,19 @@ pub enum Command {
         /// The entry.
         entry: domain::user::RecordActivity,
     },
+    /// An admin freezes a wallet (`reason`) or lifts its freeze (`None`).
+    SetWalletFrozen {
+        /// Who asks (refused unless an admin).
+        actor: domain::Actor,
+        /// The wallet's owner.
+        user_id: UserId,
+        /// Which of the owner's wallets.
+        currency: Currency,
+        /// Why it is frozen; `None` unfreezes it.
+        reason: Option<String>,
+        /// Now.
+        now: Timestamp,
+    },
     /// Draft an escrow contract.
     CreateContract(CreateContract),
     /// The buyer funds the contract: its price moves into escrow.
@@ -215,6 +228,10 @@ impl Command {
             Command::Register { .. } => "RegisterUser",
             Command::Deposit(_) => "Deposit",
             Command::Withdraw(_) => "Withdraw",
+            Command::SetWalletFrozen {
+                reason: Some(_), ..
+            } => "FreezeWallet",
+            Command::SetWalletFrozen { reason: None, .. } => "UnfreezeWallet",
             Command::Transfer(_) => "Transfer",
             Command::GrantRole { .. } => "GrantRole",
             Command::SuspendUser { .. } => "SuspendUser",
@@ -312,6 +329,8 @@ pub enum Outcome {
     FeeSchedule(FeeScheduleChange),
     /// From [`Command::WithdrawRevenue`]: the revenue account after it.
     Revenue(RevenueChange),
+    /// From [`Command::SetWalletFrozen`]: the wallet after it.
+    WalletStatus(WalletStatusChange),
 }
 
 impl Outcome {
@@ -327,8 +346,26 @@ impl Outcome {
             Outcome::Activity(a) => a.recorded_at = at,
             Outcome::FeeSchedule(f) => f.recorded_at = at,
             Outcome::Revenue(r) => r.recorded_at = at,
+            Outcome::WalletStatus(w) => w.recorded_at = at,
         }
     }
+}
+
+/// A wallet after an admin froze or unfroze it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalletStatusChange {
+    /// The wallet.
+    pub wallet_id: WalletId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// Its currency.
+    pub currency: Currency,
+    /// Its balance.
+    pub balance: Decimal,
+    /// Why it is frozen; `None`: it is not.
+    pub frozen: Option<String>,
+    /// When the change was recorded.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// A contract after a command.

@@ -100,6 +100,26 @@ pub enum Event {
         /// Its currency, fixed for life.
         currency: Currency,
     },
+    /// An admin froze the wallet: it still receives money but sends none.
+    WalletFrozen {
+        /// Why (shown to admins).
+        reason: String,
+        /// The admin.
+        #[serde(rename = "frozenBy")]
+        frozen_by: UserId,
+        /// When.
+        #[serde(rename = "frozenAt")]
+        frozen_at: Timestamp,
+    },
+    /// An admin lifted the wallet's freeze.
+    WalletUnfrozen {
+        /// The admin.
+        #[serde(rename = "unfrozenBy")]
+        unfrozen_by: UserId,
+        /// When.
+        #[serde(rename = "unfrozenAt")]
+        unfrozen_at: Timestamp,
+    },
     /// Money came in from outside the ledger (the world account) to this wallet.
     FundsDeposited {
         /// The movement.
@@ -486,6 +506,8 @@ impl Event {
             Event::UserReactivated { .. } => "UserReactivated",
             Event::ActivityRecorded { .. } => "ActivityRecorded",
             Event::WalletOpened { .. } => "WalletOpened",
+            Event::WalletFrozen { .. } => "WalletFrozen",
+            Event::WalletUnfrozen { .. } => "WalletUnfrozen",
             Event::FundsDeposited { .. } => "FundsDeposited",
             Event::FundsWithdrawn { .. } => "FundsWithdrawn",
             Event::TransferSent { .. } => "TransferSent",

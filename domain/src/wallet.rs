@@ -1,14 +1,16 @@
-//! The wallet aggregate: one per (user, currency), never below zero.
+//! The wallet aggregate: one per (user, currency), never below zero; an admin may freeze
+//! it (it receives money, sends none).
 
 use rust_decimal::Decimal;
 
+use crate::actor::Actor;
 use crate::error::DomainError;
 use crate::event::{DepositChannel, Event};
-use crate::ids::{TransactionId, UserId, WalletId};
+use crate::ids::{Timestamp, TransactionId, UserId, WalletId};
 use crate::money::{Amount, Currency};
 use crate::stream::{Aggregate, StreamId, StreamWrite, Versioned};
 use crate::text::Description;
-use crate::user::User;
+use crate::user::{Role, User};
 
 /// State of one wallet, folded from its stream.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +23,8 @@ pub struct Wallet {
     pub currency: Option<Currency>,
     /// Money available to spend. Never negative.
     pub balance: Decimal,
+    /// Why an admin froze it: it receives money but sends none. `None`: not frozen.
+    pub frozen: Option<String>,
 }
 
 impl Aggregate for Wallet {
@@ -44,6 +48,8 @@ impl Aggregate for Wallet {
                 // tampered store reaches the bound, and folding it must not panic.
                 self.balance = self.balance.saturating_add(amount.value());
             }
+            Event::WalletFrozen { reason, .. } => self.frozen = Some(reason.clone()),
+            Event::WalletUnfrozen { .. } => self.frozen = None,
             Event::FundsWithdrawn { amount, .. }
             | Event::TransferSent { amount, .. }
             | Event::EscrowHeld { amount, .. }
@@ -108,11 +114,21 @@ pub struct Transfer {
     pub description: Option<Description>,
 }
 
+/// What money leaving a wallet needs: the wallet not frozen, and `amount` available.
 pub(crate) fn require_funds(
     wallet: &Wallet,
     amount: Amount,
     currency: Currency,
 ) -> Result<(), DomainError> {
+    if wallet.frozen.is_some() {
+        return Err(DomainError::InvalidTransition {
+            code: "WALLET_FROZEN",
+            detail: format!(
+                "the {} wallet is frozen: it receives money but sends none",
+                currency.code()
+            ),
+        });
+    }
     if wallet.balance < amount.value() {
         return Err(DomainError::InsufficientFunds {
             balance: currency.format(wallet.balance),
@@ -264,4 +280,87 @@ pub fn transfer(
             events: payee_events,
         },
     ])
+}
+
+/// Longest reason for a freeze, in characters.
+pub const FREEZE_REASON_CHARS_MAX: usize = 500;
+
+fn admin(actor: Actor, what: &'static str) -> Result<UserId, DomainError> {
+    match actor {
+        Actor::User {
+            id,
+            role: Role::Admin,
+        } => Ok(id),
+        _ => Err(DomainError::Forbidden(what)),
+    }
+}
+
+/// Decides a freeze, by an admin: the wallet keeps receiving money, but no transfer,
+/// withdrawal or funding leaves it until it is unfrozen.
+pub fn freeze(
+    wallet: &Versioned<Wallet>,
+    actor: Actor,
+    currency: Currency,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let by = admin(actor, "only an admin may freeze a wallet")?;
+    let reason = reason.trim();
+    if reason.is_empty()
+        || reason.chars().count() > FREEZE_REASON_CHARS_MAX
+        || reason
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(DomainError::InvalidText(
+            "reason must be 1 to 500 characters without control characters",
+        ));
+    }
+    let id = wallet
+        .state
+        .id
+        .ok_or(DomainError::WalletNotFound(currency))?;
+    if wallet.state.frozen.is_some() {
+        return Err(DomainError::InvalidTransition {
+            code: "WALLET_ALREADY_FROZEN",
+            detail: "the wallet is already frozen".into(),
+        });
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::wallet(id),
+        expected_version: wallet.version,
+        events: vec![Event::WalletFrozen {
+            reason: reason.to_owned(),
+            frozen_by: by,
+            frozen_at: now,
+        }],
+    }])
+}
+
+/// Decides lifting a freeze, by an admin.
+pub fn unfreeze(
+    wallet: &Versioned<Wallet>,
+    actor: Actor,
+    currency: Currency,
+    now: Timestamp,
+) -> Result<Vec<StreamWrite>, DomainError> {
+    let by = admin(actor, "only an admin may unfreeze a wallet")?;
+    let id = wallet
+        .state
+        .id
+        .ok_or(DomainError::WalletNotFound(currency))?;
+    if wallet.state.frozen.is_none() {
+        return Err(DomainError::InvalidTransition {
+            code: "WALLET_NOT_FROZEN",
+            detail: "the wallet is not frozen".into(),
+        });
+    }
+    Ok(vec![StreamWrite {
+        stream: StreamId::wallet(id),
+        expected_version: wallet.version,
+        events: vec![Event::WalletUnfrozen {
+            unfrozen_by: by,
+            unfrozen_at: now,
+        }],
+    }])
 }

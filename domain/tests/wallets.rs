@@ -303,6 +303,8 @@ mod properties {
         Deposit(usize, i64),
         Withdraw(usize, i64),
         Transfer(usize, usize, i64),
+        /// An admin freezes (true) or unfreezes (false) a user's wallet.
+        Freeze(usize, bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -310,20 +312,30 @@ mod properties {
             (0..4usize, 1..100_000i64).prop_map(|(u, c)| Op::Deposit(u, c)),
             (0..4usize, 1..100_000i64).prop_map(|(u, c)| Op::Withdraw(u, c)),
             (0..4usize, 0..4usize, 1..100_000i64).prop_map(|(a, b, c)| Op::Transfer(a, b, c)),
+            (0..4usize, any::<bool>()).prop_map(|(u, f)| Op::Freeze(u, f)),
         ]
     }
 
     proptest! {
         /// No sequence of commands, accepted or refused, breaks conservation or takes a
-        /// wallet below zero.
+        /// wallet below zero, and no money leaves a frozen wallet (fails with the frozen
+        /// check removed from `require_funds`: seen).
         #[test]
         fn random_commands_conserve_money(ops in proptest::collection::vec(op(), 1..80)) {
             let users: Vec<UserId> = (0..4).map(|_| UserId::new_v7()).collect();
             let user_state: Vec<Versioned<User>> = users.iter().map(|u| given(&registered(*u))).collect();
             let mut wallets: HashMap<UserId, Versioned<Wallet>> = users.iter().map(|u| (*u, given(&[opened(*u)]))).collect();
             let mut sums: HashMap<Account, Decimal> = HashMap::new();
+            let admin = domain::Actor::User { id: UserId::new_v7(), role: Role::Admin };
             for op in ops {
+                let sender = match op {
+                    Op::Withdraw(u, _) | Op::Transfer(u, _, _) => Some(users[u]),
+                    _ => None,
+                };
+                let frozen_sender = sender.is_some_and(|u| wallets[&u].state.frozen.is_some());
                 let writes = match op {
+                    Op::Freeze(u, true) => wallet::freeze(&wallets[&users[u]], admin, Currency::USD, "review", domain::Timestamp(0)),
+                    Op::Freeze(u, false) => wallet::unfreeze(&wallets[&users[u]], admin, Currency::USD, domain::Timestamp(0)),
                     Op::Deposit(u, c) => wallet::deposit(&user_state[u], &wallets[&users[u]], &Deposit {
                         transaction_id: TransactionId::new_v7(), user_id: users[u], currency: Currency::USD,
                         amount: Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid"), description: None, channel: domain::DepositChannel::Api }),
@@ -334,6 +346,10 @@ mod properties {
                         transaction_id: TransactionId::new_v7(), from_user_id: users[a], to_user_id: users[b], currency: Currency::USD,
                         amount: Amount::new(Decimal::new(c, 2), Currency::USD).expect("valid"), description: None }),
                 };
+                if frozen_sender {
+                    let refused = writes.as_ref().err().map(|e| e.code());
+                    prop_assert!(matches!(refused, Some("WALLET_FROZEN" | "SELF_TRANSFER")), "{:?}", refused);
+                }
                 let Ok(writes) = writes else { continue };
                 for w in writes {
                     let owner = users.iter().copied().find(|u| StreamId::wallet(WalletId::of(*u, Currency::USD)) == w.stream).expect("known wallet");
@@ -410,4 +426,85 @@ fn credits_that_would_pass_the_balance_limit_are_refused() {
         &transfer_cmd(payer, payee, "0.50")
     )
     .is_ok());
+}
+
+/// Given a funded wallet, an admin freezes it: money still comes in, none goes out (not by
+/// transfer, withdrawal or funding a contract) until it is unfrozen; only an admin may do
+/// either, with a reason, once.
+#[test]
+fn a_frozen_wallet_receives_but_sends_nothing() {
+    let (u, other) = (UserId::new_v7(), UserId::new_v7());
+    let admin = domain::Actor::User {
+        id: UserId::new_v7(),
+        role: Role::Admin,
+    };
+    let user = domain::Actor::User {
+        id: u,
+        role: Role::User,
+    };
+    let now = domain::Timestamp(5);
+    let w: Versioned<Wallet> = given(&[opened(u), deposited("100")]);
+    let code = |r: Result<Vec<StreamWrite>, DomainError>| r.expect_err("refused").code();
+    assert_eq!(
+        code(wallet::freeze(&w, user, Currency::USD, "x", now)),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(wallet::freeze(&w, admin, Currency::USD, "  ", now)),
+        "INVALID_TEXT"
+    );
+    assert_eq!(
+        code(wallet::freeze(
+            &Versioned::default(),
+            admin,
+            Currency::USD,
+            "x",
+            now
+        )),
+        "WALLET_NOT_FOUND"
+    );
+    assert_eq!(
+        code(wallet::unfreeze(&w, admin, Currency::USD, now)),
+        "WALLET_NOT_FROZEN"
+    );
+    let frozen =
+        wallet::freeze(&w, admin, Currency::USD, "chargeback review", now).expect("frozen");
+    assert!(matches!(
+        &frozen[0].events[..],
+        [Event::WalletFrozen { reason, frozen_at, .. }] if reason == "chargeback review" && *frozen_at == now
+    ));
+    let mut w = w;
+    frozen[0].events.iter().for_each(|e| w.apply(e));
+    assert_eq!(
+        code(wallet::freeze(&w, admin, Currency::USD, "again", now)),
+        "WALLET_ALREADY_FROZEN"
+    );
+
+    let withdraw = Withdraw {
+        transaction_id: TransactionId::new_v7(),
+        user_id: u,
+        currency: Currency::USD,
+        amount: usd("1"),
+        description: None,
+    };
+    assert_eq!(code(wallet::withdraw(&w, &withdraw)), "WALLET_FROZEN");
+    let other_user: Versioned<User> = given(&registered(other));
+    let other_wallet: Versioned<Wallet> = given(&[opened(other), deposited("5")]);
+    assert_eq!(
+        code(wallet::transfer(
+            &w,
+            &other_user,
+            &other_wallet,
+            &transfer_cmd(u, other, "1")
+        )),
+        "WALLET_FROZEN"
+    );
+    // Money still comes in.
+    let me: Versioned<User> = given(&registered(u));
+    assert!(wallet::transfer(&other_wallet, &me, &w, &transfer_cmd(other, u, "2")).is_ok());
+
+    let unfrozen = wallet::unfreeze(&w, admin, Currency::USD, now).expect("unfrozen");
+    unfrozen[0].events.iter().for_each(|e| w.apply(e));
+    assert_eq!(w.state.frozen, None);
+    assert!(wallet::withdraw(&w, &withdraw).is_ok());
 }

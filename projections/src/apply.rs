@@ -329,6 +329,21 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
             .execute(&mut *conn)
             .await?;
         }
+        Event::WalletFrozen { reason, .. } => {
+            sqlx::query("UPDATE rm_wallets SET frozen_reason = $2, updated_at = greatest(updated_at, $3) WHERE id = $1")
+                .bind(aggregate_uuid(&env.stream_id)?)
+                .bind(reason)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Event::WalletUnfrozen { .. } => {
+            sqlx::query("UPDATE rm_wallets SET frozen_reason = NULL, updated_at = greatest(updated_at, $2) WHERE id = $1")
+                .bind(aggregate_uuid(&env.stream_id)?)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
         // An application's own audit entry is read from the event store (the audit
         // trail); no read model shows it.
         Event::ActivityRecorded { .. } => {}

@@ -238,6 +238,23 @@ try {
     await expectText(dave, "#revenue .revenue-balance", "0.60");
   });
 
+  await step("dave freezes bob's wallet; bob sees it live; dave unfreezes it", async () => {
+    await dave.fill("#freeze-user", BOB_ID);
+    await dave.fill("#freeze-reason", "chargeback review");
+    await dave.click("#freeze");
+    await expectText(dave, "#status.ok", "Froze the wallet");
+    await bob.locator("#frozen:not([hidden])").waitFor(WAIT);
+    const aliceId = await alice.evaluate(() => JSON.parse(sessionStorage.getItem("escrow.user")).id);
+    await bob.fill("#transfer-to", aliceId);
+    await bob.fill("#transfer-amount", "1");
+    await bob.click("#transfer");
+    await expectText(bob, "#status.error", "WALLET_FROZEN");
+    await dave.fill("#freeze-user", BOB_ID);
+    await dave.click("#unfreeze");
+    await expectText(dave, "#status.ok", "Unfroze the wallet");
+    await bob.locator("#frozen[hidden]").waitFor({ state: "attached", ...WAIT });
+  });
+
   await step("the API reference renders from the binary", async () => {
     const docs = await open("docs");
     await docs.goto(ORIGIN + "/api/v1/docs");

@@ -86,6 +86,15 @@ pub(crate) async fn decide<L: Load>(
         } => users::record_activity(&mut r, *actor, *user_id, entry).await,
         Command::Deposit(d) => wallets::deposit(&mut r, d).await,
         Command::Withdraw(w) => wallets::withdraw(&mut r, w).await,
+        Command::SetWalletFrozen {
+            actor,
+            user_id,
+            currency,
+            reason,
+            now,
+        } => {
+            wallets::set_frozen(&mut r, *actor, *user_id, *currency, reason.as_deref(), *now).await
+        }
         Command::Transfer(t) => wallets::transfer(&mut r, t).await,
         Command::CreateContract(c) => contracts::create(&mut r, c).await,
         Command::FundContract {

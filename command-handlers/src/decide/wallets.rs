@@ -2,10 +2,12 @@
 
 use chrono::Utc;
 use domain::wallet::{self, Deposit, Transfer, Withdraw};
-use domain::{Currency, DomainError, StreamId, StreamWrite, User, UserId, Wallet, WalletId};
+use domain::{
+    Actor, Currency, DomainError, StreamId, StreamWrite, Timestamp, User, UserId, Wallet, WalletId,
+};
 
 use super::{after_states, state_after, Plan, Reader};
-use crate::command::{CommandError, Outcome, WalletChange};
+use crate::command::{CommandError, Outcome, WalletChange, WalletStatusChange};
 use crate::load::{Load, State};
 
 pub(super) async fn deposit<L: Load>(
@@ -130,4 +132,37 @@ fn plan(writes: Vec<StreamWrite>, loaded: Vec<(StreamId, State)>, m: Movement) -
             recorded_at: Utc::now(),
         }),
     }
+}
+
+/// An admin freezes `user`'s wallet in `currency` (`reason`), or lifts its freeze (`None`).
+pub(super) async fn set_frozen<L: Load>(
+    r: &mut Reader<'_, L>,
+    actor: Actor,
+    user: UserId,
+    currency: Currency,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<Plan, CommandError> {
+    let wallet_id = WalletId::of(user, currency);
+    let stream = StreamId::wallet(wallet_id);
+    let w = r.get::<Wallet>(stream.clone()).await?;
+    let writes = match reason {
+        Some(reason) => wallet::freeze(&w, actor, currency, reason, now)?,
+        None => wallet::unfreeze(&w, actor, currency, now)?,
+    };
+    let after = after_states(&writes, vec![(stream.clone(), State::Wallet(w))]);
+    let state = state_after::<Wallet>(&after, &stream).unwrap_or_default();
+    Ok(Plan {
+        outcome: Outcome::WalletStatus(WalletStatusChange {
+            wallet_id,
+            user_id: user,
+            currency,
+            balance: state.balance,
+            frozen: state.frozen,
+            recorded_at: Utc::now(),
+        }),
+        writes,
+        credentials: None,
+        after,
+    })
 }

@@ -38,6 +38,15 @@ pub fn fund(
         .state
         .id
         .ok_or(DomainError::WalletNotFound(currency))?;
+    if buyer_wallet.state.frozen.is_some() {
+        return Err(transition(
+            "WALLET_FROZEN",
+            format!(
+                "the buyer's {} wallet is frozen: it cannot fund a contract",
+                currency.code()
+            ),
+        ));
+    }
     let amount = Amount::try_from(c.amount)?;
     // The buyer's share of the fee on the whole price, prepaid beside it.
     let prepaid = c

@@ -22,6 +22,8 @@ pub struct WalletRow {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// Why an admin froze it; `None`: not frozen.
+    pub frozen_reason: Option<String>,
 }
 
 /// A row of `rm_transactions`: one money movement as a wallet's history shows it.
@@ -57,7 +59,7 @@ pub async fn wallet(
     currency: &str,
 ) -> Result<Option<WalletRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, user_id, currency, balance, held_in_escrow, created_at, updated_at \
+        "SELECT id, user_id, currency, balance, held_in_escrow, created_at, updated_at, frozen_reason \
          FROM rm_wallets WHERE user_id = $1 AND currency = $2",
     )
     .bind(user)

@@ -254,6 +254,19 @@ async fn asyncapi_document_matches_the_code() {
         assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
     }
     let admin = app.grant(&app.user().await, "admin").await;
+    for (verb, body) in [
+        ("freeze", json!({"reason": "chargeback review"})),
+        ("unfreeze", json!({})),
+    ] {
+        let r = app
+            .post(
+                &format!("/admin/wallets/{}/{verb}", seller.id),
+                Some(&admin.token),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
+    }
     let suspended = app.user().await;
     for (verb, body) in [
         ("suspend", json!({"reason": "chargebacks"})),

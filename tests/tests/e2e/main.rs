@@ -16,6 +16,7 @@ mod deadlines;
 mod event_store;
 mod faults;
 mod fees;
+mod frozen;
 mod guarantees;
 mod hostile;
 mod integrations;

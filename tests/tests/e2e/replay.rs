@@ -49,8 +49,8 @@ async fn schema(app: &TestApp) -> Vec<(String, String)> {
 
 /// Users, deposits in two currencies, transfers, a split platform fee, and three contracts:
 /// one partly released, one disputed and split by an arbiter, one of two milestones with
-/// the first released; then some revenue withdrawn. Every command is checked, so a replay
-/// is compared over every kind of read model.
+/// the first released; then some revenue withdrawn and a wallet frozen. Every command is
+/// checked, so a replay is compared over every kind of read model.
 async fn mixed_workload(app: &TestApp) {
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     let admin = app.grant(&app.user().await, "admin").await;
@@ -165,6 +165,14 @@ async fn mixed_workload(app: &TestApp) {
         )
         .await;
     ok(&withdrawn, StatusCode::CREATED, "revenue withdrawn");
+    let frozen = app
+        .post(
+            &format!("/admin/wallets/{}/freeze", users[0].id),
+            Some(&admin.token),
+            json!({"reason": "review"}),
+        )
+        .await;
+    ok(&frozen, StatusCode::OK, "wallet frozen");
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
     let (statuses,): (Vec<String>,) =
         sqlx::query_as("SELECT array_agg(status ORDER BY status) FROM rm_contracts")
