@@ -142,7 +142,8 @@ impl From<DomainError> for ApiError {
             | DomainError::WalletNotFound(_)
             | DomainError::ContractNotFound
             | DomainError::DisputeNotFound
-            | DomainError::MilestoneNotFound(_) => StatusCode::NOT_FOUND,
+            | DomainError::MilestoneNotFound(_)
+            | DomainError::PayinNotFound => StatusCode::NOT_FOUND,
             DomainError::InsufficientFunds { .. }
             | DomainError::UserAlreadyExists
             | DomainError::RoleAlreadyHeld(_)

@@ -5,7 +5,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
 use crate::routes::{
-    audit, auth, contracts, disputes, health, milestones, platform, users, wallets, ws,
+    audit, auth, contracts, disputes, freezes, health, milestones, payins, platform, users,
+    wallets, ws,
 };
 
 struct BearerAuth;
@@ -37,7 +38,8 @@ impl Modify for BearerAuth {
         contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,
         contracts::release, contracts::refund, contracts::cancel,
         milestones::deliver, milestones::release, milestones::refund,
-        wallets::freeze, wallets::unfreeze,
+        freezes::freeze, freezes::unfreeze,
+        payins::create, payins::confirm, payins::fail, payins::get, payins::list,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
         audit::record, audit::logs_for_user,
@@ -47,7 +49,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"), (name = "payins"))
 )]
 pub struct ApiDoc;
 

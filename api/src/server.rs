@@ -25,7 +25,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::routes::{
-    audit, auth, contracts, disputes, health, milestones, platform, users, wallets, ws,
+    audit, auth, contracts, disputes, freezes, health, milestones, payins, platform, users,
+    wallets, ws,
 };
 use crate::scheduler::Deadlines;
 use crate::state::AppState;
@@ -151,8 +152,12 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/contracts/{id}/release", post(contracts::release))
         .route("/contracts/{id}/refund", post(contracts::refund))
         .route("/contracts/{id}/cancel", post(contracts::cancel))
-        .route("/admin/wallets/{userId}/freeze", post(wallets::freeze))
-        .route("/admin/wallets/{userId}/unfreeze", post(wallets::unfreeze))
+        .route("/payins", post(payins::create).get(payins::list))
+        .route("/payins/{id}", get(payins::get))
+        .route("/payins/{id}/confirm", post(payins::confirm))
+        .route("/payins/{id}/fail", post(payins::fail))
+        .route("/admin/wallets/{userId}/freeze", post(freezes::freeze))
+        .route("/admin/wallets/{userId}/unfreeze", post(freezes::unfreeze))
         .route(
             "/contracts/{id}/milestones/{n}/deliver",
             post(milestones::deliver),

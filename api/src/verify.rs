@@ -54,6 +54,7 @@ enum Folded {
     Contract(Versioned<Contract>),
     Dispute(Versioned<Dispute>),
     Revenue(Versioned<Revenue>),
+    Payin(Versioned<domain::Payin>),
     Other,
 }
 
@@ -202,6 +203,7 @@ fn check_stream(
         Some("contract") => Folded::Contract(Versioned::default()),
         Some("dispute") => Folded::Dispute(Versioned::default()),
         Some("revenue") => Folded::Revenue(Versioned::default()),
+        Some("payin") => Folded::Payin(Versioned::default()),
         _ => Folded::Other,
     };
     for e in stream {
@@ -228,6 +230,7 @@ fn check_stream(
             }
             Folded::Contract(v) => v.apply(&event),
             Folded::Dispute(v) => v.apply(&event),
+            Folded::Payin(v) => v.apply(&event),
             Folded::Revenue(v) => {
                 v.apply(&event);
                 if let Event::FeeCollected {
@@ -268,6 +271,7 @@ async fn compare_read_models(
         contracts,
         revenue,
         disputes,
+        payins,
     } = projections::read::snapshot(pool).await?;
     // What each buyer has held in escrow, per currency, folded from the contracts.
     let mut held_by_buyer: HashMap<(Uuid, Currency), Decimal> = HashMap::new();
@@ -373,6 +377,16 @@ async fn compare_read_models(
                     Some(got) if got == want => {}
                     got => report.problems.push(mismatch(format!(
                         "rm_disputes has {got:?}, events say {want}"
+                    ))),
+                }
+            }
+            Folded::Payin(p) => {
+                let Some(id) = p.state.id else { continue };
+                let want = p.state.status.as_str();
+                match payins.get(&id.0) {
+                    Some(got) if got == want => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_payins has {got:?}, events say {want}"
                     ))),
                 }
             }

@@ -109,6 +109,30 @@ pub enum Command {
         /// Now.
         now: Timestamp,
     },
+    /// The service (or an admin) announces a pay-in.
+    CreatePayin(domain::payin::CreatePayin),
+    /// The service (or an admin) confirms a pay-in: the wallet is credited.
+    ConfirmPayin {
+        /// The pay-in.
+        payin_id: domain::PayinId,
+        /// Who asks.
+        actor: domain::Actor,
+        /// The deposit's movement.
+        transaction_id: TransactionId,
+        /// Now.
+        now: Timestamp,
+    },
+    /// The service (or an admin) fails a pay-in: nothing is credited.
+    FailPayin {
+        /// The pay-in.
+        payin_id: domain::PayinId,
+        /// Who asks.
+        actor: domain::Actor,
+        /// Why.
+        reason: String,
+        /// Now.
+        now: Timestamp,
+    },
     /// Draft an escrow contract.
     CreateContract(CreateContract),
     /// The buyer funds the contract: its price moves into escrow.
@@ -232,6 +256,9 @@ impl Command {
                 reason: Some(_), ..
             } => "FreezeWallet",
             Command::SetWalletFrozen { reason: None, .. } => "UnfreezeWallet",
+            Command::CreatePayin(_) => "CreatePayin",
+            Command::ConfirmPayin { .. } => "ConfirmPayin",
+            Command::FailPayin { .. } => "FailPayin",
             Command::Transfer(_) => "Transfer",
             Command::GrantRole { .. } => "GrantRole",
             Command::SuspendUser { .. } => "SuspendUser",
@@ -331,6 +358,8 @@ pub enum Outcome {
     Revenue(RevenueChange),
     /// From [`Command::SetWalletFrozen`]: the wallet after it.
     WalletStatus(WalletStatusChange),
+    /// From the pay-in commands: the pay-in after it.
+    Payin(PayinChange),
 }
 
 impl Outcome {
@@ -347,8 +376,18 @@ impl Outcome {
             Outcome::FeeSchedule(f) => f.recorded_at = at,
             Outcome::Revenue(r) => r.recorded_at = at,
             Outcome::WalletStatus(w) => w.recorded_at = at,
+            Outcome::Payin(p) => p.recorded_at = at,
         }
     }
+}
+
+/// A pay-in after a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayinChange {
+    /// Its state.
+    pub payin: domain::Payin,
+    /// When the change was recorded.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// A wallet after an admin froze or unfroze it.

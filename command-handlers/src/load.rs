@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use domain::codec::decode;
 use domain::stream::Aggregate;
-use domain::{Contract, Dispute, Event, FeeSchedule, Revenue, StreamId, User, Versioned, Wallet};
+use domain::{
+    Contract, Dispute, Event, FeeSchedule, Payin, Revenue, StreamId, User, Versioned, Wallet,
+};
 use event_store::EventStore;
 
 use crate::cache::StateCache;
@@ -23,6 +25,7 @@ pub(crate) enum State {
     Dispute(Versioned<Dispute>),
     FeeSchedule(Versioned<FeeSchedule>),
     Revenue(Versioned<Revenue>),
+    Payin(Versioned<Payin>),
 }
 
 impl State {
@@ -33,6 +36,7 @@ impl State {
             "dispute" => State::Dispute(Versioned::default()),
             "feeschedule" => State::FeeSchedule(Versioned::default()),
             "revenue" => State::Revenue(Versioned::default()),
+            "payin" => State::Payin(Versioned::default()),
             _ => State::Wallet(Versioned::default()),
         }
     }
@@ -45,6 +49,7 @@ impl State {
             State::Dispute(v) => v.apply(e),
             State::FeeSchedule(v) => v.apply(e),
             State::Revenue(v) => v.apply(e),
+            State::Payin(v) => v.apply(e),
         }
     }
 
@@ -56,6 +61,7 @@ impl State {
             State::Dispute(v) => v.version,
             State::FeeSchedule(v) => v.version,
             State::Revenue(v) => v.version,
+            State::Payin(v) => v.version,
         }
     }
 }
@@ -93,6 +99,7 @@ aggregated!(Contract, Contract, contracts);
 aggregated!(Dispute, Dispute, disputes);
 aggregated!(FeeSchedule, FeeSchedule, fee_schedules);
 aggregated!(Revenue, Revenue, revenues);
+aggregated!(Payin, Payin, payins);
 
 /// The states of the streams this process has decided from or committed: one cache per
 /// aggregate type, over the store. A cached state is never wrong, only possibly old: a
@@ -106,6 +113,7 @@ pub(crate) struct States {
     disputes: StateCache<Dispute>,
     fee_schedules: StateCache<FeeSchedule>,
     revenues: StateCache<Revenue>,
+    payins: StateCache<Payin>,
 }
 
 impl States {
@@ -118,6 +126,7 @@ impl States {
             disputes: StateCache::new(),
             fee_schedules: StateCache::new(),
             revenues: StateCache::new(),
+            payins: StateCache::new(),
         }
     }
 
@@ -161,6 +170,7 @@ impl States {
                 State::Dispute(v) => self.disputes.put(k, v),
                 State::FeeSchedule(v) => self.fee_schedules.put(k, v),
                 State::Revenue(v) => self.revenues.put(k, v),
+                State::Payin(v) => self.payins.put(k, v),
             }
         }
     }

@@ -94,6 +94,9 @@ pub enum DomainError {
         /// What the milestones add up to, formatted.
         sum: String,
     },
+    /// The pay-in does not exist.
+    #[error("pay-in not found")]
+    PayinNotFound,
     /// The contract has no milestone with this number.
     #[error("the contract has no milestone {0}")]
     MilestoneNotFound(u16),
@@ -133,6 +136,7 @@ impl DomainError {
             DomainError::InvalidMilestones(_) => "INVALID_MILESTONES",
             DomainError::MilestonesMismatch { .. } => "MILESTONES_MISMATCH",
             DomainError::MilestoneNotFound(_) => "MILESTONE_NOT_FOUND",
+            DomainError::PayinNotFound => "PAYIN_NOT_FOUND",
         }
     }
 }

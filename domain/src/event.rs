@@ -12,7 +12,7 @@ use crate::contract::MilestoneTerms;
 use crate::dispute::DisputeOutcome;
 use crate::email::Email;
 use crate::fees::FeeTerms;
-use crate::ids::{ContractId, DisputeId, Timestamp, TransactionId, UserId, WalletId};
+use crate::ids::{ContractId, DisputeId, PayinId, Timestamp, TransactionId, UserId, WalletId};
 use crate::money::{Amount, Currency};
 use crate::text::Description;
 use crate::user::Role;
@@ -25,6 +25,8 @@ pub enum DepositChannel {
     Api,
     /// An operator at the command line.
     Operator,
+    /// A pay-in the payment integration confirmed.
+    Payin,
 }
 
 /// A recorded fact.
@@ -119,6 +121,55 @@ pub enum Event {
         /// When.
         #[serde(rename = "unfrozenAt")]
         unfrozen_at: Timestamp,
+    },
+    /// A service (or an admin) announced money on its way in for a user (stream
+    /// `payin-<id>`): nothing is credited until it is confirmed.
+    PayinCreated {
+        /// The pay-in.
+        #[serde(rename = "payinId")]
+        payin_id: PayinId,
+        /// Whose wallet it is for.
+        #[serde(rename = "userId")]
+        user_id: UserId,
+        /// How much.
+        amount: Amount,
+        /// In which currency.
+        currency: Currency,
+        /// The payment provider's reference, unique per creator.
+        reference: String,
+        /// Free text for the statement.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<Description>,
+        /// The service or admin.
+        #[serde(rename = "createdBy")]
+        created_by: UserId,
+        /// When.
+        #[serde(rename = "createdAt")]
+        created_at: Timestamp,
+    },
+    /// The money arrived: the user's wallet is credited (with `FundsDeposited`, channel
+    /// `PAYIN`, in the same transaction).
+    PayinConfirmed {
+        /// The deposit's movement.
+        #[serde(rename = "transactionId")]
+        transaction_id: TransactionId,
+        /// The service or admin.
+        #[serde(rename = "confirmedBy")]
+        confirmed_by: UserId,
+        /// When.
+        #[serde(rename = "confirmedAt")]
+        confirmed_at: Timestamp,
+    },
+    /// The money will not arrive: nothing was credited.
+    PayinFailed {
+        /// Why.
+        reason: String,
+        /// The service or admin.
+        #[serde(rename = "failedBy")]
+        failed_by: UserId,
+        /// When.
+        #[serde(rename = "failedAt")]
+        failed_at: Timestamp,
     },
     /// Money came in from outside the ledger (the world account) to this wallet.
     FundsDeposited {
@@ -507,6 +558,9 @@ impl Event {
             Event::ActivityRecorded { .. } => "ActivityRecorded",
             Event::WalletOpened { .. } => "WalletOpened",
             Event::WalletFrozen { .. } => "WalletFrozen",
+            Event::PayinCreated { .. } => "PayinCreated",
+            Event::PayinConfirmed { .. } => "PayinConfirmed",
+            Event::PayinFailed { .. } => "PayinFailed",
             Event::WalletUnfrozen { .. } => "WalletUnfrozen",
             Event::FundsDeposited { .. } => "FundsDeposited",
             Event::FundsWithdrawn { .. } => "FundsWithdrawn",

@@ -96,6 +96,12 @@ id_type!(
     RevenueId
 );
 
+id_type!(
+    /// Identifies a pay-in (and its `payin-<id>` stream): derived from who created it and
+    /// its reference, so a reference names one pay-in per service.
+    PayinId
+);
+
 /// Namespace for the ids derived from a currency or from another id.
 const PLATFORM_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_8d47_4a3b_b5e2_7c91_40aa_93d1);
 
@@ -112,6 +118,14 @@ impl RevenueId {
     pub fn of(currency: Currency) -> Self {
         let name = format!("revenue:{}", currency.code());
         RevenueId(Uuid::new_v5(&PLATFORM_NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl PayinId {
+    /// The pay-in `creator` (a service or an admin) names `reference`.
+    pub fn of(creator: UserId, reference: &str) -> Self {
+        let name = format!("payin:{}:{reference}", creator.0);
+        PayinId(Uuid::new_v5(&PLATFORM_NAMESPACE, name.as_bytes()))
     }
 }
 

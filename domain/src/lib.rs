@@ -21,6 +21,7 @@ pub mod fees;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod payin;
 pub mod stream;
 pub mod text;
 pub mod user;
@@ -34,9 +35,11 @@ pub use error::DomainError;
 pub use event::{DepositChannel, Event};
 pub use fees::{FeePayer, FeeSchedule, FeeTerms, Revenue};
 pub use ids::{
-    ContractId, DisputeId, FeeScheduleId, RevenueId, Timestamp, TransactionId, UserId, WalletId,
+    ContractId, DisputeId, FeeScheduleId, PayinId, RevenueId, Timestamp, TransactionId, UserId,
+    WalletId,
 };
 pub use money::{Amount, Currency, MoneyError};
+pub use payin::{Payin, PayinStatus};
 pub use stream::{StreamId, StreamWrite, Versioned};
 pub use text::Description;
 pub use user::{Role, User};

@@ -43,6 +43,11 @@ impl StreamId {
         StreamId(format!("revenue-{}", id.0))
     }
 
+    /// The stream of a pay-in.
+    pub fn payin(id: crate::ids::PayinId) -> Self {
+        StreamId(format!("payin-{}", id.0))
+    }
+
     /// Wraps a stored stream name without checking it (it came from the event store).
     pub fn from_stored(name: String) -> Self {
         StreamId(name)

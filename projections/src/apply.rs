@@ -344,6 +344,9 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
                 .execute(&mut *conn)
                 .await?;
         }
+        Event::PayinCreated { .. } | Event::PayinConfirmed { .. } | Event::PayinFailed { .. } => {
+            apply_payin(conn, env, event).await?
+        }
         // An application's own audit entry is read from the event store (the audit
         // trail); no read model shows it.
         Event::ActivityRecorded { .. } => {}
@@ -378,6 +381,62 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
         | Event::DisputeResolved { .. } => {
             anyhow::bail!("contract and dispute rows are applied per batch (EscrowRows)")
         }
+    }
+    Ok(())
+}
+
+async fn apply_payin(conn: &mut PgConnection, env: &Incoming, event: &Event) -> anyhow::Result<()> {
+    let at = env.recorded_at;
+    let id = aggregate_uuid(&env.stream_id)?;
+    match event {
+        Event::PayinCreated {
+            user_id,
+            amount,
+            currency,
+            reference,
+            description,
+            created_by,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO rm_payins (id, user_id, amount, currency, reference, description, status, created_by, \
+                 created_at, updated_at, position) VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $8, $9)",
+            )
+            .bind(id)
+            .bind(user_id.0)
+            .bind(amount.value())
+            .bind(currency.code())
+            .bind(reference)
+            .bind(description.as_ref().map(|d| d.as_str()))
+            .bind(created_by.0)
+            .bind(at)
+            .bind(env.position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Event::PayinConfirmed { transaction_id, .. } => {
+            sqlx::query(
+                "UPDATE rm_payins SET status = 'CONFIRMED', transaction_id = $2, updated_at = $3, position = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(transaction_id.0)
+            .bind(at)
+            .bind(env.position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Event::PayinFailed { reason, .. } => {
+            sqlx::query(
+                "UPDATE rm_payins SET status = 'FAILED', reason = $2, updated_at = $3, position = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(reason)
+            .bind(at)
+            .bind(env.position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -426,6 +485,7 @@ pub(crate) const READ_MODEL_TABLES: &[&str] = &[
     "rm_fee_schedules",
     "rm_revenue",
     "rm_revenue_transactions",
+    "rm_payins",
 ];
 
 /// Empties every read model (for a full rebuild).

@@ -4,6 +4,7 @@
 
 mod contracts;
 mod disputes;
+mod payins;
 mod platform;
 mod users;
 mod wallets;
@@ -86,6 +87,19 @@ pub(crate) async fn decide<L: Load>(
         } => users::record_activity(&mut r, *actor, *user_id, entry).await,
         Command::Deposit(d) => wallets::deposit(&mut r, d).await,
         Command::Withdraw(w) => wallets::withdraw(&mut r, w).await,
+        Command::CreatePayin(c) => payins::create(&mut r, c).await,
+        Command::ConfirmPayin {
+            payin_id,
+            actor,
+            transaction_id,
+            now,
+        } => payins::confirm(&mut r, *payin_id, *actor, *transaction_id, *now).await,
+        Command::FailPayin {
+            payin_id,
+            actor,
+            reason,
+            now,
+        } => payins::fail(&mut r, *payin_id, *actor, reason, *now).await,
         Command::SetWalletFrozen {
             actor,
             user_id,

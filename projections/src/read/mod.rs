@@ -5,6 +5,7 @@
 
 mod contracts;
 mod disputes;
+mod payins;
 mod platform;
 mod snapshot;
 mod users;
@@ -12,6 +13,7 @@ mod wallets;
 
 pub use contracts::{contract, contracts_of, due_for_expiry, due_for_release, ContractRow};
 pub use disputes::{dispute, disputes, DisputeRow};
+pub use payins::{payin, payins, PayinRow};
 pub use platform::{
     fee_schedules, revenue, revenue_history, FeeScheduleRow, RevenueRow, RevenueTransactionRow,
 };

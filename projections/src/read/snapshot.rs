@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub revenue: HashMap<String, Decimal>,
     /// Each dispute's status.
     pub disputes: HashMap<Uuid, String>,
+    /// Each pay-in's status.
+    pub payins: HashMap<Uuid, String>,
 }
 
 /// Reads every read model (a whole-table read each: for `verify`, not for requests).
@@ -67,6 +69,11 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
             .await?
             .into_iter()
             .collect();
+    let payins = sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM rm_payins")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     let disputes = sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM rm_disputes")
         .fetch_all(pool)
         .await?
@@ -79,5 +86,6 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
         contracts,
         revenue,
         disputes,
+        payins,
     })
 }

@@ -267,6 +267,30 @@ async fn asyncapi_document_matches_the_code() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
     }
+    let service = app.grant(&app.user().await, "service").await;
+    for reference in ["in-1", "in-2"] {
+        let p = app
+            .post(
+                "/payins",
+                Some(&service.token),
+                json!({"userId": buyer.id, "amount": "3", "reference": reference}),
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::CREATED, "{:?}", p.body);
+        let (verb, body) = if reference == "in-1" {
+            ("confirm", json!({}))
+        } else {
+            ("fail", json!({"reason": "declined"}))
+        };
+        let r = app
+            .post(
+                &format!("/payins/{}/{verb}", p.str("id")),
+                Some(&service.token),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
+    }
     let suspended = app.user().await;
     for (verb, body) in [
         ("suspend", json!({"reason": "chargebacks"})),

@@ -18,6 +18,7 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
         ("rm_fee_schedules", "currency"),
         ("rm_revenue", "currency"),
         ("rm_revenue_transactions", "id"),
+        ("rm_payins", "id"),
         ("projection_streams", "stream_id"),
     ] {
         let (v,): (Option<Value>,) = sqlx::query_as(&format!(
@@ -49,8 +50,9 @@ async fn schema(app: &TestApp) -> Vec<(String, String)> {
 
 /// Users, deposits in two currencies, transfers, a split platform fee, and three contracts:
 /// one partly released, one disputed and split by an arbiter, one of two milestones with
-/// the first released; then some revenue withdrawn and a wallet frozen. Every command is
-/// checked, so a replay is compared over every kind of read model.
+/// the first released; then some revenue withdrawn, a wallet frozen and a pay-in
+/// confirmed. Every command is checked, so a replay is compared over every kind of read
+/// model.
 async fn mixed_workload(app: &TestApp) {
     let arbiter = app.grant(&app.user().await, "arbiter").await;
     let admin = app.grant(&app.user().await, "admin").await;
@@ -173,6 +175,23 @@ async fn mixed_workload(app: &TestApp) {
         )
         .await;
     ok(&frozen, StatusCode::OK, "wallet frozen");
+    let service = app.grant(&app.user().await, "service").await;
+    let payin = app
+        .post(
+            "/payins",
+            Some(&service.token),
+            json!({"userId": users[1].id, "amount": "4", "reference": "replayed"}),
+        )
+        .await;
+    ok(&payin, StatusCode::CREATED, "pay-in");
+    let confirmed = app
+        .post(
+            &format!("/payins/{}/confirm", payin.str("id")),
+            Some(&service.token),
+            json!({}),
+        )
+        .await;
+    ok(&confirmed, StatusCode::OK, "pay-in confirmed");
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
     let (statuses,): (Vec<String>,) =
         sqlx::query_as("SELECT array_agg(status ORDER BY status) FROM rm_contracts")
