@@ -111,21 +111,8 @@ pub async fn freeze(
 ) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
     let req: FreezeRequest = body.parse()?;
-    let currency = parse_currency(req.currency.as_deref())?;
-    let cmd = Command::SetWalletFrozen {
-        actor: domain::Actor::User {
-            id: caller.id,
-            role: caller.role,
-        },
-        user_id: user,
-        currency,
-        reason: Some(req.reason),
-        now: st.clock.timestamp(),
-    };
-    let endpoint = format!("POST /admin/wallets/{}/freeze", user.0);
-    let ctx = user_context(&caller, &endpoint, &meta, key, &body);
-    let executed = st.ledger.execute(&ctx, cmd).await?;
-    Ok(render(&st, executed, &respond_status))
+    let target = (user, req.currency.as_deref(), Some(req.reason));
+    set_frozen(&st, caller, target, meta, key, &body).await
 }
 
 /// Lift a wallet's freeze (admin).
@@ -151,7 +138,25 @@ pub async fn unfreeze(
 ) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
     let req: UnfreezeRequest = body.parse()?;
-    let currency = parse_currency(req.currency.as_deref())?;
+    let target = (user, req.currency.as_deref(), None);
+    set_frozen(&st, caller, target, meta, key, &body).await
+}
+
+/// Freezes (`reason`) or unfreezes (`None`) the wallet of `user` in `currency`.
+async fn set_frozen(
+    st: &AppState,
+    caller: AuthUser,
+    (user, currency, reason): (UserId, Option<&str>, Option<String>),
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: &JsonBody,
+) -> Result<Response> {
+    let currency = parse_currency(currency)?;
+    let verb = if reason.is_some() {
+        "freeze"
+    } else {
+        "unfreeze"
+    };
     let cmd = Command::SetWalletFrozen {
         actor: domain::Actor::User {
             id: caller.id,
@@ -159,11 +164,11 @@ pub async fn unfreeze(
         },
         user_id: user,
         currency,
-        reason: None,
+        reason,
         now: st.clock.timestamp(),
     };
-    let endpoint = format!("POST /admin/wallets/{}/unfreeze", user.0);
-    let ctx = user_context(&caller, &endpoint, &meta, key, &body);
+    let endpoint = format!("POST /admin/wallets/{}/{verb}", user.0);
+    let ctx = user_context(&caller, &endpoint, &meta, key, body);
     let executed = st.ledger.execute(&ctx, cmd).await?;
-    Ok(render(&st, executed, &respond_status))
+    Ok(render(st, executed, &respond_status))
 }
