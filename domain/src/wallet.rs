@@ -114,12 +114,8 @@ pub struct Transfer {
     pub description: Option<Description>,
 }
 
-/// What money leaving a wallet needs: the wallet not frozen, and `amount` available.
-pub(crate) fn require_funds(
-    wallet: &Wallet,
-    amount: Amount,
-    currency: Currency,
-) -> Result<(), DomainError> {
+/// Refuses money leaving a frozen wallet.
+pub(crate) fn require_unfrozen(wallet: &Wallet, currency: Currency) -> Result<(), DomainError> {
     if wallet.frozen.is_some() {
         return Err(DomainError::InvalidTransition {
             code: "WALLET_FROZEN",
@@ -129,6 +125,16 @@ pub(crate) fn require_funds(
             ),
         });
     }
+    Ok(())
+}
+
+/// What money leaving a wallet needs: the wallet not frozen, and `amount` available.
+pub(crate) fn require_funds(
+    wallet: &Wallet,
+    amount: Amount,
+    currency: Currency,
+) -> Result<(), DomainError> {
+    require_unfrozen(wallet, currency)?;
     if wallet.balance < amount.value() {
         return Err(DomainError::InsufficientFunds {
             balance: currency.format(wallet.balance),

@@ -21,6 +21,7 @@ use crate::extract::{
     parse_amount, parse_body_id, parse_currency, parse_description, parse_id, IdempotencyKey,
     JsonBody, PathParam, QueryMap, RequestMeta,
 };
+use crate::routes::contracts::EmptyRequest;
 use crate::routes::{
     await_position, page_params, read_or_wait, render, unexpected, user_context, with_consistency,
     Reads,
@@ -159,11 +160,6 @@ pub struct PayinFailRequest {
     pub reason: String,
 }
 
-/// An empty body (or `{}`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoBody {}
-
 fn actor(caller: &AuthUser) -> Actor {
     Actor::User {
         id: caller.id,
@@ -239,17 +235,24 @@ pub async fn confirm(
     body: JsonBody,
 ) -> Result<Response> {
     let id = PayinId(parse_id(&id, "pay-in id")?);
-    let _: NoBody = body.parse()?;
-    let cmd = Command::ConfirmPayin {
-        payin_id: id,
-        actor: actor(&caller),
-        transaction_id: TransactionId::new_v7(),
-        now: st.clock.timestamp(),
-    };
-    let endpoint = format!("POST /payins/{id}/confirm");
-    let ctx = user_context(&caller, &endpoint, &meta, key, &body);
-    let executed = st.ledger.execute(&ctx, cmd).await?;
-    Ok(render(&st, executed, &respond(200)))
+    let _: EmptyRequest = body.parse()?;
+    let transaction_id = TransactionId::new_v7();
+    payin_command(
+        &st,
+        caller,
+        id,
+        "confirm",
+        meta,
+        key,
+        &body,
+        |payin_id, actor, now| Command::ConfirmPayin {
+            payin_id,
+            actor,
+            transaction_id,
+            now,
+        },
+    )
+    .await
 }
 
 /// Fail a pay-in (service role or admin): the money will not arrive; nothing is credited.
@@ -275,16 +278,41 @@ pub async fn fail(
 ) -> Result<Response> {
     let id = PayinId(parse_id(&id, "pay-in id")?);
     let req: PayinFailRequest = body.parse()?;
-    let cmd = Command::FailPayin {
-        payin_id: id,
-        actor: actor(&caller),
-        reason: req.reason,
-        now: st.clock.timestamp(),
-    };
-    let endpoint = format!("POST /payins/{id}/fail");
-    let ctx = user_context(&caller, &endpoint, &meta, key, &body);
+    payin_command(
+        &st,
+        caller,
+        id,
+        "fail",
+        meta,
+        key,
+        &body,
+        |payin_id, actor, now| Command::FailPayin {
+            payin_id,
+            actor,
+            reason: req.reason,
+            now,
+        },
+    )
+    .await
+}
+
+/// Runs the command `make` builds on the pay-in `id`, as `verb`.
+#[allow(clippy::too_many_arguments)] // an axum handler's extractors, passed on as they came
+async fn payin_command(
+    st: &AppState,
+    caller: AuthUser,
+    id: PayinId,
+    verb: &str,
+    meta: RequestMeta,
+    key: IdempotencyKey,
+    body: &JsonBody,
+    make: impl FnOnce(PayinId, Actor, domain::Timestamp) -> Command,
+) -> Result<Response> {
+    let cmd = make(id, actor(&caller), st.clock.timestamp());
+    let endpoint = format!("POST /payins/{id}/{verb}");
+    let ctx = user_context(&caller, &endpoint, &meta, key, body);
     let executed = st.ledger.execute(&ctx, cmd).await?;
-    Ok(render(&st, executed, &respond(200)))
+    Ok(render(st, executed, &respond(200)))
 }
 
 /// Who may see pay-ins beyond their own: the service role and admins.

@@ -38,15 +38,7 @@ pub fn fund(
         .state
         .id
         .ok_or(DomainError::WalletNotFound(currency))?;
-    if buyer_wallet.state.frozen.is_some() {
-        return Err(transition(
-            "WALLET_FROZEN",
-            format!(
-                "the buyer's {} wallet is frozen: it cannot fund a contract",
-                currency.code()
-            ),
-        ));
-    }
+    crate::wallet::require_unfrozen(&buyer_wallet.state, currency)?;
     let amount = Amount::try_from(c.amount)?;
     // The buyer's share of the fee on the whole price, prepaid beside it.
     let prepaid = c
