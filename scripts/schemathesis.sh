@@ -17,6 +17,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 export DATABASE_URL="$psql_url/$DB" PORT NATS_STREAM="ST_$DB" NATS_SUBJECT_PREFIX="$DB.events"
 export JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 RATE_LIMIT_AUTH_PER_IP_PER_MINUTE=0
+export RATE_LIMIT_LOOKUPS_PER_USER_PER_MINUTE=0
 target/debug/escrow serve > ".data/schemathesis-server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -14,14 +14,18 @@ document may still be refused with 422 for exactly these reasons:
   openapi-python-client among them, then cannot build the request's model at all);
 - PUT /api/v1/disputes/{id}/resolve, SPLIT_MISMATCH: the two sides of a SPLIT do not add
   up to what the contract holds (stored state);
+- GET /api/v1/wallets/{userId}, INVALID_AS_OF: asOf is in the future (it depends on the
+  clock);
+- GET /api/v1/wallets/{userId}/statement, INVALID_PERIOD: from after to, or more than ten
+  years apart (an order and a distance between two parameters);
 - POST /api/v1/logs, INVALID_DETAILS: details over 4096 bytes as JSON text (a size of
   the serialised value, which JSON Schema cannot bound), or a NUL character anywhere in
   them (PostgreSQL's jsonb cannot store one; a schema cannot forbid it in every nested
   string and key);
 - PUT /api/v1/admin/fee-schedule, INVALID_FEE_SCHEDULE: minimum above maximum (an order
   between two fields);
-- an amount with a currency (deposits, withdrawals, transfers, contracts, fee schedules,
-  revenue withdrawals), AMOUNT_TOO_PRECISE: decimals the currency does not have, such as
+- an amount with a currency (deposits, withdrawals, transfers, payouts, contracts, fee
+  schedules, revenue withdrawals), AMOUNT_TOO_PRECISE: decimals the currency does not have, such as
   cents of yen (the amount's precision depends on the currency field);
 - any request with an Idempotency-Key, IDEMPOTENCY_KEY_REUSED: the key was stored earlier
   with another body (stored state; 422 as the IETF Idempotency-Key draft says).
@@ -46,9 +50,12 @@ RULES = {
     ("PUT", "/api/v1/disputes/{id}/resolve"): {"SPLIT_MISMATCH"},
     ("PUT", "/api/v1/admin/fee-schedule"): {"INVALID_FEE_SCHEDULE", PRECISION},
     ("POST", "/api/v1/logs"): {"INVALID_DETAILS"},
+    ("GET", "/api/v1/wallets/{userId}"): {"INVALID_AS_OF"},
+    ("GET", "/api/v1/wallets/{userId}/statement"): {"INVALID_PERIOD"},
     ("POST", "/api/v1/wallets/deposit"): {PRECISION},
     ("POST", "/api/v1/wallets/withdraw"): {PRECISION},
     ("POST", "/api/v1/transfers"): {PRECISION},
+    ("POST", "/api/v1/payouts"): {PRECISION},
     ("POST", "/api/v1/platform/revenue/withdraw"): {PRECISION},
 }
 

@@ -105,6 +105,13 @@ pub struct ServeConfig {
     /// Logins and registrations a minute one client address may make (0: unlimited).
     #[arg(long, env = "RATE_LIMIT_AUTH_PER_IP_PER_MINUTE", default_value_t = 30)]
     pub rate_limit_auth_per_ip_per_minute: u32,
+    /// Look-ups of a user by e-mail a minute one authenticated user may make (0: unlimited).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_LOOKUPS_PER_USER_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub rate_limit_lookups_per_user_per_minute: u32,
     /// Requests a minute one authenticated user may make (0: unlimited).
     #[arg(long, env = "RATE_LIMIT_PER_USER_PER_MINUTE", default_value_t = 1200)]
     pub rate_limit_per_user_per_minute: u32,

@@ -143,7 +143,8 @@ impl From<DomainError> for ApiError {
             | DomainError::ContractNotFound
             | DomainError::DisputeNotFound
             | DomainError::MilestoneNotFound(_)
-            | DomainError::PayinNotFound => StatusCode::NOT_FOUND,
+            | DomainError::PayinNotFound
+            | DomainError::PayoutNotFound => StatusCode::NOT_FOUND,
             DomainError::InsufficientFunds { .. }
             | DomainError::UserAlreadyExists
             | DomainError::RoleAlreadyHeld(_)

@@ -99,18 +99,26 @@ pub struct Limits {
     pub per_ip_auth: RateLimiter,
     /// Per authenticated user.
     pub per_user: RateLimiter,
+    /// Per authenticated user, for looking users up by e-mail (each answer says whether an
+    /// address has an account here).
+    pub lookups_per_user: RateLimiter,
     /// Longest a request may take.
     pub request_timeout: Duration,
 }
 
-fn too_many(retry_after: u64, who: &str) -> Response {
+/// The 429 for a caller over a budget.
+pub(crate) fn too_many_error(retry_after: u64, who: &str) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "RATE_LIMITED",
         format!("too many requests from this {who}; retry later"),
     );
     e.retry_after = Some(retry_after);
-    e.into_response()
+    e
+}
+
+fn too_many(retry_after: u64, who: &str) -> Response {
+    too_many_error(retry_after, who).into_response()
 }
 
 /// Middleware: rate limits by address and (for a valid bearer token) by user, then runs the

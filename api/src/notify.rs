@@ -199,7 +199,8 @@ impl Parties {
         };
         let parties: Vec<Uuid> = match stream.split_once('-') {
             Some(("user", id)) => Uuid::parse_str(id).ok().into_iter().collect(),
-            Some(("wallet", _)) => self
+            // Each of these names its owner in its first event.
+            Some(("wallet" | "payin" | "payout", _)) => self
                 .first_event_data(stream)
                 .await
                 .and_then(|d| uuid(d.get("userId")))

@@ -5,8 +5,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
 use crate::routes::{
-    audit, auth, contracts, disputes, freezes, health, milestones, payins, platform, users,
-    wallets, ws,
+    audit, auth, contracts, disputes, freezes, health, milestones, payins, payouts, platform,
+    statements, users, wallets, ws,
 };
 
 struct BearerAuth;
@@ -33,13 +33,15 @@ impl Modify for BearerAuth {
     paths(
         health::health, health::ready,
         auth::register, auth::login, auth::logout, auth::refresh,
-        users::me, users::by_id, users::suspend, users::reactivate,
+        users::me, users::lookup, users::by_id, users::suspend, users::reactivate,
         wallets::get_wallet, wallets::deposit, wallets::withdraw, wallets::transfer, wallets::transactions,
         contracts::create, contracts::get, contracts::list_for_user, contracts::fund, contracts::deliver,
         contracts::release, contracts::refund, contracts::cancel,
         milestones::deliver, milestones::release, milestones::refund,
         freezes::freeze, freezes::unfreeze,
         payins::create, payins::confirm, payins::fail, payins::get, payins::list,
+        payouts::create, payouts::complete, payouts::fail, payouts::get, payouts::list,
+        statements::statement,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
         audit::record, audit::logs_for_user,
@@ -49,7 +51,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"), (name = "payins"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"), (name = "payins"), (name = "payouts"))
 )]
 pub struct ApiDoc;
 
@@ -127,8 +129,9 @@ fn money_schema(
 /// The document as served. utoipa writes a link's fields in snake_case (`operation_ref`),
 /// where OpenAPI names them in camelCase (`operationRef`): clients would ignore every
 /// link, so the names are corrected here. A rule across two fields, which a struct's derive
-/// cannot state, is added here too ([`outcome_rule`]), and optional bodies
-/// are declared as clients expect them ([`optional_bodies`]).
+/// cannot state, is added here too ([`outcome_rule`]), optional bodies
+/// are declared as clients expect them ([`optional_bodies`]), and the statement's CSV
+/// form is stated ([`csv_statement`]).
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(build);
     &DOC
@@ -169,7 +172,34 @@ fn build() -> serde_json::Value {
     }
     outcome_rule(&mut doc);
     optional_bodies(&mut doc);
+    csv_statement(&mut doc);
     doc
+}
+
+/// A statement answers JSON or, with `format=csv`, CSV: utoipa's derive states one
+/// content type per response, so the second is added here.
+fn csv_statement(doc: &mut serde_json::Value) {
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        schemas.insert(
+            "StatementCsv".to_owned(),
+            serde_json::json!({
+                "type": "string",
+                "description": "A statement as RFC 4180 CSV: a header row (id, createdAt, type, direction, amount, currency, balanceAfter, description, counterpartyUserId, counterpartyEmail, contractId), then one row per movement, oldest first"
+            }),
+        );
+    }
+    if let Some(content) = doc
+        .pointer_mut("/paths/~1api~1v1~1wallets~1{userId}~1statement/get/responses/200/content")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        content.insert(
+            "text/csv".to_owned(),
+            serde_json::json!({ "schema": { "$ref": "#/components/schemas/StatementCsv" } }),
+        );
+    }
 }
 
 /// A command whose body is optional (`request_body(content = Option<T>)`) is documented by

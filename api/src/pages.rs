@@ -17,6 +17,7 @@ use crate::error::ApiError;
 const CONSOLE_HTML: &str = include_str!("../static/console.html");
 const CONSOLE_JS: &str = include_str!("../static/console.js");
 const CONSOLE_CSS: &str = include_str!("../static/console.css");
+const MONEY_JS: &str = include_str!("../static/money.js");
 const DOCS_HTML: &str = include_str!("../static/docs.html");
 const DOCS_JS: &str = include_str!("../static/docs.js");
 
@@ -56,6 +57,10 @@ pub fn routes() -> Router {
         .route(
             "/console.js",
             get(|| page(CONSOLE_JS, "text/javascript; charset=utf-8", CONSOLE_CSP)),
+        )
+        .route(
+            "/money.js",
+            get(|| page(MONEY_JS, "text/javascript; charset=utf-8", CONSOLE_CSP)),
         )
         .route(
             "/console.css",

@@ -25,8 +25,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::routes::{
-    audit, auth, contracts, disputes, freezes, health, milestones, payins, platform, users,
-    wallets, ws,
+    audit, auth, contracts, disputes, freezes, health, milestones, payins, payouts, platform,
+    statements, users, wallets, ws,
 };
 use crate::scheduler::Deadlines;
 use crate::state::AppState;
@@ -138,11 +138,13 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
             post(platform::withdraw_revenue),
         )
         .route("/users/me", get(users::me))
+        .route("/users/lookup", get(users::lookup))
         .route("/users/{id}", get(users::by_id))
         .route("/wallets/deposit", post(wallets::deposit))
         .route("/wallets/withdraw", post(wallets::withdraw))
         .route("/wallets/{userId}", get(wallets::get_wallet))
         .route("/wallets/{userId}/transactions", get(wallets::transactions))
+        .route("/wallets/{userId}/statement", get(statements::statement))
         .route("/transfers", post(wallets::transfer))
         .route("/contracts", post(contracts::create))
         .route("/contracts/{id}", get(contracts::get))
@@ -156,6 +158,10 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/payins/{id}", get(payins::get))
         .route("/payins/{id}/confirm", post(payins::confirm))
         .route("/payins/{id}/fail", post(payins::fail))
+        .route("/payouts", post(payouts::create).get(payouts::list))
+        .route("/payouts/{id}", get(payouts::get))
+        .route("/payouts/{id}/complete", post(payouts::complete))
+        .route("/payouts/{id}/fail", post(payouts::fail))
         .route("/admin/wallets/{userId}/freeze", post(freezes::freeze))
         .route("/admin/wallets/{userId}/unfreeze", post(freezes::unfreeze))
         .route(
@@ -493,6 +499,9 @@ pub async fn start_with_clock(
             per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),
             per_user: crate::limits::RateLimiter::new(config.rate_limit_per_user_per_minute),
             per_ip_auth: crate::limits::RateLimiter::new(config.rate_limit_auth_per_ip_per_minute),
+            lookups_per_user: crate::limits::RateLimiter::new(
+                config.rate_limit_lookups_per_user_per_minute,
+            ),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         }),
         metrics,

@@ -9,8 +9,11 @@
 //!   its held amount plus the buyer's prepaid fee, and its milestones hold what it holds;
 //!   the fees each contract says it charged equal the fee postings into revenue that name
 //!   it;
+//! * each wallet's payouts in flight equal its pending payouts;
 //! * every read-model row equals the state folded from its stream (streams the projection
 //!   has not reached yet are reported as lagging, not as mismatches);
+//! * each wallet's history adds up to its balance, its last row's balance after says the
+//!   same, and its last recorded state (what `asOf` reads) equals its folded numbers;
 //! * no stream's read models are ahead of the store (the hash chain cannot see a deleted
 //!   last event; the projection's record of what it applied can).
 
@@ -55,6 +58,7 @@ enum Folded {
     Dispute(Versioned<Dispute>),
     Revenue(Versioned<Revenue>),
     Payin(Versioned<domain::Payin>),
+    Payout(Versioned<domain::Payout>),
     Other,
 }
 
@@ -64,6 +68,8 @@ enum Folded {
 struct Sums {
     accounts: HashMap<(Account, Currency), Decimal>,
     fees_by_contract: HashMap<Uuid, (Decimal, String)>,
+    /// What each wallet's pending payouts add up to, folded from the payouts.
+    pending_by_wallet: HashMap<Uuid, Decimal>,
 }
 
 /// Runs every check against the database at `pool`.
@@ -108,6 +114,9 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
             Account::Revenue(_) if *v < Decimal::ZERO => report
                 .problems
                 .push(format!("platform revenue ({currency}) is negative: {v}")),
+            Account::PayoutsInFlight(w) if *v < Decimal::ZERO => report.problems.push(format!(
+                "payouts in flight of wallet {w} ({currency}) are negative: {v}"
+            )),
             _ => {}
         }
         *report.totals.entry(currency.code().to_owned()).or_default() += *v;
@@ -157,6 +166,17 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
                     ));
                 }
             }
+            Folded::Payout(p) => {
+                let (Some(w), Some(cur)) = (p.state.wallet_id, p.state.currency) else {
+                    continue;
+                };
+                if p.state.status == domain::PayoutStatus::Pending {
+                    *sums.pending_by_wallet.entry(w.0).or_default() += p.state.amount;
+                }
+                sums.accounts
+                    .entry((Account::PayoutsInFlight(w), cur))
+                    .or_default();
+            }
             Folded::Revenue(r) => {
                 let Some(cur) = r.state.currency else {
                     continue;
@@ -176,7 +196,21 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
             _ => {}
         }
     }
-    compare_read_models(pool, &folded, &mut report).await?;
+    for ((account, _), v) in &sums.accounts {
+        if let Account::PayoutsInFlight(w) = account {
+            let pending = sums
+                .pending_by_wallet
+                .get(&w.0)
+                .copied()
+                .unwrap_or_default();
+            if *v != pending {
+                report.problems.push(format!(
+                    "wallet {w}: its payouts in flight hold {v} but its pending payouts add up to {pending}"
+                ));
+            }
+        }
+    }
+    compare_read_models(pool, &folded, &sums.pending_by_wallet, &mut report).await?;
     Ok(report)
 }
 
@@ -204,6 +238,7 @@ fn check_stream(
         Some("dispute") => Folded::Dispute(Versioned::default()),
         Some("revenue") => Folded::Revenue(Versioned::default()),
         Some("payin") => Folded::Payin(Versioned::default()),
+        Some("payout") => Folded::Payout(Versioned::default()),
         _ => Folded::Other,
     };
     for e in stream {
@@ -231,6 +266,14 @@ fn check_stream(
             Folded::Contract(v) => v.apply(&event),
             Folded::Dispute(v) => v.apply(&event),
             Folded::Payin(v) => v.apply(&event),
+            Folded::Payout(v) => {
+                v.apply(&event);
+                if let Event::PayoutCompleted { currency, .. } = &event {
+                    for p in postings(None, &event) {
+                        *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
+                    }
+                }
+            }
             Folded::Revenue(v) => {
                 v.apply(&event);
                 if let Event::FeeCollected {
@@ -262,12 +305,16 @@ fn check_stream(
 async fn compare_read_models(
     pool: &PgPool,
     folded: &[(String, i64, Folded)],
+    pending_by_wallet: &HashMap<Uuid, Decimal>,
     report: &mut VerifyReport,
 ) -> anyhow::Result<()> {
     let projections::read::Snapshot {
         applied,
         users,
         wallets,
+        histories,
+        last_states,
+        payouts,
         contracts,
         revenue,
         disputes,
@@ -342,12 +389,30 @@ async fn compare_read_models(
                     .get(&(owner.0, cur))
                     .copied()
                     .unwrap_or_default();
+                let pending = pending_by_wallet.get(&id.0).copied().unwrap_or_default();
+                let balance = w.state.balance;
+                let held_ok = |h: &Decimal| *h == held || any_contract_lagging;
                 match wallets.get(&id.0) {
-                    Some((b, h))
-                        if *b == w.state.balance && (*h == held || any_contract_lagging) => {}
+                    Some((b, h, p)) if *b == balance && held_ok(h) && *p == pending => {}
                     got => report.problems.push(mismatch(format!(
-                        "rm_wallets has (balance, heldInEscrow) {got:?}, events say ({}, {held})",
-                        w.state.balance
+                        "rm_wallets has (balance, heldInEscrow, pendingPayouts) {got:?}, events say ({balance}, {held}, {pending})"
+                    ))),
+                }
+                // A statement's running balance: the history's movements add up to the
+                // balance, and the last row says so too.
+                match histories.get(&id.0) {
+                    None if balance.is_zero() => {}
+                    Some((sum, last)) if *sum == balance && *last == Some(balance) => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_transactions has (sum of movements, balance after the last) {got:?}, events say {balance}"
+                    ))),
+                }
+                match last_states.get(&id.0) {
+                    None if balance.is_zero() && held.is_zero() && pending.is_zero() => {}
+                    Some((b, h, p))
+                        if *b == balance && h.as_ref().is_none_or(held_ok) && *p == pending => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_wallet_states ends with {got:?}, events say ({balance}, {held}, {pending})"
                     ))),
                 }
             }
@@ -387,6 +452,16 @@ async fn compare_read_models(
                     Some(got) if got == want => {}
                     got => report.problems.push(mismatch(format!(
                         "rm_payins has {got:?}, events say {want}"
+                    ))),
+                }
+            }
+            Folded::Payout(p) => {
+                let Some(id) = p.state.id else { continue };
+                let want = p.state.status.as_str();
+                match payouts.get(&id.0) {
+                    Some(got) if got == want => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_payouts has {got:?}, events say {want}"
                     ))),
                 }
             }

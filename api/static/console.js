@@ -132,6 +132,7 @@ function start() {
   $("me").textContent = `${S.user.email} (${S.user.role}) · id ${S.user.id}`;
   $("arbiter-panel").hidden = !["arbiter", "admin"].includes(S.user.role);
   $("admin-panel").hidden = S.user.role !== "admin";
+  $("operations-panel").hidden = !["service", "admin"].includes(S.user.role);
   connect();
   scheduleRefresh(0);
 }
@@ -178,9 +179,10 @@ function scheduleRefresh(delayMs) {
 
 async function refresh() {
   if (!S.token) return;
-  const jobs = [loadWallet(), loadHistory(), loadContracts()];
+  const jobs = [loadWallet(), loadHistory(), loadContracts(), loadPayouts()];
   if (!$("arbiter-panel").hidden) jobs.push(loadDisputes());
   if (!$("admin-panel").hidden) jobs.push(loadPlatform());
+  if (!$("operations-panel").hidden) jobs.push(loadOperations());
   await Promise.all(jobs);
 }
 
@@ -189,12 +191,14 @@ async function loadWallet() {
     const w = await api("GET", withQuery(`/wallets/${S.user.id}`, fresh()));
     $("balance").textContent = `${w.balance} ${w.currency}`;
     $("held").textContent = `${w.heldInEscrow} ${w.currency}`;
+    $("pending").textContent = `${w.pendingPayouts} ${w.currency}`;
     $("frozen").hidden = !w.frozen;
     $("wallet-id").textContent = w.id;
   } catch (e) {
     if (e.status !== 404) throw e;
     $("balance").textContent = "0.00";
     $("held").textContent = "0.00";
+    $("pending").textContent = "0.00";
   }
 }
 
@@ -212,7 +216,11 @@ async function loadHistory() {
     const row = body.insertRow();
     cell(row, new Date(t.createdAt).toLocaleString());
     cell(row, t.type);
-    cell(row, `${t.amount} ${t.currency}`);
+    // Signed for this wallet; the other party's side of a shared contract is unsigned.
+    const sign = t.direction === "IN" ? "+" : t.direction === "OUT" ? "−" : "";
+    cell(row, `${sign}${t.amount} ${t.currency}`).className = `amount ${(t.direction || "").toLowerCase()}`;
+    cell(row, t.balanceAfter || "");
+    cell(row, t.counterpartyEmail || t.counterpartyUserId || "");
     cell(row, t.description);
   }
 }
@@ -423,13 +431,13 @@ function wire() {
     return `Withdrew ${f.get("amount")}`;
   });
   onSubmit("transfer-form", async (f) => {
-    const req = { toUserId: f.get("toUserId").trim(), amount: f.get("amount") };
+    const req = { toUserId: await userIdOf(f.get("toUserId")), amount: f.get("amount") };
     if (f.get("description")) req.description = f.get("description");
     await api("POST", "/transfers", req);
     return `Sent ${f.get("amount")}`;
   });
   onSubmit("contract-form", async (f) => {
-    const other = f.get("counterparty").trim();
+    const other = await userIdOf(f.get("counterparty"));
     const iAmBuyer = f.get("myRole") === "buyer";
     const req = {
       buyerId: iAmBuyer ? S.user.id : other,
@@ -484,6 +492,7 @@ function wire() {
   });
   $("dispute-cancel").addEventListener("click", () => { $("dispute-dialog").hidden = true; });
 
+  wireMoney();
   if (S.token && S.user) start();
 }
 

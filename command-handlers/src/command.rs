@@ -133,6 +133,32 @@ pub enum Command {
         /// Now.
         now: Timestamp,
     },
+    /// The owner asks for a payout: the amount moves to the wallet's payouts in flight.
+    RequestPayout(domain::payout::RequestPayout),
+    /// The service (or an admin) records that the provider paid the payout.
+    CompletePayout {
+        /// The payout.
+        payout_id: domain::PayoutId,
+        /// Who asks.
+        actor: domain::Actor,
+        /// The provider's reference for the payment.
+        provider_reference: String,
+        /// Now.
+        now: Timestamp,
+    },
+    /// The service (or an admin) records that the payout failed: the amount returns.
+    FailPayout {
+        /// The payout.
+        payout_id: domain::PayoutId,
+        /// Who asks.
+        actor: domain::Actor,
+        /// Why.
+        reason: String,
+        /// The wallet's movement that returns the money.
+        transaction_id: TransactionId,
+        /// Now.
+        now: Timestamp,
+    },
     /// Draft an escrow contract.
     CreateContract(CreateContract),
     /// The buyer funds the contract: its price moves into escrow.
@@ -259,6 +285,9 @@ impl Command {
             Command::CreatePayin(_) => "CreatePayin",
             Command::ConfirmPayin { .. } => "ConfirmPayin",
             Command::FailPayin { .. } => "FailPayin",
+            Command::RequestPayout(_) => "RequestPayout",
+            Command::CompletePayout { .. } => "CompletePayout",
+            Command::FailPayout { .. } => "FailPayout",
             Command::Transfer(_) => "Transfer",
             Command::GrantRole { .. } => "GrantRole",
             Command::SuspendUser { .. } => "SuspendUser",
@@ -360,6 +389,8 @@ pub enum Outcome {
     WalletStatus(WalletStatusChange),
     /// From the pay-in commands: the pay-in after it.
     Payin(PayinChange),
+    /// From the payout commands: the payout after it.
+    Payout(PayoutChange),
 }
 
 impl Outcome {
@@ -377,6 +408,7 @@ impl Outcome {
             Outcome::Revenue(r) => r.recorded_at = at,
             Outcome::WalletStatus(w) => w.recorded_at = at,
             Outcome::Payin(p) => p.recorded_at = at,
+            Outcome::Payout(p) => p.recorded_at = at,
         }
     }
 }
@@ -386,6 +418,15 @@ impl Outcome {
 pub struct PayinChange {
     /// Its state.
     pub payin: domain::Payin,
+    /// When the change was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A payout after a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutChange {
+    /// Its state.
+    pub payout: domain::Payout,
     /// When the change was recorded.
     pub recorded_at: DateTime<Utc>,
 }

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use domain::codec::decode;
 use domain::stream::Aggregate;
 use domain::{
-    Contract, Dispute, Event, FeeSchedule, Payin, Revenue, StreamId, User, Versioned, Wallet,
+    Contract, Dispute, Event, FeeSchedule, Payin, Payout, Revenue, StreamId, User, Versioned,
+    Wallet,
 };
 use event_store::EventStore;
 
@@ -26,6 +27,7 @@ pub(crate) enum State {
     FeeSchedule(Versioned<FeeSchedule>),
     Revenue(Versioned<Revenue>),
     Payin(Versioned<Payin>),
+    Payout(Versioned<Payout>),
 }
 
 impl State {
@@ -37,6 +39,7 @@ impl State {
             "feeschedule" => State::FeeSchedule(Versioned::default()),
             "revenue" => State::Revenue(Versioned::default()),
             "payin" => State::Payin(Versioned::default()),
+            "payout" => State::Payout(Versioned::default()),
             _ => State::Wallet(Versioned::default()),
         }
     }
@@ -50,6 +53,7 @@ impl State {
             State::FeeSchedule(v) => v.apply(e),
             State::Revenue(v) => v.apply(e),
             State::Payin(v) => v.apply(e),
+            State::Payout(v) => v.apply(e),
         }
     }
 
@@ -62,6 +66,7 @@ impl State {
             State::FeeSchedule(v) => v.version,
             State::Revenue(v) => v.version,
             State::Payin(v) => v.version,
+            State::Payout(v) => v.version,
         }
     }
 }
@@ -100,6 +105,7 @@ aggregated!(Dispute, Dispute, disputes);
 aggregated!(FeeSchedule, FeeSchedule, fee_schedules);
 aggregated!(Revenue, Revenue, revenues);
 aggregated!(Payin, Payin, payins);
+aggregated!(Payout, Payout, payouts);
 
 /// The states of the streams this process has decided from or committed: one cache per
 /// aggregate type, over the store. A cached state is never wrong, only possibly old: a
@@ -114,6 +120,7 @@ pub(crate) struct States {
     fee_schedules: StateCache<FeeSchedule>,
     revenues: StateCache<Revenue>,
     payins: StateCache<Payin>,
+    payouts: StateCache<Payout>,
 }
 
 impl States {
@@ -127,6 +134,7 @@ impl States {
             fee_schedules: StateCache::new(),
             revenues: StateCache::new(),
             payins: StateCache::new(),
+            payouts: StateCache::new(),
         }
     }
 
@@ -171,6 +179,7 @@ impl States {
                 State::FeeSchedule(v) => self.fee_schedules.put(k, v),
                 State::Revenue(v) => self.revenues.put(k, v),
                 State::Payin(v) => self.payins.put(k, v),
+                State::Payout(v) => self.payouts.put(k, v),
             }
         }
     }

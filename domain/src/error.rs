@@ -97,6 +97,9 @@ pub enum DomainError {
     /// The pay-in does not exist.
     #[error("pay-in not found")]
     PayinNotFound,
+    /// The payout does not exist.
+    #[error("payout not found")]
+    PayoutNotFound,
     /// The contract has no milestone with this number.
     #[error("the contract has no milestone {0}")]
     MilestoneNotFound(u16),
@@ -137,6 +140,7 @@ impl DomainError {
             DomainError::MilestonesMismatch { .. } => "MILESTONES_MISMATCH",
             DomainError::MilestoneNotFound(_) => "MILESTONE_NOT_FOUND",
             DomainError::PayinNotFound => "PAYIN_NOT_FOUND",
+            DomainError::PayoutNotFound => "PAYOUT_NOT_FOUND",
         }
     }
 }

@@ -102,6 +102,11 @@ id_type!(
     PayinId
 );
 
+id_type!(
+    /// Identifies a payout (and its `payout-<id>` stream).
+    PayoutId
+);
+
 /// Namespace for the ids derived from a currency or from another id.
 const PLATFORM_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_8d47_4a3b_b5e2_7c91_40aa_93d1);
 

@@ -20,6 +20,8 @@ pub enum Account {
     Escrow(ContractId),
     /// The platform's revenue in a currency: fees in, an admin's withdrawals out.
     Revenue(Currency),
+    /// A wallet's payouts in flight: asked for, not yet paid by the provider.
+    PayoutsInFlight(WalletId),
 }
 
 /// One signed line of a movement: positive credits the account, negative debits it.
@@ -59,6 +61,14 @@ pub fn postings(stream_wallet: Option<WalletId>, event: &Event) -> Vec<Posting> 
             }
             return lines;
         }
+        Event::PayoutCompleted {
+            wallet_id, amount, ..
+        } => {
+            return vec![
+                line(Account::PayoutsInFlight(*wallet_id), -amount.value()),
+                line(Account::World, amount.value()),
+            ]
+        }
         Event::RevenueWithdrawn {
             currency, amount, ..
         } => {
@@ -91,6 +101,14 @@ pub fn postings(stream_wallet: Option<WalletId>, event: &Event) -> Vec<Posting> 
             line(Account::Escrow(*contract_id), -amount.value()),
         ],
         Event::FeeCharged { amount, .. } => vec![line(w, -amount.value())],
+        Event::PayoutFundsReserved { amount, .. } => vec![
+            line(w, -amount.value()),
+            line(Account::PayoutsInFlight(wallet), amount.value()),
+        ],
+        Event::PayoutFundsReturned { amount, .. } => vec![
+            line(w, amount.value()),
+            line(Account::PayoutsInFlight(wallet), -amount.value()),
+        ],
         Event::FundsDeposited { amount, .. } => vec![
             Posting {
                 account: w,

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod payin;
+pub mod payout;
 pub mod stream;
 pub mod text;
 pub mod user;
@@ -35,11 +36,12 @@ pub use error::DomainError;
 pub use event::{DepositChannel, Event};
 pub use fees::{FeePayer, FeeSchedule, FeeTerms, Revenue};
 pub use ids::{
-    ContractId, DisputeId, FeeScheduleId, PayinId, RevenueId, Timestamp, TransactionId, UserId,
-    WalletId,
+    ContractId, DisputeId, FeeScheduleId, PayinId, PayoutId, RevenueId, Timestamp, TransactionId,
+    UserId, WalletId,
 };
 pub use money::{Amount, Currency, MoneyError};
 pub use payin::{Payin, PayinStatus};
+pub use payout::{Payout, PayoutStatus};
 pub use stream::{StreamId, StreamWrite, Versioned};
 pub use text::Description;
 pub use user::{Role, User};

@@ -120,20 +120,22 @@ impl Aggregate for Payin {
     }
 }
 
-/// Only the marketplace's service and admins move pay-ins.
-fn service(actor: Actor) -> Result<UserId, DomainError> {
+/// Only the marketplace's service and admins record what the payment provider did
+/// (`refusal` says what the caller may not do).
+pub(crate) fn service(actor: Actor, refusal: &'static str) -> Result<UserId, DomainError> {
     match actor {
         Actor::User {
             id,
             role: Role::Service | Role::Admin,
         } => Ok(id),
-        _ => Err(DomainError::Forbidden(
-            "only the service role or an admin may record pay-ins",
-        )),
+        _ => Err(DomainError::Forbidden(refusal)),
     }
 }
 
-fn text(raw: &str, max: usize, what: &'static str) -> Result<String, DomainError> {
+const PAYINS_ONLY: &str = "only the service role or an admin may record pay-ins";
+
+/// `raw` trimmed, if it is 1 to `max` characters without control characters.
+pub(crate) fn text(raw: &str, max: usize, what: &'static str) -> Result<String, DomainError> {
     let s = raw.trim();
     if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
         return Err(DomainError::InvalidText(what));
@@ -176,7 +178,7 @@ pub fn create(
     user: &Versioned<User>,
     cmd: &CreatePayin,
 ) -> Result<Vec<StreamWrite>, DomainError> {
-    let by = service(cmd.actor)?;
+    let by = service(cmd.actor, PAYINS_ONLY)?;
     let reference = text(
         &cmd.reference,
         REFERENCE_CHARS_MAX,
@@ -231,7 +233,7 @@ pub fn confirm(
     transaction_id: TransactionId,
     now: Timestamp,
 ) -> Result<Vec<StreamWrite>, DomainError> {
-    let by = service(actor)?;
+    let by = service(actor, PAYINS_ONLY)?;
     let id = pending(payin, "confirm")?;
     let p = &payin.state;
     let user = p.user_id.ok_or(DomainError::PayinNotFound)?;
@@ -270,7 +272,7 @@ pub fn fail(
     reason: &str,
     now: Timestamp,
 ) -> Result<Vec<StreamWrite>, DomainError> {
-    let by = service(actor)?;
+    let by = service(actor, PAYINS_ONLY)?;
     let reason = text(
         reason,
         REASON_CHARS_MAX,

@@ -48,6 +48,11 @@ impl StreamId {
         StreamId(format!("payin-{}", id.0))
     }
 
+    /// The stream of a payout.
+    pub fn payout(id: crate::ids::PayoutId) -> Self {
+        StreamId(format!("payout-{}", id.0))
+    }
+
     /// Wraps a stored stream name without checking it (it came from the event store).
     pub fn from_stored(name: String) -> Self {
         StreamId(name)

@@ -43,7 +43,8 @@ impl Aggregate for Wallet {
             | Event::TransferReceived { amount, .. }
             | Event::EscrowPaymentReceived { amount, .. }
             | Event::EscrowRefundReceived { amount, .. }
-            | Event::FeeReturned { amount, .. } => {
+            | Event::FeeReturned { amount, .. }
+            | Event::PayoutFundsReturned { amount, .. } => {
                 // Saturating: decisions keep balances at most BALANCE_MAX, so only a
                 // tampered store reaches the bound, and folding it must not panic.
                 self.balance = self.balance.saturating_add(amount.value());
@@ -54,7 +55,8 @@ impl Aggregate for Wallet {
             | Event::TransferSent { amount, .. }
             | Event::EscrowHeld { amount, .. }
             | Event::FeeHeld { amount, .. }
-            | Event::FeeCharged { amount, .. } => {
+            | Event::FeeCharged { amount, .. }
+            | Event::PayoutFundsReserved { amount, .. } => {
                 self.balance = self.balance.saturating_sub(amount.value());
             }
             _ => {}

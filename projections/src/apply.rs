@@ -186,10 +186,13 @@ pub(crate) async fn apply(
         // history, contract, dispute and revenue rows), balances and holds are sums, and the contract and dispute rows
         // are changed in memory in stream order: the effect is that of applying the events
         // one by one.
-        if !deferred.take(env, event)?
-            && !escrow.take(env, event, &mut unholds)?
-            && !revenue.take(env, event)
-        {
+        let taken = deferred.take(env, event)?
+            || escrow.take(env, event, &mut unholds)?
+            || revenue.take(env, event);
+        for (buyer, currency, amount) in unholds.drain(..) {
+            deferred.unhold(env, buyer, &currency, amount);
+        }
+        if !taken {
             apply_one(conn, env, event).instrument(span.clone()).await?;
         }
         span.in_scope(|| tracing::debug!("applied"));
@@ -204,26 +207,6 @@ pub(crate) async fn apply(
     deferred.flush(conn).await?;
     escrow.flush(conn).await?;
     revenue.flush(conn).await?;
-    if !unholds.is_empty() {
-        let mut users = Vec::with_capacity(unholds.len());
-        let mut currencies = Vec::with_capacity(unholds.len());
-        let mut amounts = Vec::with_capacity(unholds.len());
-        for ((user, currency), amount) in unholds {
-            users.push(user);
-            currencies.push(currency);
-            amounts.push(amount);
-        }
-        sqlx::query(
-            "UPDATE rm_wallets w SET held_in_escrow = w.held_in_escrow - u.amount \
-             FROM UNNEST($1::uuid[], $2::text[], $3::numeric[]) AS u(user_id, currency, amount) \
-             WHERE w.user_id = u.user_id AND w.currency = u.currency",
-        )
-        .bind(&users)
-        .bind(&currencies)
-        .bind(&amounts)
-        .execute(&mut *conn)
-        .await?;
-    }
     if !touched.is_empty() {
         let (ids, vs): (Vec<String>, Vec<i64>) = touched.into_iter().unzip();
         sqlx::query(
@@ -347,6 +330,9 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
         Event::PayinCreated { .. } | Event::PayinConfirmed { .. } | Event::PayinFailed { .. } => {
             apply_payin(conn, env, event).await?
         }
+        Event::PayoutRequested { .. }
+        | Event::PayoutCompleted { .. }
+        | Event::PayoutFailed { .. } => crate::payout_rows::apply(conn, env, event).await?,
         // An application's own audit entry is read from the event store (the audit
         // trail); no read model shows it.
         Event::ActivityRecorded { .. } => {}
@@ -365,7 +351,9 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
         | Event::EscrowRefundReceived { .. }
         | Event::FeeHeld { .. }
         | Event::FeeReturned { .. }
-        | Event::FeeCharged { .. } => {
+        | Event::FeeCharged { .. }
+        | Event::PayoutFundsReserved { .. }
+        | Event::PayoutFundsReturned { .. } => {
             anyhow::bail!("wallet movements are applied in bulk (WalletRows), not one by one")
         }
         Event::ContractCreated { .. }
@@ -486,6 +474,8 @@ pub(crate) const READ_MODEL_TABLES: &[&str] = &[
     "rm_revenue",
     "rm_revenue_transactions",
     "rm_payins",
+    "rm_payouts",
+    "rm_wallet_states",
 ];
 
 /// Empties every read model (for a full rebuild).

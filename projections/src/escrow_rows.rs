@@ -72,8 +72,9 @@ struct DisputeRow {
     position: i64,
 }
 
-/// Escrow money leaving a contract: no longer held for its buyer, by `(user, currency)`.
-pub(crate) type Unholds = HashMap<(Uuid, String), Decimal>;
+/// Escrow money leaving a contract: no longer held for its buyer `(user, currency, amount)`,
+/// in event order.
+pub(crate) type Unholds = Vec<(Uuid, String, Decimal)>;
 
 /// The contract and dispute rows of one batch.
 #[derive(Default)]
@@ -189,7 +190,7 @@ impl EscrowRows {
             c.auto_release_at = None;
         }
         c.updated_at = at;
-        *unholds.entry((c.buyer_id, c.currency.clone())).or_default() += amount;
+        unholds.push((c.buyer_id, c.currency.clone(), amount));
         Ok(())
     }
 
@@ -206,7 +207,7 @@ impl EscrowRows {
         c.fee_charged += charged;
         c.fee_held -= released;
         if !released.is_zero() {
-            *unholds.entry((c.buyer_id, c.currency.clone())).or_default() += released;
+            unholds.push((c.buyer_id, c.currency.clone(), released));
         }
         Ok(())
     }
@@ -363,8 +364,11 @@ impl EscrowRows {
                 c.held_amount = Decimal::ZERO;
                 c.auto_release_at = None;
                 c.updated_at = at;
-                *unholds.entry((c.buyer_id, c.currency.clone())).or_default() +=
-                    *seller_amount + *buyer_amount;
+                unholds.push((
+                    c.buyer_id,
+                    c.currency.clone(),
+                    *seller_amount + *buyer_amount,
+                ));
             }
             Event::DisputeRaised {
                 dispute_id,

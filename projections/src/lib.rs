@@ -8,6 +8,7 @@
 mod apply;
 mod escrow_rows;
 mod freshness;
+mod payout_rows;
 mod platform_rows;
 pub mod read;
 pub mod replay;

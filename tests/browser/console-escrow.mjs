@@ -3,7 +3,10 @@
 // live (no reload), delivers; Alice releases; a second contract is disputed and Carol, an
 // arbiter, splits it from her queue; Dave, an admin, sets a 2.5 % seller fee, and a
 // contract of two milestones is paid one released, one refunded; Dave withdraws part of
-// the revenue. Every page follows along over the WebSocket.
+// the revenue, freezes and unfreezes Bob's wallet. Bob pays Alice naming her by e-mail;
+// Alice asks for a payout that Dave completes from his queue, Dave announces and confirms
+// a pay-in for her, and she reads and downloads her statement. Every page follows along
+// over the WebSocket.
 // Exits non-zero on the first failed expectation, on any page error and on any
 // Content-Security-Policy violation. Run by tests/tests/e2e/console.rs.
 import { chromium } from "playwright-core";
@@ -253,6 +256,65 @@ try {
     await dave.click("#unfreeze");
     await expectText(dave, "#status.ok", "Unfroze the wallet");
     await bob.locator("#frozen[hidden]").waitFor({ state: "attached", ...WAIT });
+  });
+
+  await step("bob names alice by e-mail; both histories show sign, balance and counterparty", async () => {
+    await bob.fill("#transfer-to", ALICE);
+    await bob.fill("#transfer-amount", "5");
+    await bob.click("#transfer");
+    await expectText(bob, "#status.ok", "Sent 5");
+    const sent = bob.locator("#history tbody tr", { hasText: ALICE }).first();
+    await sent.locator("td.amount.out", { hasText: "−5.00 USD" }).waitFor(WAIT);
+    await sent.locator("td", { hasText: "359.00" }).waitFor(WAIT);
+    await expectText(alice, "#balance", "140.00 USD");
+    const received = alice.locator("#history tbody tr", { hasText: BOB }).first();
+    await received.locator("td.amount.in", { hasText: "+5.00 USD" }).waitFor(WAIT);
+  });
+
+  await step("alice asks for a payout; dave completes it from his queue; alice sees it live", async () => {
+    await alice.fill("#payout-amount", "40");
+    await alice.fill("#payout-destination", "IBAN DE00 1234");
+    await alice.click("#request-payout");
+    await expectText(alice, "#pending", "40.00 USD");
+    await expectText(alice, "#balance", "100.00 USD");
+    await expectText(alice, "#payouts .payout-status", "PENDING");
+    const queued = dave.locator("#pending-payouts tbody tr", { hasText: "IBAN DE00 1234" });
+    for (let tries = 0; !(await queued.isVisible()); tries++) {
+      assert.ok(tries < 50, "the payout reaches the queue");
+      await dave.click("#refresh-operations");
+      await dave.waitForTimeout(200);
+    }
+    await queued.locator("input.payout-note").fill("po_789");
+    await queued.locator("button[data-action=complete-payout]").click();
+    await expectText(dave, "#status.ok", "completed");
+    await expectText(alice, "#payouts .payout-status", "COMPLETED");
+    await expectText(alice, "#pending", "0.00 USD");
+  });
+
+  await step("dave announces a pay-in for alice by e-mail and confirms it", async () => {
+    await dave.fill("#payin-user", ALICE);
+    await dave.fill("#payin-amount", "25");
+    await dave.fill("#payin-reference", "psp-42");
+    await dave.click("#create-payin");
+    const p = dave.locator("#payins tbody tr", { hasText: "psp-42" });
+    await p.waitFor(WAIT);
+    await p.locator("button[data-action=confirm-payin]").click();
+    await expectText(dave, "#status.ok", "confirmed");
+    await expectText(alice, "#balance", "125.00 USD");
+  });
+
+  await step("alice reads her statement and downloads it as CSV", async () => {
+    await alice.click("#show-statement");
+    await expectText(alice, "#statement-summary", "closing 125.00 USD");
+    const [download] = await Promise.all([
+      alice.waitForEvent("download", WAIT),
+      alice.click("#download-statement"),
+    ]);
+    const path = await download.path();
+    const { readFile } = await import("node:fs/promises");
+    const csv = await readFile(path, "utf8");
+    assert.ok(csv.startsWith("id,createdAt,type,direction,amount"), csv.slice(0, 80));
+    assert.ok(csv.includes(",PAYOUT,OUT,40.00,USD,100.00,"), csv);
   });
 
   await step("the API reference renders from the binary", async () => {

@@ -94,6 +94,8 @@ pub struct AppOptions {
     pub role: Option<WorkerRole>,
     /// A request taking longer is answered 503 `TIMEOUT` (default 30 s, as documented).
     pub request_timeout_ms: Option<u64>,
+    /// Look-ups by e-mail per minute per user (0: unlimited, the tests' default).
+    pub lookups_per_minute: Option<u32>,
 }
 
 /// Deletes, once per test binary, the JetStream streams that earlier runs' tests left
@@ -200,6 +202,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         auto_release_poll_ms: 50,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
+        rate_limit_lookups_per_user_per_minute: opts.lookups_per_minute.unwrap_or(0),
         rate_limit_auth_per_ip_per_minute: opts.auth_rate_limit.unwrap_or(0),
         request_timeout_ms: opts.request_timeout_ms.unwrap_or(30_000),
         header_read_timeout_ms: 1_500,
@@ -466,7 +469,7 @@ pub async fn folded_ledger(pool: &PgPool) -> (HashMap<Uuid, Decimal>, Decimal) {
                 w.state.balance >= Decimal::ZERO,
                 "negative balance folded in {stream}"
             );
-        } else if stream.starts_with("revenue-") {
+        } else if stream.starts_with("revenue-") || stream.starts_with("payout-") {
             for p in postings(None, &e) {
                 *sums.entry(p.account).or_default() += p.delta;
             }

@@ -8,7 +8,9 @@ pub mod freezes;
 pub mod health;
 pub mod milestones;
 pub mod payins;
+pub mod payouts;
 pub mod platform;
+pub mod statements;
 pub mod users;
 pub mod wallets;
 pub mod ws;
@@ -235,4 +237,29 @@ pub(crate) fn page_params(q: &crate::extract::QueryMap, max: i64) -> Result<(i64
         })?,
     };
     Ok((limit, before))
+}
+
+/// Whose pay-ins or payouts a list shows, from its `userId` parameter: the service role and
+/// admins see everyone's (or the one user's named), and wait for everything committed; a
+/// user sees only its own (naming anyone else is 403) and waits for its own writes.
+pub(crate) fn provider_list_scope(
+    caller: &AuthUser,
+    q: &crate::extract::QueryMap,
+    what: &str,
+) -> Result<(Option<uuid::Uuid>, Reads)> {
+    let named: Option<uuid::Uuid> = match q.0.get("userId") {
+        None => None,
+        Some(u) => Some(uuid::Uuid::parse_str(u).map_err(|_| {
+            ApiError::bad_request("INVALID_QUERY_PARAMETER", "userId must be a UUID")
+        })?),
+    };
+    if matches!(caller.role, domain::Role::Service | domain::Role::Admin) {
+        Ok((named, Reads::Everything))
+    } else if named.is_none_or(|u| u == caller.id.0) {
+        Ok((Some(caller.id.0), Reads::Own))
+    } else {
+        Err(ApiError::forbidden(format!(
+            "you may only list your own {what}"
+        )))
+    }
 }

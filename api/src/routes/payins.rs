@@ -12,7 +12,6 @@ use projections::read::PayinRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::clock::to_utc;
@@ -23,8 +22,8 @@ use crate::extract::{
 };
 use crate::routes::contracts::EmptyRequest;
 use crate::routes::{
-    await_position, page_params, read_or_wait, render, unexpected, user_context, with_consistency,
-    Reads,
+    await_position, page_params, provider_list_scope, read_or_wait, render, unexpected,
+    user_context, with_consistency, Reads,
 };
 use crate::state::AppState;
 
@@ -379,24 +378,7 @@ pub async fn list(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> 
             )
         })?),
     };
-    let user: Option<Uuid> = match q.0.get("userId") {
-        None => None,
-        Some(u) => Some(Uuid::parse_str(u).map_err(|_| {
-            ApiError::bad_request("INVALID_QUERY_PARAMETER", "userId must be a UUID")
-        })?),
-    };
-    let user = if sees_payins(&caller) {
-        user
-    } else if user.is_none_or(|u| u == caller.id.0) {
-        Some(caller.id.0)
-    } else {
-        return Err(ApiError::forbidden("you may only list your own pay-ins"));
-    };
-    let reads = if sees_payins(&caller) {
-        Reads::Everything
-    } else {
-        Reads::Own
-    };
+    let (user, reads) = provider_list_scope(&caller, &q, "pay-ins")?;
     let reached = await_position(&st, &caller, q.min_position()?, reads).await?;
     let rows = projections::read::payins(
         &st.pool,

@@ -63,6 +63,50 @@ async fn show(st: &AppState, caller: AuthUser, id: Uuid, q: QueryMap) -> Result<
     Ok(with_consistency(Json(user).into_response(), reached))
 }
 
+/// Who an e-mail address belongs to, for naming the other party of a transfer or contract.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserLookup {
+    /// User id.
+    pub id: String,
+    /// The address, normalised.
+    pub email: String,
+}
+
+/// The user with an e-mail address (any authenticated user; at most
+/// `RATE_LIMIT_LOOKUPS_PER_USER_PER_MINUTE` a minute, 30 by default).
+#[utoipa::path(get, path = "/api/v1/users/lookup", operation_id = "lookup_user", tag = "users", security(("bearer" = [])),
+    params(("email" = String, Query, format = Email, max_length = 254, description = "The e-mail address (compared as registration normalises it)")),
+    responses((status = 200, body = UserLookup),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "INVALID_EMAIL", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn lookup(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -> Result<Response> {
+    q.only(&["email"])?;
+    let raw =
+        q.0.get("email")
+            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY_PARAMETER", "email is required"))?;
+    let email = domain::Email::parse(raw)
+        .map_err(|e| ApiError::unprocessable("INVALID_EMAIL", e.to_string()))?;
+    st.limits
+        .lookups_per_user
+        .check(&caller.id.to_string())
+        .map_err(|s| crate::limits::too_many_error(s, "user"))?;
+    // The credentials are written with the registration, so someone who registered a
+    // moment ago is found before the read models show them.
+    let login =
+        st.ledger.find_login(&email).await?.ok_or_else(|| {
+            ApiError::not_found("USER_NOT_FOUND", "no user has this e-mail address")
+        })?;
+    Ok(Json(UserLookup {
+        id: login.user_id.to_string(),
+        email: email.to_string(),
+    })
+    .into_response())
+}
+
 /// The caller's own user.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
     params(("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),

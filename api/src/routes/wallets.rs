@@ -42,6 +42,10 @@ pub struct WalletView {
     /// Money the user holds in escrow as a buyer, decimal string.
     #[schema(example = "0.00")]
     pub held_in_escrow: String,
+    /// Payouts asked for and not yet completed or failed: no longer available, not yet
+    /// gone. Decimal string.
+    #[schema(example = "0.00")]
+    pub pending_payouts: String,
     /// Frozen by an admin: it receives money but sends none (transfers, withdrawals and
     /// fundings answer 409 `WALLET_FROZEN`).
     pub frozen: bool,
@@ -50,8 +54,12 @@ pub struct WalletView {
     pub frozen_reason: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
-    /// RFC 3339 UTC.
+    /// RFC 3339 UTC: when its numbers last changed (with `asOf`: the last change at or
+    /// before that instant).
     pub updated_at: String,
+    /// The instant asked for with `asOf`: the numbers are those at that instant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 /// A money movement (the seed's Transaction).
@@ -81,6 +89,43 @@ pub struct TransactionView {
     pub contract_id: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
+    /// `IN` or `OUT` of the wallet whose history this is; absent for the other party's
+    /// movement on a contract of this user's (a seller's `PAYMENT` in its buyer's history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(IN|OUT)$")]
+    pub direction: Option<String>,
+    /// That wallet's available balance right after this movement, decimal string (absent
+    /// where `direction` is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance_after: Option<String>,
+    /// The other user: a transfer's other side, a contract's other party.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterparty_user_id: Option<String>,
+    /// The other user's e-mail address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterparty_email: Option<String>,
+}
+
+impl TransactionView {
+    /// A history row as a person reads it.
+    pub(crate) fn of(t: &projections::read::TransactionRow) -> Self {
+        let c = Currency::parse(&t.currency).unwrap_or(Currency::USD);
+        TransactionView {
+            id: t.id.to_string(),
+            from_wallet_id: t.from_wallet_id.map(|x| x.to_string()),
+            to_wallet_id: t.to_wallet_id.map(|x| x.to_string()),
+            amount: c.format(t.amount),
+            currency: c.code().into(),
+            kind: t.kind.clone(),
+            description: t.description.clone(),
+            contract_id: t.contract_id.map(|c| c.to_string()),
+            created_at: crate::rfc3339(t.created_at),
+            direction: t.direction.clone(),
+            balance_after: t.balance_after.map(|b| c.format(b)),
+            counterparty_user_id: t.counterparty_user_id.map(|u| u.to_string()),
+            counterparty_email: t.counterparty_email.clone(),
+        }
+    }
 }
 
 /// One page of history, newest first.
@@ -170,6 +215,17 @@ fn money_response(w: &WalletChange, position: i64) -> MoneyResponse {
             description: w.description.clone(),
             contract_id: None,
             created_at: crate::rfc3339(w.recorded_at),
+            direction: Some(
+                if w.to_wallet_id == Some(w.wallet_id) {
+                    "IN"
+                } else {
+                    "OUT"
+                }
+                .into(),
+            ),
+            balance_after: Some(c.format(w.balance)),
+            counterparty_user_id: None,
+            counterparty_email: None,
         },
         wallet_id: w.wallet_id.to_string(),
         user_id: w.user_id.to_string(),
@@ -196,6 +252,7 @@ fn body_user(text: &str, field: &str) -> Result<UserId> {
 #[utoipa::path(get, path = "/api/v1/wallets/{userId}", tag = "wallets", security(("bearer" = [])),
     params(("userId" = String, Path, format = Uuid, description = "Owner (UUID)"),
         ("currency" = Option<String>, Query, pattern = "^([Uu][Ss][Dd]|[Ee][Uu][Rr]|[Gg][Bb][Pp]|[Cc][Hh][Ff]|[Cc][Aa][Dd]|[Aa][Uu][Dd]|[Nn][Zz][Dd]|[Ss][Ee][Kk]|[Nn][Oo][Kk]|[Dd][Kk][Kk]|[Pp][Ll][Nn]|[Jj][Pp][Yy])$", description = "ISO 4217 code, default USD"),
+        ("asOf" = Option<String>, Query, format = DateTime, description = "RFC 3339 instant, not in the future (422 `INVALID_AS_OF`): the balance, escrow holds and pending payouts at that instant"),
         ("minPosition" = Option<i64>, Query, minimum = 0, description = "Wait (up to READ_WAIT_MS, 2 s by default) until the read models include this position; without it, they include your own last command (0: no wait)")),
     responses((status = 200, body = WalletView),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -211,8 +268,22 @@ pub async fn get_wallet(
     q: QueryMap,
 ) -> Result<Response> {
     let user = UserId(parse_id(&user, "userId")?);
-    q.only(&["currency", "minPosition"])?;
+    q.only(&["currency", "minPosition", "asOf"])?;
     let currency = q.currency()?;
+    let as_of = match q.0.get("asOf") {
+        None => None,
+        Some(t) => {
+            let at = parse_instant(t, "asOf")?;
+            // Depends on the clock, so the document cannot state it: 422, not 400.
+            if at > st.clock.now() {
+                return Err(ApiError::unprocessable(
+                    "INVALID_AS_OF",
+                    "asOf is in the future: the balance then is not known yet",
+                ));
+            }
+            Some(at)
+        }
+    };
     if !caller.can_see(user) {
         return Err(ApiError::forbidden("you may only read your own wallets"));
     }
@@ -229,12 +300,13 @@ pub async fn get_wallet(
             format!("no {currency} wallet for this user"),
         )
     })?;
-    let view = WalletView {
+    let mut view = WalletView {
         id: row.id.to_string(),
         user_id: row.user_id.to_string(),
         currency: currency.code().into(),
         balance: currency.format(row.balance),
         held_in_escrow: currency.format(row.held_in_escrow),
+        pending_payouts: currency.format(row.pending_payouts),
         frozen: row.frozen_reason.is_some(),
         frozen_reason: row
             .frozen_reason
@@ -242,8 +314,68 @@ pub async fn get_wallet(
             .filter(|_| caller.role == Role::Admin),
         created_at: crate::rfc3339(row.created_at),
         updated_at: crate::rfc3339(row.updated_at),
+        as_of: None,
     };
+    if let Some(at) = as_of {
+        as_of_view(&st, &mut view, row.id, row.created_at, at, currency).await?;
+    }
     Ok(with_consistency(Json(view).into_response(), reached))
+}
+
+/// Parses an RFC 3339 instant (400 `INVALID_QUERY_PARAMETER` if it is not one).
+pub(crate) fn parse_instant(text: &str, name: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|_| {
+            ApiError::bad_request(
+                "INVALID_QUERY_PARAMETER",
+                format!("{name} must be an RFC 3339 date-time, e.g. 2026-12-07T12:00:00Z"),
+            )
+        })?
+        .with_timezone(&chrono::Utc))
+}
+
+/// Replaces `view`'s numbers with those of the wallet at `at` (404 if it was not open yet).
+async fn as_of_view(
+    st: &AppState,
+    view: &mut WalletView,
+    wallet: Uuid,
+    opened: chrono::DateTime<chrono::Utc>,
+    at: chrono::DateTime<chrono::Utc>,
+    currency: Currency,
+) -> Result<()> {
+    if opened > at {
+        return Err(ApiError::not_found(
+            "WALLET_NOT_FOUND",
+            format!(
+                "the {currency} wallet was opened after {}",
+                crate::rfc3339(at)
+            ),
+        ));
+    }
+    let state = projections::read::wallet_as_of(&st.pool, wallet, at).await?;
+    let (balance, held, pending, changed) = match state {
+        None => (
+            rust_decimal::Decimal::ZERO,
+            Some(rust_decimal::Decimal::ZERO),
+            rust_decimal::Decimal::ZERO,
+            opened,
+        ),
+        Some(s) => (s.balance, s.held_in_escrow, s.pending_payouts, s.at),
+    };
+    let held = held.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "AS_OF_NOT_RECORDED",
+            "the read models have no escrow holds recorded for that instant (it predates this \
+             version of the ledger): an operator runs `escrow replay` once to record them",
+        )
+    })?;
+    view.balance = currency.format(balance);
+    view.held_in_escrow = currency.format(held);
+    view.pending_payouts = currency.format(pending);
+    view.updated_at = crate::rfc3339(changed);
+    view.as_of = Some(crate::rfc3339(at));
+    Ok(())
 }
 
 struct MoneyInput {
@@ -436,20 +568,7 @@ pub async fn transactions(
     let items: Vec<TransactionView> = rows
         .iter()
         .take(limit as usize)
-        .map(|t| {
-            let c = Currency::parse(&t.currency).unwrap_or(Currency::USD);
-            TransactionView {
-                id: t.id.to_string(),
-                from_wallet_id: t.from_wallet_id.map(|x| x.to_string()),
-                to_wallet_id: t.to_wallet_id.map(|x| x.to_string()),
-                amount: c.format(t.amount),
-                currency: c.code().into(),
-                kind: t.kind.clone(),
-                description: t.description.clone(),
-                contract_id: t.contract_id.map(|c| c.to_string()),
-                created_at: crate::rfc3339(t.created_at),
-            }
-        })
+        .map(TransactionView::of)
         .collect();
     let next_cursor = if more {
         rows.get(limit as usize - 1).map(|r| r.position.to_string())

@@ -5,6 +5,7 @@
 mod contracts;
 mod disputes;
 mod payins;
+mod payouts;
 mod platform;
 mod users;
 mod wallets;
@@ -100,6 +101,20 @@ pub(crate) async fn decide<L: Load>(
             reason,
             now,
         } => payins::fail(&mut r, *payin_id, *actor, reason, *now).await,
+        Command::RequestPayout(c) => payouts::request(&mut r, c).await,
+        Command::CompletePayout {
+            payout_id,
+            actor,
+            provider_reference,
+            now,
+        } => payouts::complete(&mut r, *payout_id, *actor, provider_reference, *now).await,
+        Command::FailPayout {
+            payout_id,
+            actor,
+            reason,
+            transaction_id,
+            now,
+        } => payouts::fail(&mut r, *payout_id, *actor, reason, *transaction_id, *now).await,
         Command::SetWalletFrozen {
             actor,
             user_id,

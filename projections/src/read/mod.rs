@@ -6,6 +6,7 @@
 mod contracts;
 mod disputes;
 mod payins;
+mod payouts;
 mod platform;
 mod snapshot;
 mod users;
@@ -14,9 +15,13 @@ mod wallets;
 pub use contracts::{contract, contracts_of, due_for_expiry, due_for_release, ContractRow};
 pub use disputes::{dispute, disputes, DisputeRow};
 pub use payins::{payin, payins, PayinRow};
+pub use payouts::{payout, payouts, PayoutRow};
 pub use platform::{
     fee_schedules, revenue, revenue_history, FeeScheduleRow, RevenueRow, RevenueTransactionRow,
 };
 pub use snapshot::{snapshot, Snapshot};
 pub use users::{streams_of, user, UserRow};
-pub use wallets::{history, wallet, TransactionRow, WalletRow};
+pub use wallets::{
+    balance_before, history, statement_page, wallet, wallet_as_of, TransactionRow, WalletRow,
+    WalletStateRow,
+};

@@ -18,8 +18,14 @@ pub struct Snapshot {
     pub applied: HashMap<String, i64>,
     /// Each user's e-mail and role.
     pub users: HashMap<Uuid, (String, String)>,
-    /// Each wallet's balance and what it holds in escrow.
-    pub wallets: HashMap<Uuid, (Decimal, Decimal)>,
+    /// Each wallet's balance, what it holds in escrow, and its pending payouts.
+    pub wallets: HashMap<Uuid, (Decimal, Decimal, Decimal)>,
+    /// Each wallet's history: the sum of its movements and the balance after the last.
+    pub histories: HashMap<Uuid, (Decimal, Option<Decimal>)>,
+    /// Each wallet's last recorded state (`asOf`): balance, held in escrow, pending payouts.
+    pub last_states: HashMap<Uuid, (Decimal, Option<Decimal>, Decimal)>,
+    /// Each payout's status.
+    pub payouts: HashMap<Uuid, String>,
     /// Each contract's status, held amount, and fees charged.
     pub contracts: HashMap<Uuid, (String, Decimal, Decimal, Milestones)>,
     /// The platform's revenue balance per currency code.
@@ -46,14 +52,41 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
         .into_iter()
         .map(|(id, e, r)| (id, (e, r)))
         .collect();
-    let wallets = sqlx::query_as::<_, (Uuid, Decimal, Decimal)>(
-        "SELECT id, balance, held_in_escrow FROM rm_wallets",
+    let wallets = sqlx::query_as::<_, (Uuid, Decimal, Decimal, Decimal)>(
+        "SELECT id, balance, held_in_escrow, pending_payouts FROM rm_wallets",
     )
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(id, b, h)| (id, (b, h)))
+    .map(|(id, b, h, p)| (id, (b, h, p)))
     .collect();
+    let histories = sqlx::query_as::<_, (Uuid, Decimal, Option<Decimal>)>(
+        "SELECT wallet, sum(delta), (array_agg(after ORDER BY position DESC))[1] FROM ( \
+           SELECT from_wallet_id AS wallet, -amount AS delta, from_balance_after AS after, from_position AS position \
+             FROM rm_transactions WHERE from_wallet_id IS NOT NULL \
+           UNION ALL \
+           SELECT to_wallet_id, amount, to_balance_after, to_position \
+             FROM rm_transactions WHERE to_wallet_id IS NOT NULL) l GROUP BY wallet",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(w, sum, last)| (w, (sum, last)))
+    .collect();
+    let last_states = sqlx::query_as::<_, (Uuid, Decimal, Option<Decimal>, Decimal)>(
+        "SELECT DISTINCT ON (wallet_id) wallet_id, balance, held_in_escrow, pending_payouts \
+         FROM rm_wallet_states ORDER BY wallet_id, ord DESC",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(w, b, h, p)| (w, (b, h, p)))
+    .collect();
+    let payouts = sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM rm_payouts")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     type Row = (Uuid, String, Decimal, Decimal, Json<Milestones>);
     let contracts = sqlx::query_as::<_, Row>(
         "SELECT id, status, held_amount, fee_charged, milestones FROM rm_contracts",
@@ -83,6 +116,9 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
         applied,
         users,
         wallets,
+        histories,
+        last_states,
+        payouts,
         contracts,
         revenue,
         disputes,

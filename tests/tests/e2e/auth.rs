@@ -150,6 +150,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         auto_release_poll_ms: 1000,
         rate_limit_per_ip_per_minute: 0,
         rate_limit_per_user_per_minute: 0,
+        rate_limit_lookups_per_user_per_minute: 0,
         rate_limit_auth_per_ip_per_minute: 0,
         request_timeout_ms: 30_000,
         header_read_timeout_ms: 10_000,

@@ -200,5 +200,6 @@ async fn two_servers_one_ledger() {
     assert!(folded.values().all(|b| *b >= Decimal::ZERO), "no overdraft");
     assert!(one.wait_for_read_models(Duration::from_secs(20)).await);
     assert_eq!(read_model_balances(&one.pool).await, folded);
-    assert!(api::verify::verify(&one.pool).await.unwrap().ok());
+    let report = api::verify::verify(&one.pool).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
 }

@@ -24,6 +24,7 @@ async fn pages_are_served_from_the_binary_with_a_strict_policy() {
     for (path, kind) in [
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
+        ("/money.js", "text/javascript"),
         ("/console.css", "text/css"),
         ("/api/v1/docs", "text/html"),
         ("/api/v1/docs/init.js", "text/javascript"),
@@ -176,8 +177,8 @@ async fn a_whole_escrow_clicked_through_in_chromium() {
         "every posting has its counter-posting"
     );
     for (user, tok, balance) in [
-        (alice_id.as_str(), token.as_str(), 135),
-        (bob.id.as_str(), bob.token.as_str(), 364),
+        (alice_id.as_str(), token.as_str(), 125),
+        (bob.id.as_str(), bob.token.as_str(), 359),
     ] {
         let w = app.get(&format!("/wallets/{user}"), Some(tok)).await;
         let wallet: Uuid = w.str("id").parse().unwrap();

@@ -291,6 +291,27 @@ async fn asyncapi_document_matches_the_code() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
     }
+    for (n, verb, body) in [
+        ("1", "complete", json!({"providerReference": "po-1"})),
+        ("2", "fail", json!({"reason": "account closed"})),
+    ] {
+        let p = app
+            .post(
+                "/payouts",
+                Some(&buyer.token),
+                json!({"amount": n, "destination": "IBAN DE00 1234"}),
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::CREATED, "{:?}", p.body);
+        let r = app
+            .post(
+                &format!("/payouts/{}/{verb}", p.str("id")),
+                Some(&service.token),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{verb}: {:?}", r.body);
+    }
     let suspended = app.user().await;
     for (verb, body) in [
         ("suspend", json!({"reason": "chargebacks"})),
