@@ -96,6 +96,10 @@ pub struct ServeConfig {
     /// are, as `minPosition=0` does).
     #[arg(long, env = "SESSION_CONSISTENCY", default_value_t = true, action = clap::ArgAction::Set)]
     pub session_consistency: bool,
+    /// How long an `Idempotency-Key` is remembered, in hours (0: forever). A key reused
+    /// after it expired runs its command again, as payment APIs do.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 168)]
+    pub idempotency_retention_hours: u64,
     /// How often the deadline scheduler looks for contracts due for auto-release or expiry.
     #[arg(long, env = "AUTO_RELEASE_POLL_MS", default_value_t = 1000)]
     pub auto_release_poll_ms: u64,

@@ -453,6 +453,11 @@ pub async fn start_with_clock(
         }),
     ));
     if config.role != WorkerRole::Api {
+        tasks.push(tokio::spawn(crate::retention::prune_idempotency_keys(
+            event_store::EventStore::new(pool.clone()),
+            Duration::from_secs(config.idempotency_retention_hours.saturating_mul(3600)),
+            shutdown_rx.clone(),
+        )));
         let scheduler = Deadlines::new(
             ledger.clone(),
             pool.clone(),

@@ -85,3 +85,35 @@ pub struct IdempotencyRow {
     /// What the command produced.
     pub answer: Value,
 }
+
+impl EventStore {
+    /// Deletes idempotency keys recorded more than `older_than` ago, `batch` rows per
+    /// statement (each its own short transaction, so no lock is held for long and commands
+    /// go on meanwhile), until none is left; returns how many were deleted. Keys another
+    /// pruner is deleting are skipped, so several processes may prune at once.
+    pub async fn prune_idempotency_keys(
+        &self,
+        older_than: std::time::Duration,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let seconds = older_than.as_secs_f64();
+        let mut deleted = 0u64;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
+                   SELECT ctid FROM idempotency_keys \
+                   WHERE created_at < now() - make_interval(secs => $1) \
+                   LIMIT $2 FOR UPDATE SKIP LOCKED))",
+            )
+            .bind(seconds)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += done;
+            if (done as i64) < batch {
+                return Ok(deleted);
+            }
+        }
+    }
+}

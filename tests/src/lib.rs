@@ -200,6 +200,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         session_consistency: opts.session_consistency.unwrap_or(true),
         self_deposits: opts.self_deposits.unwrap_or(true),
         auto_release_poll_ms: 50,
+        idempotency_retention_hours: 168,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
         rate_limit_lookups_per_user_per_minute: opts.lookups_per_minute.unwrap_or(0),

@@ -1,5 +1,7 @@
 //! The happy paths of every endpoint, read-your-writes and idempotency.
 
+use std::time::Duration;
+
 use escrow_tests::{spawn_app, Resp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -595,4 +597,65 @@ async fn the_committer_hands_its_connection_back_when_idle() {
         "the only connection is still held by an idle committer"
     );
     drop(ledger);
+}
+
+/// An idempotency key is remembered for the retention and then forgotten: within it a
+/// retry is answered from the record, after it the same key runs the command again (as
+/// payment APIs document), and a younger key survives the pruning (fails with the prune's
+/// age condition removed: seen, both keys were pruned).
+#[tokio::test]
+async fn idempotency_keys_expire_after_the_retention() {
+    let app = spawn_app().await;
+    let alice = app.user().await;
+    let deposit = |key: &'static str| {
+        let body = json!({"userId": alice.id, "amount": "10"});
+        let token = alice.token.clone();
+        let app = &app;
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                "/wallets/deposit",
+                Some(&token),
+                Some(&body),
+                &[("Idempotency-Key", key)],
+            )
+            .await
+        }
+    };
+    let old = deposit("old-key").await;
+    let young = deposit("young-key").await;
+    assert_eq!(
+        (old.status, young.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    // The first key's record is eight days old; the retention is seven.
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '8 days' WHERE key = 'old-key'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let pruned = event_store::EventStore::new(app.pool.clone())
+        .prune_idempotency_keys(Duration::from_secs(7 * 24 * 3600), 1)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let retried_young = deposit("young-key").await;
+    assert_eq!(retried_young.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        retried_young.body["transaction"]["id"],
+        young.body["transaction"]["id"]
+    );
+    let reused_old = deposit("old-key").await;
+    assert_eq!(reused_old.status, StatusCode::CREATED);
+    assert!(reused_old.headers.get("idempotent-replayed").is_none());
+    assert_ne!(
+        reused_old.body["transaction"]["id"],
+        old.body["transaction"]["id"]
+    );
+    assert_eq!(
+        reused_old.str("balance"),
+        "30.00",
+        "the reused key deposited again"
+    );
 }

@@ -148,6 +148,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         session_consistency: true,
         self_deposits: true,
         auto_release_poll_ms: 1000,
+        idempotency_retention_hours: 168,
         rate_limit_per_ip_per_minute: 0,
         rate_limit_per_user_per_minute: 0,
         rate_limit_lookups_per_user_per_minute: 0,
