@@ -114,3 +114,48 @@ async fn find(ledger: &Ledger, who: &UserRef) -> anyhow::Result<UserId> {
         }
     }
 }
+
+/// What `escrow restore` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Events given the lowest transaction id (0 when the store was not ahead of the
+    /// cluster).
+    pub renumbered: u64,
+    /// Events the read models were rebuilt from.
+    pub replayed: u64,
+}
+
+/// Prepares a store restored from a logical dump (into a new cluster, with a fresh
+/// JetStream stream) to be served: renumbers the feed's transaction ids if they are ahead
+/// of this cluster's, forgets every feed checkpoint (so the relay publishes every event,
+/// once, in feed order), and rebuilds the read models. Run it with no server running.
+pub async fn restore(database_url: &str) -> anyhow::Result<Restored> {
+    crate::server::migrate(database_url).await?;
+    let pool = event_store::connect(
+        database_url,
+        &PoolSettings {
+            max_connections: 4,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let store = EventStore::new(pool.clone());
+    let renumbered = match store.restored_ahead().await? {
+        Some(_) => store.renumber_restored().await?,
+        None => {
+            store.forget_checkpoints().await?;
+            0
+        }
+    };
+    let stats = projections::replay::replay(
+        &pool,
+        &projections::replay::ReplayOptions::default(),
+        |_| {},
+    )
+    .await?;
+    pool.close().await;
+    Ok(Restored {
+        renumbered,
+        replayed: stats.events,
+    })
+}

@@ -53,6 +53,14 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         batch_events: i64,
     },
+    /// After restoring a dump into a new cluster: repair the feed's transaction ids if they
+    /// are ahead of the cluster's, forget the feed checkpoints, rebuild the read models.
+    /// Run once, with no server running; then serve with a fresh JetStream stream.
+    Restore {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
     /// Re-send events to JetStream from a global position on (for integrations).
     Republish {
         /// PostgreSQL connection URL.
@@ -209,6 +217,13 @@ async fn main() -> std::process::ExitCode {
         Cmd::Migrate { database_url } => api::server::migrate(&database_url).await,
         Cmd::Serve(config) => serve(*config).await,
         Cmd::Verify { database_url } => verify(&database_url).await,
+        Cmd::Restore { database_url } => api::admin::restore(&database_url).await.map(|r| {
+            println!(
+                "restored: {} events renumbered, read models rebuilt from {} events; \
+                 serve with a fresh JetStream stream",
+                r.renumbered, r.replayed
+            )
+        }),
         Cmd::Replay {
             database_url,
             projection,

@@ -396,6 +396,17 @@ pub async fn start_with_clock(
     .context("connecting to Postgres")?;
     MIGRATOR.run(&pool).await.context("running migrations")?;
     let store = EventStore::new(pool.clone());
+    // Serving a store restored from a busier cluster would hide its events from the feed
+    // (docs/operations.md, "Backups"): refuse until `escrow restore` has repaired it.
+    if let Some(ahead) = store.restored_ahead().await? {
+        anyhow::bail!(
+            "the event store holds transaction ids up to {} but this PostgreSQL cluster is at {}: \
+             it was restored from another cluster's dump. Run `escrow restore` once (no server \
+             running), then start again",
+            ahead.stored,
+            ahead.cluster_next
+        );
+    }
     let nats_settings = JetStreamSettings {
         url: config.nats_url.clone(),
         stream_name: config.nats_stream.clone(),

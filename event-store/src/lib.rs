@@ -12,6 +12,7 @@ mod hash;
 mod idempotency;
 mod lease;
 mod reads;
+mod restore;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HAS
 pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredAnswer};
 pub use lease::Lease;
 pub use reads::{AuditFilter, Lag};
+pub use restore::AheadOfCluster;
 
 /// The embedded schema migrations (the repository's `migrations/` folder).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -166,6 +166,11 @@ pub async fn two_servers_one_clock() -> (std::sync::Arc<api::clock::ManualClock>
 }
 
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    try_spawn_app_with(opts).await.expect("server starts")
+}
+
+/// [`spawn_app_with`], returning the server's refusal to start instead of panicking.
+pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
     let (db_url, pool, stream, prefix) = match opts.share_with {
         Some((url, stream, prefix)) => {
             let pool = PgPool::connect(&url).await.expect("connect");
@@ -215,10 +220,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         Some(c) => c,
         None => std::sync::Arc::new(api::clock::SystemClock),
     };
-    let running = api::start_with_clock(config, clock)
-        .await
-        .expect("server starts");
-    TestApp {
+    let running = api::start_with_clock(config, clock).await?;
+    Ok(TestApp {
         base: format!("http://{}/api/v1", running.addr),
         metrics_url: format!(
             "http://{}/metrics",
@@ -234,7 +237,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         stream,
         prefix,
         running: Some(running),
-    }
+    })
 }
 
 /// A registered, logged-in user.

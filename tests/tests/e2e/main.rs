@@ -30,6 +30,7 @@ mod operations;
 mod read_after_write;
 mod relay;
 mod replay;
+mod restore;
 mod seed_paths;
 mod sessions;
 mod sockets;
