@@ -38,9 +38,14 @@ pub struct ServeConfig {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// NATS server URL.
+    /// NATS server URL; a cluster's members separated by commas
+    /// (`nats://a:4222,nats://b:4222,nats://c:4222`).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Copies of the events stream a NATS cluster keeps: 1 on a single server, 3 in a
+    /// cluster of three (a node's loss then loses nothing and stops nothing).
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
     /// JetStream stream that holds every event.
     #[arg(long, env = "NATS_STREAM", default_value = "ESCROW_EVENTS")]
     pub nats_stream: String,

@@ -242,6 +242,7 @@ async fn main() -> std::process::ExitCode {
                     url: nats_url,
                     stream_name: nats_stream,
                     subject_prefix: nats_subject_prefix,
+                    ..Default::default()
                 },
                 from,
             )
@@ -261,6 +262,7 @@ async fn main() -> std::process::ExitCode {
                 url: nats_url,
                 stream_name: nats_stream,
                 subject_prefix: nats_subject_prefix,
+                ..Default::default()
             };
             let options = escrow_nats::TailOptions {
                 subject,

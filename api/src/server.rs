@@ -411,6 +411,7 @@ pub async fn start_with_clock(
         url: config.nats_url.clone(),
         stream_name: config.nats_stream.clone(),
         subject_prefix: config.nats_subject_prefix.clone(),
+        replicas: config.nats_stream_replicas,
     };
     let nats = escrow_nats::Nats::connect(&config.nats_url)
         .await

@@ -21,12 +21,27 @@ pub type Subscription = async_nats::Subscriber;
 /// A durable pull consumer, as [`durable_consumer`] makes it.
 pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
+/// The servers of `url`: one URL, or several separated by commas (the members of a
+/// cluster; the client moves to another when its server goes away).
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, async_nats::ConnectError> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().map_err(|_| {
+                async_nats::ConnectError::from(async_nats::ConnectErrorKind::ServerParse)
+            })
+        })
+        .collect()
+}
+
 impl Nats {
     /// Connects in the background and retries forever, so a server that starts while NATS
-    /// is down still serves commands (the relay catches up).
+    /// is down still serves commands (the relay catches up). `url` may list several servers
+    /// separated by commas.
     pub async fn connect(url: &str) -> Result<Self, async_nats::ConnectError> {
         let client = async_nats::connect_with_options(
-            url,
+            server_addrs(url)?,
             async_nats::ConnectOptions::new()
                 .retry_on_initial_connect()
                 .max_reconnects(None)
@@ -39,7 +54,7 @@ impl Nats {
 
     /// Connects once, failing at once if NATS does not answer (for the command line).
     pub async fn connect_once(url: &str) -> Result<Self, async_nats::ConnectError> {
-        Ok(Self::of(async_nats::connect(url).await?))
+        Ok(Self::of(async_nats::connect(server_addrs(url)?).await?))
     }
 
     fn of(client: async_nats::Client) -> Self {

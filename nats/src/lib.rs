@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-pub use connection::{durable_consumer, Nats, PullConsumer, Subscription};
+pub use connection::{durable_consumer, server_addrs, Nats, PullConsumer, Subscription};
 pub use envelope::{subject_for, Envelope, ENVELOPE_VERSION};
 pub use relay::{
     lease_name as relay_lease_name, publish_errors, Relay, RelaySettings,
@@ -27,6 +27,9 @@ pub struct JetStreamSettings {
     pub stream_name: String,
     /// Subjects are `<prefix>.<category>.<aggregate id>.<EventType>`.
     pub subject_prefix: String,
+    /// Copies of the stream the NATS cluster keeps (1 on a single server; 3 in a
+    /// cluster of three). The consumers take the stream's.
+    pub replicas: usize,
 }
 
 impl Default for JetStreamSettings {
@@ -35,6 +38,7 @@ impl Default for JetStreamSettings {
             url: "nats://127.0.0.1:4222".into(),
             stream_name: "ESCROW_EVENTS".into(),
             subject_prefix: "escrow.events".into(),
+            replicas: 1,
         }
     }
 }
@@ -54,6 +58,7 @@ pub async fn ensure_stream(
             subjects: vec![format!("{}.>", settings.subject_prefix)],
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: settings.replicas.max(1),
             ..Default::default()
         })
         .await

@@ -96,6 +96,8 @@ pub struct AppOptions {
     pub request_timeout_ms: Option<u64>,
     /// Look-ups by e-mail per minute per user (0: unlimited, the tests' default).
     pub lookups_per_minute: Option<u32>,
+    /// Copies of the events stream (default 1).
+    pub nats_stream_replicas: Option<usize>,
 }
 
 /// Deletes, once per test binary, the JetStream streams that earlier runs' tests left
@@ -188,6 +190,7 @@ pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         database_url: db_url.clone(),
         nats_url: nats_url.clone(),
         nats_stream: stream.clone(),
+        nats_stream_replicas: opts.nats_stream_replicas.unwrap_or(1),
         nats_subject_prefix: prefix.clone(),
         host: "127.0.0.1".into(),
         port: 0,
@@ -611,6 +614,91 @@ impl OwnNats {
 }
 
 impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A JetStream cluster of three nats-servers of a test's own, on free ports, each with its
+/// own store.
+pub struct OwnNatsCluster {
+    /// Every member's client URL, comma-separated (as `NATS_URL` takes them).
+    pub url: String,
+    /// Each member's server name and client port.
+    pub members: Vec<(String, u16)>,
+    children: Vec<Option<tokio::process::Child>>,
+    dir: PathBuf,
+}
+
+impl OwnNatsCluster {
+    /// Starts three members routed to each other; returns once each accepts clients.
+    pub async fn start() -> OwnNatsCluster {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let dir = std::env::temp_dir().join(format!("escrow-natsc-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes = ports
+            .iter()
+            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        let mut members = Vec::new();
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let name = format!("n{i}");
+            let child = tokio::process::Command::new(&bin)
+                .args(["-js", "-sd"])
+                .arg(dir.join(&name))
+                .args(["-a", "127.0.0.1", "-p", &client.to_string()])
+                .args(["--server_name", &name, "--cluster_name", "escrow"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &routes])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("nats-server starts (set NATS_SERVER_BIN)");
+            children.push(Some(child));
+            members.push((name, *client));
+        }
+        for (_, port) in &members {
+            let mut up = false;
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", *port))
+                    .await
+                    .is_ok()
+                {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(up, "a cluster member did not start");
+        }
+        let url = members
+            .iter()
+            .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        OwnNatsCluster {
+            url,
+            members,
+            children,
+            dir,
+        }
+    }
+
+    /// Kills the member named `name` at once (no goodbye to the others).
+    pub async fn kill(&mut self, name: &str) {
+        if let Some(i) = self.members.iter().position(|(n, _)| n == name) {
+            if let Some(mut c) = self.children[i].take() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+impl Drop for OwnNatsCluster {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -131,6 +131,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         database_url: url,
         nats_url: std::env::var("NATS_URL").unwrap(),
         nats_stream: "UNUSED".into(),
+        nats_stream_replicas: 1,
         nats_subject_prefix: "unused.events".into(),
         host: "127.0.0.1".into(),
         port: 0,

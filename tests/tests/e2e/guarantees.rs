@@ -120,6 +120,7 @@ async fn the_projection_ignores_redeliveries_and_fills_gaps() {
         url: app.nats_url.clone(),
         stream_name: app.stream.clone(),
         subject_prefix: app.prefix.clone(),
+        ..Default::default()
     };
     escrow_nats::ensure_stream(&js, &settings).await.unwrap();
     let durable = "by-hand";

@@ -35,6 +35,7 @@ async fn durable_tail_resumes_without_loss_or_repeats() {
         url: app.nats_url.clone(),
         stream_name: app.stream.clone(),
         subject_prefix: app.prefix.clone(),
+        ..Default::default()
     };
     let client = async_nats::connect(&app.nats_url).await.unwrap();
     let js = async_nats::jetstream::new(client);

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod clients;
+mod cluster;
 mod concurrency;
 mod console;
 mod contracts;
