@@ -121,6 +121,11 @@ pub struct ServeConfig {
         default_value_t = 30
     )]
     pub rate_limit_lookups_per_user_per_minute: u32,
+    /// Keep the rate limits' budgets in PostgreSQL, shared by every process (one statement
+    /// per limited request), instead of in each process's memory (where N processes allow
+    /// N times each budget).
+    #[arg(long, env = "RATE_LIMITS_SHARED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rate_limits_shared: bool,
     /// Requests a minute one authenticated user may make (0: unlimited).
     #[arg(long, env = "RATE_LIMIT_PER_USER_PER_MINUTE", default_value_t = 1200)]
     pub rate_limit_per_user_per_minute: u32,

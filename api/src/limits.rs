@@ -89,19 +89,91 @@ impl RateLimiter {
     }
 }
 
+/// A request budget: this process's own ([`RateLimiter`]), or one shared by every process
+/// on the database (`RATE_LIMITS_SHARED=true`), so that N processes do not give a user or
+/// an address N times its budget.
+#[derive(Debug)]
+pub enum Budget {
+    /// Kept in this process's memory.
+    Local(RateLimiter),
+    /// Kept in PostgreSQL (`rate_budgets`), one statement per request.
+    Shared {
+        /// Where.
+        store: event_store::EventStore,
+        /// Requests a minute per key (0: unlimited).
+        per_minute: u32,
+        /// Which budget: keys of different budgets never meet.
+        name: &'static str,
+    },
+}
+
+impl Budget {
+    /// A budget of `per_minute` requests a minute per key, shared through `store` if given.
+    pub fn new(
+        per_minute: u32,
+        name: &'static str,
+        store: Option<&event_store::EventStore>,
+    ) -> Self {
+        match store {
+            Some(store) => Budget::Shared {
+                store: store.clone(),
+                per_minute,
+                name,
+            },
+            None => Budget::Local(RateLimiter::new(per_minute)),
+        }
+    }
+
+    /// Whether it limits anything.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Budget::Local(l) => l.enabled(),
+            Budget::Shared { per_minute, .. } => *per_minute > 0,
+        }
+    }
+
+    /// Takes one request from `key`'s budget; `Err(seconds)` until the next is allowed. A
+    /// shared budget the database cannot answer for lets the request through: a limit is
+    /// not worth refusing everyone while PostgreSQL is away (commands fail then anyway).
+    pub async fn check(&self, key: &str) -> Result<(), u64> {
+        match self {
+            Budget::Local(l) => l.check(key),
+            Budget::Shared {
+                store,
+                per_minute,
+                name,
+            } => {
+                if *per_minute == 0 {
+                    return Ok(());
+                }
+                match store
+                    .take_from_budget(&format!("{name}:{key}"), *per_minute)
+                    .await
+                {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        tracing::warn!(error = %e, budget = name, "shared rate limit unavailable; letting the request through");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The limiters of a process.
 #[derive(Debug)]
 pub struct Limits {
     /// Per client address.
-    pub per_ip: RateLimiter,
+    pub per_ip: Budget,
     /// Per client address, for logins and registrations only (each costs an argon2id
     /// computation, and logins are how passwords are guessed).
-    pub per_ip_auth: RateLimiter,
+    pub per_ip_auth: Budget,
     /// Per authenticated user.
-    pub per_user: RateLimiter,
+    pub per_user: Budget,
     /// Per authenticated user, for looking users up by e-mail (each answer says whether an
     /// address has an account here).
-    pub lookups_per_user: RateLimiter,
+    pub lookups_per_user: Budget,
     /// Longest a request may take.
     pub request_timeout: Duration,
 }
@@ -141,7 +213,7 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
         let key = ip.to_string();
         for (limiter, applies) in [(&limits.per_ip, true), (&limits.per_ip_auth, auth_route)] {
             if applies && limiter.enabled() {
-                if let Err(s) = limiter.check(&key) {
+                if let Err(s) = limiter.check(&key).await {
                     return too_many(s, "address");
                 }
             }
@@ -153,7 +225,7 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
             .flatten()
             .and_then(|t| st.tokens.verify(t).ok());
         if let Some(u) = user {
-            if let Err(s) = limits.per_user.check(&u.id.to_string()) {
+            if let Err(s) = limits.per_user.check(&u.id.to_string()).await {
                 return too_many(s, "user");
             }
         }

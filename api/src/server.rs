@@ -24,6 +24,7 @@ use crate::auth::TokenKeys;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
 use crate::error::ApiError;
+use crate::limits::Budget;
 use crate::routes::{
     audit, auth, contracts, disputes, freezes, health, milestones, payins, payouts, platform,
     statements, users, wallets, ws,
@@ -465,7 +466,7 @@ pub async fn start_with_clock(
         }),
     ));
     if config.role != WorkerRole::Api {
-        tasks.push(tokio::spawn(crate::retention::prune_idempotency_keys(
+        tasks.push(tokio::spawn(crate::retention::prune(
             event_store::EventStore::new(pool.clone()),
             Duration::from_secs(config.idempotency_retention_hours.saturating_mul(3600)),
             shutdown_rx.clone(),
@@ -490,6 +491,11 @@ pub async fn start_with_clock(
         )));
     }
     let kept = ledger.clone();
+    // RATE_LIMITS_SHARED: one budget per user and address across every process.
+    let shared_budgets = config
+        .rate_limits_shared
+        .then(|| EventStore::new(pool.clone()));
+    let shared = shared_budgets.as_ref();
     let state = AppState::new(crate::state::Shared {
         ledger,
         pool,
@@ -513,11 +519,13 @@ pub async fn start_with_clock(
         refresh_ttl_seconds: config.jwt_refresh_ttl_seconds,
         subject_prefix: config.nats_subject_prefix.clone(),
         limits: Arc::new(crate::limits::Limits {
-            per_ip: crate::limits::RateLimiter::new(config.rate_limit_per_ip_per_minute),
-            per_user: crate::limits::RateLimiter::new(config.rate_limit_per_user_per_minute),
-            per_ip_auth: crate::limits::RateLimiter::new(config.rate_limit_auth_per_ip_per_minute),
-            lookups_per_user: crate::limits::RateLimiter::new(
+            per_ip: Budget::new(config.rate_limit_per_ip_per_minute, "ip", shared),
+            per_user: Budget::new(config.rate_limit_per_user_per_minute, "user", shared),
+            per_ip_auth: Budget::new(config.rate_limit_auth_per_ip_per_minute, "ip-auth", shared),
+            lookups_per_user: Budget::new(
                 config.rate_limit_lookups_per_user_per_minute,
+                "lookup",
+                shared,
             ),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         }),

@@ -7,6 +7,7 @@
 
 mod append;
 mod batch;
+mod budgets;
 mod feed;
 mod hash;
 mod idempotency;

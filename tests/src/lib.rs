@@ -98,6 +98,8 @@ pub struct AppOptions {
     pub lookups_per_minute: Option<u32>,
     /// Copies of the events stream (default 1).
     pub nats_stream_replicas: Option<usize>,
+    /// Rate-limit budgets in PostgreSQL, shared by every process (default: each its own).
+    pub shared_rate_limits: Option<bool>,
 }
 
 /// Deletes, once per test binary, the JetStream streams that earlier runs' tests left
@@ -211,6 +213,7 @@ pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         idempotency_retention_hours: 168,
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
+        rate_limits_shared: opts.shared_rate_limits.unwrap_or(false),
         rate_limit_lookups_per_user_per_minute: opts.lookups_per_minute.unwrap_or(0),
         rate_limit_auth_per_ip_per_minute: opts.auth_rate_limit.unwrap_or(0),
         request_timeout_ms: opts.request_timeout_ms.unwrap_or(30_000),

@@ -93,6 +93,7 @@ pub async fn lookup(State(st): State<AppState>, caller: AuthUser, q: QueryMap) -
     st.limits
         .lookups_per_user
         .check(&caller.id.to_string())
+        .await
         .map_err(|s| crate::limits::too_many_error(s, "user"))?;
     // The credentials are written with the registration, so someone who registered a
     // moment ago is found before the read models show them.

@@ -152,6 +152,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         idempotency_retention_hours: 168,
         rate_limit_per_ip_per_minute: 0,
         rate_limit_per_user_per_minute: 0,
+        rate_limits_shared: false,
         rate_limit_lookups_per_user_per_minute: 0,
         rate_limit_auth_per_ip_per_minute: 0,
         request_timeout_ms: 30_000,

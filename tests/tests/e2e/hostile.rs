@@ -275,6 +275,56 @@ async fn authorization_matrix() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Two processes with a budget of 4 requests a minute per user: kept by each, a user
+/// alternating between them gets 8; shared through PostgreSQL (`RATE_LIMITS_SHARED`), 4 and
+/// then 429 with `Retry-After`, from either process (fails with each process keeping its
+/// own budget: seen, 8 of 8 allowed).
+#[tokio::test]
+async fn shared_rate_limits_hold_across_processes() {
+    for shared in [false, true] {
+        let one = spawn_app_with(AppOptions {
+            rate_limits: Some((0, 4)),
+            shared_rate_limits: Some(shared),
+            ..Default::default()
+        })
+        .await;
+        let two = spawn_app_with(AppOptions {
+            share_with: Some(one.shared()),
+            rate_limits: Some((0, 4)),
+            shared_rate_limits: Some(shared),
+            ..Default::default()
+        })
+        .await;
+        let u = one.user().await;
+        let mut answers = Vec::new();
+        for n in 0..8 {
+            let server = if n % 2 == 0 { &one } else { &two };
+            answers.push(server.get("/users/me", Some(&u.token)).await);
+        }
+        let ok = answers
+            .iter()
+            .filter(|r| r.status == StatusCode::OK)
+            .count();
+        let statuses: Vec<StatusCode> = answers.iter().map(|r| r.status).collect();
+        if shared {
+            assert_eq!(ok, 4, "one budget across both processes: {statuses:?}");
+            let limited = answers
+                .iter()
+                .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+                .expect("refused");
+            assert_eq!(limited.code(), "RATE_LIMITED");
+            let retry: u64 = limited.headers["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+        } else {
+            assert_eq!(ok, 8, "each process its own budget: {statuses:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let app = spawn_app_with(AppOptions {
