@@ -38,6 +38,7 @@ start_server() {
     RATE_LIMIT_PER_IP_PER_MINUTE=0 RATE_LIMIT_PER_USER_PER_MINUTE=0 RATE_LIMIT_AUTH_PER_IP_PER_MINUTE=0 \
     METRICS_ADDR="127.0.0.1:$((port + 2000))" \
     DB_MAX_CONNECTIONS="${BENCH_DB_MAX_CONNECTIONS:-20}" \
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=true \
     "${BENCH_SERVER_BIN:-target/release/escrow}" serve >"$log" 2>&1 &
   server=$!
   bench_nats_dir="$nats_dir"

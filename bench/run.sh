@@ -13,6 +13,8 @@
 #   BENCH_KEEP=1 keeps the run's database and JetStream store (e.g. to time `escrow replay`)
 #   BENCH_FEE_BPS=250 sets a USD fee schedule (seller pays) before the load, so every
 #   contract of the `escrow` workload charges that fee on its release
+#   BENCH_WEBHOOKS=3 registers that many webhook endpoints for every event (`*`) before the
+#   load, answered by a receiver inside escrow-bench, and reports their delivery lag
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -46,7 +48,7 @@ echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, 
 # statistics taken while the ledger's tables are nearly empty would give its long-lived
 # connections plans for empty tables, and the load's first seconds ran at a tenth of its
 # rate until autovacuum analysed the tables again.)
-if [ -n "${BENCH_FEE_BPS:-}" ]; then
+if [ -n "${BENCH_FEE_BPS:-}" ] || [ -n "${BENCH_WEBHOOKS:-}" ]; then
   api="http://127.0.0.1:$port/api/v1"
   curl -sf -X POST "$api/auth/register" -H 'Content-Type: application/json' \
     -d '{"email":"fees@bench.example","password":"password123"}' >/dev/null
@@ -55,15 +57,17 @@ if [ -n "${BENCH_FEE_BPS:-}" ]; then
   token=$(curl -sf -X POST "$api/auth/login" -H 'Content-Type: application/json' \
     -d '{"email":"fees@bench.example","password":"password123"}' \
     | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
-  curl -sf -X PUT "$api/admin/fee-schedule" -H "Authorization: Bearer $token" \
-    -H 'Content-Type: application/json' \
-    -d "{\"currency\":\"USD\",\"percentBps\":$BENCH_FEE_BPS,\"payer\":\"SELLER\"}" >/dev/null
-  echo "== fee schedule: USD, $BENCH_FEE_BPS basis points, the seller pays"
+  if [ -n "${BENCH_FEE_BPS:-}" ]; then
+    curl -sf -X PUT "$api/admin/fee-schedule" -H "Authorization: Bearer $token" \
+      -H 'Content-Type: application/json' \
+      -d "{\"currency\":\"USD\",\"percentBps\":$BENCH_FEE_BPS,\"payer\":\"SELLER\"}" >/dev/null
+    echo "== fee schedule: USD, $BENCH_FEE_BPS basis points, the seller pays"
+  fi
   export BENCH_ADMIN_TOKEN="$token"
 fi
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \
-  --server-pid "$server" \
+  --server-pid "$server" --webhooks "${BENCH_WEBHOOKS:-0}" \
   --ceiling-cmd "if [ \"\$CEILING_ROUND\" = after ]; then export CEILING_VACUUM='$base_url/$bench_db'; fi
     bench/ceiling.sh '$base_url/${ceiling_db}_'\"\$CEILING_ROUND\" $clients $seconds" \
   | tee "$ROOT/.data/bench-$workload.out"

@@ -1,6 +1,7 @@
 //! Typed settings, from flags or the environment (the seed's variable names).
 
 use std::fmt;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -141,10 +142,46 @@ pub struct ServeConfig {
     /// Most WebSockets one user may hold open on one server; more are refused with 429.
     #[arg(long, env = "WS_CONNECTIONS_PER_USER_MAX", default_value_t = 10)]
     pub ws_connections_per_user_max: usize,
+    /// A webhook delivery not answered 2xx within this many milliseconds fails its attempt.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// A webhook delivery still failing this many hours after it was queued fails for good
+    /// and disables its endpoint (fractions allowed).
+    #[arg(long, env = "WEBHOOK_MAX_AGE_HOURS", default_value_t = 72.0)]
+    pub webhook_max_age_hours: f64,
+    /// The first retry of a failed webhook delivery waits this long; each next one doubles
+    /// it, up to an hour.
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Let webhook endpoints point at loopback, private, link-local or multicast addresses
+    /// (for tests and private deployments; off, such URLs are refused).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_networks: bool,
+    /// 32 bytes (64 hex digits or base64) that seal webhook secrets at rest with
+    /// AES-256-GCM. Unset: stored as they are.
+    #[arg(long, env = "WEBHOOK_SECRETS_KEY", hide_env_values = true)]
+    pub webhook_secrets_key: Option<String>,
     /// Where `GET /metrics` (Prometheus text) is served: a listener of its own, apart from
     /// the API, so that it is not public with it. Empty: not served.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: String,
+}
+
+impl ServeConfig {
+    /// How the webhook deliverer sends.
+    pub fn webhook_settings(&self, secrets: &webhooks::SecretBox) -> webhooks::WebhookSettings {
+        webhooks::WebhookSettings {
+            timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            // Fractions of an hour are for tests; the bounds keep the conversion finite.
+            max_age: Duration::from_secs_f64(
+                self.webhook_max_age_hours.clamp(0.0001, 24.0 * 365.0) * 3600.0,
+            ),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
+            retry_max: Duration::from_secs(3600),
+            allow_private_networks: self.webhook_allow_private_networks,
+            secrets: secrets.clone(),
+        }
+    }
 }
 
 /// Secrets that appear in examples and tutorials; a ledger must never run with one.

@@ -144,7 +144,8 @@ impl From<DomainError> for ApiError {
             | DomainError::DisputeNotFound
             | DomainError::MilestoneNotFound(_)
             | DomainError::PayinNotFound
-            | DomainError::PayoutNotFound => StatusCode::NOT_FOUND,
+            | DomainError::PayoutNotFound
+            | DomainError::WebhookNotFound => StatusCode::NOT_FOUND,
             DomainError::InsufficientFunds { .. }
             | DomainError::UserAlreadyExists
             | DomainError::RoleAlreadyHeld(_)
@@ -162,6 +163,8 @@ impl From<DomainError> for ApiError {
             | DomainError::InvalidFee(_)
             | DomainError::InvalidDetails(_)
             | DomainError::InvalidMilestones(_)
+            | DomainError::InvalidWebhook(_)
+            | DomainError::UnknownEventFilter(_)
             | DomainError::MilestonesMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -116,6 +116,26 @@ fn describe() {
     );
     describe_histogram!(BATCH_COMMANDS, "Commands per append transaction.");
     describe_histogram!(BATCH_EVENTS, "Events per append transaction.");
+    describe_counter!(
+        "escrow_webhook_deliveries_total",
+        "Webhook deliveries this process finished, by endpoint and outcome (succeeded, or failed for longer than the maximum age)."
+    );
+    describe_counter!(
+        "escrow_webhook_attempts_total",
+        "Webhook delivery attempts this process made, by endpoint."
+    );
+    describe_counter!(
+        "escrow_webhook_failed_attempts_total",
+        "Webhook delivery attempts that got no 2xx in time, by endpoint (each is retried)."
+    );
+    describe_gauge!(
+        "escrow_webhook_delivery_lag_seconds",
+        "From the newest delivered event's recording to its endpoint's 2xx, by endpoint."
+    );
+    describe_gauge!(
+        "escrow_webhook_pending_deliveries",
+        "Deliveries waiting, by endpoint (counted up to 128)."
+    );
     describe_gauge!(
         "escrow_event_store_head_position",
         "Position of the newest event."
@@ -248,6 +268,18 @@ pub async fn scrape(State(st): State<AppState>) -> Response {
         gauge!("escrow_websocket_connections").set(st.hub.connections() as f64);
         counter!("escrow_jetstream_publish_errors_total").absolute(escrow_nats::publish_errors());
         counter!("escrow_read_wait_statements_total").absolute(st.freshness.statements());
+        for (id, w) in webhooks::stats() {
+            let id = id.to_string();
+            for (outcome, n) in [("succeeded", w.succeeded), ("failed", w.failed)] {
+                counter!("escrow_webhook_deliveries_total", "webhook" => id.clone(), "outcome" => outcome)
+                    .absolute(n);
+            }
+            counter!("escrow_webhook_attempts_total", "webhook" => id.clone()).absolute(w.attempts);
+            counter!("escrow_webhook_failed_attempts_total", "webhook" => id.clone())
+                .absolute(w.failed_attempts);
+            gauge!("escrow_webhook_delivery_lag_seconds", "webhook" => id.clone()).set(w.lag_seconds);
+            gauge!("escrow_webhook_pending_deliveries", "webhook" => id).set(w.pending as f64);
+        }
     });
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],

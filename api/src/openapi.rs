@@ -5,8 +5,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
 use crate::routes::{
-    audit, auth, contracts, disputes, freezes, health, milestones, payins, payouts, platform,
-    statements, users, wallets, ws,
+    audit, auth, contracts, deliveries, disputes, freezes, health, milestones, payins, payouts,
+    platform, statements, users, wallets, webhooks, ws,
 };
 
 struct BearerAuth;
@@ -41,6 +41,8 @@ impl Modify for BearerAuth {
         freezes::freeze, freezes::unfreeze,
         payins::create, payins::confirm, payins::fail, payins::get, payins::list,
         payouts::create, payouts::complete, payouts::fail, payouts::get, payouts::list,
+        webhooks::create, webhooks::list, webhooks::get_one, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, deliveries::list, deliveries::retry, deliveries::replay,
         statements::statement,
         disputes::raise, disputes::get, disputes::list, disputes::resolve,
         audit::for_user, audit::contract_history, audit::all,
@@ -51,7 +53,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"), (name = "payins"), (name = "payouts"))
+    tags((name = "health"), (name = "auth"), (name = "users"), (name = "wallets"), (name = "contracts"), (name = "disputes"), (name = "audit"), (name = "notifications"), (name = "platform"), (name = "payins"), (name = "payouts"), (name = "webhooks"))
 )]
 pub struct ApiDoc;
 

@@ -18,6 +18,7 @@ const CONSOLE_HTML: &str = include_str!("../static/console.html");
 const CONSOLE_JS: &str = include_str!("../static/console.js");
 const CONSOLE_CSS: &str = include_str!("../static/console.css");
 const MONEY_JS: &str = include_str!("../static/money.js");
+const WEBHOOKS_JS: &str = include_str!("../static/webhooks.js");
 const DOCS_HTML: &str = include_str!("../static/docs.html");
 const DOCS_JS: &str = include_str!("../static/docs.js");
 
@@ -61,6 +62,10 @@ pub fn routes() -> Router {
         .route(
             "/money.js",
             get(|| page(MONEY_JS, "text/javascript; charset=utf-8", CONSOLE_CSP)),
+        )
+        .route(
+            "/webhooks.js",
+            get(|| page(WEBHOOKS_JS, "text/javascript; charset=utf-8", CONSOLE_CSP)),
         )
         .route(
             "/console.css",

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::limits::Budget;
 use crate::routes::{
     audit, auth, contracts, disputes, freezes, health, milestones, payins, payouts, platform,
-    statements, users, wallets, ws,
+    statements, users, wallets, webhooks, ws,
 };
 use crate::scheduler::Deadlines;
 use crate::state::AppState;
@@ -163,6 +163,7 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         .route("/payouts/{id}", get(payouts::get))
         .route("/payouts/{id}/complete", post(payouts::complete))
         .route("/payouts/{id}/fail", post(payouts::fail))
+        .merge(webhooks::routes())
         .route("/admin/wallets/{userId}/freeze", post(freezes::freeze))
         .route("/admin/wallets/{userId}/unfreeze", post(freezes::unfreeze))
         .route(
@@ -453,6 +454,8 @@ pub async fn start_with_clock(
     .await?
     .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
 
+    let webhook_secrets = ::webhooks::SecretBox::new(config.webhook_secrets_key.as_deref())
+        .context("WEBHOOK_SECRETS_KEY")?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     tasks.push(tokio::spawn(keep_metrics(
         metrics.clone(),
@@ -479,6 +482,14 @@ pub async fn start_with_clock(
             config.auto_release_poll_ms,
         );
         tasks.push(tokio::spawn(scheduler.run(shutdown_rx.clone())));
+        let deliverer = ::webhooks::Deliverer::new(
+            pool.clone(),
+            nats.clone(),
+            nats_settings.clone(),
+            ledger.clone(),
+            config.webhook_settings(&webhook_secrets),
+        )?;
+        tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
     }
     let hub = Arc::new(crate::notify::Hub::default());
     if config.role != WorkerRole::Workers {
@@ -530,6 +541,10 @@ pub async fn start_with_clock(
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         }),
         metrics,
+        webhooks: Arc::new(crate::state::WebhookAdmin {
+            allow_private_networks: config.webhook_allow_private_networks,
+            secrets: webhook_secrets,
+        }),
         shutdown: shutdown_rx.clone(),
     });
 

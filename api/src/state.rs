@@ -71,6 +71,8 @@ pub struct Shared {
     pub limits: Arc<crate::limits::Limits>,
     /// Request counters and latencies.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Webhook endpoints' address policy and secret sealing.
+    pub webhooks: Arc<WebhookAdmin>,
     /// Turns true when the process is shutting down (WebSockets say goodbye).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -80,4 +82,13 @@ impl AppState {
     pub fn store(&self) -> &EventStore {
         self.ledger.store()
     }
+}
+
+/// What the webhook routes need besides the ledger.
+#[derive(Debug)]
+pub struct WebhookAdmin {
+    /// `WEBHOOK_ALLOW_PRIVATE_NETWORKS`.
+    pub allow_private_networks: bool,
+    /// Seals secrets at rest (`WEBHOOK_SECRETS_KEY`).
+    pub secrets: webhooks::SecretBox,
 }

@@ -59,6 +59,7 @@ enum Folded {
     Revenue(Versioned<Revenue>),
     Payin(Versioned<domain::Payin>),
     Payout(Versioned<domain::Payout>),
+    Webhook(Versioned<domain::WebhookEndpoint>),
     Other,
 }
 
@@ -239,6 +240,7 @@ fn check_stream(
         Some("revenue") => Folded::Revenue(Versioned::default()),
         Some("payin") => Folded::Payin(Versioned::default()),
         Some("payout") => Folded::Payout(Versioned::default()),
+        Some("webhook") => Folded::Webhook(Versioned::default()),
         _ => Folded::Other,
     };
     for e in stream {
@@ -266,6 +268,7 @@ fn check_stream(
             Folded::Contract(v) => v.apply(&event),
             Folded::Dispute(v) => v.apply(&event),
             Folded::Payin(v) => v.apply(&event),
+            Folded::Webhook(v) => v.apply(&event),
             Folded::Payout(v) => {
                 v.apply(&event);
                 if let Event::PayoutCompleted { currency, .. } = &event {
@@ -319,6 +322,7 @@ async fn compare_read_models(
         revenue,
         disputes,
         payins,
+        webhooks,
     } = projections::read::snapshot(pool).await?;
     // What each buyer has held in escrow, per currency, folded from the contracts.
     let mut held_by_buyer: HashMap<(Uuid, Currency), Decimal> = HashMap::new();
@@ -462,6 +466,21 @@ async fn compare_read_models(
                     Some(got) if got == want => {}
                     got => report.problems.push(mismatch(format!(
                         "rm_payouts has {got:?}, events say {want}"
+                    ))),
+                }
+            }
+            Folded::Webhook(w) => {
+                let Some(id) = w.state.id else { continue };
+                let status = if w.state.deleted {
+                    "DELETED"
+                } else {
+                    w.state.status.as_str()
+                };
+                let want = (status.to_owned(), w.state.url.clone());
+                match webhooks.get(&id.0) {
+                    Some(got) if *got == want => {}
+                    got => report.problems.push(mismatch(format!(
+                        "rm_webhooks has {got:?}, events say {want:?}"
                     ))),
                 }
             }

@@ -133,6 +133,7 @@ function start() {
   $("arbiter-panel").hidden = !["arbiter", "admin"].includes(S.user.role);
   $("admin-panel").hidden = S.user.role !== "admin";
   $("operations-panel").hidden = !["service", "admin"].includes(S.user.role);
+  $("webhooks-panel").hidden = S.user.role !== "admin";
   connect();
   scheduleRefresh(0);
 }
@@ -183,6 +184,7 @@ async function refresh() {
   if (!$("arbiter-panel").hidden) jobs.push(loadDisputes());
   if (!$("admin-panel").hidden) jobs.push(loadPlatform());
   if (!$("operations-panel").hidden) jobs.push(loadOperations());
+  if (!$("webhooks-panel").hidden) jobs.push(loadWebhooks());
   await Promise.all(jobs);
 }
 
@@ -493,6 +495,7 @@ function wire() {
   $("dispute-cancel").addEventListener("click", () => { $("dispute-dialog").hidden = true; });
 
   wireMoney();
+  wireWebhooks();
   if (S.token && S.user) start();
 }
 

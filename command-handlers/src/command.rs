@@ -1,4 +1,6 @@
 //! The commands the ledger executes, what each produces, and why one may not take effect.
+//! Past 600 lines: one enum of every command beside one of every outcome, so that what a
+//! command may answer is read next to the command.
 
 use chrono::{DateTime, Utc};
 use domain::codec::DecodeError;
@@ -146,6 +148,8 @@ pub enum Command {
         /// Now.
         now: Timestamp,
     },
+    /// An admin (or, to disable it, the ledger) changes a webhook endpoint.
+    ChangeWebhook(domain::webhook::ChangeWebhook),
     /// The service (or an admin) records that the payout failed: the amount returns.
     FailPayout {
         /// The payout.
@@ -288,6 +292,13 @@ impl Command {
             Command::RequestPayout(_) => "RequestPayout",
             Command::CompletePayout { .. } => "CompletePayout",
             Command::FailPayout { .. } => "FailPayout",
+            Command::ChangeWebhook(c) => match c.change {
+                domain::webhook::WebhookChange::Create { .. } => "CreateWebhookEndpoint",
+                domain::webhook::WebhookChange::Update { .. } => "UpdateWebhookEndpoint",
+                domain::webhook::WebhookChange::Delete => "DeleteWebhookEndpoint",
+                domain::webhook::WebhookChange::RotateSecret { .. } => "RotateWebhookSecret",
+                domain::webhook::WebhookChange::Disable { .. } => "DisableWebhookEndpoint",
+            },
             Command::Transfer(_) => "Transfer",
             Command::GrantRole { .. } => "GrantRole",
             Command::SuspendUser { .. } => "SuspendUser",
@@ -391,6 +402,8 @@ pub enum Outcome {
     Payin(PayinChange),
     /// From the payout commands: the payout after it.
     Payout(PayoutChange),
+    /// From [`Command::ChangeWebhook`]: the endpoint after it.
+    Webhook(WebhookChange),
 }
 
 impl Outcome {
@@ -409,6 +422,7 @@ impl Outcome {
             Outcome::WalletStatus(w) => w.recorded_at = at,
             Outcome::Payin(p) => p.recorded_at = at,
             Outcome::Payout(p) => p.recorded_at = at,
+            Outcome::Webhook(w) => w.recorded_at = at,
         }
     }
 }
@@ -427,6 +441,17 @@ pub struct PayinChange {
 pub struct PayoutChange {
     /// Its state.
     pub payout: domain::Payout,
+    /// When the change was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A webhook endpoint after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookChange {
+    /// Its id.
+    pub webhook_id: domain::WebhookId,
+    /// Its state.
+    pub endpoint: domain::WebhookEndpoint,
     /// When the change was recorded.
     pub recorded_at: DateTime<Utc>,
 }

@@ -10,7 +10,7 @@ use domain::codec::decode;
 use domain::stream::Aggregate;
 use domain::{
     Contract, Dispute, Event, FeeSchedule, Payin, Payout, Revenue, StreamId, User, Versioned,
-    Wallet,
+    Wallet, WebhookEndpoint,
 };
 use event_store::EventStore;
 
@@ -28,6 +28,7 @@ pub(crate) enum State {
     Revenue(Versioned<Revenue>),
     Payin(Versioned<Payin>),
     Payout(Versioned<Payout>),
+    Webhook(Versioned<WebhookEndpoint>),
 }
 
 impl State {
@@ -40,6 +41,7 @@ impl State {
             "revenue" => State::Revenue(Versioned::default()),
             "payin" => State::Payin(Versioned::default()),
             "payout" => State::Payout(Versioned::default()),
+            "webhook" => State::Webhook(Versioned::default()),
             _ => State::Wallet(Versioned::default()),
         }
     }
@@ -54,6 +56,7 @@ impl State {
             State::Revenue(v) => v.apply(e),
             State::Payin(v) => v.apply(e),
             State::Payout(v) => v.apply(e),
+            State::Webhook(v) => v.apply(e),
         }
     }
 
@@ -67,6 +70,7 @@ impl State {
             State::Revenue(v) => v.version,
             State::Payin(v) => v.version,
             State::Payout(v) => v.version,
+            State::Webhook(v) => v.version,
         }
     }
 }
@@ -106,6 +110,7 @@ aggregated!(FeeSchedule, FeeSchedule, fee_schedules);
 aggregated!(Revenue, Revenue, revenues);
 aggregated!(Payin, Payin, payins);
 aggregated!(Payout, Payout, payouts);
+aggregated!(WebhookEndpoint, Webhook, webhooks);
 
 /// The states of the streams this process has decided from or committed: one cache per
 /// aggregate type, over the store. A cached state is never wrong, only possibly old: a
@@ -121,6 +126,7 @@ pub(crate) struct States {
     revenues: StateCache<Revenue>,
     payins: StateCache<Payin>,
     payouts: StateCache<Payout>,
+    webhooks: StateCache<WebhookEndpoint>,
 }
 
 impl States {
@@ -135,6 +141,7 @@ impl States {
             revenues: StateCache::new(),
             payins: StateCache::new(),
             payouts: StateCache::new(),
+            webhooks: StateCache::new(),
         }
     }
 
@@ -180,6 +187,7 @@ impl States {
                 State::Revenue(v) => self.revenues.put(k, v),
                 State::Payin(v) => self.payins.put(k, v),
                 State::Payout(v) => self.payouts.put(k, v),
+                State::Webhook(v) => self.webhooks.put(k, v),
             }
         }
     }

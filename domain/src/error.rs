@@ -100,6 +100,15 @@ pub enum DomainError {
     /// The payout does not exist.
     #[error("payout not found")]
     PayoutNotFound,
+    /// The webhook endpoint does not exist (or was deleted).
+    #[error("webhook endpoint not found")]
+    WebhookNotFound,
+    /// A webhook endpoint's field is malformed.
+    #[error("{0}")]
+    InvalidWebhook(&'static str),
+    /// A webhook filter entry names no event type or category.
+    #[error("unknown event filter {0:?}: use an event type such as ContractFunded, a category such as contract.*, or *")]
+    UnknownEventFilter(String),
     /// The contract has no milestone with this number.
     #[error("the contract has no milestone {0}")]
     MilestoneNotFound(u16),
@@ -141,6 +150,9 @@ impl DomainError {
             DomainError::MilestoneNotFound(_) => "MILESTONE_NOT_FOUND",
             DomainError::PayinNotFound => "PAYIN_NOT_FOUND",
             DomainError::PayoutNotFound => "PAYOUT_NOT_FOUND",
+            DomainError::WebhookNotFound => "WEBHOOK_NOT_FOUND",
+            DomainError::InvalidWebhook(_) => "INVALID_WEBHOOK",
+            DomainError::UnknownEventFilter(_) => "UNKNOWN_EVENT_FILTER",
         }
     }
 }

@@ -15,11 +15,12 @@ use crate::dispute::DisputeOutcome;
 use crate::email::Email;
 use crate::fees::FeeTerms;
 use crate::ids::{
-    ContractId, DisputeId, PayinId, PayoutId, Timestamp, TransactionId, UserId, WalletId,
+    ContractId, DisputeId, PayinId, PayoutId, Timestamp, TransactionId, UserId, WalletId, WebhookId,
 };
 use crate::money::{Amount, Currency};
 use crate::text::Description;
 use crate::user::Role;
+use crate::webhook::WebhookStatus;
 
 /// How a deposit reached the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -643,6 +644,94 @@ pub enum Event {
         #[serde(rename = "resolvedAt")]
         resolved_at: Timestamp,
     },
+    /// An admin registered a webhook endpoint (stream `webhook-<id>`; its secret is kept
+    /// outside events).
+    WebhookEndpointCreated {
+        /// The endpoint.
+        #[serde(rename = "webhookId")]
+        webhook_id: WebhookId,
+        /// Where deliveries go.
+        url: String,
+        /// Which events it receives.
+        events: Vec<String>,
+        /// What it is for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// The admin.
+        #[serde(rename = "createdBy")]
+        created_by: UserId,
+        /// When.
+        #[serde(rename = "createdAt")]
+        created_at: Timestamp,
+    },
+    /// An admin changed a webhook endpoint; absent fields are unchanged (an empty
+    /// description removes it).
+    WebhookEndpointUpdated {
+        /// The endpoint.
+        #[serde(rename = "webhookId")]
+        webhook_id: WebhookId,
+        /// A new URL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// A new filter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<Vec<String>>,
+        /// A new description.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// `ACTIVE` (which re-enables a disabled endpoint) or `PAUSED`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<WebhookStatus>,
+        /// The admin.
+        #[serde(rename = "updatedBy")]
+        updated_by: UserId,
+        /// When.
+        #[serde(rename = "updatedAt")]
+        updated_at: Timestamp,
+    },
+    /// An admin replaced a webhook endpoint's signing secret; the previous one still
+    /// signs, beside the new one, until `previousValidUntil`.
+    WebhookSecretRotated {
+        /// The endpoint.
+        #[serde(rename = "webhookId")]
+        webhook_id: WebhookId,
+        /// The admin.
+        #[serde(rename = "rotatedBy")]
+        rotated_by: UserId,
+        /// When.
+        #[serde(rename = "rotatedAt")]
+        rotated_at: Timestamp,
+        /// When the previous secret stops signing.
+        #[serde(rename = "previousValidUntil")]
+        previous_valid_until: Timestamp,
+    },
+    /// The ledger stopped a webhook endpoint's deliveries: one failed for longer than the
+    /// maximum age.
+    WebhookEndpointDisabled {
+        /// The endpoint.
+        #[serde(rename = "webhookId")]
+        webhook_id: WebhookId,
+        /// The delivery that failed (the first sent once re-enabled).
+        #[serde(rename = "deliveryId")]
+        delivery_id: uuid::Uuid,
+        /// Its last error.
+        reason: String,
+        /// When.
+        #[serde(rename = "disabledAt")]
+        disabled_at: Timestamp,
+    },
+    /// An admin deleted a webhook endpoint.
+    WebhookEndpointDeleted {
+        /// The endpoint.
+        #[serde(rename = "webhookId")]
+        webhook_id: WebhookId,
+        /// The admin.
+        #[serde(rename = "deletedBy")]
+        deleted_by: UserId,
+        /// When.
+        #[serde(rename = "deletedAt")]
+        deleted_at: Timestamp,
+    },
 }
 
 impl Event {
@@ -689,6 +778,11 @@ impl Event {
             Event::EscrowRefundReceived { .. } => "EscrowRefundReceived",
             Event::DisputeRaised { .. } => "DisputeRaised",
             Event::DisputeResolved { .. } => "DisputeResolved",
+            Event::WebhookEndpointCreated { .. } => "WebhookEndpointCreated",
+            Event::WebhookEndpointUpdated { .. } => "WebhookEndpointUpdated",
+            Event::WebhookSecretRotated { .. } => "WebhookSecretRotated",
+            Event::WebhookEndpointDisabled { .. } => "WebhookEndpointDisabled",
+            Event::WebhookEndpointDeleted { .. } => "WebhookEndpointDeleted",
         }
     }
 
@@ -701,3 +795,53 @@ impl Event {
         }
     }
 }
+
+/// Every event type's name, as [`Event::event_type`] gives it (a webhook filter may name
+/// any of them).
+pub const EVENT_TYPES: &[&str] = &[
+    "UserRegistered",
+    "RoleGranted",
+    "UserSuspended",
+    "UserReactivated",
+    "ActivityRecorded",
+    "WalletOpened",
+    "WalletFrozen",
+    "PayinCreated",
+    "PayinConfirmed",
+    "PayinFailed",
+    "WalletUnfrozen",
+    "PayoutRequested",
+    "PayoutCompleted",
+    "PayoutFailed",
+    "PayoutFundsReserved",
+    "PayoutFundsReturned",
+    "FundsDeposited",
+    "FundsWithdrawn",
+    "TransferSent",
+    "TransferReceived",
+    "ContractCreated",
+    "ContractFunded",
+    "ContractDelivered",
+    "ContractReleased",
+    "ContractRefunded",
+    "ContractCancelled",
+    "ContractExpired",
+    "FeeHeld",
+    "FeeReturned",
+    "FeeCharged",
+    "FeeCollected",
+    "RevenueWithdrawn",
+    "FeeScheduleSet",
+    "ContractDisputed",
+    "ContractSettled",
+    "EscrowHeld",
+    "EscrowPaymentReceived",
+    "EscrowRefundReceived",
+    "DisputeRaised",
+    "DisputeResolved",
+    "WebhookEndpointCreated",
+    "WebhookEndpointUpdated",
+    "WebhookSecretRotated",
+    "WebhookEndpointDisabled",
+    "WebhookEndpointDeleted",
+];

@@ -107,6 +107,11 @@ id_type!(
     PayoutId
 );
 
+id_type!(
+    /// Identifies a webhook endpoint (and its `webhook-<id>` stream).
+    WebhookId
+);
+
 /// Namespace for the ids derived from a currency or from another id.
 const PLATFORM_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_8d47_4a3b_b5e2_7c91_40aa_93d1);
 

@@ -27,6 +27,7 @@ pub mod stream;
 pub mod text;
 pub mod user;
 pub mod wallet;
+pub mod webhook;
 
 pub use actor::Actor;
 pub use contract::{Contract, ContractStatus};
@@ -37,7 +38,7 @@ pub use event::{DepositChannel, Event};
 pub use fees::{FeePayer, FeeSchedule, FeeTerms, Revenue};
 pub use ids::{
     ContractId, DisputeId, FeeScheduleId, PayinId, PayoutId, RevenueId, Timestamp, TransactionId,
-    UserId, WalletId,
+    UserId, WalletId, WebhookId,
 };
 pub use money::{Amount, Currency, MoneyError};
 pub use payin::{Payin, PayinStatus};
@@ -46,3 +47,4 @@ pub use stream::{StreamId, StreamWrite, Versioned};
 pub use text::Description;
 pub use user::{Role, User};
 pub use wallet::Wallet;
+pub use webhook::{WebhookEndpoint, WebhookStatus};

@@ -53,6 +53,11 @@ impl StreamId {
         StreamId(format!("payout-{}", id.0))
     }
 
+    /// The stream of a webhook endpoint.
+    pub fn webhook(id: crate::ids::WebhookId) -> Self {
+        StreamId(format!("webhook-{}", id.0))
+    }
+
     /// Wraps a stored stream name without checking it (it came from the event store).
     pub fn from_stored(name: String) -> Self {
         StreamId(name)

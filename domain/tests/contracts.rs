@@ -1649,26 +1649,41 @@ mod properties {
         } else {
             300
         };
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
+        // Every case is checked; the rounds only make sure the random sequences reached
+        // every outcome worth checking (one round of 300 once missed an automatic release).
         let reached = RefCell::new(Reached::default());
-        let outcome = runner.run(&proptest::collection::vec(op(), 1..80), |ops| {
-            run(ops, &mut reached.borrow_mut())
-        });
-        if let Err(e) = outcome {
-            panic!("{e}");
+        let mut rounds = 0;
+        while rounds < 4 && (rounds == 0 || missing(&reached.borrow()).is_some()) {
+            rounds += 1;
+            let mut runner = TestRunner::new(ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            });
+            let outcome = runner.run(&proptest::collection::vec(op(), 1..80), |ops| {
+                run(ops, &mut reached.borrow_mut())
+            });
+            if let Err(e) = outcome {
+                panic!("{e}");
+            }
         }
         let reached = reached.into_inner();
-        for state in ["COMPLETED", "REFUNDED", "SETTLED", "CANCELLED", "EXPIRED"] {
-            assert!(
-                reached.terminal.get(state).copied().unwrap_or(0) > 0,
-                "{state} never reached in {cases} cases: {reached:?}"
-            );
+        if let Some(m) = missing(&reached) {
+            panic!("{m} in {rounds} rounds of {cases} cases: {reached:?}");
         }
-        assert!(reached.splits_refused > 0, "{reached:?}");
+        println!("{rounds} rounds of {cases} cases reached {reached:?}");
+    }
+
+    /// The first outcome the random sequences never reached, if any.
+    fn missing(reached: &Reached) -> Option<String> {
+        for state in ["COMPLETED", "REFUNDED", "SETTLED", "CANCELLED", "EXPIRED"] {
+            if reached.terminal.get(state).copied().unwrap_or(0) == 0 {
+                return Some(format!("{state} never reached"));
+            }
+        }
+        if reached.splits_refused == 0 {
+            return Some("no split refused".into());
+        }
         for kind in [
             "delivered",
             "released",
@@ -1676,10 +1691,9 @@ mod properties {
             "released automatically",
             "completed mixed",
         ] {
-            assert!(
-                reached.milestones.get(kind).copied().unwrap_or(0) > 0,
-                "no milestone {kind} in {cases} cases: {reached:?}"
-            );
+            if reached.milestones.get(kind).copied().unwrap_or(0) == 0 {
+                return Some(format!("no milestone {kind}"));
+            }
         }
         for kind in [
             "collected with a buyer's share",
@@ -1687,11 +1701,10 @@ mod properties {
             "returned",
             "withdrawn",
         ] {
-            assert!(
-                reached.fee_events.get(kind).copied().unwrap_or(0) > 0,
-                "no fee {kind} in {cases} cases: {reached:?}"
-            );
+            if reached.fee_events.get(kind).copied().unwrap_or(0) == 0 {
+                return Some(format!("no fee {kind}"));
+            }
         }
-        println!("{cases} cases reached {reached:?}");
+        None
     }
 }

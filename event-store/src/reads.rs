@@ -152,6 +152,24 @@ impl EventStore {
         Ok(head.unwrap_or(0))
     }
 
+    /// The feed cursor from which the feed holds every event at or after `position`
+    /// (readers skip the few earlier ones that share those transactions), or `None` if
+    /// there is no such event.
+    pub async fn cursor_for_position(
+        &self,
+        position: i64,
+    ) -> Result<Option<crate::FeedCursor>, StoreError> {
+        let (tx,): (Option<i64>,) =
+            sqlx::query_as("SELECT min(tx_id) FROM events WHERE position >= $1")
+                .bind(position)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(tx.map(|tx_id| crate::FeedCursor {
+            tx_id: tx_id - 1,
+            position: i64::MAX,
+        }))
+    }
+
     /// The event at `position`, if any.
     pub async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
         Ok(sqlx::query_as(&format!(

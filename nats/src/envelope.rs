@@ -101,6 +101,11 @@ impl EnvelopeText<'_> {
     }
 }
 
+/// The envelope of a feed event as JetStream carries it (the bytes the relay publishes).
+pub fn envelope_bytes(feed: &FeedEvent) -> serde_json::Result<Vec<u8>> {
+    EnvelopeText::to_vec(feed)
+}
+
 /// The subject of an event: `<prefix>.<category>.<aggregate id>.<EventType>`.
 pub fn subject_for(prefix: &str, stream_id: &str, event_type: &str) -> String {
     let (category, id) = stream_id.split_once('-').unwrap_or((stream_id, "_"));

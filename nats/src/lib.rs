@@ -3,6 +3,7 @@
 
 mod connection;
 mod envelope;
+mod ordered;
 mod relay;
 mod tail;
 
@@ -11,7 +12,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 pub use connection::{durable_consumer, server_addrs, Nats, PullConsumer, Subscription};
-pub use envelope::{subject_for, Envelope, ENVELOPE_VERSION};
+pub use envelope::{envelope_bytes, subject_for, Envelope, ENVELOPE_VERSION};
+pub use ordered::{FeedItem, OrderedFeed};
 pub use relay::{
     lease_name as relay_lease_name, publish_errors, Relay, RelaySettings,
     LEASE_PREFIX as RELAY_LEASE_PREFIX,

@@ -333,6 +333,13 @@ async fn apply_one(conn: &mut PgConnection, env: &Incoming, event: &Event) -> an
         Event::PayoutRequested { .. }
         | Event::PayoutCompleted { .. }
         | Event::PayoutFailed { .. } => crate::payout_rows::apply(conn, env, event).await?,
+        Event::WebhookEndpointCreated { .. }
+        | Event::WebhookEndpointUpdated { .. }
+        | Event::WebhookSecretRotated { .. }
+        | Event::WebhookEndpointDisabled { .. }
+        | Event::WebhookEndpointDeleted { .. } => {
+            crate::webhook_rows::apply(conn, env, event).await?
+        }
         // An application's own audit entry is read from the event store (the audit
         // trail); no read model shows it.
         Event::ActivityRecorded { .. } => {}
@@ -476,6 +483,7 @@ pub(crate) const READ_MODEL_TABLES: &[&str] = &[
     "rm_payins",
     "rm_payouts",
     "rm_wallet_states",
+    "rm_webhooks",
 ];
 
 /// Empties every read model (for a full rebuild).

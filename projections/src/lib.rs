@@ -13,6 +13,7 @@ mod platform_rows;
 pub mod read;
 pub mod replay;
 mod wallet_rows;
+mod webhook_rows;
 mod worker;
 
 pub use apply::{

@@ -317,6 +317,36 @@ try {
     assert.ok(csv.includes(",PAYOUT,OUT,40.00,USD,100.00,"), csv);
   });
 
+  await step("dave registers a webhook, pauses and resumes it, retries a delivery and rotates its secret", async () => {
+    assert.equal(await dave.isVisible("#webhooks-panel"), true, "admins see webhooks");
+    assert.equal(await alice.isHidden("#webhooks-panel"), true, "users do not");
+    // Nobody listens on port 9: its deliveries fail and wait in the log.
+    await dave.fill("#webhook-url", "http://127.0.0.1:9/hook");
+    await dave.fill("#webhook-events", "webhook.*, FundsDeposited");
+    await dave.click("#create-webhook");
+    await expectText(dave, "#status.ok", "Webhook registered");
+    const first = await dave.textContent("#webhook-secret");
+    assert.ok(first.startsWith("whsec_"), first);
+    const row = dave.locator("#webhooks tbody tr", { hasText: "127.0.0.1:9" });
+    await row.waitFor(WAIT);
+    await row.locator("button[data-action=webhook-status]").click();
+    await expectText(dave, "#webhooks tbody tr", "PAUSED");
+    await row.locator("button[data-action=webhook-status]").click();
+    await expectText(dave, "#webhooks tbody tr", "ACTIVE");
+    await row.locator("button[data-action=webhook-deliveries]").click();
+    const failing = dave.locator("#webhook-deliveries tbody tr", { hasText: "WebhookEndpointUpdated" });
+    for (let i = 0; i < 100 && !(await failing.count()); i++) {
+      await dave.click("#refresh-webhooks");
+      await dave.waitForTimeout(200);
+    }
+    await failing.first().locator("button[data-action=webhook-retry]").click();
+    await expectText(dave, "#status.ok", "queued again");
+    await row.locator("button[data-action=webhook-rotate]").click();
+    await expectText(dave, "#status.ok", "Secret rotated");
+    const second = await dave.textContent("#webhook-secret");
+    assert.ok(second.startsWith("whsec_") && second !== first, second);
+  });
+
   await step("the API reference renders from the binary", async () => {
     const docs = await open("docs");
     await docs.goto(ORIGIN + "/api/v1/docs");

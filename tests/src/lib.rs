@@ -100,6 +100,15 @@ pub struct AppOptions {
     pub nats_stream_replicas: Option<usize>,
     /// Rate-limit budgets in PostgreSQL, shared by every process (default: each its own).
     pub shared_rate_limits: Option<bool>,
+    /// Webhook URLs on loopback and private addresses (default: allowed, for the tests'
+    /// receivers; the documented default is refused).
+    pub webhook_allow_private_networks: Option<bool>,
+    /// Hours before a failing webhook delivery disables its endpoint (default 72).
+    pub webhook_max_age_hours: Option<f64>,
+    /// First webhook retry delay in ms (default: the documented 1,000).
+    pub webhook_retry_base_ms: Option<u64>,
+    /// `WEBHOOK_SECRETS_KEY` (default: none).
+    pub webhook_secrets_key: Option<String>,
 }
 
 /// Deletes, once per test binary, the JetStream streams that earlier runs' tests left
@@ -221,6 +230,11 @@ pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         header_bytes_max: 32 * 1024,
         metrics_addr: "127.0.0.1:0".into(),
         ws_connections_per_user_max: opts.ws_per_user.unwrap_or(10),
+        webhook_timeout_ms: 10_000,
+        webhook_max_age_hours: opts.webhook_max_age_hours.unwrap_or(72.0),
+        webhook_retry_base_ms: opts.webhook_retry_base_ms.unwrap_or(1_000),
+        webhook_allow_private_networks: opts.webhook_allow_private_networks.unwrap_or(true),
+        webhook_secrets_key: opts.webhook_secrets_key.clone(),
     };
     let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
         Some(c) => c,

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The crates that run in production (the bench and the test harness are tools).
-const PRODUCTION: [&str; 6] = [
+const PRODUCTION: [&str; 7] = [
     "domain",
     "event-store",
     "command-handlers",
     "projections",
     "nats",
+    "webhooks",
     "api",
 ];
 

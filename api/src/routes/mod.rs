@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod contracts;
+pub mod deliveries;
 pub mod disputes;
 pub mod freezes;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod platform;
 pub mod statements;
 pub mod users;
 pub mod wallets;
+pub mod webhooks;
 pub mod ws;
 
 use axum::http::{HeaderValue, StatusCode};

@@ -9,6 +9,7 @@ mod payouts;
 mod platform;
 mod users;
 mod wallets;
+mod webhooks;
 
 use domain::{
     Contract, Currency, Email, Revenue, RevenueId, StreamId, StreamWrite, UserId, Versioned,
@@ -102,6 +103,7 @@ pub(crate) async fn decide<L: Load>(
             now,
         } => payins::fail(&mut r, *payin_id, *actor, reason, *now).await,
         Command::RequestPayout(c) => payouts::request(&mut r, c).await,
+        Command::ChangeWebhook(c) => webhooks::change(&mut r, c).await,
         Command::CompletePayout {
             payout_id,
             actor,

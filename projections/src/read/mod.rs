@@ -11,6 +11,7 @@ mod platform;
 mod snapshot;
 mod users;
 mod wallets;
+mod webhooks;
 
 pub use contracts::{contract, contracts_of, due_for_expiry, due_for_release, ContractRow};
 pub use disputes::{dispute, disputes, DisputeRow};
@@ -25,3 +26,4 @@ pub use wallets::{
     balance_before, history, statement_page, wallet, wallet_as_of, TransactionRow, WalletRow,
     WalletStateRow,
 };
+pub use webhooks::{webhook, webhooks, WebhookRow};

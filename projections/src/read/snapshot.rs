@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub disputes: HashMap<Uuid, String>,
     /// Each pay-in's status.
     pub payins: HashMap<Uuid, String>,
+    /// Each webhook endpoint's status and URL.
+    pub webhooks: HashMap<Uuid, (String, String)>,
 }
 
 /// Reads every read model (a whole-table read each: for `verify`, not for requests).
@@ -112,8 +114,16 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
         .await?
         .into_iter()
         .collect();
+    let webhooks =
+        sqlx::query_as::<_, (Uuid, String, String)>("SELECT id, status, url FROM rm_webhooks")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(id, s, u)| (id, (s, u)))
+            .collect();
     Ok(Snapshot {
         applied,
+        webhooks,
         users,
         wallets,
         histories,

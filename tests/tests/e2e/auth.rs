@@ -160,6 +160,11 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         header_bytes_max: 32 * 1024,
         metrics_addr: "127.0.0.1:0".into(),
         ws_connections_per_user_max: 10,
+        webhook_timeout_ms: 10_000,
+        webhook_max_age_hours: 72.0,
+        webhook_retry_base_ms: 1_000,
+        webhook_allow_private_networks: false,
+        webhook_secrets_key: None,
     };
     for secret in [
         None,

@@ -25,6 +25,7 @@ async fn pages_are_served_from_the_binary_with_a_strict_policy() {
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
         ("/money.js", "text/javascript"),
+        ("/webhooks.js", "text/javascript"),
         ("/console.css", "text/css"),
         ("/api/v1/docs", "text/html"),
         ("/api/v1/docs/init.js", "text/javascript"),

@@ -167,6 +167,9 @@ async fn asyncapi_document_matches_the_code() {
     let clock = std::sync::Arc::new(api::clock::ManualClock::default());
     let app = escrow_tests::spawn_app_with(escrow_tests::AppOptions {
         clock: Some(clock.clone()),
+        // A webhook endpoint nobody answers is disabled within a second.
+        webhook_max_age_hours: Some(0.0003),
+        webhook_retry_base_ms: Some(50),
         ..Default::default()
     })
     .await;
@@ -370,6 +373,79 @@ async fn asyncapi_document_matches_the_code() {
         != "EXPIRED"
     {
         assert!(tokio::time::Instant::now() < deadline, "the draft expires");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Webhook endpoints: one changed, rotated and deleted; one nobody answers, disabled.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let hook = |events: Value| json!({"url": format!("http://{closed}/hook"), "events": events});
+    let kept = app
+        .post(
+            "/webhooks",
+            Some(&admin.token),
+            hook(json!(["FundsDeposited"])),
+        )
+        .await;
+    assert_eq!(kept.status, StatusCode::CREATED, "{:?}", kept.body);
+    let kept = kept.str("id");
+    let r = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/webhooks/{kept}"),
+            Some(&admin.token),
+            Some(&json!({"status": "PAUSED", "description": "later"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/webhooks/{kept}/rotate-secret"),
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/webhooks/{kept}"),
+            Some(&admin.token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let unanswered = app
+        .post(
+            "/webhooks",
+            Some(&admin.token),
+            hook(json!(["WalletOpened"])),
+        )
+        .await;
+    assert_eq!(
+        unanswered.status,
+        StatusCode::CREATED,
+        "{:?}",
+        unanswered.body
+    );
+    app.user().await;
+    app.deposit(&app.user().await, "1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app
+        .get(
+            &format!("/webhooks/{}", unanswered.str("id")),
+            Some(&admin.token),
+        )
+        .await
+        .str("status")
+        != "DISABLED"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unanswered endpoint is disabled"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);

@@ -38,4 +38,5 @@ mod sockets;
 mod statements;
 mod upcasting;
 mod verify;
+mod webhooks;
 mod write_side;

@@ -20,6 +20,7 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
         ("rm_revenue_transactions", "id"),
         ("rm_payins", "id"),
         ("rm_payouts", "id"),
+        ("rm_webhooks", "id"),
         // `ord` numbers rows in the order they were written, which a replay renumbers.
         (
             "(SELECT wallet_id, position, at, balance, held_in_escrow, pending_payouts FROM rm_wallet_states)",
@@ -228,6 +229,39 @@ async fn mixed_workload(app: &TestApp) {
             )
             .await;
         ok(&done, StatusCode::OK, verb);
+    }
+    // Webhook endpoints: one paused, one deleted.
+    let admin = app.grant(&app.user().await, "admin").await;
+    for (n, last) in [(1, "PAUSED"), (2, "DELETED")] {
+        let hook = app
+            .post(
+                "/webhooks",
+                Some(&admin.token),
+                json!({"url": format!("http://127.0.0.1:9/hook{n}"), "events": ["contract.*"]}),
+            )
+            .await;
+        ok(&hook, StatusCode::CREATED, "webhook");
+        let path = format!("/webhooks/{}", hook.str("id"));
+        let r = if last == "PAUSED" {
+            app.request(
+                reqwest::Method::PATCH,
+                &path,
+                Some(&admin.token),
+                Some(&json!({"status": "PAUSED"})),
+                &[],
+            )
+            .await
+        } else {
+            app.request(
+                reqwest::Method::DELETE,
+                &path,
+                Some(&admin.token),
+                None,
+                &[],
+            )
+            .await
+        };
+        assert!(r.status.is_success(), "{last}: {:?}", r.body);
     }
     assert!(app.wait_for_read_models(Duration::from_secs(20)).await);
     let (statuses,): (Vec<String>,) =
