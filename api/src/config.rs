@@ -14,6 +14,26 @@ pub enum WorkerRole {
     Api,
     /// Only the relay and the projection worker.
     Workers,
+    /// Only the API's reads, from a read-only PostgreSQL standby (commands answer 503
+    /// `READ_ONLY_NODE`); nothing is migrated, relayed or projected here.
+    Query,
+}
+
+impl WorkerRole {
+    /// Whether this process runs the relay, projections, schedulers and deliverer.
+    pub fn runs_workers(self) -> bool {
+        matches!(self, WorkerRole::All | WorkerRole::Workers)
+    }
+
+    /// Whether this process serves HTTP.
+    pub fn serves_http(self) -> bool {
+        !matches!(self, WorkerRole::Workers)
+    }
+
+    /// Whether this process may write to its database.
+    pub fn writes(self) -> bool {
+        !matches!(self, WorkerRole::Query)
+    }
 }
 
 /// A secret that never prints.
@@ -153,6 +173,10 @@ pub struct ServeConfig {
     /// it, up to an hour.
     #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000)]
     pub webhook_retry_base_ms: u64,
+    /// Most webhook deliveries a second to one endpoint (0: no limit): spares receivers
+    /// bursts, and sends a backlog at a pace that leaves the ledger its CPU.
+    #[arg(long, env = "WEBHOOK_MAX_RATE_PER_ENDPOINT", default_value_t = 250)]
+    pub webhook_max_rate_per_endpoint: u32,
     /// Let webhook endpoints point at loopback, private, link-local or multicast addresses
     /// (for tests and private deployments; off, such URLs are refused).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -161,6 +185,10 @@ pub struct ServeConfig {
     /// AES-256-GCM. Unset: stored as they are.
     #[arg(long, env = "WEBHOOK_SECRETS_KEY", hide_env_values = true)]
     pub webhook_secrets_key: Option<String>,
+    /// On a query node, where commands go instead (such as `http://primary:8080`): its
+    /// refusals name the same path there in `Location`.
+    #[arg(long, env = "PRIMARY_API_URL")]
+    pub primary_api_url: Option<String>,
     /// Where `GET /metrics` (Prometheus text) is served: a listener of its own, apart from
     /// the API, so that it is not public with it. Empty: not served.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
@@ -168,6 +196,33 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The token signing key: `JWT_SECRET`, refused when weak unless `--dev`.
+    pub fn signing_secret(&self) -> anyhow::Result<Vec<u8>> {
+        let config = self;
+        let given = config.jwt_secret.as_ref().map(|s| s.0.as_str());
+        match (weak_secret_reason(given), config.dev) {
+            (None, _) => Ok(given.unwrap_or_default().as_bytes().to_vec()),
+            (Some(reason), false) => anyhow::bail!(
+                "{reason}. Set JWT_SECRET to a random string of at least 32 characters (for example `openssl rand -hex 32`), \
+                 or pass --dev for a throw-away development server"
+            ),
+            (Some(reason), true) => {
+                match given {
+                    Some(s) if !s.is_empty() => {
+                        tracing::warn!("DEVELOPMENT MODE: {reason}; using it anyway");
+                        Ok(s.as_bytes().to_vec())
+                    }
+                    _ => {
+                        tracing::warn!("DEVELOPMENT MODE: {reason}; using a random secret (tokens die with this process)");
+                        let mut key = vec![0u8; 32];
+                        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+                        Ok(key)
+                    }
+                }
+            }
+        }
+    }
+
     /// How the webhook deliverer sends.
     pub fn webhook_settings(&self, secrets: &webhooks::SecretBox) -> webhooks::WebhookSettings {
         webhooks::WebhookSettings {
@@ -179,6 +234,7 @@ impl ServeConfig {
             retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
             retry_max: Duration::from_secs(3600),
             allow_private_networks: self.webhook_allow_private_networks,
+            max_rate_per_endpoint: self.webhook_max_rate_per_endpoint,
             secrets: secrets.clone(),
         }
     }

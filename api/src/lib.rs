@@ -14,6 +14,7 @@ pub mod notify;
 pub mod openapi;
 pub mod otel;
 pub mod pages;
+pub mod query_node;
 pub mod retention;
 pub mod routes;
 pub mod scheduler;

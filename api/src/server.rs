@@ -22,7 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::TokenKeys;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{weak_secret_reason, ServeConfig, WorkerRole};
+use crate::config::{ServeConfig, WorkerRole};
 use crate::error::ApiError;
 use crate::limits::Budget;
 use crate::routes::{
@@ -211,35 +211,17 @@ pub fn router(state: AppState, config: &ServeConfig, cors: Option<CorsLayer>) ->
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
+    if config.role == WorkerRole::Query {
+        let primary = crate::query_node::Primary(config.primary_api_url.clone());
+        app = app.layer(axum::middleware::from_fn_with_state(
+            primary,
+            crate::query_node::refuse_writes,
+        ));
+    }
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
     app
-}
-
-fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
-    let given = config.jwt_secret.as_ref().map(|s| s.0.as_str());
-    match (weak_secret_reason(given), config.dev) {
-        (None, _) => Ok(given.unwrap_or_default().as_bytes().to_vec()),
-        (Some(reason), false) => anyhow::bail!(
-            "{reason}. Set JWT_SECRET to a random string of at least 32 characters (for example `openssl rand -hex 32`), \
-             or pass --dev for a throw-away development server"
-        ),
-        (Some(reason), true) => {
-            match given {
-                Some(s) if !s.is_empty() => {
-                    tracing::warn!("DEVELOPMENT MODE: {reason}; using it anyway");
-                    Ok(s.as_bytes().to_vec())
-                }
-                _ => {
-                    tracing::warn!("DEVELOPMENT MODE: {reason}; using a random secret (tokens die with this process)");
-                    let mut key = vec![0u8; 32];
-                    rand::thread_rng().fill_bytes(&mut key);
-                    Ok(key)
-                }
-            }
-        }
-    }
 }
 
 /// Serves `GET /metrics` on a listener of its own until shutdown.
@@ -385,7 +367,7 @@ pub async fn start_with_clock(
     config: ServeConfig,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Running> {
-    let secret = signing_secret(&config)?;
+    let secret = config.signing_secret()?;
     let cors = cors_layer(&config.cors_origins)?;
     let pool = event_store::connect(
         &config.database_url,
@@ -396,11 +378,18 @@ pub async fn start_with_clock(
     )
     .await
     .context("connecting to Postgres")?;
-    MIGRATOR.run(&pool).await.context("running migrations")?;
+    // A query node's standby is read-only: the primary migrates, and checks restores.
+    if config.role.writes() {
+        MIGRATOR.run(&pool).await.context("running migrations")?;
+    }
     let store = EventStore::new(pool.clone());
     // Serving a store restored from a busier cluster would hide its events from the feed
     // (docs/operations.md, "Backups"): refuse until `escrow restore` has repaired it.
-    if let Some(ahead) = store.restored_ahead().await? {
+    let ahead = match config.role.writes() {
+        true => store.restored_ahead().await?,
+        false => None,
+    };
+    if let Some(ahead) = ahead {
         anyhow::bail!(
             "the event store holds transaction ids up to {} but this PostgreSQL cluster is at {}: \
              it was restored from another cluster's dump. Run `escrow restore` once (no server \
@@ -424,7 +413,7 @@ pub async fn start_with_clock(
     let freshness = Arc::new(projections::Freshness::default());
     let mut tasks = Vec::new();
 
-    if config.role != WorkerRole::Api {
+    if config.role.runs_workers() {
         let relay = Relay::new(
             store.clone(),
             js.clone(),
@@ -468,7 +457,7 @@ pub async fn start_with_clock(
             freshness: freshness.clone(),
         }),
     ));
-    if config.role != WorkerRole::Api {
+    if config.role.runs_workers() {
         tasks.push(tokio::spawn(crate::retention::prune(
             event_store::EventStore::new(pool.clone()),
             Duration::from_secs(config.idempotency_retention_hours.saturating_mul(3600)),
@@ -492,7 +481,7 @@ pub async fn start_with_clock(
         tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
     }
     let hub = Arc::new(crate::notify::Hub::default());
-    if config.role != WorkerRole::Workers {
+    if config.role.serves_http() {
         tasks.push(tokio::spawn(crate::notify::fan_out(
             nats.clone(),
             pool.clone(),
@@ -503,9 +492,8 @@ pub async fn start_with_clock(
     }
     let kept = ledger.clone();
     // RATE_LIMITS_SHARED: one budget per user and address across every process.
-    let shared_budgets = config
-        .rate_limits_shared
-        .then(|| EventStore::new(pool.clone()));
+    let shared_budgets =
+        (config.rate_limits_shared && config.role.writes()).then(|| EventStore::new(pool.clone()));
     let shared = shared_budgets.as_ref();
     let state = AppState::new(crate::state::Shared {
         ledger,
@@ -570,7 +558,7 @@ pub async fn start_with_clock(
     let mut addr: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
         .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
-    if config.role != WorkerRole::Workers {
+    if config.role.serves_http() {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;

@@ -24,6 +24,7 @@ use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+mod hooks;
 mod http;
 use http::{Http, Method};
 
@@ -90,6 +91,15 @@ struct Args {
     /// platform's revenue, which conservation then counts (env BENCH_ADMIN_TOKEN).
     #[arg(long, env = "BENCH_ADMIN_TOKEN")]
     admin_token: Option<String>,
+    /// Webhook endpoints subscribed to every event for the load, all answered (200 at
+    /// once) by a receiver in this process; needs --admin-token and a server with
+    /// WEBHOOK_ALLOW_PRIVATE_NETWORKS=true. Their delivery lag is reported.
+    #[arg(long, default_value_t = 0)]
+    webhooks: usize,
+    /// After the load, how long to wait at most for the webhook deliveries still queued
+    /// (a backlog larger than the endpoints' rate allows is reported, not waited out).
+    #[arg(long, default_value_t = 60)]
+    webhook_drain_s: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -463,6 +473,20 @@ async fn main() -> anyhow::Result<()> {
         Some(cmd) => Some(measure_ceiling(cmd, "before")?),
         None => None,
     };
+    // Subscribed after the setup and the first ceiling (which blocks this process while it
+    // runs): the endpoints get the load's events only, and the receiver always answers.
+    let receiver = match args.webhooks {
+        0 => None,
+        n => {
+            let token = args
+                .admin_token
+                .as_deref()
+                .context("--webhooks needs --admin-token")?;
+            let (addr, got) = hooks::receiver().await?;
+            hooks::subscribe(&http, token, addr, n).await?;
+            Some(got)
+        }
+    };
     let bench = Arc::new(Bench {
         http,
         users,
@@ -484,6 +508,13 @@ async fn main() -> anyhow::Result<()> {
         c.await?;
     }
     let elapsed = bench.started.elapsed().as_secs_f64();
+    // The deliveries still queued are sent before anything else is measured.
+    let drain = match &receiver {
+        Some(got) => {
+            Some(hooks::drained(got, Duration::from_secs(bench.args.webhook_drain_s)).await?)
+        }
+        None => None,
+    };
     // Let the last lag probes answer (they give up after a minute).
     let probes_until = Instant::now() + Duration::from_secs(60);
     while Instant::now() < probes_until && Arc::strong_count(&bench) > 1 {
@@ -624,6 +655,20 @@ async fn main() -> anyhow::Result<()> {
             c.tps
         );
     }
+    let deliveries = receiver.as_ref().and_then(|got| {
+        let g = got.lock().ok()?;
+        // In microseconds, as `percentile` (which answers milliseconds) takes them.
+        let mut lags = g.lags_us.clone();
+        lags.sort_unstable();
+        Some((g.count, percentile(&lags, 0.50), percentile(&lags, 0.99)))
+    });
+    if let (Some((n, p50, p99)), Some(d)) = (deliveries, drain) {
+        println!(
+            "webhooks: {} endpoints, {n} deliveries by {:.1} s after the load, lag ms p50 {p50:.1}  p99 {p99:.1} (of those delivered)",
+            bench.args.webhooks,
+            d.as_secs_f64()
+        );
+    }
     println!(
         "conservation: {} (sum of balances {total}, deposited {expected}, negative wallets {negative})",
         if conserved { "ok" } else { "BROKEN" }
@@ -656,6 +701,11 @@ async fn main() -> anyhow::Result<()> {
         "ceiling_tps_after": ceiling.as_ref().and_then(|c| c.sides).map(|(_, a)| a),
         "ratio": ratio.map(|r| (r * 100.0).round() / 100.0),
         "conservation": if conserved { "ok" } else { "broken" },
+        "webhooks": bench.args.webhooks,
+        "webhook_deliveries": deliveries.map(|d| d.0),
+        "webhook_lag_p50_ms": deliveries.map(|d| d.1),
+        "webhook_lag_p99_ms": deliveries.map(|d| d.2),
+        "webhook_drain_s": drain.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
     });
     println!("{summary}");
     if !conserved {

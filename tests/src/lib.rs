@@ -107,6 +107,10 @@ pub struct AppOptions {
     pub webhook_max_age_hours: Option<f64>,
     /// First webhook retry delay in ms (default: the documented 1,000).
     pub webhook_retry_base_ms: Option<u64>,
+    /// Deliveries a second to one webhook endpoint (default: the documented 250).
+    pub webhook_max_rate_per_endpoint: Option<u32>,
+    /// `PRIMARY_API_URL` (a query node's hint for commands).
+    pub primary_api_url: Option<String>,
     /// `WEBHOOK_SECRETS_KEY` (default: none).
     pub webhook_secrets_key: Option<String>,
 }
@@ -233,8 +237,10 @@ pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         webhook_timeout_ms: 10_000,
         webhook_max_age_hours: opts.webhook_max_age_hours.unwrap_or(72.0),
         webhook_retry_base_ms: opts.webhook_retry_base_ms.unwrap_or(1_000),
+        webhook_max_rate_per_endpoint: opts.webhook_max_rate_per_endpoint.unwrap_or(250),
         webhook_allow_private_networks: opts.webhook_allow_private_networks.unwrap_or(true),
         webhook_secrets_key: opts.webhook_secrets_key.clone(),
+        primary_api_url: opts.primary_api_url.clone(),
     };
     let clock: std::sync::Arc<dyn api::clock::Clock> = match opts.clock {
         Some(c) => c,
@@ -810,6 +816,54 @@ impl OwnPostgres {
     /// Starts the cluster again after [`OwnPostgres::stop`].
     pub fn start_again(&self) {
         self.ctl(&["start", "-w", "-t", "60"]);
+    }
+
+    /// A hot standby of `primary` on a port of its own, streaming its WAL
+    /// (`pg_basebackup -R`: the same cluster, transaction ids and all).
+    pub fn standby_of(primary: &OwnPostgres) -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!("escrow-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let ok = as_postgres(&primary.bin.join("pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", "postgres", "-X", "stream", "-R", "-c", "fast", "-D"])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_basebackup runs")
+            .success();
+        assert!(ok, "pg_basebackup failed");
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+            bin: primary.bin.clone(),
+        };
+        pg.ctl(&["start", "-w", "-t", "60"]);
+        pg
+    }
+
+    /// From now on a commit here returns only once a standby has applied it
+    /// (`synchronous_standby_names = '*'`, `synchronous_commit = remote_apply`: what is
+    /// acknowledged is on the standby, and readable there).
+    pub async fn require_a_synchronous_standby(&self) {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let pool = PgPool::connect(&admin).await.expect("connect");
+        for q in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "ALTER SYSTEM SET synchronous_commit = 'remote_apply'",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::query(q).execute(&pool).await.expect("configured");
+        }
+        pool.close().await;
+    }
+
+    /// Promotes a standby to a primary.
+    pub fn promote(&self) {
+        self.ctl(&["promote", "-w", "-t", "60"]);
     }
 
     /// The URL of database `name` (created if missing).

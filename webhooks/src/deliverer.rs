@@ -44,6 +44,9 @@ pub struct WebhookSettings {
     pub retry_max: Duration,
     /// Whether endpoints may be on loopback, private, link-local or multicast addresses.
     pub allow_private_networks: bool,
+    /// Most deliveries a second to one endpoint (0: no limit). Receivers are spared
+    /// bursts, and a backlog is sent at a pace that leaves the ledger its CPU.
+    pub max_rate_per_endpoint: u32,
     /// Seals secrets at rest.
     pub secrets: SecretBox,
 }
@@ -56,6 +59,7 @@ impl Default for WebhookSettings {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(3600),
             allow_private_networks: false,
+            max_rate_per_endpoint: 250,
             secrets: SecretBox::new(None).unwrap_or_else(|_| unreachable!("no key parses")),
         }
     }
@@ -234,6 +238,8 @@ struct Endpoint<'a> {
     conn: PgConnection,
     staged: i64,
     secrets: Vec<String>,
+    /// When the next attempt may start (the endpoint's rate limit).
+    next_send: tokio::time::Instant,
 }
 
 impl<'a> Endpoint<'a> {
@@ -270,6 +276,7 @@ impl<'a> Endpoint<'a> {
             conn,
             staged,
             secrets: Vec::new(),
+            next_send: tokio::time::Instant::now(),
         };
         let result = me.run(&feed).await;
         let _ = me.conn.close().await;
@@ -278,7 +285,7 @@ impl<'a> Endpoint<'a> {
 
     async fn run(&mut self, feed: &OrderedFeed) -> anyhow::Result<()> {
         loop {
-            let cfg = self.cfg.borrow().clone();
+            let cfg = self.cfg.borrow_and_update().clone();
             let mut wait = Duration::from_secs(1);
             if cfg.status == "ACTIVE" {
                 let pending = store::pending(&mut self.conn, self.id, SEND_BATCH).await?;
@@ -315,8 +322,13 @@ impl<'a> Endpoint<'a> {
                         break;
                     }
                 }
-                if pending.len() as i64 == SEND_BATCH && wait == Duration::from_secs(1) {
-                    wait = Duration::ZERO;
+                if pending.len() as i64 == SEND_BATCH {
+                    // A full batch is staged: JetStream keeps the rest until it is sent,
+                    // so a slow or failing endpoint costs PostgreSQL nothing more.
+                    if wait < Duration::from_secs(1) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    continue;
                 }
             }
             let items = feed
@@ -380,6 +392,12 @@ impl<'a> Endpoint<'a> {
 
     /// Sends `p` once. `Ok(true)` when a 2xx answered.
     async fn attempt(&mut self, cfg: &WebhookRow, p: &Pending) -> anyhow::Result<bool> {
+        if let Some(gap) =
+            Duration::from_secs(1).checked_div(self.ctx.settings.max_rate_per_endpoint)
+        {
+            tokio::time::sleep_until(self.next_send).await;
+            self.next_send = tokio::time::Instant::now().max(self.next_send) + gap;
+        }
         let t = Utc::now().timestamp();
         let answer = if !self.ctx.settings.allow_private_networks && literal_private(&cfg.url) {
             Err("refused: the URL's address is not public".to_owned())

@@ -35,6 +35,7 @@ mod restore;
 mod seed_paths;
 mod sessions;
 mod sockets;
+mod standby;
 mod statements;
 mod upcasting;
 mod verify;

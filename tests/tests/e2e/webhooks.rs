@@ -864,6 +864,55 @@ async fn endpoints_are_listed_changed_paused_replayed_and_deleted() {
     assert_eq!(rx.all().len(), 3);
 }
 
+/// Seen failing with the pacing in `Endpoint::attempt` removed (30 deliveries in 0.06 s).
+#[tokio::test]
+async fn deliveries_to_one_endpoint_keep_to_its_rate() {
+    let app = spawn_app_with(AppOptions {
+        webhook_max_rate_per_endpoint: Some(20),
+        ..Default::default()
+    })
+    .await;
+    let admin = admin(&app).await;
+    let rx = Receiver::start().await;
+    create(&app, &admin, &rx.url(), json!(["FundsDeposited"])).await;
+    let u = app.user().await;
+    // Queued while paused, so that all 30 wait together.
+    let w = app.get("/webhooks", Some(&admin.token)).await;
+    let id = w.body["items"][0]["id"].as_str().expect("id").to_owned();
+    app.request(
+        Method::PATCH,
+        &format!("/webhooks/{id}"),
+        Some(&admin.token),
+        Some(&json!({"status": "PAUSED"})),
+        &[],
+    )
+    .await;
+    for _ in 0..30 {
+        app.deposit(&u, "1.00").await;
+    }
+    let started = Instant::now();
+    app.request(
+        Method::PATCH,
+        &format!("/webhooks/{id}"),
+        Some(&admin.token),
+        Some(&json!({"status": "ACTIVE"})),
+        &[],
+    )
+    .await;
+    wait_until("30 deliveries", Duration::from_secs(20), || {
+        rx.accepted().len() == 30
+    })
+    .await;
+    let took = started.elapsed();
+    println!(
+        "30 deliveries at 20 a second took {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(took >= Duration::from_millis(1_400), "{took:?}");
+    let seqs: Vec<i64> = rx.accepted().iter().map(Received::sequence).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+}
+
 /// Registers and logs in `email` on the server at `base`; returns (id, token).
 async fn login_on(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
     let password = "webhook-failover-Passw0rd";
@@ -1029,6 +1078,11 @@ async fn kill_9_of_the_delivering_server_the_standby_resumes_without_skipping_a_
     assert!(
         repeated.len() <= 1,
         "at most the one in flight repeats: {repeated:?}"
+    );
+    println!(
+        "webhook failover: {at_kill} of {DEPOSITS} delivered at the kill, {} repeated, {} requests in all",
+        repeated.len(),
+        got.len()
     );
     let events: HashSet<String> = seen.values().map(|(_, e)| e.clone()).collect();
     assert_eq!(events.len(), DEPOSITS, "each deposit once");
