@@ -129,6 +129,11 @@ pub struct ServeConfig {
     /// How often the deadline scheduler looks for contracts due for auto-release or expiry.
     #[arg(long, env = "AUTO_RELEASE_POLL_MS", default_value_t = 1000)]
     pub auto_release_poll_ms: u64,
+    /// Comma-separated reverse proxies (addresses or networks, `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client address the per-address limits count; requests
+    /// from anywhere else count against their own address. Empty: headers are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// Requests a minute one client address may make (0: unlimited).
     #[arg(long, env = "RATE_LIMIT_PER_IP_PER_MINUTE", default_value_t = 6000)]
     pub rate_limit_per_ip_per_minute: u32,

@@ -176,6 +176,8 @@ pub struct Limits {
     pub lookups_per_user: Budget,
     /// Longest a request may take.
     pub request_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client ([`crate::client_addr`]).
+    pub trusted_proxies: Vec<crate::client_addr::Network>,
 }
 
 /// The 429 for a caller over a budget.
@@ -207,7 +209,9 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
     let ip: Option<IpAddr> = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| {
+            crate::client_addr::client_address(c.0.ip(), req.headers(), &limits.trusted_proxies)
+        })
         .filter(|_| by_address);
     if let Some(ip) = ip {
         let key = ip.to_string();

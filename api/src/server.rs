@@ -527,6 +527,8 @@ pub async fn start_with_clock(
                 shared,
             ),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+            trusted_proxies: crate::client_addr::parse_list(&config.trusted_proxies)
+                .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
         }),
         metrics,
         webhooks: Arc::new(crate::state::WebhookAdmin {

@@ -100,6 +100,8 @@ pub struct AppOptions {
     pub nats_stream_replicas: Option<usize>,
     /// Rate-limit budgets in PostgreSQL, shared by every process (default: each its own).
     pub shared_rate_limits: Option<bool>,
+    /// `TRUSTED_PROXIES` (default: none).
+    pub trusted_proxies: Vec<String>,
     /// Webhook URLs on loopback and private addresses (default: allowed, for the tests'
     /// receivers; the documented default is refused).
     pub webhook_allow_private_networks: Option<bool>,
@@ -224,6 +226,7 @@ pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         self_deposits: opts.self_deposits.unwrap_or(true),
         auto_release_poll_ms: 50,
         idempotency_retention_hours: 168,
+        trusted_proxies: opts.trusted_proxies.clone(),
         rate_limit_per_ip_per_minute: opts.rate_limits.map_or(0, |r| r.0),
         rate_limit_per_user_per_minute: opts.rate_limits.map_or(0, |r| r.1),
         rate_limits_shared: opts.shared_rate_limits.unwrap_or(false),
@@ -650,74 +653,102 @@ pub struct OwnNatsCluster {
     /// Each member's server name and client port.
     pub members: Vec<(String, u16)>,
     children: Vec<Option<tokio::process::Child>>,
+    /// Each member's client and route port.
+    ports: Vec<(u16, u16)>,
     dir: PathBuf,
 }
 
 impl OwnNatsCluster {
     /// Starts three members routed to each other; returns once each accepts clients.
     pub async fn start() -> OwnNatsCluster {
-        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
         let dir = std::env::temp_dir().join(format!("escrow-natsc-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let routes = ports
+        let members: Vec<(String, u16)> = ports
             .iter()
-            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut children = Vec::new();
-        let mut members = Vec::new();
-        for (i, (client, route)) in ports.iter().enumerate() {
-            let name = format!("n{i}");
-            let child = tokio::process::Command::new(&bin)
-                .args(["-js", "-sd"])
-                .arg(dir.join(&name))
-                .args(["-a", "127.0.0.1", "-p", &client.to_string()])
-                .args(["--server_name", &name, "--cluster_name", "escrow"])
-                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
-                .args(["--routes", &routes])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("nats-server starts (set NATS_SERVER_BIN)");
-            children.push(Some(child));
-            members.push((name, *client));
-        }
-        for (_, port) in &members {
-            let mut up = false;
-            for _ in 0..100 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", *port))
-                    .await
-                    .is_ok()
-                {
-                    up = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(up, "a cluster member did not start");
-        }
+            .enumerate()
+            .map(|(i, (client, _))| (format!("n{i}"), *client))
+            .collect();
         let url = members
             .iter()
             .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
-        OwnNatsCluster {
+        let mut cluster = OwnNatsCluster {
             url,
             members,
-            children,
+            children: vec![None, None, None],
+            ports,
             dir,
+        };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        for i in 0..3 {
+            cluster.until_listening(i).await;
+        }
+        cluster
+    }
+
+    /// Starts member `i` on its ports and its own store (kept across restarts).
+    fn spawn(&mut self, i: usize) {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let routes = self
+            .ports
+            .iter()
+            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (name, (client, route)) = (&self.members[i].0, self.ports[i]);
+        let child = tokio::process::Command::new(&bin)
+            .args(["-js", "-sd"])
+            .arg(self.dir.join(name))
+            .args(["-a", "127.0.0.1", "-p", &client.to_string()])
+            .args(["--server_name", name, "--cluster_name", "escrow"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+            .args(["--routes", &routes])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts (set NATS_SERVER_BIN)");
+        self.children[i] = Some(child);
+    }
+
+    async fn until_listening(&self, i: usize) {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.ports[i].0))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cluster member {} did not start", self.members[i].0);
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.members
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no member {name}"))
+    }
+
+    /// Kills the member named `name` at once (SIGKILL: no goodbye to the others).
+    pub async fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill().await;
         }
     }
 
-    /// Kills the member named `name` at once (no goodbye to the others).
-    pub async fn kill(&mut self, name: &str) {
-        if let Some(i) = self.members.iter().position(|(n, _)| n == name) {
-            if let Some(mut c) = self.children[i].take() {
-                let _ = c.kill().await;
-            }
-        }
+    /// Starts a killed member again, on its old ports and store; returns once it listens.
+    pub async fn restart(&mut self, name: &str) {
+        let i = self.index(name);
+        assert!(self.children[i].is_none(), "{name} is running");
+        self.spawn(i);
+        self.until_listening(i).await;
     }
 }
 

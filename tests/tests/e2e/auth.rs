@@ -150,6 +150,7 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         self_deposits: true,
         auto_release_poll_ms: 1000,
         idempotency_retention_hours: 168,
+        trusted_proxies: vec![],
         rate_limit_per_ip_per_minute: 0,
         rate_limit_per_user_per_minute: 0,
         rate_limits_shared: false,

@@ -133,29 +133,29 @@ async fn call(
 }
 
 /// Commands acknowledged by the server: (Idempotency-Key, path, body, response).
-type Acked = Vec<(String, String, Value, Value)>;
+pub(crate) type Acked = Vec<(String, String, Value, Value)>;
 
 /// What the load has done so far, read by the test while it runs.
 #[derive(Default)]
-struct Progress {
-    acked: AtomicUsize,
+pub(crate) struct Progress {
+    pub(crate) acked: AtomicUsize,
     /// Failed attempts (no answer, 5xx or 429), each retried with the same key.
-    retries: AtomicU64,
+    pub(crate) retries: AtomicU64,
     /// Commands acknowledged after at least one failed attempt: in flight across a fault.
-    retried_commands: AtomicUsize,
+    pub(crate) retried_commands: AtomicUsize,
 }
 
 impl Progress {
-    fn acked(&self) -> usize {
+    pub(crate) fn acked(&self) -> usize {
         self.acked.load(Ordering::SeqCst)
     }
 
-    fn retries(&self) -> u64 {
+    pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `n` commands were acknowledged (at most 60 s).
-    async fn until_acked(&self, n: usize, what: &str) {
+    pub(crate) async fn until_acked(&self, n: usize, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.acked() < n {
             assert!(
@@ -169,7 +169,7 @@ impl Progress {
 
     /// Waits until the load has retried more than `before` times (at most 60 s): the
     /// fault is one the clients met.
-    async fn until_retried(&self, before: u64, what: &str) {
+    pub(crate) async fn until_retried(&self, before: u64, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.retries() <= before {
             assert!(
@@ -181,10 +181,10 @@ impl Progress {
     }
 }
 
-struct Load {
-    acked: Acked,
-    sent: u64,
-    progress: Arc<Progress>,
+pub(crate) struct Load {
+    pub(crate) acked: Acked,
+    pub(crate) sent: u64,
+    pub(crate) progress: Arc<Progress>,
 }
 
 /// Sends one command until it is answered (same key, same body on every try), as a careful
@@ -229,7 +229,7 @@ async fn until_answered(
 
 /// The load: deposits, transfers and whole escrow flows (create → fund → release), every
 /// command with its own Idempotency-Key. `progress` counts as it goes.
-fn start_load(
+pub(crate) fn start_load(
     http: &reqwest::Client,
     base: &str,
     token: &str,
@@ -307,7 +307,7 @@ fn start_load(
 /// Asserts that commands crossed the faults: some were retried and acknowledged in the end,
 /// and every fault was followed by acknowledgements (`acked_after` holds, per fault, how many
 /// commands were acknowledged after it ended).
-fn assert_crossed(progress: &Progress, acked_after: &[(&str, usize)]) {
+pub(crate) fn assert_crossed(progress: &Progress, acked_after: &[(&str, usize)]) {
     assert!(progress.retries() > 0, "the load met the fault");
     assert!(
         progress.retried_commands.load(Ordering::SeqCst) > 0,
@@ -330,7 +330,7 @@ async fn count(pool: &sqlx::PgPool, sql: &str, arg: &str) -> i64 {
 /// Every acknowledged command is in the store exactly once, a retried key answers what it
 /// answered first, read models converge (within 10 s) and `verify` passes. Returns
 /// (lost, duplicated, time to converge).
-async fn check_exactly_once(
+pub(crate) async fn check_exactly_once(
     pool: &sqlx::PgPool,
     http: &reqwest::Client,
     base: &str,
@@ -413,8 +413,8 @@ async fn check_exactly_once(
 }
 
 /// One message per event on JetStream, and no event under two positions.
-async fn assert_published_once(stream: &str, pool: &sqlx::PgPool) {
-    let client = async_nats::connect(std::env::var("NATS_URL").unwrap())
+pub(crate) async fn assert_published_once(stream: &str, pool: &sqlx::PgPool, nats_url: &str) {
+    let client = async_nats::connect(escrow_nats::server_addrs(nats_url).unwrap())
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
@@ -441,7 +441,11 @@ async fn assert_published_once(stream: &str, pool: &sqlx::PgPool) {
     }
 }
 
-async fn two_users(http: &reqwest::Client, base: &str, id: &str) -> ((String, String), String) {
+pub(crate) async fn two_users(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+) -> ((String, String), String) {
     let mut users = Vec::new();
     for n in 0..2 {
         let email = format!("f{n}{id}@example.com");
@@ -524,7 +528,7 @@ async fn kill_9_mid_load_loses_nothing_and_duplicates_nothing() {
     let (lost, duplicated, converged) =
         check_exactly_once(&pool, &http, &base, &payer_token, &acked).await;
 
-    assert_published_once(&server.stream, &pool).await;
+    assert_published_once(&server.stream, &pool, &std::env::var("NATS_URL").unwrap()).await;
 
     // Nothing secret in the server's logs.
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
@@ -683,7 +687,7 @@ async fn lease_holder_killed_the_standby_takes_over() {
     ));
     let (lost, duplicated, converged) =
         check_exactly_once(&pool, &http, &base, &token, &acked).await;
-    assert_published_once(&standby.stream, &pool).await;
+    assert_published_once(&standby.stream, &pool, &std::env::var("NATS_URL").unwrap()).await;
     println!(
         "lease holder killed: the standby relayed and projected within {took_over:?}; sent {sent}, acknowledged {} ({} after the kill), \
          lost {lost}, duplicated {duplicated}, client retries {}, converged {converged:?} after the load",

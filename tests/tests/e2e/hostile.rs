@@ -546,3 +546,54 @@ async fn slow_and_oversized_request_heads_are_refused() {
     // Normal requests still work.
     assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
 }
+
+/// Behind a trusted reverse proxy each client has its own address budget; from anywhere
+/// else, `X-Forwarded-For` buys nothing. (Fails when the header is believed from any peer:
+/// seen answering four 200s to one client claiming four addresses.)
+#[tokio::test]
+async fn per_address_limits_believe_forwarded_addresses_only_from_trusted_proxies() {
+    async fn health_from(app: &TestApp, forwarded_for: &str) -> u16 {
+        app.http
+            .get(format!("{}/health", app.base))
+            .header("x-forwarded-for", forwarded_for)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    }
+    // Given a server behind a proxy on loopback, with 3 requests a minute per address
+    let proxied = spawn_app_with(AppOptions {
+        rate_limits: Some((3, 0)),
+        trusted_proxies: vec!["127.0.0.0/8".into()],
+        ..Default::default()
+    })
+    .await;
+    // When one client spends its budget
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        first.push(health_from(&proxied, "203.0.113.1").await);
+    }
+    // Then it alone is limited: another client behind the same proxy is not, and a forged
+    // entry left of the proxy's own does not change whose budget is spent
+    assert_eq!(first, [200, 200, 200, 429], "one client's budget");
+    assert_eq!(health_from(&proxied, "203.0.113.2").await, 200);
+    assert_eq!(
+        health_from(&proxied, "198.51.100.9, 203.0.113.1").await,
+        429
+    );
+
+    // Given a server that trusts no proxy
+    let direct = spawn_app_with(AppOptions {
+        rate_limits: Some((3, 0)),
+        ..Default::default()
+    })
+    .await;
+    // When a client claims a new address with every request
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        codes.push(health_from(&direct, &format!("203.0.113.{}", 10 + i)).await);
+    }
+    // Then its own address is counted all the same
+    assert_eq!(codes, [200, 200, 200, 429], "the header is ignored");
+}
