@@ -12,6 +12,8 @@
 #   BENCH_GENERATOR_BIN=path   the load generator to drive it with (default
 #                           target/release/escrow-bench)
 #   BENCH_USERS=100, BENCH_DB_MAX_CONNECTIONS=20 as for run.sh
+#   BENCH_WEBHOOKS=3 as for run.sh (the receiver's CPU counts with the load generator's;
+#                           the queued deliveries are not waited for after the load)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -35,10 +37,11 @@ target/release/escrow migrate --database-url "$url" >/dev/null
 port="${BENCH_PORT:-18084}"
 start_server "$url" "$run_id" "$port" "$ROOT/.data/cpu-server-$run_id.log"
 out="$ROOT/.data/cpu-$workload.out"
+[ -z "${BENCH_WEBHOOKS:-}" ] || bench_admin "http://127.0.0.1:$port/api/v1" "$url"
 "${BENCH_GENERATOR_BIN:-target/release/escrow-bench}" --base "http://127.0.0.1:$port/api/v1" \
   --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \
-  --server-pid "$server" >"$out" 2>&1 &
+  --server-pid "$server" --webhooks "${BENCH_WEBHOOKS:-0}" --webhook-drain-s 0 >"$out" 2>&1 &
 load=$!
 
 # Clock ticks (user + system) of a comma-separated list of pids; a pid gone counts 0.

@@ -53,6 +53,20 @@ start_server() {
   exit 1
 }
 
+# bench_admin API_URL DATABASE_URL: registers an admin of the run's server and exports its
+# token as BENCH_ADMIN_TOKEN (escrow-bench's --admin-token).
+bench_admin() {
+  local api="$1" url="$2" token
+  curl -sf -X POST "$api/auth/register" -H 'Content-Type: application/json' \
+    -d '{"email":"fees@bench.example","password":"password123"}' >/dev/null
+  target/release/escrow users grant-role --database-url "$url" \
+    --email fees@bench.example --role admin >/dev/null
+  token=$(curl -sf -X POST "$api/auth/login" -H 'Content-Type: application/json' \
+    -d '{"email":"fees@bench.example","password":"password123"}' \
+    | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
+  export BENCH_ADMIN_TOKEN="$token"
+}
+
 # Stops what start_server started; removes the run's JetStream store unless BENCH_KEEP.
 stop_bench() {
   [ -n "${server:-}" ] || return 0

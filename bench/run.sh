@@ -49,21 +49,13 @@ echo "== ledger: $workload, $clients clients, ${seconds} s (server pid $server, 
 # connections plans for empty tables, and the load's first seconds ran at a tenth of its
 # rate until autovacuum analysed the tables again.)
 if [ -n "${BENCH_FEE_BPS:-}" ] || [ -n "${BENCH_WEBHOOKS:-}" ]; then
-  api="http://127.0.0.1:$port/api/v1"
-  curl -sf -X POST "$api/auth/register" -H 'Content-Type: application/json' \
-    -d '{"email":"fees@bench.example","password":"password123"}' >/dev/null
-  target/release/escrow users grant-role --database-url "$base_url/$bench_db" \
-    --email fees@bench.example --role admin >/dev/null
-  token=$(curl -sf -X POST "$api/auth/login" -H 'Content-Type: application/json' \
-    -d '{"email":"fees@bench.example","password":"password123"}' \
-    | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
+  bench_admin "http://127.0.0.1:$port/api/v1" "$base_url/$bench_db"
   if [ -n "${BENCH_FEE_BPS:-}" ]; then
-    curl -sf -X PUT "$api/admin/fee-schedule" -H "Authorization: Bearer $token" \
-      -H 'Content-Type: application/json' \
+    curl -sf -X PUT "http://127.0.0.1:$port/api/v1/admin/fee-schedule" \
+      -H "Authorization: Bearer $BENCH_ADMIN_TOKEN" -H 'Content-Type: application/json' \
       -d "{\"currency\":\"USD\",\"percentBps\":$BENCH_FEE_BPS,\"payer\":\"SELLER\"}" >/dev/null
     echo "== fee schedule: USD, $BENCH_FEE_BPS basis points, the seller pays"
   fi
-  export BENCH_ADMIN_TOKEN="$token"
 fi
 target/release/escrow-bench --base "http://127.0.0.1:$port/api/v1" --workload "$workload" \
   --concurrency "$clients" --duration "$seconds" --users "${BENCH_USERS:-100}" \

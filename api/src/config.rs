@@ -182,6 +182,18 @@ pub struct ServeConfig {
     /// bursts, and sends a backlog at a pace that leaves the ledger its CPU.
     #[arg(long, env = "WEBHOOK_MAX_RATE_PER_ENDPOINT", default_value_t = 250)]
     pub webhook_max_rate_per_endpoint: u32,
+    /// Most webhook deliveries a second to one endpoint while this machine's CPU is
+    /// contended (0: no slowing): deliveries yield to commands under load.
+    #[arg(long, env = "WEBHOOK_BUSY_RATE_PER_ENDPOINT", default_value_t = 25)]
+    pub webhook_busy_rate_per_endpoint: u32,
+    /// Where the CPU's pressure stall information is read (Linux; in a container, its
+    /// cgroup's `cpu.pressure`). Unreadable: never counted as contended.
+    #[arg(
+        long,
+        env = "WEBHOOK_CPU_PRESSURE_FILE",
+        default_value = "/proc/pressure/cpu"
+    )]
+    pub webhook_cpu_pressure_file: std::path::PathBuf,
     /// Let webhook endpoints point at loopback, private, link-local or multicast addresses
     /// (for tests and private deployments; off, such URLs are refused).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -240,6 +252,8 @@ impl ServeConfig {
             retry_max: Duration::from_secs(3600),
             allow_private_networks: self.webhook_allow_private_networks,
             max_rate_per_endpoint: self.webhook_max_rate_per_endpoint,
+            busy_rate_per_endpoint: self.webhook_busy_rate_per_endpoint,
+            cpu_pressure_file: Some(self.webhook_cpu_pressure_file.clone()),
             secrets: secrets.clone(),
         }
     }

@@ -133,6 +133,10 @@ fn describe() {
         "From the newest delivered event's recording to its endpoint's 2xx, by endpoint."
     );
     describe_gauge!(
+        "escrow_webhook_slowed_for_load",
+        "1 while the CPU is contended and the endpoint is sent to at WEBHOOK_BUSY_RATE_PER_ENDPOINT, by endpoint."
+    );
+    describe_gauge!(
         "escrow_webhook_pending_deliveries",
         "Deliveries waiting, by endpoint (counted up to 128)."
     );
@@ -278,6 +282,8 @@ pub async fn scrape(State(st): State<AppState>) -> Response {
             counter!("escrow_webhook_failed_attempts_total", "webhook" => id.clone())
                 .absolute(w.failed_attempts);
             gauge!("escrow_webhook_delivery_lag_seconds", "webhook" => id.clone()).set(w.lag_seconds);
+            gauge!("escrow_webhook_slowed_for_load", "webhook" => id.clone())
+                .set(f64::from(u8::from(w.slowed_for_load)));
             gauge!("escrow_webhook_pending_deliveries", "webhook" => id).set(w.pending as f64);
         }
     });

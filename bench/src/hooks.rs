@@ -109,8 +109,15 @@ fn recorded_at(body: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
     v["recordedAt"].as_str()?.parse().ok()
 }
 
-/// Registers `n` endpoints for every event at `addr`, as the admin `token`.
-pub async fn subscribe(http: &Http, token: &str, addr: SocketAddr, n: usize) -> anyhow::Result<()> {
+/// Registers `n` endpoints for every event at `addr`, as the admin `token`; returns their
+/// ids.
+pub async fn subscribe(
+    http: &Http,
+    token: &str,
+    addr: SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let body = json!({"url": format!("http://{addr}/hook/{i}"), "events": ["*"]});
         let r = http
@@ -122,6 +129,27 @@ pub async fn subscribe(http: &Http, token: &str, addr: SocketAddr, n: usize) -> 
                 r.status,
                 String::from_utf8_lossy(&r.body)
             );
+        }
+        let v: Value = serde_json::from_slice(&r.body).context("the endpoint's answer")?;
+        ids.push(v["id"].as_str().context("the endpoint's id")?.to_owned());
+    }
+    Ok(ids)
+}
+
+/// Pauses the endpoints `ids`: the backlog a saturating load leaves would otherwise be
+/// sent while the ceiling after the load is measured, and lower it.
+pub async fn pause(http: &Http, token: &str, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        let r = http
+            .request(
+                Method::PATCH,
+                &format!("/webhooks/{id}"),
+                Some(token),
+                Some(&json!({"status": "PAUSED"})),
+            )
+            .await?;
+        if r.status != 200 {
+            bail!("pausing webhook {id}: {}", r.status);
         }
     }
     Ok(())

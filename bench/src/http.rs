@@ -30,6 +30,8 @@ impl Method {
     pub const GET: Method = Method("GET");
     /// `POST`.
     pub const POST: Method = Method("POST");
+    /// `PATCH`.
+    pub const PATCH: Method = Method("PATCH");
 }
 
 /// A server's answer, read whole.

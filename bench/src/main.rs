@@ -483,8 +483,8 @@ async fn main() -> anyhow::Result<()> {
                 .as_deref()
                 .context("--webhooks needs --admin-token")?;
             let (addr, got) = hooks::receiver().await?;
-            hooks::subscribe(&http, token, addr, n).await?;
-            Some(got)
+            let ids = hooks::subscribe(&http, token, addr, n).await?;
+            Some((got, token.to_owned(), ids))
         }
     };
     let bench = Arc::new(Bench {
@@ -510,8 +510,10 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = bench.started.elapsed().as_secs_f64();
     // The deliveries still queued are sent before anything else is measured.
     let drain = match &receiver {
-        Some(got) => {
-            Some(hooks::drained(got, Duration::from_secs(bench.args.webhook_drain_s)).await?)
+        Some((got, token, ids)) => {
+            let d = hooks::drained(got, Duration::from_secs(bench.args.webhook_drain_s)).await?;
+            hooks::pause(&bench.http, token, ids).await?;
+            Some(d)
         }
         None => None,
     };
@@ -655,7 +657,7 @@ async fn main() -> anyhow::Result<()> {
             c.tps
         );
     }
-    let deliveries = receiver.as_ref().and_then(|got| {
+    let deliveries = receiver.as_ref().and_then(|(got, _, _)| {
         let g = got.lock().ok()?;
         // In microseconds, as `percentile` (which answers milliseconds) takes them.
         let mut lags = g.lags_us.clone();

@@ -102,6 +102,10 @@ pub struct AppOptions {
     pub shared_rate_limits: Option<bool>,
     /// `TRUSTED_PROXIES` (default: none).
     pub trusted_proxies: Vec<String>,
+    /// `WEBHOOK_BUSY_RATE_PER_ENDPOINT` (default 25, as documented).
+    pub webhook_busy_rate_per_endpoint: Option<u32>,
+    /// `WEBHOOK_CPU_PRESSURE_FILE` (default `/proc/pressure/cpu`, as documented).
+    pub webhook_cpu_pressure_file: Option<std::path::PathBuf>,
     /// Webhook URLs on loopback and private addresses (default: allowed, for the tests'
     /// receivers; the documented default is refused).
     pub webhook_allow_private_networks: Option<bool>,
@@ -241,6 +245,11 @@ pub async fn try_spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         webhook_max_age_hours: opts.webhook_max_age_hours.unwrap_or(72.0),
         webhook_retry_base_ms: opts.webhook_retry_base_ms.unwrap_or(1_000),
         webhook_max_rate_per_endpoint: opts.webhook_max_rate_per_endpoint.unwrap_or(250),
+        webhook_busy_rate_per_endpoint: opts.webhook_busy_rate_per_endpoint.unwrap_or(25),
+        webhook_cpu_pressure_file: opts
+            .webhook_cpu_pressure_file
+            .clone()
+            .unwrap_or_else(|| "/proc/pressure/cpu".into()),
         webhook_allow_private_networks: opts.webhook_allow_private_networks.unwrap_or(true),
         webhook_secrets_key: opts.webhook_secrets_key.clone(),
         primary_api_url: opts.primary_api_url.clone(),

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::address::GuardedResolver;
+use crate::pressure::CpuPressure;
 use crate::secrets::{signature_header, signing, SecretBox};
 use crate::stats;
 use crate::store::{self, EnvelopeHead, Pending, Staged};
@@ -47,6 +48,11 @@ pub struct WebhookSettings {
     /// Most deliveries a second to one endpoint (0: no limit). Receivers are spared
     /// bursts, and a backlog is sent at a pace that leaves the ledger its CPU.
     pub max_rate_per_endpoint: u32,
+    /// Most deliveries a second to one endpoint while the CPU is contended (0: the same
+    /// as when it is not): deliveries yield to commands under load.
+    pub busy_rate_per_endpoint: u32,
+    /// Where the CPU's pressure is read (`/proc/pressure/cpu`; none: never contended).
+    pub cpu_pressure_file: Option<std::path::PathBuf>,
     /// Seals secrets at rest.
     pub secrets: SecretBox,
 }
@@ -60,6 +66,8 @@ impl Default for WebhookSettings {
             retry_max: Duration::from_secs(3600),
             allow_private_networks: false,
             max_rate_per_endpoint: 250,
+            busy_rate_per_endpoint: 25,
+            cpu_pressure_file: Some("/proc/pressure/cpu".into()),
             secrets: SecretBox::new(None).unwrap_or_else(|_| unreachable!("no key parses")),
         }
     }
@@ -102,6 +110,7 @@ struct Ctx {
     ledger: Arc<Ledger>,
     settings: WebhookSettings,
     http: reqwest::Client,
+    pressure: CpuPressure,
 }
 
 impl Deliverer {
@@ -132,6 +141,7 @@ impl Deliverer {
                 nats,
                 js,
                 ledger,
+                pressure: CpuPressure::new(settings.cpu_pressure_file.clone()),
                 settings,
                 http,
             }),
@@ -287,6 +297,10 @@ impl<'a> Endpoint<'a> {
         loop {
             let cfg = self.cfg.borrow_and_update().clone();
             let mut wait = Duration::from_secs(1);
+            stats::slowed(
+                self.id,
+                self.ctx.settings.busy_rate_per_endpoint > 0 && self.ctx.pressure.busy(),
+            );
             if cfg.status == "ACTIVE" {
                 let pending = store::pending(&mut self.conn, self.id, SEND_BATCH).await?;
                 stats::pending(self.id, pending.len());
@@ -392,9 +406,7 @@ impl<'a> Endpoint<'a> {
 
     /// Sends `p` once. `Ok(true)` when a 2xx answered.
     async fn attempt(&mut self, cfg: &WebhookRow, p: &Pending) -> anyhow::Result<bool> {
-        if let Some(gap) =
-            Duration::from_secs(1).checked_div(self.ctx.settings.max_rate_per_endpoint)
-        {
+        if let Some(gap) = Duration::from_secs(1).checked_div(self.rate()) {
             tokio::time::sleep_until(self.next_send).await;
             self.next_send = tokio::time::Instant::now().max(self.next_send) + gap;
         }
@@ -427,6 +439,21 @@ impl<'a> Endpoint<'a> {
                 tracing::info!(webhook = %self.id, delivery = %p.id, attempts, error = %error, "webhook delivery failed; will retry");
                 Ok(false)
             }
+        }
+    }
+
+    /// Deliveries a second this endpoint may get now (0: no limit).
+    fn rate(&self) -> u32 {
+        let (max, busy_rate) = (
+            self.ctx.settings.max_rate_per_endpoint,
+            self.ctx.settings.busy_rate_per_endpoint,
+        );
+        let busy = busy_rate > 0 && self.ctx.pressure.busy();
+        stats::slowed(self.id, busy);
+        match (busy, max) {
+            (false, _) => max,
+            (true, 0) => busy_rate,
+            (true, _) => busy_rate.min(max),
         }
     }
 

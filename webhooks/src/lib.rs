@@ -4,10 +4,12 @@
 //!
 //! `address` says where an endpoint may point; `secrets` mints, seals and signs;
 //! `deliverer` stages each endpoint's events from its own JetStream consumer and sends
-//! them; `store` holds the deliverer's tables; `replay` queues past events again.
+//! them, more slowly while the CPU is contended (`pressure`); `store` holds the
+//! deliverer's tables; `replay` queues past events again.
 
 mod address;
 mod deliverer;
+mod pressure;
 mod replay;
 mod secrets;
 mod stats;
@@ -17,6 +19,7 @@ pub use address::{check_url, is_public, UrlRefusal};
 pub use deliverer::{
     backoff, consumer_name, lease_name, Deliverer, WebhookSettings, KEPT_BODY_BYTES,
 };
+pub use pressure::CpuPressure;
 pub use replay::replay;
 pub use secrets::{
     mint, rotate as rotate_secret, signature_header, signing as signing_secrets,

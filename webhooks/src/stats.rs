@@ -20,6 +20,9 @@ pub struct EndpointStats {
     pub lag_seconds: f64,
     /// Deliveries waiting at the last look (at most one send batch is counted).
     pub pending: u64,
+    /// Whether the CPU was contended at the last look, so that it was sent to at the
+    /// busy rate.
+    pub slowed_for_load: bool,
 }
 
 static STATS: Mutex<BTreeMap<Uuid, EndpointStats>> = Mutex::new(BTreeMap::new());
@@ -59,4 +62,8 @@ pub fn stats() -> Vec<(Uuid, EndpointStats)> {
         .lock()
         .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
         .unwrap_or_default()
+}
+
+pub(crate) fn slowed(id: Uuid, busy: bool) {
+    with(id, |s| s.slowed_for_load = busy);
 }

@@ -165,6 +165,8 @@ async fn server_refuses_to_start_without_a_strong_secret() {
         webhook_max_age_hours: 72.0,
         webhook_retry_base_ms: 1_000,
         webhook_max_rate_per_endpoint: 250,
+        webhook_busy_rate_per_endpoint: 25,
+        webhook_cpu_pressure_file: "/proc/pressure/cpu".into(),
         webhook_allow_private_networks: false,
         webhook_secrets_key: None,
         primary_api_url: None,

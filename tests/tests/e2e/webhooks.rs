@@ -913,6 +913,128 @@ async fn deliveries_to_one_endpoint_keep_to_its_rate() {
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
 }
 
+/// The endpoint's `escrow_webhook_slowed_for_load` gauge, if reported yet.
+async fn slowed_for_load(app: &TestApp, id: &str) -> Option<bool> {
+    let text = app
+        .http
+        .get(&app.metrics_url)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("escrow_webhook_slowed_for_load{{webhook=\"{id}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&prefix))?;
+    Some(line[prefix.len()..].trim() == "1")
+}
+
+/// Waits until the receiver has `n` accepted deliveries; returns how long after the first
+/// of them (counted from `from`) the last arrived.
+async fn spread_of(rx: &Receiver, from: usize, n: usize) -> Duration {
+    wait_until("the first delivery", Duration::from_secs(20), || {
+        rx.accepted().len() > from
+    })
+    .await;
+    let first = Instant::now();
+    wait_until("every delivery", Duration::from_secs(30), || {
+        rx.accepted().len() >= n
+    })
+    .await;
+    first.elapsed()
+}
+
+/// Seen failing with the pressure ignored in `Endpoint::rate` (12 deliveries in 0.05 s
+/// while the CPU was contended).
+#[tokio::test]
+async fn deliveries_slow_down_while_the_cpu_is_contended_and_speed_up_after() {
+    // Given a CPU as the kernel reports one whose tasks wait 80 % of the time
+    let file = std::env::temp_dir().join(format!(
+        "escrow-cpu-pressure-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let write = |total: u64| {
+        std::fs::write(
+            &file,
+            format!("some avg10=0 avg60=0 avg300=0 total={total}\nfull avg10=0 avg60=0 avg300=0 total=0\n"),
+        )
+        .unwrap()
+    };
+    write(0);
+    let contended = Arc::new(AtomicU16::new(1));
+    let writer = {
+        let (file, contended) = (file.clone(), contended.clone());
+        tokio::spawn(async move {
+            let mut total = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if contended.load(Ordering::SeqCst) == 1 {
+                    total += 80_000;
+                }
+                let text = format!("some avg10=0 avg60=0 avg300=0 total={total}\n");
+                if std::fs::write(&file, text).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let app = spawn_app_with(AppOptions {
+        webhook_busy_rate_per_endpoint: Some(4),
+        webhook_cpu_pressure_file: Some(file.clone()),
+        ..Default::default()
+    })
+    .await;
+    let admin = admin(&app).await;
+    let u = app.user().await;
+    let rx = Receiver::start().await;
+    let id = create(&app, &admin, &rx.url(), json!(["FundsDeposited"])).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slowed_for_load(&app, &id).await != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the deliverer saw the contention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // When 12 events are recorded meanwhile
+    for _ in 0..12 {
+        app.deposit(&u, "1.00").await;
+    }
+    // Then they go at the busy rate: 11 gaps of a quarter second
+    let slow = spread_of(&rx, 0, 12).await;
+
+    // Given the contention has passed
+    contended.store(0, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slowed_for_load(&app, &id).await != Some(false) {
+        assert!(
+            Instant::now() < deadline,
+            "the deliverer saw the contention pass"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // When 12 more are recorded
+    for _ in 0..12 {
+        app.deposit(&u, "1.00").await;
+    }
+    // Then they go at the full rate, and the sequence has no gap
+    let fast = spread_of(&rx, 12, 24).await;
+    writer.abort();
+    std::fs::remove_file(&file).ok();
+    println!(
+        "12 deliveries while contended took {:.2} s, 12 after {:.2} s",
+        slow.as_secs_f64(),
+        fast.as_secs_f64()
+    );
+    assert!(slow >= Duration::from_millis(2_200), "{slow:?}");
+    assert!(fast < Duration::from_millis(1_500), "{fast:?}");
+    let seqs: Vec<i64> = rx.accepted().iter().map(Received::sequence).collect();
+    assert_eq!(seqs, (1..=24).collect::<Vec<_>>());
+}
+
 /// Registers and logs in `email` on the server at `base`; returns (id, token).
 async fn login_on(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
     let password = "webhook-failover-Passw0rd";
