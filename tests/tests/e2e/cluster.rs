@@ -30,8 +30,9 @@ async fn relay_position(pool: &sqlx::PgPool) -> i64 {
     .0
 }
 
-/// Fails with `NATS_STREAM_REPLICAS` not applied to the stream (seen: one copy, on the
-/// killed member, and the projection never caught up).
+/// Fails with `NATS_STREAM_REPLICAS` not applied to the stream (seen, in the test's first
+/// form: one copy, on the killed member, and the projection never caught up). Removing the
+/// relay's message-id deduplication did not make it fail: no publish was repeated here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_a_member_then_the_quorum_mid_load_loses_and_duplicates_nothing() {
     let mut cluster = OwnNatsCluster::start().await;
