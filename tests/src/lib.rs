@@ -799,20 +799,30 @@ impl OwnPostgres {
             .filter(|p| p.join("pg_ctl").exists())
             .max()
             .expect("a PostgreSQL version with pg_ctl");
+        Self::made_by(
+            bin.clone(),
+            &bin.join("initdb"),
+            &["-U", "postgres", "--auth=trust", "-D"],
+        )
+    }
+
+    /// A cluster whose data directory `program args… <dir>/data` makes, in a fresh
+    /// directory the `postgres` user owns, started on a free port.
+    fn made_by(bin: PathBuf, program: &std::path::Path, args: &[&str]) -> OwnPostgres {
         let dir = std::env::temp_dir().join(format!("escrow-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let _ = std::process::Command::new("chown")
             .args(["postgres:postgres"])
             .arg(&dir)
             .status();
-        let ok = as_postgres(&bin.join("initdb"))
-            .args(["-U", "postgres", "--auth=trust", "-D"])
+        let ok = as_postgres(program)
+            .args(args)
             .arg(dir.join("data"))
             .stdout(Stdio::null())
             .status()
-            .expect("initdb runs")
+            .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()))
             .success();
-        assert!(ok, "initdb failed");
+        assert!(ok, "{} failed", program.display());
         let pg = OwnPostgres {
             port: free_port(),
             dir,
@@ -861,28 +871,25 @@ impl OwnPostgres {
     /// A hot standby of `primary` on a port of its own, streaming its WAL
     /// (`pg_basebackup -R`: the same cluster, transaction ids and all).
     pub fn standby_of(primary: &OwnPostgres) -> OwnPostgres {
-        let dir = std::env::temp_dir().join(format!("escrow-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::process::Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status();
-        let ok = as_postgres(&primary.bin.join("pg_basebackup"))
-            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
-            .args(["-U", "postgres", "-X", "stream", "-R", "-c", "fast", "-D"])
-            .arg(dir.join("data"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_basebackup runs")
-            .success();
-        assert!(ok, "pg_basebackup failed");
-        let pg = OwnPostgres {
-            port: free_port(),
-            dir,
-            bin: primary.bin.clone(),
-        };
-        pg.ctl(&["start", "-w", "-t", "60"]);
-        pg
+        let port = primary.port.to_string();
+        Self::made_by(
+            primary.bin.clone(),
+            &primary.bin.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "-c",
+                "fast",
+                "-D",
+            ],
+        )
     }
 
     /// From now on a commit here returns only once a standby has applied it

@@ -297,10 +297,7 @@ impl<'a> Endpoint<'a> {
         loop {
             let cfg = self.cfg.borrow_and_update().clone();
             let mut wait = Duration::from_secs(1);
-            stats::slowed(
-                self.id,
-                self.ctx.settings.busy_rate_per_endpoint > 0 && self.ctx.pressure.busy(),
-            );
+            self.slowed_for_load();
             if cfg.status == "ACTIVE" {
                 let pending = store::pending(&mut self.conn, self.id, SEND_BATCH).await?;
                 stats::pending(self.id, pending.len());
@@ -442,15 +439,21 @@ impl<'a> Endpoint<'a> {
         }
     }
 
+    /// Whether deliveries yield to load now (the CPU is contended and a busy rate is set);
+    /// the endpoint's gauge says so.
+    fn slowed_for_load(&self) -> bool {
+        let slowed = self.ctx.settings.busy_rate_per_endpoint > 0 && self.ctx.pressure.busy();
+        stats::slowed(self.id, slowed);
+        slowed
+    }
+
     /// Deliveries a second this endpoint may get now (0: no limit).
     fn rate(&self) -> u32 {
         let (max, busy_rate) = (
             self.ctx.settings.max_rate_per_endpoint,
             self.ctx.settings.busy_rate_per_endpoint,
         );
-        let busy = busy_rate > 0 && self.ctx.pressure.busy();
-        stats::slowed(self.id, busy);
-        match (busy, max) {
+        match (self.slowed_for_load(), max) {
             (false, _) => max,
             (true, 0) => busy_rate,
             (true, _) => busy_rate.min(max),

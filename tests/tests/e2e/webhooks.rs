@@ -913,20 +913,32 @@ async fn deliveries_to_one_endpoint_keep_to_its_rate() {
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
 }
 
-/// The endpoint's `escrow_webhook_slowed_for_load` gauge, if reported yet.
-async fn slowed_for_load(app: &TestApp, id: &str) -> Option<bool> {
-    let text = app
-        .http
-        .get(&app.metrics_url)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+/// Waits (at most 20 s) until the endpoint's `escrow_webhook_slowed_for_load` gauge says
+/// `slowed`: the deliverer has seen the CPU's state change.
+async fn until_slowed(app: &TestApp, id: &str, slowed: bool) {
     let prefix = format!("escrow_webhook_slowed_for_load{{webhook=\"{id}\"}} ");
-    let line = text.lines().find(|l| l.starts_with(&prefix))?;
-    Some(line[prefix.len()..].trim() == "1")
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = app
+            .http
+            .get(&app.metrics_url)
+            .send()
+            .await
+            .expect("metrics");
+        let text = res.text().await.expect("metrics text");
+        let now = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim() == "1");
+        if now == Some(slowed) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slowed for load: {now:?}, not {slowed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the receiver has `n` accepted deliveries; returns how long after the first
@@ -953,14 +965,7 @@ async fn deliveries_slow_down_while_the_cpu_is_contended_and_speed_up_after() {
         "escrow-cpu-pressure-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let write = |total: u64| {
-        std::fs::write(
-            &file,
-            format!("some avg10=0 avg60=0 avg300=0 total={total}\nfull avg10=0 avg60=0 avg300=0 total=0\n"),
-        )
-        .unwrap()
-    };
-    write(0);
+    std::fs::write(&file, "some avg10=0 avg60=0 avg300=0 total=0\n").unwrap();
     let contended = Arc::new(AtomicU16::new(1));
     let writer = {
         let (file, contended) = (file.clone(), contended.clone());
@@ -991,14 +996,7 @@ async fn deliveries_slow_down_while_the_cpu_is_contended_and_speed_up_after() {
         .as_str()
         .expect("id")
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while slowed_for_load(&app, &id).await != Some(true) {
-        assert!(
-            Instant::now() < deadline,
-            "the deliverer saw the contention"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_slowed(&app, &id, true).await;
     // When 12 events are recorded meanwhile
     for _ in 0..12 {
         app.deposit(&u, "1.00").await;
@@ -1008,14 +1006,7 @@ async fn deliveries_slow_down_while_the_cpu_is_contended_and_speed_up_after() {
 
     // Given the contention has passed
     contended.store(0, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while slowed_for_load(&app, &id).await != Some(false) {
-        assert!(
-            Instant::now() < deadline,
-            "the deliverer saw the contention pass"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_slowed(&app, &id, false).await;
     // When 12 more are recorded
     for _ in 0..12 {
         app.deposit(&u, "1.00").await;
