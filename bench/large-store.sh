@@ -26,20 +26,23 @@ if [ "${1:-}" = --checkpoint ]; then
   t0=$(date +%s.%N)
   target/release/escrow verify --database-url "$url" >/dev/null
   t1=$(date +%s.%N)
-  target/release/escrow replay --database-url "$url" >/dev/null 2>&1
+  replayed="$(target/release/escrow replay --database-url "$url" 2>/dev/null)"
   t2=$(date +%s.%N)
   db="$(q "SELECT pg_database_size(current_database())")"
   tables="$(q "SELECT string_agg(format('\"%s\":%s', relname, pg_total_relation_size(oid)), ',' ORDER BY pg_total_relation_size(oid) DESC)
                FROM (SELECT oid, relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace
                      ORDER BY pg_total_relation_size(oid) DESC LIMIT 6) t")"
   js="$(du -sb "$nats_dir" | cut -f1)"
-  python3 - "$events" "$t0" "$t1" "$t2" "$db" "$js" "{$tables}" <<'PY'
-import json, sys
+  python3 - "$events" "$t0" "$t1" "$t2" "$db" "$js" "{$tables}" "$replayed" <<'PY'
+import json, re, sys
 events, t0, t1, t2, db, js = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5]), int(sys.argv[6])
+split = re.search(r"loading ([0-9.]+)s, indexes and swap ([0-9.]+)s", sys.argv[8])
 print(json.dumps({
     "events_counted": events,
     "verify_s": round(t1 - t0, 1), "verify_events_per_s": round(events / (t1 - t0)),
     "replay_s": round(t2 - t1, 1), "replay_events_per_s": round(events / (t2 - t1)),
+    "replay_loading_s": float(split.group(1)) if split else None,
+    "replay_indexes_and_swap_s": float(split.group(2)) if split else None,
     "postgres_bytes_per_event": round(db / events), "jetstream_bytes_per_event": round(js / events),
     "largest_tables_bytes": json.loads(sys.argv[7]),
 }))

@@ -386,10 +386,13 @@ async fn replay(database_url: &str, projection: &str, batch_events: i64) -> anyh
     .await?;
     eprintln!();
     println!(
-        "replayed {} events in {:.2}s ({:.0} events/s); read models swapped in",
+        "replayed {} events in {:.2}s ({:.0} events/s; loading {:.2}s, indexes and swap {:.2}s); \
+         read models swapped in",
         stats.events,
         stats.elapsed.as_secs_f64(),
-        stats.events as f64 / stats.elapsed.as_secs_f64().max(1e-6)
+        stats.events as f64 / stats.elapsed.as_secs_f64().max(1e-6),
+        stats.loading.as_secs_f64(),
+        stats.elapsed.saturating_sub(stats.loading).as_secs_f64()
     );
     Ok(())
 }

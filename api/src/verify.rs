@@ -1,6 +1,7 @@
 //! `escrow verify`: re-derives everything from the raw events and compares.
 //!
-//! Checks, in one pass over the store (stream by stream, in version order):
+//! Checks, in one pass over the store (in position order, each stream's events folded as
+//! they come):
 //! * every stream's hash chain (an edited, inserted or deleted event breaks it);
 //! * every event decodes (schema and upcasters);
 //! * double-entry conservation: wallets + escrow accounts + platform revenue + world sum to
@@ -23,7 +24,7 @@ use chrono::{DateTime, Utc};
 use domain::codec::decode;
 use domain::ledger::{postings, Account};
 use domain::{Contract, Currency, Dispute, DisputeStatus, Event, Revenue, User, Versioned, Wallet};
-use event_store::{verify_chain, RecordedEvent};
+use event_store::{ChainCheck, RecordedEvent};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -77,35 +78,28 @@ struct Sums {
 pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut sums = Sums::default();
-    let mut folded: Vec<(String, i64, Folded)> = Vec::new();
-    let mut wallet_currency: HashMap<Uuid, Currency> = HashMap::new();
-
+    // The store is read once, front to back in position order (sequential reads of the
+    // table, which position order is also each stream's version order), each event
+    // checked and folded onto its stream as it comes.
+    let mut streams: HashMap<String, StreamCheck> = HashMap::new();
     let store = event_store::EventStore::new(pool.clone());
-    let mut rows = store.scan_by_stream();
-    let mut current: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let next = rows.try_next().await?;
-        let boundary = match (&next, current.last()) {
-            (Some(n), Some(c)) => n.stream_id != c.stream_id,
-            (None, Some(_)) => true,
-            _ => false,
+    let mut rows = store.scan();
+    while let Some(e) = rows.try_next().await? {
+        let check = match streams.get_mut(&e.stream_id) {
+            Some(c) => c,
+            None => streams
+                .entry(e.stream_id.clone())
+                .or_insert_with(|| StreamCheck::new(&e.stream_id)),
         };
-        if boundary {
-            let stream = std::mem::take(&mut current);
-            check_stream(
-                &stream,
-                &mut report,
-                &mut sums,
-                &mut folded,
-                &mut wallet_currency,
-            );
-        }
-        match next {
-            Some(e) => current.push(e),
-            None => break,
-        }
+        check_event(&e, check, &mut report, &mut sums);
     }
     drop(rows);
+    let mut folded: Vec<(String, i64, Folded)> = streams
+        .into_iter()
+        .map(|(name, c)| (name, c.version, c.state))
+        .collect();
+    folded.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    report.streams = folded.len() as u64;
 
     for ((account, currency), v) in &sums.accounts {
         match account {
@@ -215,94 +209,100 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
     Ok(report)
 }
 
-fn check_stream(
-    stream: &[RecordedEvent],
-    report: &mut VerifyReport,
-    sums: &mut Sums,
-    folded: &mut Vec<(String, i64, Folded)>,
-    wallet_currency: &mut HashMap<Uuid, Currency>,
-) {
-    let Some(first) = stream.first() else { return };
-    let name = first.stream_id.clone();
-    report.streams += 1;
-    report.events += stream.len() as u64;
-    if let Err(b) = verify_chain(stream) {
+/// One stream as the scan has met it so far.
+struct StreamCheck {
+    chain: ChainCheck,
+    state: Folded,
+    /// The newest version met.
+    version: i64,
+}
+
+impl StreamCheck {
+    fn new(name: &str) -> Self {
+        let state = match name.split_once('-').map(|(c, _)| c) {
+            Some("user") => Folded::User(Versioned::default()),
+            Some("wallet") => Folded::Wallet(Versioned::default()),
+            Some("contract") => Folded::Contract(Versioned::default()),
+            Some("dispute") => Folded::Dispute(Versioned::default()),
+            Some("revenue") => Folded::Revenue(Versioned::default()),
+            Some("payin") => Folded::Payin(Versioned::default()),
+            Some("payout") => Folded::Payout(Versioned::default()),
+            Some("webhook") => Folded::Webhook(Versioned::default()),
+            _ => Folded::Other,
+        };
+        Self {
+            chain: ChainCheck::default(),
+            state,
+            version: 0,
+        }
+    }
+}
+
+/// Checks `e`'s link in its stream's chain, decodes it and folds it onto the stream.
+fn check_event(e: &RecordedEvent, s: &mut StreamCheck, report: &mut VerifyReport, sums: &mut Sums) {
+    report.events += 1;
+    s.version = e.version;
+    if let Err(b) = s.chain.next(e) {
         report.problems.push(format!(
             "hash chain broken in {} at version {} (position {}): {}",
             b.stream_id, b.version, b.position, b.reason
         ));
     }
-    let mut state = match name.split_once('-').map(|(c, _)| c) {
-        Some("user") => Folded::User(Versioned::default()),
-        Some("wallet") => Folded::Wallet(Versioned::default()),
-        Some("contract") => Folded::Contract(Versioned::default()),
-        Some("dispute") => Folded::Dispute(Versioned::default()),
-        Some("revenue") => Folded::Revenue(Versioned::default()),
-        Some("payin") => Folded::Payin(Versioned::default()),
-        Some("payout") => Folded::Payout(Versioned::default()),
-        Some("webhook") => Folded::Webhook(Versioned::default()),
-        _ => Folded::Other,
-    };
-    for e in stream {
-        let event = match decode(&e.event_type, e.schema_version, &e.data) {
-            Ok(ev) => ev,
-            Err(err) => {
-                report.problems.push(format!(
-                    "{} version {} (position {}): {err}",
-                    e.stream_id, e.version, e.position
-                ));
-                continue;
-            }
-        };
-        match &mut state {
-            Folded::User(v) => v.apply(&event),
-            Folded::Wallet(v) => {
-                v.apply(&event);
-                if let (Some(id), Some(cur)) = (v.state.id, v.state.currency) {
-                    wallet_currency.insert(id.0, cur);
-                    for p in postings(Some(id), &event) {
-                        *sums.accounts.entry((p.account, cur)).or_default() += p.delta;
-                    }
-                }
-            }
-            Folded::Contract(v) => v.apply(&event),
-            Folded::Dispute(v) => v.apply(&event),
-            Folded::Payin(v) => v.apply(&event),
-            Folded::Webhook(v) => v.apply(&event),
-            Folded::Payout(v) => {
-                v.apply(&event);
-                if let Event::PayoutCompleted { currency, .. } = &event {
-                    for p in postings(None, &event) {
-                        *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
-                    }
-                }
-            }
-            Folded::Revenue(v) => {
-                v.apply(&event);
-                if let Event::FeeCollected {
-                    currency,
-                    contract_id,
-                    amount,
-                    ..
-                } = &event
-                {
-                    let entry = sums.fees_by_contract.entry(contract_id.0).or_default();
-                    entry.0 += amount.value();
-                    entry.1 = format!("{} version {}", e.stream_id, e.version);
-                    for p in postings(None, &event) {
-                        *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
-                    }
-                } else if let Event::RevenueWithdrawn { currency, .. } = &event {
-                    for p in postings(None, &event) {
-                        *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
-                    }
-                }
-            }
-            Folded::Other => {}
+    let event = match decode(&e.event_type, e.schema_version, &e.data) {
+        Ok(ev) => ev,
+        Err(err) => {
+            report.problems.push(format!(
+                "{} version {} (position {}): {err}",
+                e.stream_id, e.version, e.position
+            ));
+            return;
         }
+    };
+    match &mut s.state {
+        Folded::User(v) => v.apply(&event),
+        Folded::Wallet(v) => {
+            v.apply(&event);
+            if let (Some(id), Some(cur)) = (v.state.id, v.state.currency) {
+                for p in postings(Some(id), &event) {
+                    *sums.accounts.entry((p.account, cur)).or_default() += p.delta;
+                }
+            }
+        }
+        Folded::Contract(v) => v.apply(&event),
+        Folded::Dispute(v) => v.apply(&event),
+        Folded::Payin(v) => v.apply(&event),
+        Folded::Webhook(v) => v.apply(&event),
+        Folded::Payout(v) => {
+            v.apply(&event);
+            if let Event::PayoutCompleted { currency, .. } = &event {
+                for p in postings(None, &event) {
+                    *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
+                }
+            }
+        }
+        Folded::Revenue(v) => {
+            v.apply(&event);
+            if let Event::FeeCollected {
+                currency,
+                contract_id,
+                amount,
+                ..
+            } = &event
+            {
+                let entry = sums.fees_by_contract.entry(contract_id.0).or_default();
+                entry.0 += amount.value();
+                entry.1 = format!("{} version {}", e.stream_id, e.version);
+                for p in postings(None, &event) {
+                    *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
+                }
+            } else if let Event::RevenueWithdrawn { currency, .. } = &event {
+                for p in postings(None, &event) {
+                    *sums.accounts.entry((p.account, *currency)).or_default() += p.delta;
+                }
+            }
+        }
+        Folded::Other => {}
     }
-    let version = stream.last().map_or(0, |e| e.version);
-    folded.push((name, version, state));
 }
 
 async fn compare_read_models(

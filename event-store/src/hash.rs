@@ -104,17 +104,45 @@ pub struct ChainBreak {
 /// Checks one stream's events (in version order, complete from version 1): versions
 /// contiguous, each `prev_hash` equal to the previous hash, each hash recomputed equal.
 pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainBreak> {
-    let mut prev = GENESIS_HASH.to_vec();
-    for (i, e) in events.iter().enumerate() {
-        let expected_version = i as i64 + 1;
+    let mut chain = ChainCheck::default();
+    events.iter().try_for_each(|e| chain.next(e))
+}
+
+/// One stream's chain, checked an event at a time as a reader meets them (in version
+/// order): what [`verify_chain`] checks, without holding the stream.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    prev: Vec<u8>,
+    version: i64,
+    broken: bool,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        Self {
+            prev: GENESIS_HASH.to_vec(),
+            version: 0,
+            broken: false,
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Checks the stream's next event. After a break the rest of the stream is not
+    /// checked (every later link would repeat it): `Ok` from then on.
+    pub fn next(&mut self, e: &RecordedEvent) -> Result<(), ChainBreak> {
+        if self.broken {
+            return Ok(());
+        }
+        let expected_version = self.version + 1;
         let brk = |reason: &str| ChainBreak {
             stream_id: e.stream_id.clone(),
             version: e.version,
             position: e.position,
             reason: reason.to_owned(),
         };
-        if e.version != expected_version {
-            return Err(ChainBreak {
+        let checked = if e.version != expected_version {
+            Err(ChainBreak {
                 stream_id: e.stream_id.clone(),
                 version: expected_version,
                 position: 0,
@@ -122,28 +150,38 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainBreak> {
                     "version {expected_version} is missing (found {})",
                     e.version
                 ),
-            });
+            })
+        } else if e.prev_hash != self.prev {
+            Err(brk("prev_hash does not match the previous event's hash"))
+        } else if e.hash
+            != event_hash(
+                &self.prev,
+                e.event_id,
+                &e.stream_id,
+                e.version,
+                &e.event_type,
+                e.schema_version,
+                &canonical_json(&e.data),
+                &canonical_json(&e.metadata),
+                e.recorded_at,
+            )
+        {
+            Err(brk("hash does not match the event's content"))
+        } else {
+            Ok(())
+        };
+        match checked {
+            Ok(()) => {
+                self.version = e.version;
+                self.prev.clone_from(&e.hash);
+                Ok(())
+            }
+            Err(b) => {
+                self.broken = true;
+                Err(b)
+            }
         }
-        if e.prev_hash != prev {
-            return Err(brk("prev_hash does not match the previous event's hash"));
-        }
-        let recomputed = event_hash(
-            &prev,
-            e.event_id,
-            &e.stream_id,
-            e.version,
-            &e.event_type,
-            e.schema_version,
-            &canonical_json(&e.data),
-            &canonical_json(&e.metadata),
-            e.recorded_at,
-        );
-        if e.hash != recomputed {
-            return Err(brk("hash does not match the event's content"));
-        }
-        prev = e.hash.clone();
     }
-    Ok(())
 }
 
 #[cfg(test)]

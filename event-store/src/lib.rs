@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub use append::{append, append_after};
 pub use batch::{read_heads, write_batch, BatchKey, BatchOutcome, BatchWrite};
 pub use feed::{FeedCursor, FeedData, FeedEvent};
-pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, GENESIS_HASH};
+pub use hash::{canonical_json, event_hash, verify_chain, ChainBreak, ChainCheck, GENESIS_HASH};
 pub use idempotency::{IdempotencyRecord, IdempotencyRow, StoredAnswer};
 pub use lease::Lease;
 pub use reads::{AuditFilter, Lag};

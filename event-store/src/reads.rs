@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+use uuid::Uuid;
 
 use crate::{EventStore, RecordedEvent, StoreError, EVENT_COLUMNS};
 
@@ -67,32 +68,39 @@ impl EventStore {
         Ok(sql.build_query_as().fetch_all(self.pool()).await?)
     }
 
-    /// Events of `streams`, or whose metadata names `actor`, below position `before`,
-    /// newest first, at most `limit`.
+    /// Events of `streams`, of the contracts and disputes `party` takes part in
+    /// (`party_events`, kept by a trigger on `events`: see its migration), or whose
+    /// metadata names `actor`, below position `before`, newest first, at most `limit`.
     pub async fn trail(
         &self,
+        party: Uuid,
         streams: &[String],
         actor: &str,
         before: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         Ok(sqlx::query_as(&format!(
-            // Each part gives only its own newest `limit` (per stream, a backward walk of
-            // (stream_id, position); the actor's, one of its expression index): taking all
-            // of them would read and sort a user's whole history for every page. The actor
-            // joins laterally too, so that the plan walks its index whatever share of the
-            // events one actor has: as a constant, an actor with a large share gets a
+            // Backward walks of at most `limit` positions each, then the events by primary
+            // key: the contracts and disputes are one walk of (party, position), however
+            // many there are; each of `streams` (a user's own few) one of
+            // (stream_id, position); the actor's one of its expression index. The streams
+            // and the actor join laterally so that the plan walks their indexes whatever
+            // share of the events one has: as constants, one with a large share gets a
             // backward scan of the whole store instead.
-            "SELECT {EVENT_COLUMNS} FROM ( \
-               SELECT e.* FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL ( \
-                 SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = s.id AND position < $3 \
-                 ORDER BY position DESC LIMIT $4) e \
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position = ANY(ARRAY( \
+               (SELECT position FROM party_events WHERE party = $1 AND position < $4 \
+                ORDER BY position DESC LIMIT $5) \
                UNION \
-               SELECT e.* FROM UNNEST(ARRAY[$2::text]) AS a(id) CROSS JOIN LATERAL ( \
-                 SELECT {EVENT_COLUMNS} FROM events WHERE metadata->>'actor' = a.id AND position < $3 \
-                 ORDER BY position DESC LIMIT $4) e \
-             ) e ORDER BY position DESC LIMIT $4"
+               SELECT e.position FROM UNNEST($2::text[]) AS s(id) CROSS JOIN LATERAL ( \
+                 SELECT position FROM events WHERE stream_id = s.id AND position < $4 \
+                 ORDER BY position DESC LIMIT $5) e \
+               UNION \
+               SELECT e.position FROM UNNEST(ARRAY[$3::text]) AS a(id) CROSS JOIN LATERAL ( \
+                 SELECT position FROM events WHERE metadata->>'actor' = a.id AND position < $4 \
+                 ORDER BY position DESC LIMIT $5) e)) \
+             ORDER BY position DESC LIMIT $5"
         ))
+        .bind(party)
         .bind(streams)
         .bind(actor)
         .bind(before)
@@ -180,10 +188,11 @@ impl EventStore {
         .await?)
     }
 
-    /// Every event, stream by stream, each stream in version order (for `verify`).
-    pub fn scan_by_stream(&self) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
+    /// Every event in position order, which is each stream's version order (for
+    /// `verify`): the table in the order it was written, read front to back.
+    pub fn scan(&self) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
         use futures::StreamExt as _;
-        sqlx::query_as::<_, RecordedEvent>(SCAN_BY_STREAM.as_str())
+        sqlx::query_as::<_, RecordedEvent>(SCAN.as_str())
             .fetch(self.pool())
             .map(|r| r.map_err(StoreError::from))
             .boxed()
@@ -227,6 +236,5 @@ impl EventStore {
     }
 }
 
-static SCAN_BY_STREAM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version")
-});
+static SCAN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY position"));

@@ -70,6 +70,9 @@ pub struct ReplayStats {
     pub swapped: bool,
     /// Wall time.
     pub elapsed: Duration,
+    /// Of which applying the feed to the shadow tables (the rest: building their other
+    /// indexes, recording the streams' versions, catching up under lock and swapping).
+    pub loading: Duration,
 }
 
 /// Progress, reported after every batch.
@@ -410,6 +413,7 @@ pub async fn replay(
         });
     }
 
+    stats.loading = started.elapsed();
     // Caught up: record the streams' versions (the catch-up under lock below applies
     // against them) while the indexes the load went without are built (a resumed run may
     // find some built, or equivalent ones under other names), two at a time on connections

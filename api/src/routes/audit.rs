@@ -147,16 +147,15 @@ pub async fn for_user(
             "you may only read your own audit trail",
         ));
     }
-    // Which streams are the user's comes from the read models: wait for them as other
-    // reads do.
+    // Which wallets are the user's comes from the read models: wait for them as other
+    // reads do. Its contracts and disputes come from the store's own party index.
     let reached =
         crate::routes::await_position(&st, &caller, min_position, crate::routes::Reads::Own)
             .await?;
-    // The user's streams: its own, its wallets', its contracts' and their disputes'.
-    let streams = projections::read::streams_of(&st.pool, user.0).await?;
+    let streams = projections::read::own_streams(&st.pool, user.0).await?;
     let rows = st
         .store()
-        .trail(&streams, &user.0.to_string(), before, limit + 1)
+        .trail(user.0, &streams, &user.0.to_string(), before, limit + 1)
         .await?;
     Ok(crate::routes::with_consistency(page(rows, limit), reached))
 }

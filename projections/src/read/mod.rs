@@ -21,7 +21,7 @@ pub use platform::{
     fee_schedules, revenue, revenue_history, FeeScheduleRow, RevenueRow, RevenueTransactionRow,
 };
 pub use snapshot::{snapshot, Snapshot};
-pub use users::{streams_of, user, UserRow};
+pub use users::{own_streams, user, UserRow};
 pub use wallets::{
     balance_before, history, statement_page, wallet, wallet_as_of, TransactionRow, WalletRow,
     WalletStateRow,

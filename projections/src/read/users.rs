@@ -1,4 +1,4 @@
-//! `rm_users`, and which streams are a user's.
+//! `rm_users`, and a user's own streams.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -27,14 +27,12 @@ pub async fn user(pool: &PgPool, id: Uuid) -> Result<Option<UserRow>, sqlx::Erro
         .await
 }
 
-/// The streams that are `user`'s: its own, its wallets', its contracts' and their
-/// disputes'.
-pub async fn streams_of(pool: &PgPool, user: Uuid) -> Result<Vec<String>, sqlx::Error> {
+/// `user`'s own streams: its user stream and its wallets'. (The contracts and disputes it
+/// takes part in are indexed by the event store itself: `party_events`.)
+pub async fn own_streams(pool: &PgPool, user: Uuid) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT 'user-' || $1::text UNION ALL \
-         SELECT 'wallet-' || id FROM rm_wallets WHERE user_id = $1 UNION ALL \
-         SELECT 'contract-' || id FROM rm_contracts WHERE buyer_id = $1 OR seller_id = $1 UNION ALL \
-         SELECT 'dispute-' || id FROM rm_disputes WHERE buyer_id = $1 OR seller_id = $1",
+         SELECT 'wallet-' || id FROM rm_wallets WHERE user_id = $1",
     )
     .bind(user)
     .fetch_all(pool)

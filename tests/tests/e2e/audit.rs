@@ -80,6 +80,29 @@ async fn audit_queries_per_role() {
     ] {
         assert!(t.contains(&expected.to_owned()), "{expected} in {t:?}");
     }
+    // Exactly the events of the streams the read models say are A's (its own, its
+    // wallets', its contracts' and their disputes'), and those it caused: the party index
+    // the trigger keeps agrees with them.
+    let expected: Vec<i64> = sqlx::query_scalar(
+        "SELECT position FROM events WHERE stream_id IN ( \
+           SELECT 'user-' || $1::text UNION ALL \
+           SELECT 'wallet-' || id FROM rm_wallets WHERE user_id = $1 UNION ALL \
+           SELECT 'contract-' || id FROM rm_contracts WHERE buyer_id = $1 OR seller_id = $1 \
+           UNION ALL \
+           SELECT 'dispute-' || id FROM rm_disputes WHERE buyer_id = $1 OR seller_id = $1) \
+         OR metadata->>'actor' = $1::text ORDER BY position DESC",
+    )
+    .bind(uuid::Uuid::parse_str(&a.id).unwrap())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let listed: Vec<i64> = mine.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, expected);
     // B's trail has the transfer it received, not A's deposit.
     let theirs = types(
         &app.get(&format!("/audit/logs/user/{}", b.id), Some(&b.token))
