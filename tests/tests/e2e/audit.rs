@@ -13,34 +13,37 @@ fn types(r: &escrow_tests::Resp) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn audit_queries_per_role() {
-    let app = spawn_app().await;
-    let (a, b, stranger) = (app.user().await, app.user().await, app.user().await);
-    let arbiter = app.grant(&app.user().await, "arbiter").await;
-    let admin = app.grant(&app.user().await, "admin").await;
-    app.deposit(&a, "300").await;
-    app.transfer(&a, &b.id, "10").await;
+/// `seller` drafts a contract of `amount` with `buyer`, who funds it and disputes it; the
+/// arbiter refunds it. The contract's and the dispute's ids.
+async fn disputed_and_refunded(
+    app: &escrow_tests::TestApp,
+    buyer: &escrow_tests::TestUser,
+    seller: &escrow_tests::TestUser,
+    arbiter: &escrow_tests::TestUser,
+    amount: &str,
+) -> (String, String) {
     let c = app
         .post(
             "/contracts",
-            Some(&b.token),
-            json!({"sellerId": b.id, "buyerId": a.id, "title": "t", "amount": "100"}),
+            Some(&seller.token),
+            json!({"sellerId": seller.id, "buyerId": buyer.id, "title": "t", "amount": amount}),
         )
         .await;
     let id = c.str("id");
-    app.request(
-        Method::POST,
-        &format!("/contracts/{id}/fund"),
-        Some(&a.token),
-        None,
-        &[],
-    )
-    .await;
+    let funded = app
+        .request(
+            Method::POST,
+            &format!("/contracts/{id}/fund"),
+            Some(&buyer.token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(funded.status, StatusCode::OK);
     let x = app
         .post(
             "/disputes",
-            Some(&a.token),
+            Some(&buyer.token),
             json!({"contractId": id, "description": "late"}),
         )
         .await;
@@ -54,6 +57,18 @@ async fn audit_queries_per_role() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    (id, x.str("id"))
+}
+
+#[tokio::test]
+async fn audit_queries_per_role() {
+    let app = spawn_app().await;
+    let (a, b, stranger) = (app.user().await, app.user().await, app.user().await);
+    let arbiter = app.grant(&app.user().await, "arbiter").await;
+    let admin = app.grant(&app.user().await, "admin").await;
+    app.deposit(&a, "300").await;
+    app.transfer(&a, &b.id, "10").await;
+    let (id, _) = disputed_and_refunded(&app, &a, &b, &arbiter, "100").await;
     assert!(
         app.wait_for_read_models(std::time::Duration::from_secs(10))
             .await
@@ -323,4 +338,70 @@ async fn audit_reads_accept_min_position() {
             .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{path}");
     }
+}
+
+/// A store written before the party index gets it from the index's migration: its
+/// backfill, run over the events, gives exactly the rows the trigger wrote as they were
+/// appended (contracts' buyer and seller, disputes' the same as their contract's).
+#[tokio::test]
+async fn the_party_index_backfill_equals_what_the_trigger_wrote() {
+    let app = spawn_app().await;
+    let (a, b) = (app.user().await, app.user().await);
+    let arbiter = app.grant(&app.user().await, "arbiter").await;
+    app.deposit(&a, "100").await;
+    disputed_and_refunded(&app, &a, &b, &arbiter, "10").await;
+    for _ in 0..2 {
+        let c = app
+            .post(
+                "/contracts",
+                Some(&b.token),
+                json!({"sellerId": b.id, "buyerId": a.id, "title": "t", "amount": "10"}),
+            )
+            .await;
+        assert_eq!(c.status, StatusCode::CREATED);
+    }
+
+    type Rows = (Vec<(String, uuid::Uuid)>, Vec<(uuid::Uuid, i64)>);
+    async fn rows(pool: &sqlx::PgPool) -> Rows {
+        let parties = sqlx::query_as("SELECT stream_id, party FROM stream_parties ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let events = sqlx::query_as("SELECT party, position FROM party_events ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        (parties, events)
+    }
+    let written = rows(&app.pool).await;
+    // Three contracts and a dispute, two parties each; every event of theirs twice.
+    assert_eq!(written.0.len(), 8, "{:?}", written.0);
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events WHERE starts_with(stream_id, 'contract-') \
+         OR starts_with(stream_id, 'dispute-')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(written.1.len() as i64, 2 * n);
+
+    sqlx::query("TRUNCATE party_events, stream_parties")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let migration = include_str!("../../../migrations/20261207000013_party_index.sql");
+    let backfill = migration
+        .split_once("-- The store as it stands")
+        .and_then(|(_, rest)| rest.split_once("CREATE TRIGGER"))
+        .map(|(b, _)| b)
+        .expect("the migration's backfill section");
+    for statement in backfill.split(';') {
+        if let Some(at) = statement.find("INSERT") {
+            sqlx::query(&statement[at..])
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(rows(&app.pool).await, written);
 }

@@ -366,14 +366,24 @@ async fn twenty_concurrent_completions_and_failures_settle_a_payout_once() {
     .fetch_one(&app.pool)
     .await
     .expect("count");
-    let winner = answers
+    let won = answers
         .iter()
         .find(|r| r.status == StatusCode::OK)
-        .map(|r| r.str("status"))
-        .unwrap_or_default();
+        .expect("one settled it");
+    let winner = won.str("status");
     // A completion is one event; a failure two (the payout's and the wallet's).
     assert_eq!(settled, if winner == "COMPLETED" { 1 } else { 2 });
-    let w = wallet(&second, &alice).await;
+    // The service settled it, not Alice: her read waits for the settlement's position,
+    // not only for her own last write.
+    let at = won.body["position"]
+        .as_i64()
+        .expect("commands answer their position");
+    let w = second
+        .get(
+            &format!("/wallets/{}?minPosition={at}", alice.id),
+            Some(&alice.token),
+        )
+        .await;
     let returned = if winner == "COMPLETED" {
         "0.00"
     } else {
