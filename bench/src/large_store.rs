@@ -19,10 +19,12 @@ use clap::Parser;
 use rand::Rng;
 use serde_json::{json, Value};
 
+mod flows;
 // The load generator's client, shared as a file: this binary uses only part of it.
 #[path = "http.rs"]
 #[allow(dead_code)]
 mod http;
+use flows::{Commands, User};
 use http::{Http, Method};
 
 #[global_allocator]
@@ -56,12 +58,6 @@ struct Args {
     checkpoint_cmd: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-struct User {
-    id: String,
-    token: String,
-}
-
 struct Grower {
     http: Http,
     users: Vec<User>,
@@ -71,7 +67,7 @@ struct Grower {
     stop: AtomicBool,
 }
 
-impl Grower {
+impl Commands for Grower {
     async fn command(&self, path: &str, user: &User, body: Value) -> Option<Value> {
         match self
             .http
@@ -92,7 +88,9 @@ impl Grower {
             }
         }
     }
+}
 
+impl Grower {
     async fn client(self: Arc<Self>, until: i64) {
         while !self.stop.load(Ordering::Relaxed) && self.head.load(Ordering::Relaxed) < until {
             let (a, b, roll) = {
@@ -110,7 +108,7 @@ impl Grower {
                 0..=2 => (&self.users[0], &self.users[b]),
                 3..=4 => (&self.users[a], &self.users[0]),
                 5 => {
-                    self.escrow_flow(&self.users[a], &self.users[b]).await;
+                    flows::escrow_flow(&*self, &self.users[a], &self.users[b], "large store").await;
                     continue;
                 }
                 _ => (&self.users[a], &self.users[b]),
@@ -122,24 +120,6 @@ impl Grower {
             )
             .await;
         }
-    }
-
-    async fn escrow_flow(&self, buyer: &User, seller: &User) -> Option<()> {
-        let c = self
-            .command(
-                "/contracts",
-                buyer,
-                json!({"buyerId": buyer.id, "sellerId": seller.id, "title": "large store", "amount": "1.00"}),
-            )
-            .await?;
-        let id = c.get("id")?.as_str()?.to_owned();
-        self.command(&format!("/contracts/{id}/fund"), buyer, json!({}))
-            .await?;
-        self.command(&format!("/contracts/{id}/deliver"), seller, json!({}))
-            .await?;
-        self.command(&format!("/contracts/{id}/release"), buyer, json!({}))
-            .await?;
-        Some(())
     }
 }
 

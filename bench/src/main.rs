@@ -24,8 +24,10 @@ use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+mod flows;
 mod hooks;
 mod http;
+use flows::{Commands, User};
 use http::{Http, Method};
 
 /// The load generator allocates on every request; with glibc's allocator that was a sixth
@@ -102,12 +104,6 @@ struct Args {
     webhook_drain_s: u64,
 }
 
-#[derive(Debug, Clone)]
-struct User {
-    id: String,
-    token: String,
-}
-
 /// What the clients saw.
 #[derive(Debug, Default)]
 struct Stats {
@@ -143,24 +139,7 @@ struct Answer {
     body: Value,
 }
 
-impl Bench {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> anyhow::Result<Answer> {
-        let res = self
-            .http
-            .request(method, path, token, body.as_ref())
-            .await?;
-        Ok(Answer {
-            status: res.status,
-            body: res.json(),
-        })
-    }
-
+impl Commands for Bench {
     /// A command, timed and counted. Returns the answer if it was 2xx.
     async fn command(&self, path: &str, user: &User, body: Value) -> Option<Value> {
         let t0 = Instant::now();
@@ -188,6 +167,25 @@ impl Bench {
                 None
             }
         }
+    }
+}
+
+impl Bench {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
+        let res = self
+            .http
+            .request(method, path, token, body.as_ref())
+            .await?;
+        Ok(Answer {
+            status: res.status,
+            body: res.json(),
+        })
     }
 
     async fn query(&self, path: &str, user: &User) {
@@ -284,7 +282,10 @@ impl Bench {
                         .await
                         .map(|r| (r, from.clone())),
                 },
-                Workload::Escrow => self.escrow_flow(from, to).await,
+                // The release's answer, for the lag probe as the seller.
+                Workload::Escrow => flows::escrow_flow(&*self, from, to, "bench")
+                    .await
+                    .map(|r| (r, to.clone())),
             };
             if let Some((body, user)) = answered {
                 done += 1;
@@ -295,26 +296,6 @@ impl Bench {
                 }
             }
         }
-    }
-
-    /// create → fund → deliver → release; the last answer, for the lag probe.
-    async fn escrow_flow(&self, buyer: &User, seller: &User) -> Option<(Value, User)> {
-        let c = self
-            .command(
-                "/contracts",
-                buyer,
-                json!({"buyerId": buyer.id, "sellerId": seller.id, "title": "bench", "amount": "1.00"}),
-            )
-            .await?;
-        let id = c.get("id")?.as_str()?.to_owned();
-        self.command(&format!("/contracts/{id}/fund"), buyer, json!({}))
-            .await?;
-        self.command(&format!("/contracts/{id}/deliver"), seller, json!({}))
-            .await?;
-        let r = self
-            .command(&format!("/contracts/{id}/release"), buyer, json!({}))
-            .await?;
-        Some((r, seller.clone()))
     }
 }
 
