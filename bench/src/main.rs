@@ -14,7 +14,6 @@
 //! the one-transaction-per-transfer ceiling is measured by pgbench right before the load
 //! and right after it; the ratio is taken against their mean.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +26,10 @@ use serde_json::{json, Value};
 mod flows;
 mod hooks;
 mod http;
+mod report;
 use flows::{Commands, User};
 use http::{Http, Method};
+use report::{measure_ceiling, peak_rss_mib, percentile, print_timeline, Ceiling, Stats};
 
 /// The load generator allocates on every request; with glibc's allocator that was a sixth
 /// of its CPU, which the server it shares the machine with did not get.
@@ -102,27 +103,6 @@ struct Args {
     /// (a backlog larger than the endpoints' rate allows is reported, not waited out).
     #[arg(long, default_value_t = 60)]
     webhook_drain_s: u64,
-}
-
-/// What the clients saw.
-#[derive(Debug, Default)]
-struct Stats {
-    /// Latency of each command, in microseconds.
-    commands: Vec<u64>,
-    /// When each command of `commands` was answered, in seconds into the run.
-    answered_at: Vec<f32>,
-    /// Latency of each query, in microseconds.
-    queries: Vec<u64>,
-    /// Non-2xx answers by "status code".
-    refused: BTreeMap<String, u64>,
-    /// Requests that got no HTTP answer.
-    transport_errors: u64,
-    /// (seconds into the run, lag in microseconds).
-    lags: Vec<(f64, u64)>,
-    /// Highest position a command answered with.
-    max_position: i64,
-    /// When the run started, in seconds since the Unix epoch.
-    started_unix: u64,
 }
 
 struct Bench {
@@ -296,84 +276,6 @@ impl Bench {
                 }
             }
         }
-    }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
-}
-
-/// Per interval of `every` seconds: commands/s, latency p50 / p99 / max and lag p99 (ms).
-fn print_timeline(s: &Stats, every: f64, duration: f64) {
-    let slots = (duration / every).ceil().max(1.0) as usize;
-    let slot = |t: f64| ((t / every) as usize).min(slots - 1);
-    let mut lat: Vec<Vec<u64>> = vec![Vec::new(); slots];
-    for (at, micros) in s.answered_at.iter().zip(&s.commands) {
-        lat[slot(f64::from(*at))].push(*micros);
-    }
-    let mut lag: Vec<Vec<u64>> = vec![Vec::new(); slots];
-    for (at, micros) in &s.lags {
-        lag[slot(*at)].push(*micros);
-    }
-    eprintln!(
-        "timeline, per {every} s from the start of the run (Unix time {}): commands/s, \
-         latency p50 / p99 / max ms, projection lag p99 ms",
-        s.started_unix
-    );
-    eprintln!("      s  commands/s    p50    p99      max  lag p99");
-    for (i, (l, g)) in lat.iter_mut().zip(lag.iter_mut()).enumerate() {
-        l.sort_unstable();
-        g.sort_unstable();
-        eprintln!(
-            "{:>7.0} {:>11.0} {:>6.1} {:>6.1} {:>8.1} {:>8.1}",
-            i as f64 * every,
-            l.len() as f64 / every,
-            percentile(l, 0.50),
-            percentile(l, 0.99),
-            percentile(l, 1.0),
-            percentile(g, 0.99)
-        );
-    }
-}
-
-/// Peak resident set size of a process, in MiB (VmHWM), if it can be read.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// The ceiling the ratio is taken against: one measurement, or the mean of one before and
-/// one after the load (`sides`).
-struct Ceiling {
-    tps: f64,
-    sides: Option<(f64, f64)>,
-}
-
-/// Runs `--ceiling-cmd` (round `before` or `after`) and reads the TPS from its last line of
-/// output; its stderr passes through.
-fn measure_ceiling(cmd: &str, round: &str) -> anyhow::Result<f64> {
-    eprintln!("ceiling ({round} the load): {cmd}");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("CEILING_ROUND", round)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running the ceiling command {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("the ceiling command failed ({})", out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("").trim();
-    match last.parse::<f64>() {
-        Ok(tps) if tps.is_finite() && tps > 0.0 => Ok(tps),
-        _ => bail!("the ceiling command's last line is not a positive TPS: {last:?}"),
     }
 }
 
@@ -695,33 +597,4 @@ async fn main() -> anyhow::Result<()> {
         bail!("money was not conserved");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_ceiling_is_the_last_line_of_its_command() -> anyhow::Result<()> {
-        let tps = measure_ceiling("echo 'tps = 1.0 (progress)'; echo 2034.5", "before")?;
-        assert!((tps - 2034.5).abs() < 1e-9);
-        // The round is passed in, so one command can use a database per round.
-        let tps = measure_ceiling("[ \"$CEILING_ROUND\" = after ] && echo 7", "after")?;
-        assert!((tps - 7.0).abs() < 1e-9);
-        Ok(())
-    }
-
-    #[test]
-    fn a_failed_or_meaningless_ceiling_is_refused() {
-        for cmd in [
-            "echo 2000; exit 3",
-            "echo before",
-            "echo 0",
-            "echo -5",
-            "echo inf",
-            "true",
-        ] {
-            assert!(measure_ceiling(cmd, "before").is_err(), "{cmd}");
-        }
-    }
 }
