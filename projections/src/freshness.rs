@@ -92,6 +92,15 @@ struct View {
     newest: i64,
 }
 
+impl View {
+    /// Whether this instance's projecting worker surely has not applied the event at
+    /// `position`, whose stream and version are `known`: it is past everything the worker
+    /// applied, and only the worker's batches can tell when it is.
+    fn surely_pending(&self, position: i64, known: bool) -> bool {
+        self.active && known && position > self.newest
+    }
+}
+
 /// Recent positions committed by this instance: a window of consecutive positions, each
 /// with the `(stream, version)` of its event if this instance committed it. One instance's
 /// positions nearly always come in order and without holes (the committer reserves them
@@ -299,7 +308,7 @@ impl Freshness {
         let unsure: Vec<&str> = pending
             .iter()
             .filter(|(position, _, _)| {
-                !(now.active && *position > now.newest && self.event_at(*position).is_some())
+                !now.surely_pending(*position, self.event_at(*position).is_some())
             })
             .map(|(_, s, _)| s.as_str())
             .collect();
@@ -368,10 +377,8 @@ impl Freshness {
             }
             // This instance's worker, projecting since the wait began, cannot have applied
             // the event yet: its batch will say when it does.
-            let memory_answers = view.active
-                && view.generation == started
-                && target.is_some()
-                && position > view.newest;
+            let memory_answers =
+                view.generation == started && view.surely_pending(position, target.is_some());
             let schedule = if memory_answers {
                 &mut safety
             } else {
